@@ -1,0 +1,291 @@
+"""The ``osrbench`` command line. Only this module knows about the terminal.
+
+Errors a user can cause end with one line ``osrbench: error: ...`` and exit code 2; a method that
+raises ends its run with exit code 1 (its traceback is in the run folder's ``error.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from osrbench import engine, plugins, protocols
+from osrbench.config import ConfigError, parse_overrides
+
+EXIT_USER = 2
+EXIT_FAILED = 1
+
+
+class UsageError(Exception):
+    pass
+
+
+def _tabulate(rows: list[list[Any]], headers: Sequence[str], fmt: str = "simple") -> str:
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+# ------------------------------------------------------------------------------------- run
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="dataset name (osrbench list)")
+    p.add_argument("--protocol", default="auroc", help="split protocol: auroc, f1 or osrci (default auroc)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    p.add_argument("--recipe", help="a named recipe of the method (osrbench list)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value); repeatable")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default runs/)")
+    p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
+    p.add_argument("--checkpoint-every", type=int, default=10, metavar="N", help="checkpoint every N epochs")
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on CUDA)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _request(args: argparse.Namespace, method: str, split: int, seed: int, resume: str, force: bool) -> engine.RunRequest:
+    return engine.RunRequest(
+        method=method, dataset=args.dataset, protocol=args.protocol, split=split, seed=seed,
+        recipe=args.recipe, epochs=args.epochs, overrides=parse_overrides(args.overrides),
+        device=args.device, out=args.out, data_root=args.data_root, resume=resume, force=force,
+        checkpoint_every=args.checkpoint_every, progress=not args.quiet, deterministic=args.deterministic,
+    )
+
+
+METRIC_ORDER = ("auroc", "oscr", "acc", "macro_f1", "fpr95_known", "aupr_in", "aupr_out", "dtacc")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be positive, got {args.epochs}")
+    req = _request(args, args.method, args.split, args.seed, "yes" if args.resume else "no", args.force)
+    rec = engine.run(req)
+    m = rec["metrics"]
+    rows = [[k, _pct(m[k])] for k in METRIC_ORDER if k in m]
+    print(f"{rec['method']} on {rec['dataset']} ({rec['protocol']} split {rec['split']}, seed {rec['seed']}, "
+          f"{rec['config']['epochs']} epochs, {rec['device']}, {rec['wall_time_s']['train']:.1f} s)")
+    print(_tabulate(rows, ["metric", "%"]))
+    print(f"record: {rec['_path']}/result.json")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from osrbench import compare
+
+    reg = plugins.get()
+    try:
+        spec = reg.dataset(args.dataset)
+        n = protocols.num_splits(spec, args.protocol)
+        splits = protocols.parse_indices(args.splits, n)
+        seeds = protocols.parse_indices(args.seeds, 2**31)
+    except (plugins.UnknownName, protocols.SplitError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    for name in args.methods:  # fail fast on a typo before hours of training
+        engine.plan(_request(args, name, splits[0], seeds[0], "auto", False))
+    records, failures = [], []
+    for name in args.methods:
+        for split in splits:
+            for seed in seeds:
+                req = _request(args, name, split, seed, "auto", False)
+                p = engine.plan(req)
+                if args.no_run:
+                    rec = p.existing_result()
+                    if rec is None:
+                        failures.append(f"{name} split {split} seed {seed}: no result in {p.dir} (run without --no-run)")
+                    else:
+                        records.append(rec)
+                    continue
+                try:
+                    records.append(engine.run(req))
+                except engine.MethodFailed as exc:
+                    print(f"osrbench: run failed: {exc}", file=sys.stderr)
+                    failures.append(f"{name} split {split} seed {seed}: {exc}")
+    if records:
+        print(compare.render(records, args.methods, fmt=args.format))
+    for line in compare.duplicate_split_warnings(spec, args.protocol, splits):
+        print(f"warning: {line}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} run(s) failed or missing:", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+# --------------------------------------------------------------------------- list / plugins
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from osrbench import registry
+
+    reg = plugins.get()
+    std = registry.load().standard_recipes
+    rows = []
+    for name, spec in sorted(reg.methods.items()):
+        recipes = ", ".join(f"{r}*" if r == spec.default_recipe else r for r in spec.recipes) or "-"
+        rows.append([name, reg.plugin_of("method", name).name, recipes, std.get(name, "-"), spec.description])
+    print("Methods (* = default recipe)")
+    print(_tabulate(rows, ["method", "plugin", "recipes", "standard", "description"]))
+    rows = []
+    for name, ds in reg.datasets.items():
+        sizes = []
+        for proto in registry.load().splits:
+            try:
+                s = protocols.get_split(ds, proto, 0)
+                sizes.append(f"{proto} {protocols.num_splits(ds, proto)}x{len(s.known)}/{len(s.unknown)}")
+            except protocols.SplitError:
+                pass
+        rows.append([name, ds.image_size, ds.augment, "; ".join(sizes), ds.description])
+    print("\nDatasets (protocol: splits x known/unknown classes)")
+    print(_tabulate(rows, ["dataset", "size", "augment", "protocols", "description"]))
+    rows = [[n, e.get("description", "")] for n, e in registry.load().protocols.items()]
+    print("\nProtocols")
+    print(_tabulate(rows, ["protocol", "description"]))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    reg = plugins.get()
+    infos = [i.as_dict() for i in reg.infos.values()]
+    if args.json:
+        print(json.dumps(infos, indent=2))
+        return 0
+    rows = [[i["name"], i["distribution"], i["version"], ", ".join(i["methods"]) or "-",
+             ", ".join(i["datasets"]) or "-", i["error"] or "ok"] for i in infos]
+    print(_tabulate(rows, ["plugin", "distribution", "version", "methods", "datasets", "status"]))
+    return 0
+
+
+def cmd_splits(args: argparse.Namespace) -> int:
+    reg = plugins.get()
+    try:
+        ds = reg.dataset(args.dataset)
+        n = protocols.num_splits(ds, args.protocol)
+        rows = []
+        seen: dict[Any, int] = {}
+        for i in range(n):
+            s = protocols.get_split(ds, args.protocol, i)
+            dup = seen.setdefault(s.class_set_key, i)
+            rows.append([i, " ".join(map(str, s.known)), " ".join(map(str, s.unknown)), s.hash,
+                         "" if dup == i else f"same classes as split {dup}"])
+    except (plugins.UnknownName, protocols.SplitError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    print(f"{ds.name}, protocol {args.protocol}: known class ids in label order (id at position i = label i)")
+    print(_tabulate(rows, ["split", "known", "unknown", "hash", "note"]))
+    return 0
+
+
+# -------------------------------------------------------------------------------------- data
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    reg = plugins.get()
+    root = args.data_root or engine.default_data_root()
+    try:
+        names = [args.name] if args.name else list(reg.datasets)
+        specs = [reg.dataset(n) for n in names]
+    except plugins.UnknownName as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    if args.action == "download":
+        from osrbench.datasets import DataNotFound
+
+        for spec in specs:
+            if spec.download is None:
+                print(f"{spec.name}: nothing to download")
+                continue
+            try:
+                spec.download(Path(root))
+            except DataNotFound as exc:
+                raise UsageError(str(exc)) from None
+            print(f"{spec.name}: downloaded to {root}")
+        return 0
+    missing = 0
+    rows = []
+    for spec in specs:
+        problems = spec.check(Path(root))
+        rows.append([spec.name, "ready" if not problems else "missing", spec.licence])
+        missing += bool(problems)
+        for line in problems:
+            rows.append(["", line, ""])
+    print(f"data root: {root}")
+    print(_tabulate(rows, ["dataset", "status", "licence"]))
+    return EXIT_USER if (missing and args.name) else 0
+
+
+# -------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="osrbench", description="Open-set recognition benchmark host.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="train and evaluate one method on one split")
+    p.add_argument("--method", required=True)
+    _add_run_options(p)
+    p.add_argument("--split", type=int, default=0, help="split index (default 0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--force", action="store_true", help="replace an existing result or unfinished run")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="run what is missing and compare methods over splits")
+    p.add_argument("methods", nargs="+")
+    _add_run_options(p)
+    p.add_argument("--splits", default="0-4", help="split indices, e.g. 0-4 or 0,2 (default 0-4)")
+    p.add_argument("--seeds", default="0", help="seeds, e.g. 0-2 (default 0)")
+    p.add_argument("--no-run", action="store_true", help="only read existing results")
+    p.add_argument("--format", default="simple", help="table format (tabulate): simple, github, latex, ...")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("list", help="methods, datasets and protocols")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("plugins", help="installed plugins and their status")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("splits", help="the class splits of a dataset under a protocol")
+    p.add_argument("dataset")
+    p.add_argument("--protocol", default="auroc")
+    p.set_defaults(func=cmd_splits)
+
+    p = sub.add_parser("data", help="check or download datasets")
+    p.add_argument("action", choices=["check", "download"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--data-root", type=Path)
+    p.set_defaults(func=cmd_data)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from osrbench.registry import RegistryError
+
+    return (UsageError, engine.RunError, ConfigError, RegistryError, plugins.UnknownName, protocols.SplitError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except _user_errors() as exc:
+        print(f"osrbench: error: {str(exc).strip(chr(39) + chr(34))}", file=sys.stderr)
+        return EXIT_USER
+    except engine.MethodFailed as exc:
+        print(f"osrbench: run failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("osrbench: interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The device-resident, seeded training stream.
+
+The split's training images live on the run's device as one uint8 tensor. Each (epoch, phase)
+pass draws its permutation and augmentation parameters from a CPU generator seeded by
+``(seed, epoch, phase)`` only, so every method, device and resumed run sees bit-identical
+batches, and a pass needs no generator state from earlier passes. Augmentation is batched tensor
+indexing: no per-sample Python on the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: CIFAR statistics the MLS-paper recipe normalises every dataset with (METHODS.md §4.2).
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+PAD = 4  # RandomCrop(S, padding=4), zero fill
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A well-mixed 63-bit seed for ``(seed, *keys)``, independent of every other key tuple."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def to_input(images: torch.Tensor, normalize: str = "none") -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float in [0, 1], grey replicated to 3 channels (METHODS.md §1)."""
+    x = images.float().div_(255.0)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if normalize == "cifar":
+        mean = torch.tensor(CIFAR_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(CIFAR_STD, device=x.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+    elif normalize != "none":
+        raise ValueError(f"normalize must be none or cifar, got {normalize!r}")
+    return x.contiguous()
+
+
+def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Random crop with zero padding PAD at the given (dy, dx) offsets, then horizontal flips.
+
+    ``offsets`` is (B, 2) in [0, 2*PAD]; ``flips`` is a (B,) bool mask. Equal to torchvision's
+    RandomCrop(S, padding=4) followed by RandomHorizontalFlip for those draws.
+    """
+    b, c, h, w = images.shape
+    padded = F.pad(images, (PAD, PAD, PAD, PAD))
+    rows = offsets[:, 0, None] + torch.arange(h, device=images.device)  # (B, H)
+    cols = offsets[:, 1, None] + torch.arange(w, device=images.device)  # (B, W)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2)
+
+
+class TrainStream:
+    """Shuffled training batches of one split, identical for every method given the seed.
+
+    :param augment: ``none`` or ``crop_flip`` (METHODS.md §7.2).
+    :param normalize: ``none`` (reference) or ``cifar`` (MLS-paper recipe).
+    :param randaugment: RandAugment magnitude M of the MLS recipe (0 = off), applied first.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        device: torch.device | str = "cpu",
+        augment: str = "none",
+        normalize: str = "none",
+        randaugment: int = 0,
+        randaugment_ops: str = "all",
+    ) -> None:
+        if augment not in ("none", "crop_flip"):
+            raise ValueError(f"augment must be none or crop_flip, got {augment!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.augment = augment
+        self.normalize = normalize
+        self.randaugment = randaugment
+        self.randaugment_ops = randaugment_ops
+
+    def __len__(self) -> int:
+        """Batches per pass (the last partial batch is kept)."""
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def batches(self, epoch: int, phase: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.images)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, 0, epoch, phase))
+        perm = torch.randperm(n, generator=g)
+        offsets = torch.randint(0, 2 * PAD + 1, (n, 2), generator=g)
+        flips = torch.rand(n, generator=g) < 0.5
+        if self.randaugment:
+            from osrbench.data.randaugment import RandAugmentDraws
+
+            ra = RandAugmentDraws(n, self.randaugment, self.randaugment_ops, g)
+        perm, offsets, flips = perm.to(self.device), offsets.to(self.device), flips.to(self.device)
+        for start in range(0, n, self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            idx = perm[sl]
+            x = self.images[idx]
+            if self.randaugment:
+                x = ra.apply(x, sl)
+            if self.augment == "crop_flip":
+                x = crop_flip(x, offsets[sl], flips[sl])
+            yield to_input(x, self.normalize), self.labels[idx]

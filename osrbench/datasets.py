@@ -1,0 +1,138 @@
+"""Dataset specifications and the open-set view of a dataset.
+
+A data source returns the whole dataset as uint8 tensors; :func:`select` cuts it into the three
+open-set parts of one split (train-known, test-known, test-unknown), relabelling known classes by
+their position in the split row (METHODS.md §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import torch
+
+if TYPE_CHECKING:
+    from osrbench.protocols import OpenSetSplit
+
+
+class DataNotFound(Exception):
+    """A dataset's files are missing or unreadable; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class OpenSetData:
+    """One split of one dataset, ready for the engine.
+
+    Images are uint8 (N, C, H, W) at the run's image size; labels are int64 known labels
+    0..K-1 (position in the split row). ``unknown_ids`` holds the original class id of each
+    unknown test image (for diagnostics; unknowns carry label -1 everywhere else).
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    known_x: torch.Tensor
+    known_y: torch.Tensor
+    unknown_x: torch.Tensor
+    unknown_ids: torch.Tensor
+
+    def __post_init__(self) -> None:
+        for name in ("train_x", "known_x", "unknown_x"):
+            t = getattr(self, name)
+            if t.dtype != torch.uint8 or t.dim() != 4:
+                raise ValueError(f"{name} must be a uint8 (N, C, H, W) tensor, got {t.dtype} {tuple(t.shape)}")
+        if not (self.train_x.shape[1:] == self.known_x.shape[1:] == self.unknown_x.shape[1:]):
+            raise ValueError("train, known and unknown images must share (C, H, W)")
+        if len(self.train_x) != len(self.train_y) or len(self.known_x) != len(self.known_y):
+            raise ValueError("images and labels differ in length")
+        if min(len(self.train_x), len(self.known_x), len(self.unknown_x)) == 0:
+            raise ValueError("a split part is empty: check the data files and the split's class ids")
+
+    def resized(self, size: int) -> "OpenSetData":
+        """The same split with every image resized to (size, size) (a no-op at that size)."""
+        from osrbench.data.transforms import resize_uint8
+
+        if self.train_x.shape[-1] == size and self.train_x.shape[-2] == size:
+            return self
+        return OpenSetData(
+            resize_uint8(self.train_x, size), self.train_y,
+            resize_uint8(self.known_x, size), self.known_y,
+            resize_uint8(self.unknown_x, size), self.unknown_ids,
+        )
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+
+#: ``load(root, split, image_size) -> OpenSetData``; ``root`` is the data root folder.
+Loader = Callable[[Path, "OpenSetSplit", int], OpenSetData]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How a dataset is announced (built in, or by a plugin's ``osrbench_register_datasets``).
+
+    :param name: the name users type (``--dataset NAME``).
+    :param load: builds the :class:`OpenSetData` of a split at an image size.
+    :param table: the split table the protocols use for it (``mnist`` for any 10-class set).
+    :param num_classes: classes of the known-side source (unknown = the ids not in a row),
+        unless ``unknown_table`` names a table of unknown ids (CIFAR+N).
+    :param image_size: the reference image size S (square).
+    :param augment: the reference training augmentation: ``none`` or ``crop_flip``
+        (random crop with zero padding 4, then horizontal flip with p 0.5).
+    :param check: returns a list of problems with the files under a root (empty = ready).
+    :param download: fetches the files into a root (where the network allows).
+    :param epochs: overrides the recipe's epoch count on this dataset (``--epochs`` wins).
+    """
+
+    name: str
+    load: Loader
+    table: str
+    num_classes: int
+    image_size: int
+    augment: str = "crop_flip"
+    unknown_table: str | None = None
+    epochs: int | None = None  # a dataset-level default epoch count (the embedded CPU set)
+    description: str = ""
+    source: str = ""
+    licence: str = ""
+    check: Callable[[Path], list[str]] = field(default=lambda root: [])
+    download: Callable[[Path], None] | None = None
+
+
+def select(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    known: Sequence[int],
+    unknown: Sequence[int],
+    unknown_x: torch.Tensor | None = None,
+    unknown_y: torch.Tensor | None = None,
+) -> OpenSetData:
+    """Cut a labelled dataset into the open-set parts of a split.
+
+    ``known[i]`` becomes label ``i``. Unknowns are the test images whose class is in ``unknown``,
+    taken from ``(unknown_x, unknown_y)`` when given (CIFAR+N draws them from CIFAR-100) and from
+    the test set otherwise.
+    """
+    lut = torch.full((int(max(train_y.max(), test_y.max(), max(known))) + 1,), -1, dtype=torch.int64)
+    lut[torch.as_tensor(list(known))] = torch.arange(len(known))
+    train_lab = lut[train_y.long()]
+    test_lab = lut[test_y.long()]
+    keep_train = train_lab >= 0
+    keep_known = test_lab >= 0
+    if unknown_x is None:
+        unknown_x, unknown_y = test_x, test_y
+    assert unknown_y is not None
+    keep_unknown = torch.isin(unknown_y.long(), torch.as_tensor(list(unknown), dtype=torch.int64))
+    return OpenSetData(
+        train_x=train_x[keep_train],
+        train_y=train_lab[keep_train],
+        known_x=test_x[keep_known],
+        known_y=test_lab[keep_known],
+        unknown_x=unknown_x[keep_unknown],
+        unknown_ids=unknown_y[keep_unknown].long(),
+    )

@@ -1,0 +1,46 @@
+"""The plugin API: hook specifications of the ``osrbench`` plugin manager.
+
+A plugin is a module (or object) whose functions are marked with :data:`osrbench.hookimpl` and
+named after these specifications. Plugins are found through the ``osrbench`` entry-point group
+and each is loaded and called in isolation: one that fails to import or to register is skipped
+and reported by ``osrbench plugins``, never fatal. Hooks are called once, at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from osrbench.datasets import DatasetSpec
+    from osrbench.method import MethodSpec
+
+hookspec = pluggy.HookspecMarker("osrbench")
+
+
+@hookspec
+def osrbench_register_methods(register: Callable[["MethodSpec"], None]) -> None:
+    """Register open-set recognition methods.
+
+    :param register: call it once per method with an :class:`osrbench.MethodSpec`. A name that
+        another plugin also registers makes that name unusable until one of the two plugins is
+        disabled (``OSRBENCH_DISABLE_PLUGINS``); the error names both plugins.
+
+    Use in a plugin::
+
+        @osrbench.hookimpl
+        def osrbench_register_methods(register):
+            register(MethodSpec(name="energy", factory=Energy, defaults={"epochs": 100, ...}))
+    """
+
+
+@hookspec
+def osrbench_register_datasets(register: Callable[["DatasetSpec"], None]) -> None:
+    """Register datasets usable with ``--dataset``.
+
+    :param register: call it once per dataset with an :class:`osrbench.DatasetSpec`. Its
+        ``table`` names the split table of ``splits.yaml`` it uses (``mnist`` for any 10-class
+        set) and its ``load(root, split, image_size)`` returns uint8 tensors. The built-in
+        datasets of ``registry.yaml`` are registered through this hook by ``osrbench.builtin``.
+    """

@@ -1,0 +1,131 @@
+"""The method interface every plugin implements, and its small value types.
+
+The engine owns the data, the loop, the clock, checkpoints and the metrics; a method owns its
+networks, losses, optimisers and schedules. One epoch is ``for phase in method.phases: for each
+batch of the phase's shuffled pass: method.train_step(phase, x, y)``, then ``end_epoch(epoch)``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a method learns about its run before training starts.
+
+    :param num_classes: K, the number of known classes (labels are 0..K-1).
+    :param image_shape: (C, H, W) of the float images the method receives, in [0, 1]
+        (or normalised when the recipe sets ``normalize``).
+    :param device: where the images arrive and where the networks must live.
+    :param config: the resolved configuration (engine keys and the method's own keys).
+    :param generator: a seeded ``torch.Generator`` on ``device``, for the method's own draws
+        (GAN noise); its state is checkpointed by the engine.
+    :param epochs: the number of epochs of the run.
+    :param dataset: the dataset name (methods may branch on it only where the reference does).
+    :param steps_per_epoch: batches in one pass over the training stream.
+    """
+
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    device: torch.device
+    config: Mapping[str, Any]
+    generator: torch.Generator
+    epochs: int
+    dataset: str = "digits"
+    steps_per_epoch: int = 1
+
+
+@dataclass
+class Prediction:
+    """Output of :meth:`Method.predict` for a batch of N images.
+
+    :param logits: (N, K) closed-set logits; the prediction is ``logits.argmax(1)``.
+    :param score: (N,) open-set score, **higher = more likely known**.
+    :param scores: optional further named scores of the same sign convention (for example
+        ``{"msp": ..., "mls": ...}``); the engine stores them so runs can be rescored.
+    """
+
+    logits: torch.Tensor
+    score: torch.Tensor
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Method(abc.ABC):
+    """Base class of an open-set recognition method.
+
+    Subclasses set :attr:`phases` and implement the abstract methods. ``train_step`` returns its
+    loss terms as 0-d tensors, detached; the engine sums them on the device and reads them once
+    per epoch, so a step never forces a host synchronisation.
+    """
+
+    #: Names of the passes over the training stream in one epoch, in order.
+    phases: tuple[str, ...] = ("train",)
+
+    @abc.abstractmethod
+    def setup(self, ctx: Context) -> None:
+        """Build networks, optimisers and schedules for ``ctx``."""
+
+    @abc.abstractmethod
+    def train_step(self, phase: str, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimisation step on a batch; returns named loss terms (detached 0-d tensors)."""
+
+    def end_epoch(self, epoch: int) -> None:
+        """Called after every phase of ``epoch`` (0-based) ran: step schedules here."""
+
+    @abc.abstractmethod
+    def predict(self, images: torch.Tensor) -> Prediction:
+        """Evaluate a batch in inference mode (networks in eval mode, no gradients)."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed for an exact resume: weights, optimiser and schedule states."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def f1_rule(self) -> tuple[str, float] | None:
+        """The method's macro-F1 rule: ``(score name, threshold)``; accept as known iff score > it.
+
+        The score name is ``"score"`` (the main score) or a key of ``Prediction.scores``.
+        ``None`` means the method has no such rule and macro-F1 is not reported.
+        """
+        return None
+
+    def adaptations(self) -> dict[str, Any]:
+        """Choices this run made that no release covers (recorded in the result record)."""
+        return {}
+
+
+#: A recipe maps a dataset name (or ``"*"`` for every dataset) to config overrides.
+Recipe = Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How a plugin announces a method.
+
+    :param name: the name users type (``osrbench run --method NAME``).
+    :param factory: called with no arguments to make a fresh :class:`Method`.
+    :param defaults: every config key of the method with its default value; ``--set key=value``
+        may only name these keys or the engine's keys, and the value is parsed as YAML and must
+        match the default's type.
+    :param recipes: named recipes; each maps ``"*"`` and/or dataset names to overrides applied
+        on top of ``defaults`` (``"*"`` first, then the dataset's own entry).
+    :param default_recipe: the recipe used when ``--recipe`` is not given.
+    :param description: one line shown by ``osrbench list``.
+    :param citation: the paper the method reproduces.
+    """
+
+    name: str
+    factory: Callable[[], Method]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    recipes: Mapping[str, Recipe] = field(default_factory=dict)
+    default_recipe: str | None = None
+    description: str = ""
+    citation: str = ""

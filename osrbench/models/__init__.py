@@ -1,0 +1,29 @@
+"""Networks shared by the built-in methods: the ``classifier32`` backbone and the DCGAN pair."""
+
+from osrbench.models.classifier32 import Classifier32, MultiBatchNorm2d, init_classifier32_
+from osrbench.models.dcgan import (
+    GAN_MODES,
+    Discriminator,
+    Generator,
+    Resize2d,
+    init_dcgan_,
+    make_gan,
+    native_sizes_ok,
+    resolve_gan_mode,
+    sample_noise,
+)
+
+__all__ = [
+    "GAN_MODES",
+    "Classifier32",
+    "Discriminator",
+    "Generator",
+    "MultiBatchNorm2d",
+    "Resize2d",
+    "init_classifier32_",
+    "init_dcgan_",
+    "make_gan",
+    "native_sizes_ok",
+    "resolve_gan_mode",
+    "sample_noise",
+]

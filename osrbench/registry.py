@@ -1,0 +1,140 @@
+"""The benchmark registry (``registry.yaml``): protocols, built-in datasets, standard recipes.
+
+The file is read with ``yaml.safe_load`` and checked against a small schema; a wrong shape is a
+:class:`RegistryError` naming the key path (``datasets.svhn.image_size: expected int``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from osrbench.datasets import DatasetSpec
+
+REGISTRY_PATH = Path(__file__).with_name("registry.yaml")
+
+
+class RegistryError(Exception):
+    """The registry or a split table has the wrong shape."""
+
+
+@dataclass(frozen=True)
+class Registry:
+    splits: Mapping[str, Mapping[str, list[list[int]]]]  # protocol -> table -> rows
+    protocols: Mapping[str, Mapping[str, Any]]
+    datasets: Mapping[str, Mapping[str, Any]]
+    standard_recipes: Mapping[str, str]
+
+
+_DATASET_SCHEMA: dict[str, tuple[type, bool]] = {  # key -> (type, required)
+    "description": (str, False),
+    "loader": (str, True),
+    "check": (str, False),
+    "download": (str, False),
+    "table": (str, True),
+    "unknown_table": (str, False),
+    "num_classes": (int, True),
+    "image_size": (int, True),
+    "augment": (str, True),
+    "epochs": (int, False),
+    "source": (str, False),
+    "licence": (str, False),
+}
+
+
+def _expect(value: Any, kind: type, path: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RegistryError(f"{path}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{path}: not valid YAML ({exc})") from None
+
+
+def parse(doc: Any, base: Path) -> Registry:
+    """Validate a registry document; split tables are read from ``doc['splits']`` beside it."""
+    _expect(doc, dict, "registry")
+    for key in ("splits", "protocols", "datasets"):
+        if key not in doc:
+            raise RegistryError(f"registry.{key}: missing")
+    splits_doc = _read_yaml(base / _expect(doc["splits"], str, "splits"))
+    tables = _expect(_expect(splits_doc, dict, "splits").get("protocols"), dict, "splits.protocols")
+    for proto, by_table in tables.items():
+        for table, rows in _expect(by_table, dict, f"splits.protocols.{proto}").items():
+            for i, row in enumerate(_expect(rows, list, f"splits.protocols.{proto}.{table}")):
+                for j, cid in enumerate(_expect(row, list, f"splits.protocols.{proto}.{table}[{i}]")):
+                    _expect(cid, int, f"splits.protocols.{proto}.{table}[{i}][{j}]")
+    protocols = _expect(doc["protocols"], dict, "protocols")
+    for name, entry in protocols.items():
+        _expect(entry, dict, f"protocols.{name}")
+        if name not in tables:
+            raise RegistryError(f"protocols.{name}: no split table of that name in {doc['splits']}")
+    datasets = _expect(doc["datasets"], dict, "datasets")
+    for name, entry in datasets.items():
+        _expect(entry, dict, f"datasets.{name}")
+        for key, value in entry.items():
+            if key not in _DATASET_SCHEMA:
+                raise RegistryError(f"datasets.{name}.{key}: unknown key (valid: {', '.join(_DATASET_SCHEMA)})")
+            _expect(value, _DATASET_SCHEMA[key][0], f"datasets.{name}.{key}")
+        for key, (_, required) in _DATASET_SCHEMA.items():
+            if required and key not in entry:
+                raise RegistryError(f"datasets.{name}.{key}: missing")
+        if entry["augment"] not in ("none", "crop_flip"):
+            raise RegistryError(f"datasets.{name}.augment: must be none or crop_flip, got {entry['augment']!r}")
+    recipes = _expect(doc.get("standard_recipes", {}), dict, "standard_recipes")
+    for method, recipe in recipes.items():
+        _expect(recipe, str, f"standard_recipes.{method}")
+    return Registry(splits=tables, protocols=protocols, datasets=datasets, standard_recipes=recipes)
+
+
+@functools.lru_cache(maxsize=None)
+def load(path: Path = REGISTRY_PATH) -> Registry:
+    return parse(_read_yaml(path), path.parent)
+
+
+def _lazy(ref: str) -> Callable[..., Any]:
+    """A callable that imports ``module:function`` on first use (keeps the CLI start fast)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        module, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    call.__qualname__ = ref
+    return call
+
+
+def builtin_datasets(reg: Registry | None = None) -> list[DatasetSpec]:
+    """The datasets ``registry.yaml`` describes, as specs."""
+    reg = reg or load()
+    specs = []
+    for name, e in reg.datasets.items():
+        specs.append(
+            DatasetSpec(
+                name=name,
+                load=_lazy(e["loader"]),
+                check=_lazy(e["check"]) if "check" in e else (lambda root: []),
+                download=_lazy(e["download"]) if "download" in e else None,
+                table=e["table"],
+                unknown_table=e.get("unknown_table"),
+                num_classes=e["num_classes"],
+                image_size=e["image_size"],
+                augment=e["augment"],
+                epochs=e.get("epochs"),
+                description=e.get("description", ""),
+                source=e.get("source", ""),
+                licence=e.get("licence", ""),
+            )
+        )
+    return specs

@@ -1,0 +1,98 @@
+"""Building blocks plugin authors share: optimisers, learning-rate schedules, soft targets.
+
+Schedules are functions of the epoch (``lr_at``) set on the optimiser at every epoch start, so a
+resumed run needs no scheduler state and the epoch counter alone reproduces the rate exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+#: Config keys every optimiser/schedule user shares, with the ARPL-release values.
+OPTIM_DEFAULTS: dict[str, Any] = {
+    "optimizer": "sgd",  # sgd | adam
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "betas": [0.9, 0.999],  # Adam
+    "schedule": "multistep",  # multistep | mls-cosine
+    "milestones": [30, 60, 90, 120],
+    "gamma": 0.1,
+    "warmup_epochs": 10,  # mls-cosine only
+}
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter] | Iterable[dict], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """SGD (lr, momentum, weight decay) or Adam (lr, betas, weight decay) from a config."""
+    kind = cfg["optimizer"]
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"])
+    raise ValueError(f"optimizer must be sgd or adam, got {kind!r}")
+
+
+def multistep_lr(epoch: int, base: float, milestones: Iterable[int], gamma: float) -> float:
+    """torch's MultiStepLR stepped once per epoch: base * gamma ** (milestones passed)."""
+    return base * gamma ** sum(1 for m in milestones if epoch >= m)
+
+
+def mls_cosine_lr(epoch: int, base: float, epochs: int, warmup: int = 10) -> float:
+    """The MLS paper's cosine schedule with warm restarts and linear warm-up (METHODS.md §4.2).
+
+    eta = 1e-3 * base, T = epochs // 3, f(t) = eta + (base - eta) * (1 + cos(pi * (t mod T) / T)) / 2;
+    epoch 0 uses eta, epochs 1..warmup ramp linearly to f(warmup), later epochs use f(epoch - 1).
+    """
+    eta = 1e-3 * base
+    period = max(1, epochs // 3)
+
+    def f(t: int) -> float:
+        return eta + (base - eta) * (1 + math.cos(math.pi * (t % period) / period)) / 2
+
+    if epoch == 0:
+        return eta
+    if epoch <= warmup:
+        return eta + epoch * (f(warmup) - eta) / warmup
+    return f(epoch - 1)
+
+
+def lr_at(epoch: int, cfg: Mapping[str, Any]) -> float:
+    if cfg["schedule"] == "multistep":
+        return multistep_lr(epoch, cfg["lr"], cfg["milestones"], cfg["gamma"])
+    if cfg["schedule"] == "mls-cosine":
+        return mls_cosine_lr(epoch, cfg["lr"], cfg["epochs"], cfg["warmup_epochs"])
+    raise ValueError(f"schedule must be multistep or mls-cosine, got {cfg['schedule']!r}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of -sum_k target_k log softmax(logits)_k."""
+    return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """SCE_alpha (PyTorch ``label_smoothing`` convention): target (1 - alpha) one-hot + alpha / K.
+
+    ``alpha = 1`` is the uniform target (labels ignored, may be None); METHODS.md §6.2.
+    """
+    if alpha == 1.0:
+        return -F.log_softmax(logits, dim=1).mean(1).mean()
+    return F.cross_entropy(logits, labels, label_smoothing=alpha)
+
+
+def mls_smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+    """The MLS recipe's smoothing: 1 - eps on the true class, eps / (K - 1) on each other class."""
+    k = logits.shape[1]
+    if eps == 0:
+        return F.cross_entropy(logits, labels)
+    target = torch.full_like(logits, eps / (k - 1))
+    target.scatter_(1, labels[:, None], 1.0 - eps)
+    return soft_cross_entropy(logits, target)

@@ -1,0 +1,1 @@
+"""osrbench plugin: the Softmax baseline (MSP and max-logit scores)."""

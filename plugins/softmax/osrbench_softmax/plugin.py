@@ -1,0 +1,109 @@
+"""Softmax baseline (METHODS.md §4): classifier32 trained with cross-entropy.
+
+Scores: ``msp`` (maximum softmax probability, computed in float64 so easy samples do not
+saturate at 1.0 and tie) or ``mls`` (maximum logit, the MLS paper). Both are stored with every
+run, so ``osrbench rescore`` can switch between them without retraining.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import osrbench
+from osrbench.method import Context, Method, MethodSpec, Prediction
+from osrbench.metrics import dias_f1_threshold
+from osrbench.models import Classifier32
+from osrbench.training import OPTIM_DEFAULTS, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
+
+DEFAULTS: dict[str, Any] = {
+    **OPTIM_DEFAULTS,
+    "score": "msp",  # msp | mls
+    "label_smoothing": 0.0,  # MLS convention: 1 - eps on the true class, eps / (K - 1) elsewhere
+}
+
+# MLS-paper recipe (METHODS.md §4.2): RandAugment magnitude per dataset.
+_MLS_M = {"mnist": 8, "fashion-mnist": 8, "svhn": 18, "cifar10": 6, "cifar+10": 6, "cifar+50": 6, "tiny_imagenet": 9}
+
+RECIPES = {
+    "arpl-release": {
+        "*": {},
+        "tiny_imagenet": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0},
+    },
+    "mls-paper": {
+        "*": {"epochs": 600, "batch_size": 128, "schedule": "mls-cosine", "normalize": "cifar", "score": "mls"},
+        **{name: {"randaugment": m} for name, m in _MLS_M.items()},
+        "tiny_imagenet": {
+            "randaugment": 9, "optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "label_smoothing": 0.9,
+        },
+    },
+}
+
+
+def probability_scores(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """MSP in float64 and max logit: the two scores every softmax-trained network offers."""
+    return {"msp": F.softmax(logits.double(), dim=1).max(1).values, "mls": logits.max(1).values.double()}
+
+
+class Softmax(Method):
+    phases = ("train",)
+
+    def setup(self, ctx: Context) -> None:
+        self.cfg = ctx.config
+        if self.cfg["score"] not in ("msp", "mls"):
+            raise ValueError(f"score must be msp or mls, got {self.cfg['score']!r}")
+        self.num_classes = ctx.num_classes
+        self.net = Classifier32(ctx.num_classes, in_channels=ctx.image_shape[0]).to(ctx.device)
+        self.opt = make_optimizer(self.net.parameters(), self.cfg)
+        self.epoch = 0
+        set_lr(self.opt, lr_at(0, self.cfg))
+
+    def train_step(self, phase: str, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.net.train()
+        logits = self.net(images)
+        loss = mls_smoothed_cross_entropy(logits, labels, self.cfg["label_smoothing"])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach()}
+
+    def end_epoch(self, epoch: int) -> None:
+        self.epoch = epoch + 1
+        set_lr(self.opt, lr_at(self.epoch, self.cfg))
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> Prediction:
+        self.net.eval()
+        logits = self.net(images)
+        scores = probability_scores(logits)
+        return Prediction(logits=logits, score=scores[self.cfg["score"]], scores=scores)
+
+    def f1_rule(self) -> tuple[str, float]:
+        # The DIAS rule thresholds MSP; it applies to any softmax-trained network.
+        return "msp", dias_f1_threshold(self.num_classes)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.epoch = state["epoch"]
+        set_lr(self.opt, lr_at(self.epoch, self.cfg))
+
+
+@osrbench.hookimpl
+def osrbench_register_methods(register):
+    register(
+        MethodSpec(
+            name="softmax",
+            factory=Softmax,
+            defaults=DEFAULTS,
+            recipes=RECIPES,
+            default_recipe="arpl-release",
+            description="Softmax cross-entropy baseline; score MSP (default) or max-logit (score=mls)",
+            citation="Hendrycks & Gimpel, ICLR 2017 (MSP); Vaze et al., ICLR 2022 (MLS)",
+        )
+    )
