@@ -2,7 +2,7 @@
 
 Partition (deterministic, stratified, independent of any random generator): within each class,
 in the file's order, every third image (positions 2, 5, 8, ...) is a test image and the rest are
-training images, giving 1,198 training and 599 test images. Pixel values 0..16 are scaled to
+training images, giving 1,201 training and 596 test images. Pixel values 0..16 are scaled to
 0..255 (rounded) so the images are uint8 like every other source; they stay 1x8x8 (the host
 replicates grey images to 3 channels).
 """

@@ -133,7 +133,8 @@ def _scan_val(val: Path, ids: dict[str, int], problems: list[str]) -> list[tuple
         present = {p.name for p in raw}
         unlabelled = sorted(present - mapping.keys())
         if unlabelled:
-            problems.append(f"{len(unlabelled)} images in {images_dir} are not listed in {ann.name}: {_few(unlabelled)}")
+            problems.append(f"{len(unlabelled)} images in {images_dir} are not listed in {ann.name}: "
+                            f"{_few(unlabelled)}")
         absent = sorted(mapping.keys() - present)
         if absent:
             problems.append(f"{len(absent)} images listed in {ann.name} are missing from {images_dir}: {_few(absent)}")

@@ -1,0 +1,113 @@
+"""The command line: bad input gets one clear line and exit code 2; nothing on disk is lost."""
+
+import json
+
+import pytest
+
+from osrbench import cli, engine
+
+
+def _err(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("osrbench: error: ")
+    return err[0]
+
+
+BASE = ["run", "--dataset", "digits", "--epochs", "1", "--device", "cpu", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["run", "--method", "sofmax", "--dataset", "digits"], "unknown method 'sofmax'.*did you mean 'softmax'"),
+        (["run", "--method", "softmax", "--dataset", "digitz"], "unknown dataset 'digitz'.*did you mean 'digits'"),
+        (["run", "--method", "softmax", "--dataset", "digits", "--protocol", "f2"], "unknown protocol 'f2' \\(valid: auroc, f1, osrci\\)"),
+        (["run", "--method", "softmax", "--dataset", "digits", "--recipe", "mls-papr"], "unknown recipe 'mls-papr'.*did you mean 'mls-paper'"),
+        (["run", "--method", "softmax", "--dataset", "digits", "--set", "learning_rate=0.1"], "unknown config key 'learning_rate'"),
+        (["run", "--method", "softmax", "--dataset", "digits", "--set", "lr=fast"], "config key 'lr' expects float"),
+        (["run", "--method", "softmax", "--dataset", "digits", "--set", "lr"], "--set expects key=value"),
+        (["run", "--method", "softmax", "--dataset", "digits", "--split", "7"], "split 7 out of range .*valid: 0-4"),
+        (["run", "--method", "softmax", "--dataset", "digits", "--epochs", "0"], "--epochs must be positive"),
+        (["run", "--method", "softmax", "--dataset", "digits", "--device", "tpu"], "unknown device 'tpu'"),
+        (["compare", "softmax", "nope", "--dataset", "digits"], "unknown method 'nope'"),
+        (["compare", "softmax", "--dataset", "digits", "--splits", "3-9"], "out of range"),
+        (["splits", "cifar11"], "unknown dataset 'cifar11'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, expect):
+    import re
+
+    code = cli.main([*argv, "--out", str(tmp_path)] if argv[0] in ("run", "compare") else argv)
+    assert code == 2
+    assert re.search(expect, _err(capsys)), expect
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_missing_and_corrupt_checkpoints(capsys, tmp_path):
+    argv = [*BASE, "--method", "softmax", "--out", str(tmp_path)]
+    assert cli.main([*argv, "--resume"]) == 2
+    assert "no checkpoint to resume" in _err(capsys)
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    ckpt = next(tmp_path.rglob(engine.CHECKPOINT))
+    result = next(tmp_path.rglob(engine.RESULT))
+    before = result.read_bytes()
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated
+    assert cli.main([*argv[:4], "2", *argv[5:], "--resume"]) == 2
+    assert "truncated or damaged" in _err(capsys)
+    assert result.read_bytes() == before
+
+
+def test_resume_with_a_different_config_is_refused_and_keeps_the_checkpoint(capsys, tmp_path):
+    argv = [*BASE, "--method", "softmax", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    ckpt = next(tmp_path.rglob(engine.CHECKPOINT))
+    blob = ckpt.read_bytes()
+    # Another epoch count lands in the same folder: refused without --resume / --force.
+    assert cli.main([*argv[:4], "2", *argv[5:]]) == 2
+    assert "--resume to continue it or --force" in _err(capsys)
+    # A changed hyperparameter is another run folder, so resuming it finds nothing.
+    assert cli.main([*argv, "--set", "lr=0.05", "--resume"]) == 2
+    assert "no checkpoint to resume" in _err(capsys)
+    assert ckpt.read_bytes() == blob
+
+
+def test_checkpoint_from_another_config_is_refused(capsys, tmp_path):
+    argv = [*BASE, "--method", "softmax", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    src = next(tmp_path.rglob(engine.CHECKPOINT))
+    other = engine.plan(engine.RunRequest("softmax", "digits", out=tmp_path, overrides={"lr": 0.05}, epochs=1))
+    other.dir.mkdir(parents=True)
+    (other.dir / engine.CHECKPOINT).write_bytes(src.read_bytes())
+    assert cli.main([*argv, "--set", "lr=0.05", "--resume"]) == 2
+    assert "made with a different config" in _err(capsys)
+
+
+def test_run_prints_metrics_and_record(capsys, tmp_path):
+    assert cli.main([*BASE, "--method", "softmax", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "auroc" in out and "record:" in out
+
+
+def test_list_plugins_and_splits(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("softmax", "digits", "cifar+50", "tiny_imagenet", "osrci"):
+        assert name in out
+    assert "osrci 5x20/180" in out
+    assert cli.main(["plugins", "--json"]) == 0
+    infos = {i["name"]: i for i in json.loads(capsys.readouterr().out)}
+    assert "softmax" in infos["softmax"]["methods"] and infos["softmax"]["error"] is None
+    assert cli.main(["splits", "cifar10", "--protocol", "osrci"]) == 0
+    out = capsys.readouterr().out
+    assert "same classes as split 0" in out
+
+
+def test_data_check_names_the_missing_file(capsys, tmp_path):
+    assert cli.main(["data", "check", "cifar10", "--data-root", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "cifar-10-batches-py" in out and "osrbench data download cifar10" in out
+    assert cli.main(["data", "check", "digits", "--data-root", str(tmp_path)]) == 0

@@ -1,0 +1,163 @@
+"""The engine: identical batches across methods, exact resume, records, failure handling."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from osrbench import engine, plugins, results
+from osrbench.method import MethodSpec
+
+
+def _req(tmp_path, method="softmax", **kw):
+    kw.setdefault("epochs", 2)
+    return engine.RunRequest(method=method, dataset="digits", out=tmp_path, device="cpu", progress=False,
+                             checkpoint_every=1, **kw)
+
+
+def _recording(reg, name, inner, log):
+    """A copy of method `inner` that logs a digest of every batch it is given."""
+    spec = reg.method(inner)
+
+    def factory():
+        method = spec.factory()
+        step = method.train_step
+
+        def train_step(phase, x, y):
+            log.append((phase, hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()))
+            return step(phase, x, y)
+
+        method.train_step = train_step
+        return method
+
+    reg.methods[name] = MethodSpec(name=name, factory=factory, defaults=spec.defaults, recipes=spec.recipes,
+                                   default_recipe=spec.default_recipe)
+    reg.origin[f"method:{name}"] = "osrbench"
+
+
+def test_different_methods_receive_bit_identical_batches(tmp_path):
+    reg = plugins.get()
+    available = [m for m in ("dias", "arpl-cs", "arpl") if m in reg.methods]
+    if not available:
+        pytest.skip("only the softmax plugin is installed")
+    logs = {"softmax": [], available[0]: []}
+    for name, log in logs.items():
+        _recording(reg, f"rec-{name}", name, log)
+        engine.run(_req(tmp_path, f"rec-{name}", epochs=2, overrides={"augment": "crop_flip"}), registry=reg)
+    first_phase = reg.method(available[0]).factory().phases[0]
+    soft = [digest for _, digest in logs["softmax"]]
+    other = [digest for phase, digest in logs[available[0]] if phase == first_phase]
+    assert len(soft) == len(other) > 10
+    assert soft == other
+
+
+def _weights(run_dir):
+    ckpt = engine.read_checkpoint(run_dir / engine.CHECKPOINT)
+    return ckpt["state"]["net"]
+
+
+def test_two_epochs_plus_resume_equals_four_epochs(tmp_path):
+    straight = engine.run(_req(tmp_path / "a", epochs=4))
+    engine.run(_req(tmp_path / "b", epochs=2))
+    resumed = engine.run(_req(tmp_path / "b", epochs=4, resume="yes"))
+    wa = _weights(engine.Path(straight["_path"]))
+    wb = _weights(engine.Path(resumed["_path"]))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert straight["metrics"] == resumed["metrics"]
+    assert straight["history"] == resumed["history"]
+    sa = np.load(engine.Path(straight["_path"]) / engine.SCORES)
+    sb = np.load(engine.Path(resumed["_path"]) / engine.SCORES)
+    assert np.array_equal(sa["known_score"], sb["known_score"])
+    assert np.array_equal(sa["unknown_logits"], sb["unknown_logits"])
+
+
+def test_record_holds_what_a_reader_needs(tmp_path):
+    rec = engine.run(_req(tmp_path, epochs=1))
+    on_disk = results.read_json(engine.Path(rec["_path"]) / engine.RESULT)
+    for key in ("method", "dataset", "protocol", "split", "seed", "metrics", "history", "config", "config_hash",
+                "split_hash", "versions", "device", "wall_time_s", "known_classes", "counts", "peak_memory_mb"):
+        assert key in on_disk, key
+    assert on_disk["versions"]["plugin"]["distribution"] == "osrbench-softmax"
+    assert on_disk["counts"] == {"train": 722, "known": 358, "unknown": 238}
+    assert set(on_disk["metrics"]) >= {"acc", "auroc", "oscr", "macro_f1", "fpr95_known", "fpr95_ood"}
+    assert len(on_disk["history"]) == 1 and np.isfinite(on_disk["history"][0]["train/loss"])
+    scores = np.load(engine.Path(rec["_path"]) / engine.SCORES)
+    assert scores["known_score"].dtype == np.float64 and len(scores["unknown_score"]) == 238
+    assert np.allclose(scores["known_score"], scores["known_score_msp"])
+
+
+def test_a_finished_run_is_not_repeated(tmp_path):
+    first = engine.run(_req(tmp_path, epochs=1))
+    path = engine.Path(first["_path"]) / engine.RESULT
+    stamp = path.stat().st_mtime_ns
+    again = engine.run(_req(tmp_path, epochs=1))
+    assert again["created"] == first["created"] and again["metrics"] == first["metrics"]
+    assert path.stat().st_mtime_ns == stamp
+
+
+def test_softmax_on_digits_scores_knowns_higher(tmp_path):
+    rec = engine.run(_req(tmp_path, epochs=3))
+    assert rec["metrics"]["acc"] > 0.8
+    assert rec["metrics"]["auroc"] > 0.7  # an inverted score would sit far below 0.5
+
+
+def _register_failing(reg, name, where):
+    base = reg.method("softmax")
+
+    def factory():
+        method = base.factory()
+        calls = {"n": 0}
+        original = getattr(method, where)
+
+        def broken(*args):
+            calls["n"] += 1
+            if calls["n"] >= 3 or where != "train_step":
+                raise RuntimeError(f"boom in {where}")
+            return original(*args)
+
+        setattr(method, where, broken)
+        return method
+
+    reg.methods[name] = MethodSpec(name=name, factory=factory, defaults=base.defaults)
+    reg.origin[f"method:{name}"] = "osrbench"
+
+
+@pytest.mark.parametrize("where", ["setup", "train_step", "predict"])
+def test_a_method_that_raises_fails_its_run_with_the_traceback_on_disk(tmp_path, where):
+    reg = plugins.get()
+    _register_failing(reg, "fragile", where)
+    with pytest.raises(engine.MethodFailed, match=f"boom in {where}"):
+        engine.run(_req(tmp_path, "fragile", epochs=1), registry=reg)
+    err = next(tmp_path.rglob(engine.ERROR))
+    doc = json.loads(err.read_text())
+    assert "RuntimeError: boom" in doc["traceback"] and where in doc["stage"]
+    assert not list(tmp_path.rglob(engine.RESULT))
+
+
+def test_nan_loss_stops_with_epoch_and_term_and_keeps_the_last_checkpoint(tmp_path):
+    reg = plugins.get()
+    base = reg.method("softmax")
+
+    def factory():
+        method = base.factory()
+        step = method.train_step
+
+        def train_step(phase, x, y):
+            out = step(phase, x, y)
+            if method.epoch >= 1:
+                out["loss"] = out["loss"] * float("nan")
+            return out
+
+        method.train_step = train_step
+        return method
+
+    reg.methods["nanny"] = MethodSpec(name="nanny", factory=factory, defaults=base.defaults)
+    reg.origin["method:nanny"] = "osrbench"
+    with pytest.raises(engine.NonFiniteLoss, match=r"'train/loss' became nan in epoch 1"):
+        engine.run(_req(tmp_path, "nanny", epochs=3), registry=reg)
+    ckpt_path = next(tmp_path.rglob(engine.CHECKPOINT))
+    assert engine.read_checkpoint(ckpt_path)["epoch"] == 1

@@ -1,0 +1,84 @@
+"""The device-resident seeded stream: determinism, batching, augmentation as tensor ops."""
+
+import torch
+import torch.nn.functional as F
+
+from osrbench.data.stream import PAD, TrainStream, crop_flip, derive_seed, to_input
+
+
+def _images(n=50, c=3, h=8, w=8):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8), torch.arange(n) % 5
+
+
+def _all(stream, epoch, phase=0):
+    return [(x.clone(), y.clone()) for x, y in stream.batches(epoch, phase)]
+
+
+def test_same_seed_gives_bit_identical_batches():
+    x, y = _images()
+    a = _all(TrainStream(x, y, 16, seed=3, augment="crop_flip"), 2, 1)
+    b = _all(TrainStream(x, y, 16, seed=3, augment="crop_flip"), 2, 1)
+    assert len(a) == len(b) == 4
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_each_pass_draws_its_own_order():
+    x, y = _images()
+    s = TrainStream(x, y, 50, seed=3)
+    orders = {tuple(next(s.batches(e, p))[1].tolist()) for e in range(3) for p in range(2)}
+    assert len(orders) == 6
+    other = TrainStream(x, y, 50, seed=4)
+    assert not torch.equal(next(s.batches(0))[1], next(other.batches(0))[1])
+    assert derive_seed(0, 1, 2) != derive_seed(0, 2, 1)
+
+
+def test_every_image_once_per_pass_and_partial_last_batch_kept():
+    x, y = _images(n=50)
+    s = TrainStream(x, torch.arange(50), 16, seed=0)
+    sizes = [len(b[1]) for b in s.batches(0)]
+    assert sizes == [16, 16, 16, 2] and len(s) == 4
+    seen = torch.cat([b[1] for b in s.batches(0)])
+    assert sorted(seen.tolist()) == list(range(50))
+
+
+def test_without_augmentation_images_are_the_stored_ones_scaled():
+    x, y = _images(n=20, c=1)
+    s = TrainStream(x, torch.arange(20), 20, seed=0)
+    xb, yb = next(s.batches(0))
+    assert xb.shape == (20, 3, 8, 8) and xb.dtype == torch.float32  # grey replicated to RGB
+    want = x[yb].float() / 255
+    assert torch.equal(xb, want.expand(-1, 3, -1, -1))
+    assert float(xb.min()) >= 0.0 and float(xb.max()) <= 1.0
+
+
+def test_crop_flip_equals_pad_slice_flip_per_sample():
+    x, _ = _images(n=12, h=6, w=7)
+    g = torch.Generator().manual_seed(1)
+    offsets = torch.randint(0, 2 * PAD + 1, (12, 2), generator=g)
+    flips = torch.rand(12, generator=g) < 0.5
+    out = crop_flip(x, offsets, flips)
+    padded = F.pad(x, (PAD,) * 4)
+    for i in range(12):
+        dy, dx = offsets[i].tolist()
+        want = padded[i, :, dy:dy + 6, dx:dx + 7]
+        if flips[i]:
+            want = want.flip(-1)
+        assert torch.equal(out[i], want)
+    assert flips.any() and (~flips).any()
+
+
+def test_stream_augments_with_zero_padding_when_asked():
+    x = torch.full((64, 3, 8, 8), 200, dtype=torch.uint8)
+    s = TrainStream(x, torch.zeros(64, dtype=torch.long), 64, seed=0, augment="crop_flip")
+    xb, _ = next(s.batches(0))
+    zero_rows = (xb == 0).all(dim=1)  # padding shows as black pixels
+    assert zero_rows.any() and (xb > 0).any()
+    assert set(torch.unique(xb).tolist()) <= {0.0, torch.tensor(200 / 255).item()}
+
+
+def test_cifar_normalisation():
+    x = torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)
+    out = to_input(x, "cifar")
+    assert torch.allclose(out[0, :, 0, 0], torch.tensor([(1 - 0.4914) / 0.2023, (1 - 0.4822) / 0.1994, (1 - 0.4465) / 0.2010]))
