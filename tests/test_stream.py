@@ -82,3 +82,11 @@ def test_cifar_normalisation():
     x = torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)
     out = to_input(x, "cifar")
     assert torch.allclose(out[0, :, 0, 0], torch.tensor([(1 - 0.4914) / 0.2023, (1 - 0.4822) / 0.1994, (1 - 0.4465) / 0.2010]))
+
+
+def test_host_fallback_gives_the_same_batches():
+    x, y = _images(n=40)
+    a = _all(TrainStream(x, y, 16, seed=5, augment="crop_flip", on_host=False), 1)
+    b = _all(TrainStream(x, y, 16, seed=5, augment="crop_flip", on_host=True), 1)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

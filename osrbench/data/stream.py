@@ -63,6 +63,10 @@ class TrainStream:
     :param augment: ``none`` or ``crop_flip`` (METHODS.md §7.2).
     :param normalize: ``none`` (reference) or ``cifar`` (MLS-paper recipe).
     :param randaugment: RandAugment magnitude M of the MLS recipe (0 = off), applied first.
+    :param on_host: keep the images in (pinned) host memory and move each batch to the device:
+        the fallback for data that does not fit the device. ``None`` decides by the device's free
+        memory. The permutation and augmentation draws are the same either way, so the batches
+        are identical.
     """
 
     def __init__(
@@ -76,13 +80,18 @@ class TrainStream:
         normalize: str = "none",
         randaugment: int = 0,
         randaugment_ops: str = "all",
+        on_host: bool | None = None,
     ) -> None:
         if augment not in ("none", "crop_flip"):
             raise ValueError(f"augment must be none or crop_flip, got {augment!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.device = torch.device(device)
-        self.images = images.to(self.device)
+        if on_host is None:
+            on_host = self.device.type == "cuda" and images.nbytes > 0.5 * torch.cuda.mem_get_info(self.device)[0]
+        self.on_host = on_host
+        self.storage = torch.device("cpu") if on_host else self.device
+        self.images = images.pin_memory() if on_host and self.device.type == "cuda" else images.to(self.storage)
         self.labels = labels.to(self.device)
         self.batch_size = batch_size
         self.seed = seed
@@ -105,11 +114,15 @@ class TrainStream:
             from osrbench.data.randaugment import RandAugmentDraws
 
             ra = RandAugmentDraws(n, self.randaugment, self.randaugment_ops, g)
+        host_perm = perm
         perm, offsets, flips = perm.to(self.device), offsets.to(self.device), flips.to(self.device)
         for start in range(0, n, self.batch_size):
             sl = slice(start, start + self.batch_size)
             idx = perm[sl]
-            x = self.images[idx]
+            if self.on_host:
+                x = self.images[host_perm[sl]].to(self.device, non_blocking=True)
+            else:
+                x = self.images[idx]
             if self.randaugment:
                 x = ra.apply(x, sl)
             if self.augment == "crop_flip":

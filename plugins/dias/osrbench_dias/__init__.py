@@ -1,0 +1,1 @@
+"""osrbench plugin: DIAS, the Difficulty-Aware Simulator for open-set recognition."""

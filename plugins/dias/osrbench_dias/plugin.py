@@ -1,0 +1,337 @@
+"""DIAS, the Difficulty-Aware Simulator (Moon et al., ECCV 2022), as the DIAS release trains it.
+
+METHODS.md §6. Four networks: the classifier C (``classifier32ABN``, the only network evaluated),
+the Copycat P (a second, independently initialised ``classifier32ABN``), and a DCGAN pair G/D.
+One epoch = pass A (``"gan"``) over the shuffled training stream, then pass B (``"copycat"``) over
+a fresh shuffle, then both SGD schedules step (``end_epoch``).
+
+Pass A, per real batch (x, y); C, G, D in train mode:
+
+1. z ~ N(0, I) (drawn with the run's generator), x~ = G(z).
+2. :meth:`DIAS.step_d`  D step: BCE(D(x), 1) + BCE(D(sg x~), 0) -> Adam step on D.
+3. :meth:`DIAS.step_g`  G step: BCE(D(x~), 1) - beta * SCE_1(C(x~; BN 1)) -> Adam step on G only.
+4. :meth:`DIAS.step_c_gan`  C step: CE(C(x; BN 0), y) + beta * SCE_1(C(G(z'); BN 1)), fresh z'
+   -> SGD step on C only.
+
+Pass B, per real batch (x, y):
+
+1. :meth:`DIAS.step_copycat`  P train, C eval: L_P = CE(z^P, y) + lambda_pull * ½ [L1(x1^P, sg x1^C)
+   + L1(x2^P, sg x2^C)] -> SGD step on P only.
+2. :meth:`DIAS.step_classifier`  P eval, C train: L_C = CE(C(x; BN 0), y) + lambda_fake * ⅓
+   [SCE_1(C.head(sg f^P)) + SCE_0.5(C.from_layer2(sg x1^P), y) + SCE_0.5(C.from_layer3(sg x2^P), y)]
+   -> SGD step on C only.
+
+Quirks of the release reproduced on purpose (§6.6): the injected Copycat maps run through C's BN
+branch 0 in train mode, so they update the running statistics used at test time (per step bn1-3
+get one update, bn4-6 two, bn7-9 three) and get dropout; the Copycat's targets come from C in eval
+mode; the learning rate is 0.1 for every dataset (the Tiny-ImageNet override is ignored); and,
+with ``legacy_zero_grad`` (default), ``zero_grad`` keeps zeroed gradients as the release's PyTorch
+1.x did, so C's BN branch-1 affine parameters keep receiving weight decay and momentum in the
+classifier step although its loss does not reach them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+import osrbench
+from osrbench.method import Context, Method, MethodSpec, Prediction
+from osrbench.metrics import dias_f1_threshold
+from osrbench.models import Classifier32, make_gan, resolve_gan_mode, sample_noise
+from osrbench.training import OPTIM_DEFAULTS, lr_at, make_optimizer, set_lr
+
+from osrbench_dias import losses
+
+# The release's --optimizer flag is `optim_mode`; the generic `optimizer` key is therefore not a
+# DIAS key (the C/P optimiser is fully determined by optim_mode and the keys below).
+DEFAULTS: dict[str, Any] = {
+    **{k: v for k, v in OPTIM_DEFAULTS.items() if k != "optimizer"},
+    # C and P: two separate SGD optimisers (lr, momentum, weight_decay of OPTIM_DEFAULTS:
+    # 0.1 / 0.9 / 1e-4), MultiStepLR x0.1 stepped once per epoch after both passes.
+    "milestones": [60, 120, 180, 240],
+    "epochs": 200,
+    "batch_size": 64,
+    # sgd | adam. adam = the release's optional branch: Adam(adam_lr, betas, adam_weight_decay)
+    # for C and P with adam_milestones (the release uses max_epoch // 2 = 100 at its 200 epochs).
+    "optim_mode": "sgd",
+    "adam_lr": 1e-3,
+    "adam_weight_decay": 0.0,
+    "adam_milestones": [100],
+    # losses (METHODS.md §6.2)
+    "beta": 0.1,  # weight of the GAN fakes' uniform-target term (G: minus, C: plus)
+    "lambda_fake": 0.1,  # weight of L_fake in the classifier step
+    "lambda_pull": 1.0,  # weight of the Copycat's L1 imitation
+    "alpha_hard": 0.5,  # SCE target of the injected (hard) fakes; also sets the F1 threshold
+    "alpha_uniform": 1.0,  # SCE target of GAN and easy fakes (1 = uniform)
+    "temperature": 1.0,  # test temperature of the MSP score
+    # GAN (METHODS.md §3)
+    "gan_lr": 2e-4,
+    "gan_betas": [0.5, 0.999],
+    "nz": 100,
+    "gan_mode": "auto",  # auto | reference | wrap | native (reference = G32/D of the release)
+    # PyTorch 1.x zero_grad (zeroed, not freed, gradients) as in the release; see the module doc.
+    "legacy_zero_grad": True,
+}
+
+RECIPES = {
+    # The release's launch settings; Tiny-ImageNet runs at 32 px (§6.6.5) with lr 0.1 (§6.6.4).
+    "dias-release": {
+        "*": {"epochs": 200, "batch_size": 64},
+        "tiny_imagenet": {"image_size": 32},
+    },
+    # The release README's 800-epoch Tiny-ImageNet number (§9); other settings are not stated and
+    # are taken as the release defaults (so the milestones stay [60, 120, 180, 240]).
+    "dias-800": {
+        "*": {"epochs": 800, "batch_size": 64},
+        "tiny_imagenet": {"image_size": 32},
+    },
+}
+
+#: The classifier-32 image size the release's G32/D were built for.
+_GAN_SIZE = 32
+
+
+def optimizer_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The generic optimiser/schedule config of C and P for ``cfg['optim_mode']``."""
+    mode = cfg["optim_mode"]
+    if mode == "sgd":
+        return {**cfg, "optimizer": "sgd"}
+    if mode == "adam":
+        return {
+            **cfg, "optimizer": "adam", "lr": cfg["adam_lr"], "weight_decay": cfg["adam_weight_decay"],
+            "milestones": list(cfg["adam_milestones"]),
+        }
+    raise ValueError(f"optim_mode must be sgd or adam, got {mode!r}")
+
+
+def probability_scores(logits: torch.Tensor, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+    """MSP at ``temperature`` and the max logit, in float64.
+
+    The release computes the MSP in float32 (``torch.softmax`` on float32 logits), where easy
+    samples saturate at exactly 1.0 and tie; osrbench computes it in float64 from the same
+    logits (METHODS.md §8.2, pitfall 8), which only breaks such ties.
+    """
+    z = logits.double()
+    return {"msp": F.softmax(z / temperature, dim=1).max(1).values, "mls": z.max(1).values}
+
+
+class DIAS(Method):
+    phases = ("gan", "copycat")
+
+    # ------------------------------------------------------------------------------ setup
+    def setup(self, ctx: Context) -> None:
+        cfg = self.cfg = dict(ctx.config)
+        self.num_classes = k = ctx.num_classes
+        self.device = ctx.device
+        self.generator = ctx.generator
+        channels, h, w = ctx.image_shape
+        self.opt_cfg = optimizer_config(cfg)
+        self._set_to_none = not cfg["legacy_zero_grad"]
+
+        # Construction order as in the release (net1 = Copycat, net2 = C, netG, netD), so the
+        # global RNG is consumed in the same order.
+        self.copycat = Classifier32(k, in_channels=channels, bn_branches=2).to(ctx.device)
+        self.net = Classifier32(k, in_channels=channels, bn_branches=2).to(ctx.device)
+        self.gan_mode = resolve_gan_mode((h, w), cfg["gan_mode"])
+        # The release always uses G32/D (§6.1); in reference mode they are built for 32 px whatever
+        # the data size (at 64 px G then makes 32-px fakes and D sees both sizes, as the release's
+        # code would with --img_size 64). Other modes are adaptations built for the data size.
+        gan_size = _GAN_SIZE if self.gan_mode == "reference" else (h, w)
+        self.G, self.D, _ = make_gan(gan_size, channels, self.gan_mode, nz=cfg["nz"])
+        self.G.to(ctx.device)
+        self.D.to(ctx.device)
+
+        self.opt_p = make_optimizer(self.copycat.parameters(), self.opt_cfg)
+        self.opt_c = make_optimizer(self.net.parameters(), self.opt_cfg)
+        betas = tuple(cfg["gan_betas"])
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg["gan_lr"], betas=betas)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg["gan_lr"], betas=betas)
+        self._g_params = [p for p in self.G.parameters() if p.requires_grad]
+        self.epoch = 0
+        self._apply_lr()
+
+    def _apply_lr(self) -> None:
+        lr = lr_at(self.epoch, self.opt_cfg)
+        set_lr(self.opt_c, lr)
+        set_lr(self.opt_p, lr)
+
+    def _zero_grad_c(self) -> None:
+        # legacy_zero_grad: zero C's existing gradients in place (the release's PyTorch 1.x
+        # default) instead of freeing them. Only C is affected: its BN branch-1 affine parameters
+        # keep a zero gradient in the classifier step, so SGD still applies momentum and weight
+        # decay to them. For P, G and D freeing is equivalent (every parameter they train gets a
+        # gradient in each of their steps; P's branch-1 BN never gets one).
+        self.opt_c.zero_grad(set_to_none=self._set_to_none)
+
+    def _noise(self, batch: int) -> torch.Tensor:
+        return sample_noise(batch, self.cfg["nz"], self.generator, self.device)
+
+    # ------------------------------------------------------------------------------ pass A
+    def step_d(self, images: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """A2: D step on a real batch and (detached) fakes; two separate D forwards (BN stats)."""
+        self.D.train()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss = losses.discriminator_loss(self.D(images), self.D(fake.detach()))
+        loss.backward()
+        self.opt_d.step()
+        return loss.detach()
+
+    def step_g(self, fake: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A3: G step, L_G = BCE(D(x~), 1) - beta * SCE_1(C(x~; BN 1)); steps G only.
+
+        D and C run in train mode (so D's and C's branch-1 running statistics update and C's
+        dropouts are active). Only G's gradients are computed (``autograd.grad``): the release's
+        gradients into D and C are discarded by their next ``zero_grad`` anyway (§6.6.6).
+        """
+        self.D.train()
+        self.net.train()
+        total, adv, cls = losses.generator_loss(
+            self.D(fake), self.net(fake, 1), labels, self.cfg["beta"], self.cfg["alpha_uniform"]
+        )
+        grads = torch.autograd.grad(total, self._g_params)
+        for p, g in zip(self._g_params, grads):
+            p.grad = g
+        self.opt_g.step()
+        return {"g": total.detach(), "g_adv": adv.detach(), "g_cls": cls.detach()}
+
+    def step_c_gan(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A4: C step, CE(C(x; BN 0), y) + beta * SCE_1(C(G(z'); BN 1)) with fresh noise z'.
+
+        G runs in train mode (its BN statistics update as in the release) without a graph: the
+        release's gradients into G are cleared by the next G ``zero_grad`` (§6.6.6).
+        """
+        self.net.train()
+        self.G.train()
+        self._zero_grad_c()
+        logits_real = self.net(images, 0)
+        with torch.no_grad():
+            fake = self.G(self._noise(images.shape[0]))
+        total, ce, fake_term = losses.gan_classifier_loss(
+            logits_real, labels, self.net(fake, 1), self.cfg["beta"], self.cfg["alpha_uniform"]
+        )
+        total.backward()
+        self.opt_c.step()
+        return {"c": total.detach(), "c_ce": ce.detach(), "c_gan": fake_term.detach()}
+
+    def gan_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One batch of pass A (steps A1-A4 in the release's order)."""
+        self.net.train()
+        self.G.train()
+        self.D.train()
+        fake = self.G(self._noise(images.shape[0]))
+        out = {"d": self.step_d(images, fake)}
+        out.update(self.step_g(fake, labels))
+        out.update(self.step_c_gan(images, labels))
+        return out
+
+    # ------------------------------------------------------------------------------ pass B
+    def step_copycat(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """B1: Copycat step, P train and C eval (targets: C's x1, x2 without a graph); steps P only."""
+        self.copycat.train()
+        self.net.eval()
+        x1_p, x2_p, _, logits_p = self.copycat.features(images, 0)
+        with torch.no_grad():
+            x1_c, x2_c, _, _ = self.net.features(images, 0)
+        self.opt_p.zero_grad(set_to_none=True)
+        total, ce, pull = losses.copycat_loss(logits_p, labels, x1_p, x1_c, x2_p, x2_c, self.cfg["lambda_pull"])
+        total.backward()
+        self.opt_p.step()
+        return {"p": total.detach(), "p_ce": ce.detach(), "pull": pull.detach()}
+
+    def step_classifier(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """B2: classifier step, P eval (recomputed after B1, no graph) and C train; steps C only.
+
+        C's forwards in the release's order: the real batch (bn1-9), x1^P through from_layer2
+        (bn4-9), x2^P through from_layer3 (bn7-9), all with BN branch 0 in train mode; then
+        head(f^P). Three separate forwards, never one concatenated batch (BN batch statistics).
+        """
+        self.copycat.eval()
+        self.net.train()
+        with torch.no_grad():
+            x1_p, x2_p, f_p, _ = self.copycat.features(images, 0)
+        self._zero_grad_c()
+        logits_c = self.net(images, 0)
+        h_hard1 = self.net.from_layer2(x1_p, 0)
+        h_hard2 = self.net.from_layer3(x2_p, 0)
+        h_easy = self.net.head(f_p)
+        cfg = self.cfg
+        l_fake = losses.fake_loss(h_easy, h_hard1, h_hard2, labels, cfg["alpha_uniform"], cfg["alpha_hard"])
+        total, ce = losses.classifier_loss(logits_c, labels, l_fake, cfg["lambda_fake"])
+        total.backward()
+        self.opt_c.step()
+        return {"c": total.detach(), "c_ce": ce.detach(), "fake": l_fake.detach()}
+
+    def copycat_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One batch of pass B (B1 then B2)."""
+        out = self.step_copycat(images, labels)
+        out.update(self.step_classifier(images, labels))
+        return out
+
+    # ------------------------------------------------------------------------------ Method API
+    def train_step(self, phase: str, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if phase == "gan":
+            return self.gan_step(images, labels)
+        if phase == "copycat":
+            return self.copycat_step(images, labels)
+        raise ValueError(f"unknown phase {phase!r}; DIAS has phases {self.phases}")
+
+    def end_epoch(self, epoch: int) -> None:
+        # Both schedulers step once per epoch, after both passes.
+        self.epoch = epoch + 1
+        self._apply_lr()
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> Prediction:
+        self.net.eval()
+        logits = self.net(images, 0)
+        scores = probability_scores(logits, self.cfg["temperature"])
+        return Prediction(logits=logits, score=scores["msp"], scores=scores)
+
+    def f1_rule(self) -> tuple[str, float]:
+        # θ = α/K + (1 − α) − 0.05 with the release's smoothing α (= alpha_hard, 0.5), on MSP.
+        return "score", dias_f1_threshold(self.num_classes, self.cfg["alpha_hard"])
+
+    def adaptations(self) -> dict[str, Any]:
+        return {} if self.gan_mode == "reference" else {"gan_mode": self.gan_mode}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "net": self.net.state_dict(), "copycat": self.copycat.state_dict(),
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "opt_c": self.opt_c.state_dict(), "opt_p": self.opt_p.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "epoch": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.copycat.load_state_dict(state["copycat"])
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.opt_c.load_state_dict(state["opt_c"])
+        self.opt_p.load_state_dict(state["opt_p"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.epoch = state["epoch"]
+        self._apply_lr()
+
+
+@osrbench.hookimpl
+def osrbench_register_methods(register):
+    register(
+        MethodSpec(
+            name="dias",
+            factory=DIAS,
+            defaults=DEFAULTS,
+            recipes=RECIPES,
+            default_recipe="dias-release",
+            description="DIAS: classifier trained against GAN, Copycat-feature and Copycat-map fakes; score MSP",
+            citation=(
+                "Moon, Park, Kong, Lee, Kim, Hwang, \"Difficulty-Aware Simulator for Open Set Recognition\", "
+                "ECCV 2022 (code: wjun0830/Difficulty-Aware-Simulator)"
+            ),
+        )
+    )

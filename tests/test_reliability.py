@@ -1,0 +1,128 @@
+"""Faults and hostile input: kill -9 then resume, damaged files, safe loading, concurrent writers."""
+
+import hashlib
+import io
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from osrbench import engine, results
+
+RUN = [sys.executable, "-m", "osrbench.cli", "run", "--method", "softmax", "--dataset", "digits", "--device", "cpu",
+       "--epochs", "4", "--checkpoint-every", "1", "--quiet", "--deterministic"]
+
+
+def _scores(out):
+    path = next(out.rglob(engine.SCORES))
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_then_resume_is_exact(tmp_path):
+    ref = tmp_path / "ref"
+    subprocess.run([*RUN, "--out", str(ref)], check=True, capture_output=True)
+    want = _scores(ref)
+    rng = random.Random(0)
+    tried = exact = 0
+    for attempt in range(3):
+        out = tmp_path / f"kill{attempt}"
+        proc = subprocess.Popen([*RUN, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120  # wait for a checkpoint to exist, then kill at a random later moment
+        while time.time() < deadline and proc.poll() is None and not list(out.rglob(engine.CHECKPOINT)):
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        tried += 1
+        resume = subprocess.run([*RUN, "--out", str(out), "--resume"], capture_output=True, text=True)
+        assert resume.returncode == 0, resume.stderr
+        got = _scores(out)
+        exact += all(np.array_equal(got[k], want[k]) for k in want)
+    print(f"kill -9 points tried: {tried}, resumed exactly: {exact}")
+    assert exact == tried == 3
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    req = engine.RunRequest("softmax", "digits", epochs=3, out=tmp_path, device="cpu", progress=False, checkpoint_every=1)
+    straight = engine.run(req)
+    folder = engine.Path(straight["_path"])
+    assert engine.read_checkpoint(folder / engine.PREVIOUS)["epoch"] == 2
+    blob = bytearray((folder / engine.CHECKPOINT).read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # one flipped byte
+    (folder / engine.CHECKPOINT).write_bytes(bytes(blob))
+    warnings = []
+    ckpt = engine.load_latest_checkpoint(folder, warnings.append)
+    assert ckpt["epoch"] == 2
+    assert len(warnings) == 1 and "content hash mismatch" in warnings[0] and "checkpoint.prev.pt" in warnings[0]
+    # Resuming from the older checkpoint retrains the last epoch to the same result.
+    (folder / engine.RESULT).unlink()
+    resumed = engine.run(engine.RunRequest(**{**req.__dict__, "resume": "yes"}), log=lambda m: None)
+    assert resumed["metrics"] == straight["metrics"]
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_checkpoint_cannot_run_code(tmp_path):
+    marker = tmp_path / "pwned"
+    _Exploit.marker = marker
+    body = pickle.dumps({"epoch": 1, "state": _Exploit()})
+    buf = io.BytesIO()
+    import torch
+
+    torch.save({"x": 1}, buf)  # a real zip container, then swap in the malicious pickle
+    blob = body
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(blob + engine._TRAILER + hashlib.sha256(blob).hexdigest().encode())
+    with pytest.raises(engine.CorruptCheckpoint, match="refused by safe loading"):
+        engine.read_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_result_records_detect_damage(tmp_path):
+    path = tmp_path / "result.json"
+    results.write_json(path, {"metrics": {"auroc": 0.9}})
+    assert results.read_json(path)["metrics"]["auroc"] == 0.9
+    path.write_text(path.read_text().replace("0.9", "0.99"))
+    with pytest.raises(results.CorruptRecord, match="content hash mismatch"):
+        results.read_json(path)
+    path.write_text(path.read_text()[:20])
+    with pytest.raises(results.CorruptRecord, match="unreadable"):
+        results.read_json(path)
+    errors = []
+    assert list(results.iter_records(tmp_path, errors.append)) == [] and len(errors) == 1
+
+
+def test_an_interrupted_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "result.json"
+    results.write_json(path, {"v": 1})
+
+    def failing(fh):
+        fh.write(b"{half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        results.atomic_write(path, failing)
+    assert results.read_json(path)["v"] == 1
+    assert os.listdir(tmp_path) == ["result.json"]  # no temporary file left behind
+
+
+def test_concurrent_runs_share_a_results_folder(tmp_path):
+    procs = [subprocess.Popen([*RUN[:-4], "--epochs", "1", "--quiet", "--split", str(i), "--out", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in (0, 1)]
+    for p in procs:
+        assert p.wait() == 0, p.stderr.read()
+    recs = list(results.iter_records(tmp_path))
+    assert sorted(r["split"] for r in recs) == [0, 1]
+    assert not [p for p in tmp_path.rglob("*.tmp")]
