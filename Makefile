@@ -2,29 +2,35 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+# The built-in method plugins and the example third-party plugin(s), each its own distribution.
+PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml)))
 DEMO_METHODS ?= softmax arpl-cs dias
+DEMO_EPOCHS ?= 2
 
 .PHONY: demo test bench install clean
 
 $(BIN)/osrbench: pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test,plot]" $(addprefix -e ,$(PLUGINS))
+	$(BIN)/pip install --quiet -e ".[plot]" $(addprefix -e ,$(PLUGINS))
+	touch $@
+
+$(VENV)/.test-extras: $(BIN)/osrbench
+	$(BIN)/pip install --quiet -e ".[test,plot,ray]"
 	touch $@
 
 install: $(BIN)/osrbench
 
 ## Compare the three built-in methods on the embedded digits dataset over the 5 auroc splits.
 demo: install
-	$(BIN)/osrbench compare $(DEMO_METHODS) --dataset digits --splits 0-4 --out runs/demo --quiet
+	$(BIN)/osrbench compare $(DEMO_METHODS) --dataset digits --splits 0-4 --epochs $(DEMO_EPOCHS) --out runs/demo --quiet
 
 ## The test suite (what CI runs).
-test: install
+test: $(VENV)/.test-extras
 	$(BIN)/python -m pytest -q
 
 ## Speed benchmarks (pytest-benchmark); see benchmarks/README.md.
-bench: install
+bench: $(VENV)/.test-extras
 	$(BIN)/python -m pytest benchmarks -q --benchmark-columns=mean,ops,rounds
 
 clean:

@@ -36,7 +36,8 @@ def _pct(value: float | None) -> str:
 # ------------------------------------------------------------------------------------- run
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options every training command shares (run, compare, sweep)."""
     p.add_argument("--dataset", required=True, help="dataset name (osrbench list)")
     p.add_argument("--protocol", default="auroc", help="split protocol: auroc, f1 or osrci (default auroc)")
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
@@ -51,7 +52,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _request(args: argparse.Namespace, method: str, split: int, seed: int, resume: str, force: bool) -> engine.RunRequest:
+def request_from_args(
+    args: argparse.Namespace, method: str, split: int, seed: int, resume: str = "auto", force: bool = False
+) -> engine.RunRequest:
     return engine.RunRequest(
         method=method, dataset=args.dataset, protocol=args.protocol, split=split, seed=seed,
         recipe=args.recipe, epochs=args.epochs, overrides=parse_overrides(args.overrides),
@@ -66,7 +69,7 @@ METRIC_ORDER = ("auroc", "oscr", "acc", "macro_f1", "fpr95_known", "aupr_in", "a
 def cmd_run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be positive, got {args.epochs}")
-    req = _request(args, args.method, args.split, args.seed, "yes" if args.resume else "no", args.force)
+    req = request_from_args(args, args.method, args.split, args.seed, "yes" if args.resume else "no", args.force)
     rec = engine.run(req)
     m = rec["metrics"]
     rows = [[k, _pct(m[k])] for k in METRIC_ORDER if k in m]
@@ -89,12 +92,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except (plugins.UnknownName, protocols.SplitError) as exc:
         raise UsageError(str(exc).strip("'\"")) from None
     for name in args.methods:  # fail fast on a typo before hours of training
-        engine.plan(_request(args, name, splits[0], seeds[0], "auto", False))
+        engine.plan(request_from_args(args, name, splits[0], seeds[0], "auto", False))
     records, failures = [], []
     for name in args.methods:
         for split in splits:
             for seed in seeds:
-                req = _request(args, name, split, seed, "auto", False)
+                req = request_from_args(args, name, split, seed, "auto", False)
                 p = engine.plan(req)
                 if args.no_run:
                     rec = p.existing_result()
@@ -222,6 +225,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------- main
 
+#: Modules that add their own commands: each has ``register_cli(subparsers)``.
+EXTENSIONS: tuple[str, ...] = ()
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="osrbench", description="Open-set recognition benchmark host.")
@@ -229,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="train and evaluate one method on one split")
     p.add_argument("--method", required=True)
-    _add_run_options(p)
+    add_run_options(p)
     p.add_argument("--split", type=int, default=0, help="split index (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
@@ -238,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="run what is missing and compare methods over splits")
     p.add_argument("methods", nargs="+")
-    _add_run_options(p)
+    add_run_options(p)
     p.add_argument("--splits", default="0-4", help="split indices, e.g. 0-4 or 0,2 (default 0-4)")
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0-2 (default 0)")
     p.add_argument("--no-run", action="store_true", help="only read existing results")
@@ -262,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--data-root", type=Path)
     p.set_defaults(func=cmd_data)
+
+    import importlib
+
+    for module in EXTENSIONS:
+        importlib.import_module(module).register_cli(sub)
     return parser
 
 
