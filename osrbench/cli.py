@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from osrbench import compare
+    from osrbench import compare, report
 
     reg = plugins.get()
     try:
@@ -91,30 +91,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds = protocols.parse_indices(args.seeds, 2**31)
     except (plugins.UnknownName, protocols.SplitError) as exc:
         raise UsageError(str(exc).strip("'\"")) from None
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be positive, got {args.epochs}")
+    metric_names = report.parse_metrics(args.metrics, compare.METRICS)
+    notes, dropped = [], {}
+    if args.unique_splits:
+        splits, dropped = compare.unique_splits(spec, args.protocol, splits)
+        if dropped:
+            notes.append("unique splits only: dropped " + ", ".join(
+                f"split {d} (same class sets as split {f})" for d, f in dropped.items()))
+    else:
+        for line in compare.duplicate_split_warnings(spec, args.protocol, splits):
+            print(f"warning: {line}", file=sys.stderr)
+            notes.append(f"note: {line}")
     for name in args.methods:  # fail fast on a typo before hours of training
         engine.plan(request_from_args(args, name, splits[0], seeds[0], "auto", False))
-    records, failures = [], []
-    for name in args.methods:
-        for split in splits:
-            for seed in seeds:
-                req = request_from_args(args, name, split, seed, "auto", False)
-                p = engine.plan(req)
-                if args.no_run:
-                    rec = p.existing_result()
-                    if rec is None:
-                        failures.append(f"{name} split {split} seed {seed}: no result in {p.dir} (run without --no-run)")
-                    else:
-                        records.append(rec)
-                    continue
-                try:
-                    records.append(engine.run(req))
-                except engine.MethodFailed as exc:
-                    print(f"osrbench: run failed: {exc}", file=sys.stderr)
-                    failures.append(f"{name} split {split} seed {seed}: {exc}")
+    records, failures = report.collect(
+        args.methods, splits, seeds, lambda m, k, s: request_from_args(args, m, k, s, "auto", False),
+        run=not args.no_run)
     if records:
-        print(compare.render(records, args.methods, fmt=args.format))
-    for line in compare.duplicate_split_warnings(spec, args.protocol, splits):
-        print(f"warning: {line}", file=sys.stderr)
+        c = compare.build(records, args.methods, metric_names, report.tie_tol_from(args.tie_tol))
+        print(compare.render_comparison(c, fmt=args.format, notes=notes))
+        if args.plot:
+            from osrbench import plots
+
+            written = plots.comparison_plots(c, args.plot, log=lambda m: print(f"warning: {m}", file=sys.stderr))
+            print(f"wrote {len(written)} plots to {args.plot}", file=sys.stderr)
+        if args.export:
+            if failures:
+                print("osrbench: not exporting an incomplete comparison", file=sys.stderr)
+            else:
+                doc = report.write_export(args.export, report.export_doc(c, args.unique_splits, dropped))
+                print(f"wrote {args.export} (sha256 {doc['sha256'][:12]})", file=sys.stderr)
     if failures:
         print(f"{len(failures)} run(s) failed or missing:", file=sys.stderr)
         for line in failures:
@@ -226,7 +234,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------- main
 
 #: Modules that add their own commands: each has ``register_cli(subparsers)``.
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = ("osrbench.report", "osrbench.sweep", "osrbench.scaffold")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0-2 (default 0)")
     p.add_argument("--no-run", action="store_true", help="only read existing results")
     p.add_argument("--format", default="simple", help="table format (tabulate): simple, github, latex, ...")
+    p.add_argument("--metrics", help="comma-separated metrics (default auroc,oscr,acc,macro_f1,fpr95_known,aupr_in,aupr_out)")
+    p.add_argument("--unique-splits", action="store_true",
+                   help="keep only the first of splits with the same class sets (the osrci duplicates)")
+    p.add_argument("--tie-tol", type=float, default=0.0, metavar="POINTS",
+                   help="paired differences up to this many %% points count as ties (default 0: exact)")
+    p.add_argument("--plot", type=Path, metavar="DIR", help="write ROC, histogram and per-split bar PNGs to DIR")
+    p.add_argument("--export", type=Path, metavar="FILE", help="write the comparison's JSON export bundle")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("list", help="methods, datasets and protocols")

@@ -1,13 +1,26 @@
-"""Head-to-head tables of result records: per-metric mean +- std over splits, per-split values.
+"""Head-to-head comparison of result records: aggregation, paired statistics and text tables.
 
-Seeds are averaged within a split first; the mean and the sample standard deviation (ddof 1)
-are then taken over splits, as the papers report them.
+Pure functions: no terminal, no plotting. The conventions every table and export follows:
+
+- A record belongs to the *config group* ``(method, dataset, protocol, recipe, config_hash)``.
+  Records of different groups are never averaged together (:func:`group_records`,
+  :func:`check_single_config`).
+- Seeds are averaged within a split first; the mean and the sample standard deviation (ddof 1)
+  are then taken over splits, as the papers report them.
+- Paired comparisons use the per-split (seed-averaged) values of two methods on the splits both
+  have: the difference ``A - B`` per split, win / tie / loss counts (a win is "A better", which
+  for a lower-is-better metric such as ``fpr95_known`` means lower), the exact two-sided Wilcoxon
+  signed-rank test and the two-sided paired t-test.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
 
 from osrbench import protocols
 from osrbench.datasets import DatasetSpec
@@ -16,54 +29,432 @@ from osrbench.results import mean_std
 METRICS = ("auroc", "oscr", "acc", "macro_f1", "fpr95_known", "aupr_in", "aupr_out")
 LABELS = {"auroc": "AUROC", "oscr": "OSCR", "acc": "closed-set accuracy", "macro_f1": "macro-F1 (K+1)",
           "fpr95_known": "FPR at 95% TPR (known positive; lower is better)", "aupr_in": "AUPR-in",
-          "aupr_out": "AUPR-out"}
+          "aupr_out": "AUPR-out", "auroc_arpl": "AUROC (ARPL tie rule)", "dtacc": "DTACC",
+          "fpr95_ood": "FPR at 95% TPR (unknown positive; lower is better)"}
+SHORT = {"auroc": "AUROC", "oscr": "OSCR", "acc": "Acc.", "macro_f1": "macro-F1", "fpr95_known": "FPR95",
+         "aupr_in": "AUPR-in", "aupr_out": "AUPR-out", "auroc_arpl": "AUROC-ARPL", "dtacc": "DTACC",
+         "fpr95_ood": "FPR95-OOD"}
+#: Metrics where a smaller value is better (a "win" in a paired comparison means lower).
+LOWER_IS_BETTER = frozenset({"fpr95_known", "fpr95_ood"})
+#: Differences at most this large (in fraction units) are exact ties / zero differences.
+EXACT_TIE = 1e-12
+#: Above this many non-zero differences the Wilcoxon p uses the normal approximation.
+WILCOXON_EXACT_MAX = 50
+
+
+class MixedConfigs(ValueError):
+    """Records of one method with different configs were about to be averaged together."""
+
+
+# ------------------------------------------------------------------------------------ groups
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    """What must be equal for two records to be averaged together."""
+
+    method: str
+    dataset: str
+    protocol: str
+    recipe: str | None
+    config_hash: str
+
+    @property
+    def short_hash(self) -> str:
+        return self.config_hash[:8]
+
+
+def group_key(rec: Mapping[str, Any]) -> GroupKey:
+    return GroupKey(rec["method"], rec["dataset"], rec["protocol"], rec.get("recipe"), rec["config_hash"])
+
+
+def group_records(records: Iterable[Mapping[str, Any]]) -> dict[GroupKey, list[Mapping[str, Any]]]:
+    """Records by config group, in order of first appearance."""
+    out: dict[GroupKey, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        out.setdefault(group_key(rec), []).append(rec)
+    return out
+
+
+def check_single_config(records: Iterable[Mapping[str, Any]]) -> None:
+    """Raise :class:`MixedConfigs` unless every method has exactly one config group."""
+    by_method: dict[str, set[GroupKey]] = defaultdict(set)
+    for rec in records:
+        by_method[rec["method"]].add(group_key(rec))
+    for method, keys in by_method.items():
+        if len(keys) > 1:
+            desc = "; ".join(f"{k.dataset}/{k.protocol} recipe {k.recipe} config {k.short_hash}"
+                             for k in sorted(keys, key=lambda k: k.config_hash))
+            raise MixedConfigs(f"records of {method!r} come from {len(keys)} different configs ({desc}); "
+                               "they are never averaged together")
+
+
+def config_differences(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Keys whose values differ between configs (missing counts as a value), sorted."""
+    keys = sorted({k for c in configs for k in c})
+    return [k for k in keys if len({repr(c.get(k, "<unset>")) for c in configs}) > 1]
+
+
+# ------------------------------------------------------------------------------- aggregation
 
 
 def per_split(records: Iterable[Mapping[str, Any]], metric: str) -> dict[str, dict[int, float]]:
     """method -> split -> value averaged over seeds."""
     acc: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
-        if metric in rec["metrics"]:
-            acc[rec["method"]][rec["split"]].append(rec["metrics"][metric])
+        if metric in rec["metrics"] and rec["metrics"][metric] is not None:
+            acc[rec["method"]][rec["split"]].append(float(rec["metrics"][metric]))
     return {m: {s: sum(v) / len(v) for s, v in sorted(by.items())} for m, by in acc.items()}
 
 
-def render(records: Sequence[Mapping[str, Any]], methods: Sequence[str], fmt: str = "simple") -> str:
-    from tabulate import tabulate
+def seed_std(records: Iterable[Mapping[str, Any]], metric: str) -> dict[str, float]:
+    """method -> mean over splits of the std over seeds within a split (splits with >= 2 seeds)."""
+    acc: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for rec in records:
+        if metric in rec["metrics"] and rec["metrics"][metric] is not None:
+            acc[rec["method"]][rec["split"]].append(float(rec["metrics"][metric]))
+    out = {}
+    for m, by in acc.items():
+        stds = [mean_std(v)[1] for v in by.values() if len(v) > 1]
+        if stds:
+            out[m] = sum(stds) / len(stds)
+    return out
 
-    first = records[0]
-    splits = sorted({r["split"] for r in records})
-    seeds = sorted({r["seed"] for r in records})
-    out = [f"{first['dataset']}, protocol {first['protocol']}, splits {','.join(map(str, splits))}, "
-           f"seeds {','.join(map(str, seeds))}; values in %, mean +- std over splits"]
-    for metric in METRICS:
-        table = per_split(records, metric)
-        if not table:
-            continue
-        rows = []
-        for method in methods:
-            values = table.get(method)
-            if not values:
-                continue
-            m, s = mean_std(values.values())
-            rows.append([method, f"{100 * m:.2f} +- {100 * s:.2f}",
-                         *(f"{100 * values[k]:.2f}" if k in values else "-" for k in splits)])
-        out.append("")
-        out.append(LABELS.get(metric, metric))
-        out.append(tabulate(rows, headers=["method", "mean +- std", *(f"split {k}" for k in splits)],
-                            tablefmt=fmt, disable_numparse=True))
-    return "\n".join(out)
+
+@dataclass
+class Summary:
+    """One method's metric over splits: seed-averaged per-split values, mean and sample std."""
+
+    per_split: dict[int, float]
+    mean: float
+    std: float
+
+    @property
+    def n(self) -> int:
+        return len(self.per_split)
+
+
+def summarize(records: Iterable[Mapping[str, Any]], metric: str) -> dict[str, Summary]:
+    out = {}
+    for method, values in per_split(records, metric).items():
+        m, s = mean_std(values.values())
+        out[method] = Summary(values, m, s)
+    return out
+
+
+# ------------------------------------------------------------------------- paired statistics
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``x``, ties getting the average of their ranks."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(x.size)
+    sx = x[order]
+    i = 0
+    while i < x.size:
+        j = i
+        while j + 1 < x.size and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def wilcoxon_signed_rank(diffs: Sequence[float], zero_tol: float = EXACT_TIE) -> tuple[float, float, int]:
+    """Two-sided Wilcoxon signed-rank test of paired differences: ``(statistic, p, n_used)``.
+
+    Differences with ``|d| <= zero_tol`` are dropped (Wilcoxon's zero method); the rest are ranked
+    by ``|d|`` with average ranks for ties. The statistic is ``min(W+, W-)`` (as scipy reports it).
+    For up to :data:`WILCOXON_EXACT_MAX` differences the p-value is exact: the null distribution of
+    ``W+`` is enumerated over all 2^n sign assignments of the observed ranks (with tied ranks this
+    is the exact permutation distribution, as ``scipy.stats.wilcoxon`` computes it for n <= 13);
+    above, the normal approximation with tie correction and no continuity correction.
+    ``p = min(1, 2 * min(P(W+ <= w), P(W+ >= w)))``. With no non-zero difference p is 1.
+    """
+    d = np.asarray(list(diffs), dtype=np.float64)
+    d = d[np.abs(d) > zero_tol]
+    n = int(d.size)
+    if n == 0:
+        return 0.0, 1.0, 0
+    ranks = _average_ranks(np.abs(d))
+    w_plus = float(ranks[d > 0].sum())
+    total = n * (n + 1) / 2.0
+    stat = min(w_plus, total - w_plus)
+    if n <= WILCOXON_EXACT_MAX:
+        twice = np.rint(2 * ranks).astype(np.int64)  # average ranks are multiples of 1/2
+        size = int(twice.sum()) + 1
+        prob = np.zeros(size)
+        prob[0] = 1.0
+        for r in twice:
+            shifted = np.zeros(size)
+            shifted[r:] = prob[:size - r]
+            prob = 0.5 * (prob + shifted)
+        w2 = int(round(2 * w_plus))
+        lower = float(prob[:w2 + 1].sum())
+        upper = float(prob[w2:].sum())
+        return stat, min(1.0, 2.0 * min(lower, upper)), n
+    _, counts = np.unique(np.abs(d), return_counts=True)
+    var = n * (n + 1) * (2 * n + 1) / 24.0 - float(np.sum(counts**3 - counts)) / 48.0
+    z = (w_plus - total / 2.0) / math.sqrt(var)
+    return stat, min(1.0, math.erfc(abs(z) / math.sqrt(2.0))), n
+
+
+def paired_t(diffs: Sequence[float]) -> tuple[float, float]:
+    """Two-sided paired t-test on differences: ``(t, p)``, df = n - 1.
+
+    NaN for fewer than two differences or when every difference is zero; when all differences
+    are equal and non-zero, t is infinite and p = 0 (as ``scipy.stats.ttest_rel``).
+    """
+    from scipy.special import stdtr
+
+    d = np.asarray(list(diffs), dtype=np.float64)
+    n = d.size
+    if n < 2:
+        return math.nan, math.nan
+    m = float(d.mean())
+    s = float(d.std(ddof=1))
+    if s == 0.0:
+        return (math.nan, math.nan) if m == 0.0 else (math.copysign(math.inf, m), 0.0)
+    t = m / (s / math.sqrt(n))
+    return t, float(2.0 * stdtr(n - 1, -abs(t)))
+
+
+def min_wilcoxon_p(n: int) -> float:
+    """The smallest two-sided exact Wilcoxon p attainable with ``n`` non-zero differences."""
+    return min(1.0, 2.0 ** (1 - n)) if n >= 1 else 1.0
+
+
+@dataclass
+class Paired:
+    """Method ``a`` against method ``b`` on one metric, over the splits both have."""
+
+    a: str
+    b: str
+    metric: str
+    splits: list[int]
+    diffs: list[float]  # a - b per split, in split order
+    wins: int
+    ties: int
+    losses: int
+    tie_tol: float
+    wilcoxon_stat: float
+    p_wilcoxon: float
+    t: float
+    p_t: float
+
+    @property
+    def mean_diff(self) -> float:
+        return mean_std(self.diffs)[0]
+
+    @property
+    def std_diff(self) -> float:
+        return mean_std(self.diffs)[1]
+
+    def as_dict(self) -> dict[str, Any]:
+        def num(x: float) -> float | None:
+            return None if x is None or not math.isfinite(x) else float(x)
+
+        return {"a": self.a, "b": self.b, "metric": self.metric,
+                "per_split_diff": {str(k): v for k, v in zip(self.splits, self.diffs)},
+                "mean_diff": num(self.mean_diff), "std_diff": num(self.std_diff),
+                "wins": self.wins, "ties": self.ties, "losses": self.losses, "tie_tol": self.tie_tol,
+                "lower_is_better": self.metric in LOWER_IS_BETTER,
+                "wilcoxon_statistic": num(self.wilcoxon_stat), "p_wilcoxon": num(self.p_wilcoxon),
+                "t": num(self.t), "p_paired_t": num(self.p_t)}
+
+
+def paired(a_values: Mapping[int, float], b_values: Mapping[int, float], metric: str,
+           tie_tol: float = EXACT_TIE, a: str = "A", b: str = "B") -> Paired:
+    """Pair two methods' per-split values by split index and test their differences."""
+    splits = sorted(set(a_values) & set(b_values))
+    diffs = [float(a_values[k]) - float(b_values[k]) for k in splits]
+    tol = max(float(tie_tol), EXACT_TIE)
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    wins = sum(1 for d in diffs if sign * d > tol)
+    losses = sum(1 for d in diffs if sign * d < -tol)
+    w, pw, _ = wilcoxon_signed_rank(diffs)
+    t, pt = paired_t(diffs)
+    return Paired(a, b, metric, splits, diffs, wins, len(diffs) - wins - losses, losses, tol, w, pw, t, pt)
+
+
+# ------------------------------------------------------------------------------------- splits
+
+
+def unique_splits(dataset: DatasetSpec, protocol: str, splits: Sequence[int]) -> tuple[list[int], dict[int, int]]:
+    """Splits to keep (the first of each class set) and ``{duplicate: first split}``."""
+    seen: dict[Any, int] = {}
+    keep, dropped = [], {}
+    for i in splits:
+        key = protocols.get_split(dataset, protocol, i).class_set_key
+        if key in seen:
+            dropped[i] = seen[key]
+        else:
+            seen[key] = i
+            keep.append(i)
+    return keep, dropped
 
 
 def duplicate_split_warnings(dataset: DatasetSpec, protocol: str, splits: Sequence[int]) -> list[str]:
     """One line per split whose class sets repeat an earlier split's (the osrci duplicates)."""
-    seen: dict[Any, int] = {}
-    lines = []
-    for i in splits:
-        key = protocols.get_split(dataset, protocol, i).class_set_key
-        if key in seen:
-            lines.append(f"{dataset.name}/{protocol} split {i} has the same class sets as split {seen[key]}; "
-                         "its results are not independent")
-        else:
-            seen[key] = i
-    return lines
+    _, dropped = unique_splits(dataset, protocol, splits)
+    return [f"{dataset.name}/{protocol} split {i} has the same class sets as split {first}; "
+            "its results are not independent (use --unique-splits to keep only the first)"
+            for i, first in dropped.items()]
+
+
+def split_list(splits: Sequence[int]) -> str:
+    """``[0, 1, 2, 4]`` -> ``"0-2,4"``."""
+    out, run = [], []
+    for s in sorted(splits):
+        if run and s == run[-1] + 1:
+            run.append(s)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)))
+        run = [s]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)))
+    return ",".join(out)
+
+
+# ---------------------------------------------------------------------------------- comparison
+
+
+@dataclass
+class Comparison:
+    """Everything a compare table, plot or export shows, computed once."""
+
+    dataset: str
+    protocol: str
+    methods: list[str]
+    splits: list[int]
+    seeds: list[int]
+    metrics: list[str]
+    summaries: dict[str, dict[str, Summary]]  # metric -> method -> summary
+    pairs: dict[str, list[Paired]]  # metric -> pairs (i < j in method order)
+    groups: dict[str, GroupKey]  # method -> its single config group
+    records: dict[str, list[Mapping[str, Any]]]  # method -> records
+    seed_std: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> method -> std
+    tie_tol: float = EXACT_TIE
+
+
+def build(records: Sequence[Mapping[str, Any]], methods: Sequence[str], metrics: Sequence[str] = METRICS,
+          tie_tol: float = EXACT_TIE) -> Comparison:
+    """Aggregate records of one dataset and protocol; each method must have one config group."""
+    if not records:
+        raise ValueError("no records to compare")
+    where = {(r["dataset"], r["protocol"]) for r in records}
+    if len(where) > 1:
+        raise MixedConfigs(f"records from several datasets/protocols: {sorted(where)}")
+    check_single_config(records)
+    methods = [m for m in methods if any(r["method"] == m for r in records)]
+    by_method = {m: [r for r in records if r["method"] == m] for m in methods}
+    summaries, pairs, spread = {}, {}, {}
+    for metric in metrics:
+        summ = {m: s for m, s in summarize(records, metric).items() if m in by_method}
+        if not summ:
+            continue
+        summaries[metric] = {m: summ[m] for m in methods if m in summ}
+        spread[metric] = seed_std(records, metric)
+        present = [m for m in methods if m in summ]
+        pairs[metric] = [paired(summ[a].per_split, summ[b].per_split, metric, tie_tol, a, b)
+                         for i, a in enumerate(present) for b in present[i + 1:]]
+    first = records[0]
+    return Comparison(
+        dataset=first["dataset"], protocol=first["protocol"], methods=list(methods),
+        splits=sorted({r["split"] for r in records}), seeds=sorted({r["seed"] for r in records}),
+        metrics=list(summaries), summaries=summaries, pairs=pairs,
+        groups={m: group_key(rs[0]) for m, rs in by_method.items()}, records=by_method,
+        seed_std=spread, tie_tol=max(tie_tol, EXACT_TIE),
+    )
+
+
+# ------------------------------------------------------------------------------------ render
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{100 * x:.2f}"
+
+
+def _signed(x: float) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{100 * x:+.2f}"
+
+
+def _p(x: float) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    if x < 0.0001:
+        return "<0.0001"
+    return f"{x:.3g}"
+
+
+def _tol_text(tol: float) -> str:
+    return f"|A - B| <= {tol:g}" if tol <= EXACT_TIE else f"|A - B| <= {100 * tol:g} points"
+
+
+def render(records: Sequence[Mapping[str, Any]], methods: Sequence[str], fmt: str = "simple",
+           metrics: Sequence[str] = METRICS, tie_tol: float = EXACT_TIE, notes: Sequence[str] = ()) -> str:
+    """The compare table: per metric, mean +- std and per-split values, then paired differences."""
+    return render_comparison(build(records, methods, metrics, tie_tol), fmt, notes)
+
+
+def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] = ()) -> str:
+    from tabulate import tabulate
+
+    def table(rows: list[list[Any]], headers: Sequence[str]) -> str:
+        return tabulate(rows, headers=list(headers), tablefmt=fmt, disable_numparse=True)
+
+    many_seeds = len(c.seeds) > 1
+    markdown = fmt in ("github", "pipe")  # titles set apart so the tables render as tables
+    out = [f"{c.dataset}, protocol {c.protocol}, splits {split_list(c.splits)} ({len(c.splits)}), "
+           f"seeds {split_list(c.seeds)}; values in %: mean +- sample std (ddof 1) over splits"
+           + ("; seeds averaged within a split first" if many_seeds else "")]
+    out.extend(notes)
+    rows = []
+    for m in c.methods:
+        g = c.groups[m]
+        recs = c.records[m]
+        cfg = recs[0].get("config", {})
+        rows.append([m, g.recipe or "-", g.config_hash[:10], cfg.get("epochs", "-"),
+                     f"{len({r['split'] for r in recs})} x {len({r['seed'] for r in recs})}"])
+    out.append("")
+    out.append(table(rows, ["method", "recipe", "config hash", "epochs", "splits x seeds"]))
+    max_n = 0
+    for metric in c.metrics:
+        summ = c.summaries[metric]
+        better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+        label = LABELS.get(metric, metric)
+        title = label if "better" in label else f"{label}, {better}"
+        out += ["", f"**{title}**", ""] if markdown else ["", title]
+        rows = []
+        for m, s in summ.items():
+            row = [m, f"{_pct(s.mean)} +- {_pct(s.std)}"]
+            if many_seeds:
+                row.append(_pct(c.seed_std[metric].get(m, math.nan)))
+            row.extend(_pct(s.per_split[k]) if k in s.per_split else "-" for k in c.splits)
+            rows.append(row)
+        headers = ["method", "mean +- std", *(["seed std"] if many_seeds else []), *(f"split {k}" for k in c.splits)]
+        out.append(table(rows, headers))
+        if c.pairs.get(metric):
+            rows = []
+            for p in c.pairs[metric]:
+                by = dict(zip(p.splits, p.diffs))
+                max_n = max(max_n, len(p.splits))
+                rows.append([f"{p.a} - {p.b}", f"{_signed(p.mean_diff)} +- {_pct(p.std_diff)}",
+                             *(_signed(by[k]) if k in by else "-" for k in c.splits),
+                             f"{p.wins}/{p.ties}/{p.losses}", _p(p.p_wilcoxon), _p(p.p_t)])
+            out.append("")
+            out.append(table(rows, ["paired A - B", "mean diff +- std", *(f"split {k}" for k in c.splits),
+                                    "W/T/L", "p Wilcoxon", "p paired-t"]))
+    if max_n:
+        lower = [m for m in c.metrics if m in LOWER_IS_BETTER]
+        out.append("")
+        out.append(f"W/T/L: splits where A is better / tied ({_tol_text(c.tie_tol)}) / worse than B"
+                   + (f"; better = lower for {', '.join(lower)}" if lower else "") + ".")
+        out.append("p Wilcoxon: two-sided exact Wilcoxon signed-rank test on the per-split differences "
+                   "(zero differences dropped);")
+        out.append(f"  with {max_n} splits the smallest attainable p is {min_wilcoxon_p(max_n):.4g}"
+                   + (", so no comparison can reach p < 0.05." if min_wilcoxon_p(max_n) >= 0.05 else "."))
+        out.append("p paired-t: two-sided paired t-test on the same differences (df = splits - 1). "
+                   "Neither is corrected for multiple comparisons.")
+    return "\n".join(out)

@@ -24,6 +24,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "augment": "dataset",  # dataset | none | crop_flip
     "normalize": "none",  # none | cifar (MLS-paper recipe)
     "randaugment": 0,  # RandAugment magnitude M of the MLS recipe; 0 = off
+    "precision": "fp32",  # fp32 (reference) | bf16 (autocast + channels-last; opt-in for speed)
 }
 
 #: Keys that may differ between a checkpoint and a resumed run (resume can extend a run).
@@ -117,6 +118,8 @@ def resolve(
         cfg["augment"] = dataset.augment
     if cfg["augment"] not in ("none", "crop_flip"):
         raise ConfigError(f"augment must be dataset, none or crop_flip, got {cfg['augment']!r}")
+    if cfg["precision"] not in ("fp32", "bf16"):
+        raise ConfigError(f"precision must be fp32 or bf16, got {cfg['precision']!r}")
     if cfg["normalize"] not in ("none", "cifar"):
         raise ConfigError(f"normalize must be none or cifar, got {cfg['normalize']!r}")
     for key in ("epochs", "batch_size", "image_size"):

@@ -25,6 +25,7 @@ import torch
 import osrbench
 from osrbench import config as configmod
 from osrbench import metrics, plugins, protocols, results
+from osrbench.data.randaugment import ops_for
 from osrbench.data.stream import TrainStream, derive_seed, to_input
 from osrbench.datasets import DataNotFound, DatasetSpec, OpenSetData
 from osrbench.method import Context, Method, MethodSpec
@@ -114,7 +115,10 @@ class Plan:
             rec = results.read_json(self.result_path)
         except results.CorruptRecord:
             return None
-        return rec if rec.get("config_hash") == self.config_hash else None
+        if rec.get("config_hash") != self.config_hash:
+            return None
+        rec["_path"] = str(self.dir)
+        return rec
 
 
 def plan(req: RunRequest, registry: plugins.Plugins | None = None) -> Plan:
@@ -254,12 +258,29 @@ def load_data(p: Plan) -> OpenSetData:
         raise RunError(str(exc)) from None
 
 
-def predict_all(method: Method, images: torch.Tensor, device: torch.device, normalize: str, batch: int = 500):
+class Precision:
+    """The run's precision policy: fp32 (reference) or bf16 autocast with channels-last inputs."""
+
+    def __init__(self, name: str, device: torch.device) -> None:
+        self.bf16 = name == "bf16"
+        self.device_type = device.type
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.bf16 else x
+
+
+def predict_all(method: Method, images: torch.Tensor, device: torch.device, normalize: str,
+                precision: Precision | None = None, batch: int = 500):
     """Logits, score and named scores for every image, on the CPU in float64."""
+    precision = precision or Precision("fp32", device)
     logits, score, named = [], [], {}
     with torch.no_grad():
         for chunk in images.split(batch):
-            out = method.predict(to_input(chunk.to(device), normalize))
+            with precision.autocast():
+                out = method.predict(precision.inputs(to_input(chunk.to(device), normalize)))
             logits.append(out.logits.detach().double().cpu())
             score.append(out.score.detach().double().cpu())
             for k, v in out.scores.items():
@@ -310,12 +331,14 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None, log: Callable[
     stream = TrainStream(
         data.train_x, data.train_y, cfg["batch_size"], seed, device,
         augment=cfg["augment"], normalize=cfg["normalize"], randaugment=cfg["randaugment"],
-        randaugment_ops="digits" if req.dataset in ("mnist", "svhn", "fashion-mnist", "digits") else "all",
+        randaugment_ops=ops_for(p.dataset.name),
     )
     image_shape = (3, *data.image_shape[1:])
+    precision = Precision(cfg["precision"], device)
     ctx = Context(
         num_classes=p.split.num_known, image_shape=image_shape, device=device, config=dict(cfg),
         generator=generator, epochs=cfg["epochs"], dataset=p.dataset.name, steps_per_epoch=len(stream),
+        channels_last=precision.bf16,
     )
     method = p.spec.factory()
     _guard(p, "setup", method.setup, ctx)
@@ -341,7 +364,9 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None, log: Callable[
         sums: dict[str, torch.Tensor] = {}
         for phase_index, phase in enumerate(phases):
             for x, y in stream.batches(epoch, phase_index):
-                losses = _guard(p, f"train_step (phase {phase!r}, epoch {epoch})", method.train_step, phase, x, y)
+                with precision.autocast():
+                    losses = _guard(p, f"train_step (phase {phase!r}, epoch {epoch})", method.train_step,
+                                    phase, precision.inputs(x), y)
                 for name, value in losses.items():
                     key = f"{phase}/{name}"
                     value = value.detach() if torch.is_tensor(value) else torch.tensor(float(value), device=device)
@@ -372,8 +397,8 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None, log: Callable[
     train_time = elapsed + time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    known_logits, known_score, known_named = _guard(p, "predict", predict_all, method, data.known_x, device, cfg["normalize"])
-    unknown_logits, unknown_score, unknown_named = _guard(p, "predict", predict_all, method, data.unknown_x, device, cfg["normalize"])
+    known_logits, known_score, known_named = _guard(p, "predict", predict_all, method, data.known_x, device, cfg["normalize"], precision)
+    unknown_logits, unknown_score, unknown_named = _guard(p, "predict", predict_all, method, data.unknown_x, device, cfg["normalize"], precision)
     for name, arr in (("known", known_score), ("unknown", unknown_score)):
         if not np.all(np.isfinite(arr)):
             exc = NonFiniteLoss(f"method {p.spec.name!r} returned non-finite {name} scores")

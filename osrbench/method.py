@@ -28,6 +28,8 @@ class Context:
     :param epochs: the number of epochs of the run.
     :param dataset: the dataset name (methods may branch on it only where the reference does).
     :param steps_per_epoch: batches in one pass over the training stream.
+    :param channels_last: the run's precision policy asks for channels-last tensors; networks
+        built with :meth:`place` follow it.
     """
 
     num_classes: int
@@ -38,6 +40,12 @@ class Context:
     epochs: int
     dataset: str = "digits"
     steps_per_epoch: int = 1
+    channels_last: bool = False
+
+    def place(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Move a network to the run's device (and memory format, under the precision policy)."""
+        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+        return module.to(self.device, memory_format=fmt)
 
 
 @dataclass

@@ -73,6 +73,17 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def bce(prob: torch.Tensor, target: float) -> torch.Tensor:
+    """Binary cross-entropy of a probability against a constant target, in float32.
+
+    Autocast refuses ``binary_cross_entropy`` on probabilities (it is unsafe in half precision),
+    so the GAN losses compute it here outside autocast; in float32 runs this is plain BCE.
+    """
+    with torch.autocast(prob.device.type, enabled=False):
+        p = prob.float()
+        return F.binary_cross_entropy(p, torch.full_like(p, target))
+
+
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of -sum_k target_k log softmax(logits)_k."""
     return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()

@@ -1,7 +1,6 @@
 """Faults and hostile input: kill -9 then resume, damaged files, safe loading, concurrent writers."""
 
 import hashlib
-import io
 import os
 import pickle
 import random
@@ -77,12 +76,7 @@ class _Exploit:
 def test_a_crafted_checkpoint_cannot_run_code(tmp_path):
     marker = tmp_path / "pwned"
     _Exploit.marker = marker
-    body = pickle.dumps({"epoch": 1, "state": _Exploit()})
-    buf = io.BytesIO()
-    import torch
-
-    torch.save({"x": 1}, buf)  # a real zip container, then swap in the malicious pickle
-    blob = body
+    blob = pickle.dumps({"epoch": 1, "state": _Exploit()})  # valid hash trailer, hostile payload
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(blob + engine._TRAILER + hashlib.sha256(blob).hexdigest().encode())
     with pytest.raises(engine.CorruptCheckpoint, match="refused by safe loading"):
@@ -126,3 +120,31 @@ def test_concurrent_runs_share_a_results_folder(tmp_path):
     recs = list(results.iter_records(tmp_path))
     assert sorted(r["split"] for r in recs) == [0, 1]
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_compare_goes_on_after_a_failing_run_and_exits_non_zero(tmp_path, capsys):
+    from osrbench import cli, plugins
+    from osrbench.method import MethodSpec
+
+    reg = plugins.get()
+    base = reg.method("softmax")
+
+    def factory():
+        method = base.factory()
+
+        def broken(*args):
+            raise RuntimeError("plugin bug")
+
+        method.train_step = broken
+        return method
+
+    reg.methods["fragile"] = MethodSpec(name="fragile", factory=factory, defaults=base.defaults)
+    reg.origin["method:fragile"] = "osrbench"
+    code = cli.main(["compare", "fragile", "softmax", "--dataset", "digits", "--splits", "0-1", "--epochs", "1",
+                     "--device", "cpu", "--quiet", "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "2 run(s) failed or missing" in captured.err and "plugin bug" in captured.err
+    assert "softmax" in captured.out  # the good method's results are still printed
+    assert len(list(results.iter_records(tmp_path))) == 2
+    assert len(list(tmp_path.rglob(engine.ERROR))) == 2

@@ -30,7 +30,7 @@ import osrbench
 from osrbench.method import Context, Method, MethodSpec, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32, make_gan, sample_noise
-from osrbench.training import OPTIM_DEFAULTS, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
+from osrbench.training import OPTIM_DEFAULTS, bce, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
 
 CITATION = (
     'Chen, Peng, Wang, Tian, "Adversarial Reciprocal Points Learning for Open Set Recognition", '
@@ -170,8 +170,7 @@ class ARPL(Method):
         self.device = ctx.device
         self.image_shape = tuple(ctx.image_shape)
         # Release order: network, (GAN), criterion (reciprocal points and radius).
-        self.net = Classifier32(ctx.num_classes, in_channels=ctx.image_shape[0], bn_branches=self.bn_branches)
-        self.net.to(ctx.device)
+        self.net = ctx.place(Classifier32(ctx.num_classes, in_channels=ctx.image_shape[0], bn_branches=self.bn_branches))
         self._build_gan(ctx)
         self.rp = ReciprocalPoints(ctx.num_classes, self.net.feat_dim).to(ctx.device)
         # One optimiser over the backbone and {P, R} (weight decay acts on P and R, §10.12). The
@@ -256,8 +255,8 @@ class ARPLCS(ARPL):
     def _build_gan(self, ctx: Context) -> None:
         c, h, w = ctx.image_shape
         self.G, self.D, self.gan_mode = make_gan((h, w), c, self.cfg["gan_mode"], nz=self.cfg["nz"])
-        self.G.to(ctx.device)
-        self.D.to(ctx.device)
+        ctx.place(self.G)
+        ctx.place(self.D)
         self.generator = ctx.generator
         self.nz = self.cfg["nz"]
         self.beta = self.cfg["beta"]
@@ -298,9 +297,7 @@ class ARPLCS(ARPL):
         self.optD.zero_grad(set_to_none=True)
         out_real = self.D(real)
         out_fake = self.D(fake.detach())
-        err = F.binary_cross_entropy(out_real, torch.ones_like(out_real)) + F.binary_cross_entropy(
-            out_fake, torch.zeros_like(out_fake)
-        )
+        err = bce(out_real, 1.0) + bce(out_fake, 0.0)
         err.backward()
         self.optD.step()
         return err.detach()
@@ -316,7 +313,7 @@ class ARPLCS(ARPL):
         """
         self.optG.zero_grad(set_to_none=True)
         out = self.D(fake)
-        err_g = F.binary_cross_entropy(out, torch.ones_like(out))
+        err_g = bce(out, 1.0)
         err_f = fake_loss(self.net.pooled(fake, 1), self.rp.points)
         loss = err_g + self.beta * err_f
         loss.backward(inputs=self._g_params)

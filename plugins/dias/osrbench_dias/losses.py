@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from osrbench.training import smoothed_cross_entropy
+from osrbench.training import bce, smoothed_cross_entropy
 
 __all__ = [
     "sce",
@@ -35,9 +35,7 @@ def discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tens
 
     The release calls ``backward`` on the two terms separately; the gradient of the sum is the same.
     """
-    return F.binary_cross_entropy(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy(
-        d_fake, torch.zeros_like(d_fake)
-    )
+    return bce(d_real, 1.0) + bce(d_fake, 0.0)
 
 
 def generator_loss(
@@ -49,7 +47,7 @@ def generator_loss(
     (``errG + beta * errG_F * -1.``): G *maximises* C's cross-entropy to the uniform target, i.e. it
     seeks fakes C is confident on (the opposite of ARPL+CS's generator).
     """
-    adv = F.binary_cross_entropy(d_fake, torch.ones_like(d_fake))
+    adv = bce(d_fake, 1.0)
     cls = sce(cls_logits, labels, alpha_uniform)
     return adv - beta * cls, adv, cls
 

@@ -133,16 +133,16 @@ class DIAS(Method):
 
         # Construction order as in the release (net1 = Copycat, net2 = C, netG, netD), so the
         # global RNG is consumed in the same order.
-        self.copycat = Classifier32(k, in_channels=channels, bn_branches=2).to(ctx.device)
-        self.net = Classifier32(k, in_channels=channels, bn_branches=2).to(ctx.device)
+        self.copycat = ctx.place(Classifier32(k, in_channels=channels, bn_branches=2))
+        self.net = ctx.place(Classifier32(k, in_channels=channels, bn_branches=2))
         self.gan_mode = resolve_gan_mode((h, w), cfg["gan_mode"])
         # The release always uses G32/D (§6.1); in reference mode they are built for 32 px whatever
         # the data size (at 64 px G then makes 32-px fakes and D sees both sizes, as the release's
         # code would with --img_size 64). Other modes are adaptations built for the data size.
         gan_size = _GAN_SIZE if self.gan_mode == "reference" else (h, w)
         self.G, self.D, _ = make_gan(gan_size, channels, self.gan_mode, nz=cfg["nz"])
-        self.G.to(ctx.device)
-        self.D.to(ctx.device)
+        ctx.place(self.G)
+        ctx.place(self.D)
 
         self.opt_p = make_optimizer(self.copycat.parameters(), self.opt_cfg)
         self.opt_c = make_optimizer(self.net.parameters(), self.opt_cfg)

@@ -55,7 +55,7 @@ class Softmax(Method):
         if self.cfg["score"] not in ("msp", "mls"):
             raise ValueError(f"score must be msp or mls, got {self.cfg['score']!r}")
         self.num_classes = ctx.num_classes
-        self.net = Classifier32(ctx.num_classes, in_channels=ctx.image_shape[0]).to(ctx.device)
+        self.net = ctx.place(Classifier32(ctx.num_classes, in_channels=ctx.image_shape[0]))
         self.opt = make_optimizer(self.net.parameters(), self.cfg)
         self.epoch = 0
         set_lr(self.opt, lr_at(0, self.cfg))

@@ -1,0 +1,109 @@
+"""Images per second of one training epoch per method: osrbench's device-resident stream vs the
+releases' PIL DataLoader (same method, same step, same batch size), measured side by side.
+
+Run: ``make bench`` (CPU) or ``benchmarks/gpu_check.sh`` (CUDA). The data are synthetic uint8
+CIFAR-shaped images: throughput does not depend on pixel values.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.conftest import DEVICE, IMAGES, METHODS, PRECISION, THROUGHPUT, WORKERS
+from osrbench import config as configmod
+from osrbench import plugins
+from osrbench.data.stream import TrainStream
+from osrbench.engine import Precision
+from osrbench.method import Context
+
+K = 6
+BATCH = 64
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (IMAGES, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, K, (IMAGES,), generator=g)
+    return x, y
+
+
+def _method(name):
+    reg = plugins.get()
+    spec = reg.method(name)
+    _, cfg = configmod.resolve(spec, reg.dataset("cifar10"), overrides={"precision": PRECISION})
+    torch.manual_seed(0)
+    method = spec.factory()
+    precision = Precision(PRECISION, DEVICE)
+    method.setup(Context(num_classes=K, image_shape=(3, 32, 32), device=DEVICE, config=cfg,
+                         generator=torch.Generator(device=DEVICE).manual_seed(1), epochs=cfg["epochs"],
+                         dataset="cifar10", steps_per_epoch=-(-IMAGES // BATCH), channels_last=precision.bf16))
+    return method, precision
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """What the releases do: PIL images through torchvision's reference train transforms."""
+
+    def __init__(self, x, y):
+        import torchvision.transforms as T
+
+        self.x = x.permute(0, 2, 3, 1).numpy()
+        self.y = y
+        self.t = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()])
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.t(Image.fromarray(self.x[i])), self.y[i]
+
+
+def _epoch(method, precision, batches_per_phase):
+    last = None
+    for phase_index, phase in enumerate(method.phases):
+        for x, y in batches_per_phase(phase_index):
+            with precision.autocast():
+                last = method.train_step(phase, precision.inputs(x), y)
+    method.end_epoch(0)
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+    return last
+
+
+def _measure(benchmark, method_name, feed):
+    x, y = _data()
+    method, precision = _method(method_name)
+    if feed == "stream":
+        stream = TrainStream(x, y, BATCH, seed=0, device=DEVICE, augment="crop_flip")
+        batches = lambda phase: stream.batches(0, phase)  # noqa: E731
+    else:
+        loader = torch.utils.data.DataLoader(PILDataset(x, y), batch_size=BATCH, shuffle=True,
+                                             num_workers=WORKERS, pin_memory=DEVICE.type == "cuda",
+                                             persistent_workers=WORKERS > 0)
+        batches = lambda phase: ((a.to(DEVICE, non_blocking=True), b.to(DEVICE, non_blocking=True))  # noqa: E731
+                                 for a, b in loader)
+    # Warm-up: a few steps (cudnn autotuning, allocator) are not part of an epoch's steady cost.
+    warm = TrainStream(x[: BATCH * 3], y[: BATCH * 3], BATCH, seed=1, device=DEVICE)
+    _epoch(method, precision, lambda phase: warm.batches(0, phase))
+    t0 = time.perf_counter()
+    losses = benchmark.pedantic(_epoch, args=(method, precision, batches), rounds=1, iterations=1)
+    seconds = time.perf_counter() - t0
+    assert all(np.isfinite(float(v)) for v in losses.values())
+    THROUGHPUT.setdefault(method_name, {})[feed] = IMAGES / seconds
+    benchmark.extra_info.update(images=IMAGES, images_per_s=IMAGES / seconds, device=str(DEVICE),
+                                precision=PRECISION, workers=WORKERS)
+
+
+@pytest.mark.parametrize("method_name", METHODS)
+def test_epoch_device_stream(benchmark, method_name):
+    _measure(benchmark, method_name, "stream")
+
+
+@pytest.mark.parametrize("method_name", METHODS)
+def test_epoch_pil_dataloader(benchmark, method_name):
+    _measure(benchmark, method_name, "pil")

@@ -1,0 +1,818 @@
+"""The ``report``, ``rescore`` and ``export`` commands (a CLI extension: :func:`register_cli`).
+
+- ``report``: the paper table from every result record under a folder: methods as rows, datasets
+  as columns, one table per protocol and metric, mean +- std over splits; Markdown, CSV, LaTeX
+  (booktabs) or JSON. Records of different configs are never averaged together: a method with
+  several config groups gets one row per group, labelled with its recipe and the config keys
+  that tell the groups apart (the full hashes are listed below the tables).
+- ``rescore``: recompute a run's metrics with another stored score (softmax: ``msp`` or ``mls``)
+  from its ``scores.npz``, or from its checkpoint when the score file is missing; no retraining.
+- ``export``: one JSON bundle per comparison (metrics, per-split values, paired statistics, config
+  and split hashes, versions) with a content hash; :func:`validate_export` checks one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from osrbench import compare, engine, results
+from osrbench.compare import GroupKey, Summary
+from osrbench.datasets import DataNotFound
+
+REPORT_METRICS = ("auroc", "oscr", "macro_f1", "acc")
+RESCORE_METRICS = ("auroc", "oscr", "fpr95_known", "aupr_in", "aupr_out")
+FORMATS = ("md", "csv", "latex", "json")
+EXPORT_VERSION = 1
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def parse_metrics(text: str | None, default: Sequence[str]) -> list[str]:
+    if not text:
+        return list(default)
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in compare.LABELS]
+    if bad or not names:
+        raise engine.RunError(f"unknown metric {bad[0] if bad else text!r} (valid: {', '.join(compare.LABELS)})")
+    return names
+
+
+# ------------------------------------------------------------------------------------ collect
+
+
+def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
+            make_request: Callable[[str, int, int], engine.RunRequest], run: bool,
+            log: Callable[[str], None] = _log) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of every (method, split, seed): trained when missing (``run``) or only read.
+
+    Returns the records and one line per run that failed or is missing.
+    """
+    records, failures = [], []
+    for name in methods:
+        for split in splits:
+            for seed in seeds:
+                req = make_request(name, split, seed)
+                if not run:
+                    p = engine.plan(req)
+                    rec = p.existing_result()
+                    if rec is None:
+                        failures.append(f"{name} split {split} seed {seed}: no result in {p.dir} (run without --no-run)")
+                    else:
+                        rec["_path"] = str(p.dir)
+                        records.append(rec)
+                    continue
+                try:
+                    rec = engine.run(req)
+                    rec.setdefault("_path", str(engine.plan(req).dir))  # a reused record has none
+                    records.append(rec)
+                except engine.MethodFailed as exc:
+                    log(f"osrbench: run failed: {exc}")
+                    failures.append(f"{name} split {split} seed {seed}: {exc}")
+    return records, failures
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+@dataclass
+class Cell:
+    """One config group's aggregate: a table cell of the report."""
+
+    key: GroupKey
+    records: list[Mapping[str, Any]]
+    metrics: dict[str, Summary]
+    variant: str = ""
+    expected_splits: int | None = None
+    dropped: dict[int, int] = field(default_factory=dict)  # duplicate split -> first (--unique-splits)
+    duplicates: dict[int, int] = field(default_factory=dict)  # duplicate split -> first, kept
+
+    @property
+    def splits(self) -> list[int]:
+        return sorted({r["split"] for r in self.records})
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({r["seed"] for r in self.records})
+
+    @property
+    def row(self) -> str:
+        inner = self.key.recipe or "no recipe"
+        return f"{self.key.method} ({inner}{'; ' + self.variant if self.variant else ''})"
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self.records[0].get("config", {})
+
+
+def _registry_info(dataset: str, protocol: str, splits: Sequence[int],
+                   unique: bool) -> tuple[int | None, dict[int, int]]:
+    """The protocol's split count (of distinct class sets when ``unique``) and the duplicates among
+    ``splits``; ``(None, {})`` for a dataset or protocol this installation does not know."""
+    from osrbench import plugins, protocols
+
+    try:
+        spec = plugins.get().dataset(dataset)
+        n = protocols.num_splits(spec, protocol)
+        if unique:
+            n = len(compare.unique_splits(spec, protocol, range(n))[0])
+        return n, compare.unique_splits(spec, protocol, splits)[1]
+    except (plugins.UnknownName, protocols.SplitError):
+        return None, {}
+
+
+def build_report(records: Iterable[Mapping[str, Any]], metrics: Sequence[str] = REPORT_METRICS,
+                 unique_splits: bool = False) -> list[Cell]:
+    """One cell per config group; groups of a method that differ only in config get variant labels."""
+    cells = []
+    for key, recs in compare.group_records(records).items():
+        expected, dups = _registry_info(key.dataset, key.protocol, sorted({r["split"] for r in recs}), unique_splits)
+        dropped = {}
+        if unique_splits and dups:
+            dropped = dups
+            recs = [r for r in recs if r["split"] not in dups]
+            dups = {}
+        summ = {m: compare.summarize(recs, m).get(key.method) for m in metrics}
+        cells.append(Cell(key, recs, {m: s for m, s in summ.items() if s is not None}, "", expected, dropped, dups))
+    # Variant labels: keys that differ between groups of one method/recipe/protocol on one dataset.
+    families: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        families.setdefault((cell.key.protocol, cell.key.method, cell.key.recipe), []).append(cell)
+    for family in families.values():
+        keys: set[str] = set()
+        by_dataset: dict[str, list[Cell]] = {}
+        for cell in family:
+            by_dataset.setdefault(cell.key.dataset, []).append(cell)
+        for same in by_dataset.values():
+            if len(same) > 1:
+                keys.update(compare.config_differences([c.config for c in same]))
+        for cell in family:
+            cell.variant = ", ".join(f"{k}={_short(cell.config.get(k, '<unset>'))}" for k in sorted(keys))
+        for same in by_dataset.values():  # identical labels (hashes differ for another reason)
+            labels = [c.variant for c in same]
+            for c in same:
+                if labels.count(c.variant) > 1:
+                    c.variant = (c.variant + ", " if c.variant else "") + f"config {c.key.short_hash}"
+    cells.sort(key=lambda c: (c.key.protocol, c.key.method, c.key.recipe or "", c.variant, c.key.dataset))
+    return cells
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def _pm(s: Summary | None, sep: str) -> str:
+    if s is None:
+        return ""
+    return f"{100 * s.mean:.2f}{sep}{100 * s.std:.2f}"
+
+
+def _cell_note(cell: Cell) -> str:
+    notes = []
+    if cell.expected_splits is not None and len(cell.splits) != cell.expected_splits:
+        notes.append(f"{len(cell.splits)} of {cell.expected_splits} splits")
+    if cell.duplicates:
+        notes.append("; ".join(f"split {d} = split {f} (same classes)" for d, f in cell.duplicates.items()))
+    if cell.dropped:
+        notes.append("dropped duplicate " + ", ".join(f"split {d} (= {f})" for d, f in cell.dropped.items()))
+    return "; ".join(notes)
+
+
+def _layout(cells: Sequence[Cell]) -> dict[str, tuple[list[str], list[str], dict[tuple[str, str], Cell]]]:
+    """protocol -> (row labels, datasets, {(row, dataset): cell})."""
+    out: dict[str, tuple[list[str], list[str], dict[tuple[str, str], Cell]]] = {}
+    for cell in cells:
+        rows, datasets, grid = out.setdefault(cell.key.protocol, ([], [], {}))
+        if cell.row not in rows:
+            rows.append(cell.row)
+        if cell.key.dataset not in datasets:
+            datasets.append(cell.key.dataset)
+        grid[(cell.row, cell.key.dataset)] = cell
+    for _, datasets, _ in out.values():
+        datasets.sort()
+    return out
+
+
+def _flag(cell: Cell) -> str:
+    return " *" if (cell.expected_splits is not None and len(cell.splits) != cell.expected_splits) or cell.duplicates else ""
+
+
+def _md_value(c: Cell | None, metric: str) -> str:
+    return _pm(c.metrics.get(metric), " ± ") + _flag(c) if c and metric in c.metrics else "–"
+
+
+def format_md(cells: Sequence[Cell], metrics: Sequence[str], source: str = "", layout: str = "metric") -> str:
+    out = [f"osrbench report{' of ' + source if source else ''}: values in %, mean ± sample std over splits "
+           "(seeds averaged within a split); * = incomplete or repeated splits (see the config table)."]
+    for protocol, (rows, datasets, grid) in _layout(cells).items():
+        if layout == "wide":
+            present = [m for m in metrics if any(m in c.metrics for c in grid.values())]
+            heads = [f"{d} {compare.SHORT.get(m, m)}" for d in datasets for m in present]
+            out += ["", f"**Protocol `{protocol}`**", "", "| method (recipe) | " + " | ".join(heads) + " |",
+                    "|---|" + "---:|" * len(heads)]
+            for row in rows:
+                out.append(f"| {row} | " + " | ".join(_md_value(grid.get((row, d)), m)
+                                                     for d in datasets for m in present) + " |")
+        for metric in metrics if layout != "wide" else ():
+            if not any(metric in c.metrics for c in grid.values()):
+                continue
+            better = " (lower is better)" if metric in compare.LOWER_IS_BETTER else ""
+            out += ["", f"**{compare.SHORT.get(metric, metric)}{better}, protocol `{protocol}`**", "",
+                    "| method (recipe) | " + " | ".join(datasets) + " |",
+                    "|---|" + "---:|" * len(datasets)]
+            for row in rows:
+                out.append(f"| {row} | " + " | ".join(_md_value(grid.get((row, d)), metric) for d in datasets) + " |")
+        out += ["", f"Configs, protocol `{protocol}`:", "",
+                "| method (recipe) | dataset | config hash | epochs | splits | seeds | note |",
+                "|---|---|---|---:|---|---|---|"]
+        for row in rows:
+            for d in datasets:
+                c = grid.get((row, d))
+                if c:
+                    out.append(f"| {row} | {d} | `{c.key.config_hash}` | {c.config.get('epochs', '')} | "
+                               f"{compare.split_list(c.splits)} | {compare.split_list(c.seeds)} | {_cell_note(c)} |")
+    return "\n".join(out)
+
+
+_LATEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPE.get(ch, ch) for ch in str(text))
+
+
+def _tex_value(c: Cell | None, metric: str) -> str:
+    if c and metric in c.metrics:
+        return _pm(c.metrics[metric], " $\\pm$ ") + ("$^*$" if _flag(c) else "")
+    return "--"
+
+
+def format_latex(cells: Sequence[Cell], metrics: Sequence[str], source: str = "", layout: str = "metric") -> str:
+    out = [f"% osrbench report{' of ' + source if source else ''}; values in %, mean $\\pm$ sample std over splits",
+           "% requires \\usepackage{booktabs}; $^*$ = incomplete or repeated splits"]
+    for protocol, (rows, datasets, grid) in _layout(cells).items():
+        if layout == "wide":
+            present = [m for m in metrics if any(m in c.metrics for c in grid.values())]
+            k = len(present)
+            out += ["", f"% protocol {protocol}", "\\begin{tabular}{l" + ("c" * k) * len(datasets) + "}", "\\toprule",
+                    " & " + " & ".join(f"\\multicolumn{{{k}}}{{c}}{{{latex_escape(d)}}}" for d in datasets) + " \\\\",
+                    " ".join(f"\\cmidrule(lr){{{2 + i * k}-{1 + (i + 1) * k}}}" for i in range(len(datasets))),
+                    "Method & " + " & ".join(latex_escape(compare.SHORT.get(m, m)) for _ in datasets for m in present)
+                    + " \\\\", "\\midrule"]
+            for row in rows:
+                out.append(latex_escape(row) + " & " + " & ".join(
+                    _tex_value(grid.get((row, d)), m) for d in datasets for m in present) + " \\\\")
+            out += ["\\bottomrule", "\\end{tabular}"]
+        for metric in metrics if layout != "wide" else ():
+            if not any(metric in c.metrics for c in grid.values()):
+                continue
+            out += ["", f"% {compare.LABELS.get(metric, metric)}, protocol {protocol}",
+                    "\\begin{tabular}{l" + "c" * len(datasets) + "}", "\\toprule",
+                    f"\\multicolumn{{{len(datasets) + 1}}}{{c}}{{{latex_escape(compare.SHORT.get(metric, metric))}"
+                    f" (\\%), protocol \\texttt{{{latex_escape(protocol)}}}}} \\\\",
+                    "\\midrule",
+                    "Method & " + " & ".join(latex_escape(d) for d in datasets) + " \\\\", "\\midrule"]
+            for row in rows:
+                out.append(latex_escape(row) + " & " + " & ".join(_tex_value(grid.get((row, d)), metric)
+                                                                   for d in datasets) + " \\\\")
+            out += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(out)
+
+
+CSV_FIELDS = ("protocol", "dataset", "method", "recipe", "variant", "config_hash", "metric", "mean", "std",
+              "n_splits", "splits", "seeds", "per_split", "note")
+
+
+def format_csv(cells: Sequence[Cell], metrics: Sequence[str]) -> str:
+    """One row per (config group, metric); values are fractions written with full precision."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for c in cells:
+        for metric in metrics:
+            s = c.metrics.get(metric)
+            if s is None:
+                continue
+            w.writerow({"protocol": c.key.protocol, "dataset": c.key.dataset, "method": c.key.method,
+                        "recipe": c.key.recipe or "", "variant": c.variant, "config_hash": c.key.config_hash,
+                        "metric": metric, "mean": repr(s.mean), "std": repr(s.std), "n_splits": s.n,
+                        "splits": " ".join(map(str, sorted(s.per_split))),
+                        "seeds": " ".join(map(str, c.seeds)),
+                        "per_split": " ".join(f"{k}:{v!r}" for k, v in sorted(s.per_split.items())),
+                        "note": _cell_note(c)})
+    return buf.getvalue()
+
+
+def report_doc(cells: Sequence[Cell], metrics: Sequence[str], source: str = "") -> dict[str, Any]:
+    groups = []
+    for c in cells:
+        groups.append({
+            "protocol": c.key.protocol, "dataset": c.key.dataset, "method": c.key.method,
+            "recipe": c.key.recipe, "variant": c.variant, "config_hash": c.key.config_hash,
+            "config": dict(c.config), "splits": c.splits, "seeds": c.seeds, "n_runs": len(c.records),
+            "expected_splits": c.expected_splits, "note": _cell_note(c),
+            "metrics": {m: {"mean": s.mean, "std": s.std, "n": s.n,
+                            "per_split": {str(k): v for k, v in sorted(s.per_split.items())}}
+                        for m, s in c.metrics.items() if m in metrics},
+        })
+    return {"osrbench_report": 1, "source": source, "scale": "fraction",
+            "aggregation": "seeds averaged within a split; mean and sample std (ddof 1) over splits",
+            "metrics": list(metrics), "groups": groups}
+
+
+def render_report(cells: Sequence[Cell], metrics: Sequence[str], fmt: str, source: str = "",
+                  layout: str = "metric") -> str:
+    if fmt == "md":
+        return format_md(cells, metrics, source, layout)
+    if fmt == "latex":
+        return format_latex(cells, metrics, source, layout)
+    if fmt == "csv":
+        return format_csv(cells, metrics)
+    if fmt == "json":
+        return json.dumps(report_doc(cells, metrics, source), indent=2)
+    raise engine.RunError(f"unknown report format {fmt!r} (valid: {', '.join(FORMATS)})")
+
+
+def _select(records: Iterable[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    out = []
+    for rec in records:
+        if getattr(args, "dataset", None) and rec["dataset"] != args.dataset:
+            continue
+        if getattr(args, "protocol", None) and rec["protocol"] != args.protocol:
+            continue
+        if getattr(args, "method", None) and rec["method"] not in args.method:
+            continue
+        out.append(rec)
+    return out
+
+
+def _read_runs(runs: Path) -> list[dict[str, Any]]:
+    if not Path(runs).is_dir():
+        raise engine.RunError(f"no results folder {runs} (pass --runs DIR, the --out of your runs)")
+    return list(results.iter_records(runs, on_error=lambda msg: _log(f"warning: skipped {msg}")))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    metrics = parse_metrics(args.metrics, REPORT_METRICS)
+    recs = _select(_read_runs(args.runs), args)
+    if not recs:
+        raise engine.RunError(f"no result records under {args.runs} match the selection")
+    cells = build_report(recs, metrics, args.unique_splits)
+    text = render_report(cells, metrics, args.format, str(args.runs), args.layout)
+    if args.output:
+        data = (text if text.endswith("\n") else text + "\n").encode()
+        results.atomic_write(args.output, lambda fh: fh.write(data))
+        _log(f"wrote {args.output}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ rescore
+
+
+def available_scores(rec: Mapping[str, Any]) -> list[str]:
+    """Score names a run stored: ``score`` (its main score) and the named ones."""
+    names = rec.get("scores")
+    if names:
+        return list(names)
+    path = Path(rec.get("_path", "")) / engine.SCORES
+    if path.exists():
+        with np.load(path) as z:
+            return ["score", *(k[len("known_score_"):] for k in z.files if k.startswith("known_score_"))]
+    return ["score"]
+
+
+def _arrays_from_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _arrays_from_checkpoint(rec: Mapping[str, Any], device: str, data_root: Path | None) -> dict[str, np.ndarray]:
+    """Rebuild the method from the run's final checkpoint and score the test sets again."""
+    import dataclasses
+
+    import torch
+
+    from osrbench import plugins, protocols
+    from osrbench.method import Context
+
+    folder = Path(rec["_path"])
+    reg = plugins.get()
+    try:
+        spec = reg.method(rec["method"])
+        ds = reg.dataset(rec["dataset"])
+        split = protocols.get_split(ds, rec["protocol"], rec["split"])
+    except (plugins.UnknownName, protocols.SplitError) as exc:
+        raise engine.RunError(f"{folder}: cannot rebuild the run ({str(exc).strip(chr(39))})") from None
+    if split.hash != rec.get("split_hash"):
+        raise engine.RunError(f"{folder}: split {rec['split']} of {rec['protocol']} changed since the run (hash)")
+    cfg = dict(rec["config"])
+    ckpt_path = folder / engine.CHECKPOINT
+    if not ckpt_path.exists():
+        raise engine.RunError(f"{folder}: neither {engine.SCORES} nor {engine.CHECKPOINT} to rescore from")
+    ckpt = engine.read_checkpoint(ckpt_path)
+    if ckpt.get("epoch") != cfg["epochs"]:
+        raise engine.RunError(f"{folder}: checkpoint is at epoch {ckpt.get('epoch')}, not the final {cfg['epochs']}")
+    dev = engine.pick_device(device)
+    try:
+        data = ds.load(Path(data_root or engine.default_data_root()), split, cfg["image_size"])
+    except DataNotFound as exc:
+        raise engine.RunError(str(exc)) from None
+    kw: dict[str, Any] = {}
+    ctx_fields = {f.name for f in dataclasses.fields(Context)}
+    precision = None
+    if hasattr(engine, "Precision"):
+        precision = engine.Precision(cfg.get("precision", "fp32"), dev)
+        if "channels_last" in ctx_fields:
+            kw["channels_last"] = precision.bf16
+    ctx = Context(num_classes=split.num_known, image_shape=(3, *data.image_shape[1:]), device=dev, config=cfg,
+                  generator=torch.Generator(device=dev).manual_seed(0), epochs=cfg["epochs"], dataset=ds.name,
+                  steps_per_epoch=math.ceil(len(data.train_x) / cfg["batch_size"]), **kw)
+    method = spec.factory()
+    method.setup(ctx)
+    method.load_state_dict(ckpt["state"])
+    extra = {"precision": precision} if precision is not None else {}
+    kl, ks, kn = engine.predict_all(method, data.known_x, dev, cfg["normalize"], **extra)
+    ul, us, un = engine.predict_all(method, data.unknown_x, dev, cfg["normalize"], **extra)
+    out = {"known_score": ks, "unknown_score": us, "known_logits": kl, "unknown_logits": ul,
+           "known_labels": data.known_y.numpy(), "unknown_ids": data.unknown_ids.numpy()}
+    for k in kn:
+        out[f"known_score_{k}"], out[f"unknown_score_{k}"] = kn[k], un[k]
+    return out
+
+
+def _pick(arrays: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
+    if name == "score":
+        return arrays["known_score"], arrays["unknown_score"]
+    return arrays[f"known_score_{name}"], arrays[f"unknown_score_{name}"]
+
+
+def main_score_name(arrays: Mapping[str, np.ndarray]) -> str:
+    """Which named score the run's main score is (``score`` when it equals none of them)."""
+    for k in sorted(arrays):
+        if k.startswith("known_score_"):
+            name = k[len("known_score_"):]
+            if np.array_equal(arrays[k], arrays["known_score"]) and np.array_equal(
+                    arrays[f"unknown_score_{name}"], arrays["unknown_score"]):
+                return name
+    return "score"
+
+
+def rescore_arrays(arrays: Mapping[str, np.ndarray], name: str, f1_rule: Sequence[Any] | None) -> dict[str, float]:
+    """Every metric of a run recomputed with score ``name``; macro-F1 keeps the run's own rule."""
+    from osrbench import metrics
+
+    known, unknown = _pick(arrays, name)
+    known_pred = arrays["known_logits"].argmax(1)
+    unknown_pred = arrays["unknown_logits"].argmax(1)
+    labels = arrays["known_labels"]
+    out = metrics.evaluate(known, known_pred, labels, unknown, unknown_pred)
+    if f1_rule:
+        rule_name, threshold = f1_rule
+        ks, us = _pick(arrays, rule_name)
+        out["macro_f1"] = metrics.macro_f1(labels, known_pred, ks, unknown_pred, us, threshold)
+    return out
+
+
+def rescore_record(rec: Mapping[str, Any], name: str, from_checkpoint: bool = False, device: str = "cpu",
+                   data_root: Path | None = None) -> dict[str, Any]:
+    """``{"metrics", "source", "main_score"}`` of one record rescored with score ``name``."""
+    path = Path(rec["_path"]) / engine.SCORES
+    if path.exists() and not from_checkpoint:
+        arrays, source = _arrays_from_npz(path), engine.SCORES
+    else:
+        arrays, source = _arrays_from_checkpoint(rec, device, data_root), engine.CHECKPOINT
+    have = ["score", *(k[len("known_score_"):] for k in arrays if k.startswith("known_score_"))]
+    if name not in have:
+        raise engine.RunError(f"run {rec['_path']} stored no score {name!r} (available: {', '.join(have)})")
+    return {"metrics": rescore_arrays(arrays, name, rec.get("f1_rule")), "source": source,
+            "main_score": main_score_name(arrays)}
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    name = args.score
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise engine.RunError(f"score name {name!r} may only contain letters, digits, '.', '_' and '-'")
+    metric_names = parse_metrics(args.metrics, RESCORE_METRICS)
+    recs = _select(_read_runs(args.runs), args)
+    if not recs:
+        raise engine.RunError(f"no result records under {args.runs} match the selection")
+    lacking = [r for r in recs if name not in available_scores(r)]
+    if lacking:
+        avail = sorted({n for r in recs for n in available_scores(r)})
+        if len(lacking) == len(recs):
+            raise engine.RunError(f"no selected run stored a score {name!r} (available: {', '.join(avail)})")
+        r = lacking[0]
+        raise engine.RunError(
+            f"{len(lacking)} of {len(recs)} selected runs stored no score {name!r}, e.g. {r['method']} in {r['_path']} "
+            f"(it has: {', '.join(available_scores(r))}); narrow the selection with --method/--dataset")
+    rows, done = [], []
+    for rec in sorted(recs, key=lambda r: (r["dataset"], r["protocol"], r["method"], r["config_hash"], r["split"], r["seed"])):
+        res = rescore_record(rec, name, args.from_checkpoint, args.device, args.data_root)
+        done.append((rec, res))
+        m_old, m_new = rec["metrics"], res["metrics"]
+        row = [rec["method"], f"{rec['dataset']}/{rec['protocol']}", rec["split"], rec["seed"], res["main_score"]]
+        for m in metric_names:
+            row.append(f"{compare._pct(m_old.get(m))} -> {compare._pct(m_new.get(m))}")
+        row.append(res["source"])
+        rows.append(row)
+        if args.write:
+            doc = {"score": name, "main_score": res["main_score"], "metrics": res["metrics"],
+                   "f1_rule": rec.get("f1_rule"), "source": res["source"],
+                   "record": {k: rec.get(k) for k in ("method", "dataset", "protocol", "split", "seed",
+                                                        "config_hash", "split_hash", "sha256")},
+                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            results.write_json(Path(rec["_path"]) / f"metrics_{name}.json", doc)
+    heads = ["method", "dataset/protocol", "split", "seed", "main score",
+             *(f"{compare.SHORT.get(m, m)} main -> {name}" for m in metric_names), "from"]
+    print(f"rescored with score {name!r}: values in %, the run's main score -> {name!r}; "
+          "macro-F1 keeps each method's own rule")
+    print(tabulate(rows, headers=heads, tablefmt=args.format, disable_numparse=True))
+    # Summary per config group: mean +- std over splits, both scores, and the paired difference.
+    groups: dict[GroupKey, list[tuple[Mapping[str, Any], dict[str, Any]]]] = {}
+    for rec, res in done:
+        groups.setdefault(compare.group_key(rec), []).append((rec, res))
+    rows = []
+    for key, items in groups.items():
+        old = [r for r, _ in items]
+        new = [{**r, "metrics": res["metrics"]} for r, res in items]
+        row = [f"{key.method} ({key.recipe or 'no recipe'}, {key.short_hash})", f"{key.dataset}/{key.protocol}",
+               len({r['split'] for r in old})]
+        for m in metric_names:
+            a = compare.summarize(old, m).get(key.method)
+            b = compare.summarize(new, m).get(key.method)
+            if a is None or b is None:
+                row.append("-")
+                continue
+            p = compare.paired(b.per_split, a.per_split, m)
+            row.append(f"{compare._pct(a.mean)} -> {compare._pct(b.mean)} ({compare._signed(p.mean_diff)})")
+        rows.append(row)
+    print()
+    print("mean over splits, main score -> " + repr(name) + " (paired mean difference)")
+    print(tabulate(rows, headers=["method (recipe, config)", "dataset/protocol", "splits",
+                                  *(compare.SHORT.get(m, m) for m in metric_names)],
+                   tablefmt=args.format, disable_numparse=True))
+    if args.write:
+        print(f"wrote metrics_{name}.json beside {len(done)} record(s)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- export
+
+
+class ExportInvalid(ValueError):
+    """An export bundle that fails :func:`validate_export`; the message lists every problem."""
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapping[int, int] | None = None) -> dict[str, Any]:
+    """The export bundle of a comparison (without its ``sha256``, which :func:`write_export` adds)."""
+    import osrbench
+
+    methods = {}
+    for m in c.methods:
+        recs = sorted(c.records[m], key=lambda r: (r["split"], r["seed"]))
+        versions = [r.get("versions", {}) for r in recs]
+        methods[m] = {
+            "config_hash": c.groups[m].config_hash, "recipe": c.groups[m].recipe,
+            "config": recs[0].get("config", {}),
+            "metrics": {metric: {"mean": c.summaries[metric][m].mean, "std": c.summaries[metric][m].std,
+                                 "per_split": {str(k): v for k, v in c.summaries[metric][m].per_split.items()}}
+                        for metric in c.metrics if m in c.summaries[metric]},
+            "split_hashes": {str(r["split"]): r.get("split_hash") for r in recs},
+            "versions": versions[0],
+            "versions_consistent": all(v == versions[0] for v in versions),
+            "runs": [{"split": r["split"], "seed": r["seed"], "record_sha256": r.get("sha256"),
+                      "created": r.get("created"), "device": r.get("device")} for r in recs],
+        }
+    return {
+        "osrbench_export": EXPORT_VERSION, "dataset": c.dataset, "protocol": c.protocol,
+        "splits": c.splits, "seeds": c.seeds, "unique_splits": unique_splits,
+        "dropped_duplicate_splits": {str(k): v for k, v in (dropped or {}).items()},
+        "aggregation": "seeds averaged within a split; mean and sample std (ddof 1) over splits; fractions",
+        "methods": methods,
+        "paired": [p.as_dict() for metric in c.metrics for p in c.pairs.get(metric, [])],
+        "paired_tests": {"wilcoxon": "two-sided exact Wilcoxon signed-rank on per-split differences A - B, "
+                                     "zero differences dropped",
+                         "paired_t": "two-sided paired t-test, df = splits - 1",
+                         "tie_tol": c.tie_tol},
+        "exporter": {"osrbench": osrbench.__version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_export(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Write a bundle atomically with its content hash; returns the bundle as written."""
+    results.write_json(Path(path), doc)
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def validate_export(doc: Any) -> None:
+    """Check an export bundle's structure, content hash and internal consistency.
+
+    Raises :class:`ExportInvalid` listing every problem: wrong or missing fields, a content hash
+    that does not match (the bundle was edited), means / stds that do not follow from the
+    per-split values, per-split values on splits the bundle does not list, missing split hashes,
+    or methods evaluated on different splits under the same split index.
+    """
+    problems: list[str] = []
+    if not isinstance(doc, dict):
+        raise ExportInvalid("not an osrbench export (not a JSON object)")
+    if doc.get("osrbench_export") != EXPORT_VERSION:
+        problems.append(f"osrbench_export must be {EXPORT_VERSION}, got {doc.get('osrbench_export')!r}")
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    if not isinstance(doc.get("sha256"), str) or results.canonical_hash(body, 64) != doc["sha256"]:
+        problems.append("content hash (sha256) does not match: the bundle was modified or damaged")
+    for key, kind in (("dataset", str), ("protocol", str), ("splits", list), ("seeds", list), ("methods", dict),
+                      ("created", str)):
+        if not isinstance(doc.get(key), kind):
+            problems.append(f"field {key!r} missing or not a {kind.__name__}")
+    if problems and any("missing" in p for p in problems):
+        raise ExportInvalid("; ".join(problems))
+    splits = {str(s) for s in doc["splits"]}
+    if not all(isinstance(s, int) for s in doc["splits"] + doc["seeds"]):
+        problems.append("splits and seeds must be integers")
+    if not doc["methods"]:
+        problems.append("no methods")
+    split_hash_seen: dict[str, tuple[str, str]] = {}
+    for name, m in doc["methods"].items():
+        if not isinstance(m, dict):
+            problems.append(f"method {name!r} is not an object")
+            continue
+        for key in ("config_hash", "metrics", "split_hashes", "versions"):
+            if key not in m:
+                problems.append(f"method {name!r}: field {key!r} missing")
+        if not isinstance(m.get("config_hash"), str) or not m.get("config_hash"):
+            problems.append(f"method {name!r}: config_hash must be a non-empty string")
+        hashes = m.get("split_hashes") or {}
+        for metric, v in (m.get("metrics") or {}).items():
+            try:
+                per = {str(k): float(x) for k, x in v["per_split"].items()}
+                mean, std = float(v["mean"]), float(v["std"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                problems.append(f"method {name!r}, {metric}: needs numeric mean, std and per_split")
+                continue
+            if not per:
+                problems.append(f"method {name!r}, {metric}: no per-split values")
+                continue
+            extra = sorted(set(per) - splits)
+            if extra:
+                problems.append(f"method {name!r}, {metric}: values for splits {extra} not in the bundle's splits")
+            m2, s2 = results.mean_std(per.values())
+            if not (math.isclose(m2, mean, rel_tol=1e-9, abs_tol=1e-12) and math.isclose(s2, std, rel_tol=1e-9, abs_tol=1e-12)):
+                problems.append(f"method {name!r}, {metric}: mean/std do not follow from the per-split values")
+            missing = sorted(set(per) - set(hashes))
+            if missing:
+                problems.append(f"method {name!r}: no split hash for splits {missing}")
+        for split, h in hashes.items():
+            if split in split_hash_seen and split_hash_seen[split][0] != h:
+                problems.append(f"split {split}: method {name!r} ran on split hash {h}, "
+                                f"{split_hash_seen[split][1]!r} on {split_hash_seen[split][0]}")
+            split_hash_seen.setdefault(split, (h, name))
+    for p in doc.get("paired", []) or []:
+        try:
+            a, b, metric = doc["methods"][p["a"]], doc["methods"][p["b"]], p["metric"]
+            pa, pb = a["metrics"][metric]["per_split"], b["metrics"][metric]["per_split"]
+            for k, d in p["per_split_diff"].items():
+                if not math.isclose(float(pa[k]) - float(pb[k]), float(d), rel_tol=1e-9, abs_tol=1e-12):
+                    problems.append(f"paired {p['a']} - {p['b']}, {metric}: split {k} difference does not match")
+        except (KeyError, TypeError, ValueError):
+            problems.append("a paired entry names a method, metric or split the bundle lacks")
+    if problems:
+        raise ExportInvalid("; ".join(problems))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.validate:
+        try:
+            doc = json.loads(Path(args.validate).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise engine.RunError(f"{args.validate}: cannot read an export bundle ({type(exc).__name__})") from None
+        try:
+            validate_export(doc)
+        except ExportInvalid as exc:
+            raise engine.RunError(f"{args.validate}: invalid export: {exc}") from None
+        print(f"{args.validate}: valid osrbench export ({doc['dataset']}/{doc['protocol']}, "
+              f"{len(doc['methods'])} methods, splits {compare.split_list(doc['splits'])})")
+        return 0
+    if not args.methods or not args.dataset:
+        raise engine.RunError("export needs methods and --dataset (or --validate FILE)")
+    if not args.output:
+        raise engine.RunError("export needs --output FILE")
+    from osrbench import config as configmod
+
+    splits, seeds, dropped = resolve_splits(args.dataset, args.protocol, args.splits, args.seeds, args.unique_splits)
+    overrides = configmod.parse_overrides(args.overrides)
+
+    def make(name: str, split: int, seed: int) -> engine.RunRequest:
+        return engine.RunRequest(method=name, dataset=args.dataset, protocol=args.protocol, split=split, seed=seed,
+                                 recipe=args.recipe, epochs=args.epochs, overrides=overrides, out=args.out)
+
+    for name in args.methods:
+        engine.plan(make(name, splits[0], seeds[0]))
+    recs, missing = collect(args.methods, splits, seeds, make, run=False)
+    if missing:
+        raise engine.RunError(f"{len(missing)} result(s) missing, e.g. {missing[0]}; export only reads results "
+                              "(pass the same --epochs/--recipe/--set/--out as the compare)")
+    c = compare.build(recs, args.methods, parse_metrics(args.metrics, compare.METRICS), tie_tol_from(args.tie_tol))
+    doc = write_export(args.output, export_doc(c, args.unique_splits, dropped))
+    validate_export(doc)
+    print(f"wrote {args.output} ({doc['dataset']}/{doc['protocol']}, {len(doc['methods'])} methods, "
+          f"splits {compare.split_list(doc['splits'])}, sha256 {doc['sha256'][:12]})")
+    return 0
+
+
+def tie_tol_from(points: float | None) -> float:
+    """``--tie-tol`` is in percentage points; 0 means exact ties only."""
+    if points is None or points <= 0:
+        return compare.EXACT_TIE
+    return points / 100.0
+
+
+def resolve_splits(dataset: str, protocol: str, split_text: str, seed_text: str,
+                   unique: bool) -> tuple[list[int], list[int], dict[int, int]]:
+    """Split and seed indices of a comparison; with ``unique`` the repeated class sets are dropped."""
+    from osrbench import plugins, protocols
+
+    try:
+        spec = plugins.get().dataset(dataset)
+        splits = protocols.parse_indices(split_text, protocols.num_splits(spec, protocol))
+        seeds = protocols.parse_indices(seed_text, 2**31)
+        dropped: dict[int, int] = {}
+        if unique:
+            splits, dropped = compare.unique_splits(spec, protocol, splits)
+    except (plugins.UnknownName, protocols.SplitError) as exc:
+        raise engine.RunError(str(exc).strip("'\"")) from None
+    return splits, seeds, dropped
+
+
+# ----------------------------------------------------------------------------------------- cli
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="paper table of every result record: methods x datasets, mean +- std")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
+    p.add_argument("--format", choices=FORMATS, default="md", help="md (GitHub table), csv, latex (booktabs), json")
+    p.add_argument("--metrics", help=f"comma-separated metrics (default {','.join(REPORT_METRICS)})")
+    p.add_argument("--layout", choices=("metric", "wide"), default="metric",
+                   help="md/latex: one table per metric (default) or one table with metrics under each dataset")
+    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--protocol", help="only this protocol")
+    p.add_argument("--method", action="append", help="only this method (repeatable)")
+    p.add_argument("--unique-splits", action="store_true", help="keep only the first of splits with the same class sets")
+    p.add_argument("--output", "-o", type=Path, help="write to FILE instead of stdout")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("rescore", help="recompute metrics with another stored score, without retraining")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
+    p.add_argument("--score", required=True, help="stored score name, e.g. msp or mls (score = the run's main score)")
+    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--protocol", help="only this protocol")
+    p.add_argument("--method", action="append", help="only this method (repeatable)")
+    p.add_argument("--metrics", help=f"comma-separated metrics to show (default {','.join(RESCORE_METRICS)})")
+    p.add_argument("--write", action="store_true", help="write metrics_<score>.json beside each record")
+    p.add_argument("--from-checkpoint", action="store_true",
+                   help="score the test sets again from checkpoint.pt (default: only when scores.npz is missing)")
+    p.add_argument("--device", default="cpu", help="device for --from-checkpoint (default cpu)")
+    p.add_argument("--data-root", type=Path, help="data folder for --from-checkpoint")
+    p.add_argument("--format", default="simple", help="table format (tabulate): simple, github, latex, ...")
+    p.set_defaults(func=cmd_rescore)
+
+    p = sub.add_parser("export", help="one JSON bundle of a comparison for a leaderboard (or --validate one)")
+    p.add_argument("methods", nargs="*")
+    p.add_argument("--dataset", help="dataset name")
+    p.add_argument("--protocol", default="auroc", help="split protocol (default auroc)")
+    p.add_argument("--splits", default="0-4", help="split indices (default 0-4)")
+    p.add_argument("--seeds", default="0", help="seeds (default 0)")
+    p.add_argument("--unique-splits", action="store_true", help="drop splits that repeat an earlier split's classes")
+    p.add_argument("--epochs", type=int, help="the epoch count the runs used")
+    p.add_argument("--recipe", help="the recipe the runs used")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="the config overrides the runs used; repeatable")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="results folder of the runs (default runs/)")
+    p.add_argument("--metrics", help="comma-separated metrics (default: all of compare's)")
+    p.add_argument("--tie-tol", type=float, default=0.0, metavar="POINTS", help="tie tolerance in %% points (default 0)")
+    p.add_argument("--output", "-o", type=Path, help="bundle file to write")
+    p.add_argument("--validate", type=Path, metavar="FILE", help="check a bundle's structure and content hash")
+    p.set_defaults(func=cmd_export)

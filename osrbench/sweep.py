@@ -1,0 +1,717 @@
+"""The ``sweep`` command: a grid of runs (methods x datasets x splits x seeds) on one machine or on Ray.
+
+A CLI extension (:func:`register_cli`) around one function, :func:`execute`, that ``compare`` can
+share::
+
+    records, failures = execute(requests, executor="local", jobs=2, on_event=print)
+
+- Every request is planned first (a typo fails before anything runs); a run whose result record
+  already exists with the same config hash is *skipped* (returned, not scheduled).
+- ``executor="local"``: the runs in this process (``jobs=1``) or in a pool of ``jobs`` worker
+  processes (several splits at once on one CPU or GPU).
+- ``executor="ray"``: one Ray task per run with ``num_cpus=threads`` and ``num_gpus=gpus_per_run``
+  (fractional: ``0.25`` puts four splits on one GPU). A task whose worker dies (killed, OOM, node
+  lost) is retried by Ray up to ``max_retries`` times and resumes from the run folder's last
+  checkpoint (the output folder must be shared storage on a cluster). A method that raises is a
+  failure of that run and is not retried. Ray is optional: ``pip install 'osrbench[ray]'``.
+- Each run uses ``threads`` CPU threads (default 1) whatever executor runs it: on the CPU the
+  result of a seeded run depends on torch's thread count (the reduction order of convolution
+  kernels changes with it), so it is fixed per run instead of derived from the core count. With the
+  same thread count the records (metrics, history, ``scores.npz``) are bit-identical whichever
+  executor ran them.
+
+Progress is reported through ``on_event(Event)``: ``plan`` (once), ``start``, ``retry`` (a task
+restarted on another worker), ``resume`` (a run continued from a checkpoint), ``done``, ``fail``,
+``log`` and ``summary`` (once, with :class:`Stats`: counts, wall time and the aggregate training
+throughput in images per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import socket
+import sys
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from osrbench import engine, plugins, protocols
+
+EXECUTORS = ("local", "ray")
+RAY_MISSING = "Ray is not installed: pip install 'osrbench[ray]' (or: pip install 'ray>=2.9')"
+GRID_KEYS = ("methods", "datasets", "protocol", "splits", "seeds", "epochs", "recipe", "set")
+_RESUMED = re.compile(r"^resuming .* from epoch (\d+)\s*$")
+
+
+class SweepError(engine.RunError):
+    """A sweep that cannot start (bad grid, missing Ray, unschedulable resources); one line."""
+
+
+def label(req: engine.RunRequest) -> str:
+    return f"{req.method} {req.dataset}/{req.protocol} split {req.split} seed {req.seed}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A run that ended without a record: ``kind`` is ``method`` (the method raised: not retried),
+    ``run`` (a run error such as missing data or a bad checkpoint), ``worker`` (its process died
+    more often than the retries allow) or ``error`` (anything else)."""
+
+    request: engine.RunRequest
+    message: str
+    kind: str = "method"
+
+    def __str__(self) -> str:
+        return f"{label(self.request)}: {self.message}"
+
+
+@dataclass
+class Stats:
+    total: int = 0  # distinct runs in the sweep
+    skipped: int = 0  # results that existed already (not scheduled)
+    submitted: int = 0  # runs handed to the executor
+    completed: int = 0
+    failed: int = 0
+    retries: int = 0  # task restarts after a lost worker (Ray)
+    resumed: int = 0  # runs continued from a checkpoint
+    images: int = 0  # training images seen by the runs this sweep trained (train count x epochs trained)
+    wall_s: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
+class Event:
+    kind: str  # plan | start | retry | resume | done | fail | log | summary
+    request: engine.RunRequest | None = None
+    message: str = ""
+    completed: int = 0
+    running: int = 0
+    failed: int = 0
+    to_run: int = 0
+    skipped: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return label(self.request) if self.request is not None else ""
+
+
+# ------------------------------------------------------------------------------------ one run
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_one(req: engine.RunRequest, threads: int | None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run one request (resume from its checkpoint if any); what a local job or a Ray task returns."""
+    lines: list[str] = []
+
+    def _log(msg: str) -> None:
+        lines.append(msg)
+        if log is not None:
+            log(msg)
+
+    p = engine.plan(req)
+    fresh = p.existing_result() is None
+    t0 = time.perf_counter()
+    with _torch_threads(threads):
+        rec = engine.run(req, log=_log)
+    rec["_path"] = str(p.dir)
+    return {"record": rec, "log": lines, "trained": fresh, "pid": os.getpid(), "host": socket.gethostname(),
+            "wall_s": time.perf_counter() - t0}
+
+
+def _pool_init(threads: int | None, jobs: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // jobs))
+
+
+def _pool_task(req: engine.RunRequest, threads: int | None) -> dict[str, Any]:
+    return _run_one(req, threads)
+
+
+def _resumed_from(lines: Sequence[str]) -> int | None:
+    for line in lines:
+        m = _RESUMED.match(line)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+# ----------------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    def __init__(self, requests: Sequence[engine.RunRequest], on_event: Callable[[Event], None] | None,
+                 stats: Stats) -> None:
+        self.requests = requests
+        self.on_event = on_event
+        self.stats = stats
+        self.running: set[int] = set()
+        self.finished: set[int] = set()
+        self.records: dict[int, dict[str, Any]] = {}
+        self.failures: dict[int, Failure] = {}
+
+    def emit(self, kind: str, index: int | None = None, message: str = "", **info: Any) -> None:
+        if self.on_event is None:
+            return
+        s = self.stats
+        self.on_event(Event(
+            kind, self.requests[index] if index is not None else None, message, completed=s.completed,
+            running=len(self.running), failed=s.failed, to_run=s.submitted, skipped=s.skipped, info=info,
+        ))
+
+    def start(self, index: int, **info: Any) -> None:
+        if index in self.finished:
+            return
+        self.running.add(index)
+        self.emit("start", index, **info)
+
+    def done(self, index: int, out: Mapping[str, Any]) -> None:
+        rec = out["record"]
+        for line in out["log"]:
+            if _RESUMED.match(line) is None:
+                self.emit("log", index, line)
+        start = _resumed_from(out["log"])
+        if start is not None:
+            self.stats.resumed += 1
+            self.emit("resume", index, f"resumed from the checkpoint of epoch {start}", epoch=start)
+        if out["trained"]:
+            epochs = rec["config"]["epochs"] - (start or 0)
+            self.stats.images += int(rec["counts"]["train"]) * epochs
+        self.running.discard(index)
+        self.finished.add(index)
+        self.records[index] = rec
+        self.stats.completed += 1
+        self.emit("done", index, record=rec, wall_s=out.get("wall_s"), trained=out["trained"])
+
+    def fail(self, index: int, message: str, kind: str) -> None:
+        self.running.discard(index)
+        self.finished.add(index)
+        self.failures[index] = Failure(self.requests[index], message, kind)
+        self.stats.failed += 1
+        self.emit("fail", index, message, failure_kind=kind)
+
+
+# ------------------------------------------------------------------------------------ execute
+
+
+def _prepared(req: engine.RunRequest, in_process: bool) -> engine.RunRequest:
+    """A request as the executors run it: resume from a checkpoint, absolute paths, quiet workers."""
+    return dataclasses.replace(
+        req, resume="auto", force=False, out=Path(req.out).absolute(),
+        data_root=None if req.data_root is None else Path(req.data_root).absolute(),
+        progress=req.progress and in_process,
+    )
+
+
+def execute(
+    requests: Sequence[engine.RunRequest],
+    executor: str = "local",
+    jobs: int = 1,
+    threads: int | None = 1,
+    address: str | None = None,
+    gpus_per_run: float | None = None,
+    max_retries: int = 2,
+    on_event: Callable[[Event], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[Failure]]:
+    """Run every request that has no result yet; return the records (in request order) and the failures.
+
+    :param executor: ``local`` (this process when ``jobs == 1``, else a pool of ``jobs`` processes)
+        or ``ray`` (tasks on the Ray cluster at ``address``; ``None`` = the one this process is
+        connected to, else a new local one; ``auto``; ``ray://host:port``).
+    :param threads: torch CPU threads per run, the same for every executor so that results are
+        identical whichever ran them (``None``: leave the thread count alone; pool workers then use
+        ``cores // jobs`` and Ray tasks their CPU request). A Ray task requests this many CPUs.
+    :param gpus_per_run: Ray GPU request per task, fractional allowed (``None``: 1 when the cluster
+        has GPUs and the runs are not pinned to ``cpu``, else 0).
+    :param max_retries: Ray restarts of a task whose worker died; the restart resumes from the
+        run's last checkpoint. Method errors are never retried.
+
+    Requests are planned before anything runs: an unknown name raises :class:`engine.RunError`.
+    Runs are always resumed from their checkpoint when one exists (``resume="auto"``); ``force``
+    is ignored. Duplicate requests (the same run folder) run once.
+    """
+    if executor not in EXECUTORS:
+        raise SweepError(f"unknown executor {executor!r} (valid: {', '.join(EXECUTORS)})")
+    if jobs < 1:
+        raise SweepError(f"--jobs must be at least 1, got {jobs}")
+    if threads is not None and threads < 1:
+        raise SweepError(f"--threads must be at least 1, got {threads}")
+    if max_retries < 0:
+        raise SweepError(f"--max-retries must be 0 or more, got {max_retries}")
+    if gpus_per_run is not None and gpus_per_run < 0:
+        raise SweepError(f"--gpus-per-run must be 0 or more, got {gpus_per_run}")
+    ray = _import_ray() if executor == "ray" else None  # before anything runs
+    t0 = time.perf_counter()
+    in_process = executor == "local" and jobs == 1
+    reqs = [_prepared(r, in_process) for r in requests]
+    plans = [engine.plan(r) for r in reqs]  # every name checked before anything runs
+    first: dict[Path, int] = {}
+    order: list[int] = []  # index of the distinct run behind each request
+    stats = Stats()
+    progress = _Progress(reqs, on_event, stats)
+    todo: list[int] = []
+    for i, p in enumerate(plans):
+        if p.dir in first:
+            order.append(first[p.dir])
+            continue
+        first[p.dir] = i
+        order.append(i)
+        stats.total += 1
+        rec = p.existing_result()
+        if rec is not None:
+            rec["_path"] = str(p.dir)
+            progress.records[i] = rec
+            progress.finished.add(i)
+            stats.skipped += 1
+        else:
+            todo.append(i)
+    stats.submitted = len(todo)
+    progress.emit("plan", total=stats.total, executor=executor, jobs=jobs, threads=threads)
+    try:
+        if todo and executor == "local" and jobs == 1:
+            _execute_in_process(reqs, todo, threads, progress)
+        elif todo and executor == "local":
+            _execute_pool(reqs, todo, jobs, threads, progress)
+        elif todo:
+            _execute_ray(ray, reqs, todo, threads, address, gpus_per_run, max_retries, progress)
+    finally:
+        stats.wall_s = time.perf_counter() - t0
+    progress.emit("summary", stats=stats)
+    seen: set[int] = set()
+    records = []
+    for i in order:
+        if i in progress.records and i not in seen:
+            seen.add(i)
+            records.append(progress.records[i])
+    return records, [progress.failures[i] for i in sorted(progress.failures)]
+
+
+def _execute_in_process(reqs: list[engine.RunRequest], todo: list[int], threads: int | None,
+                        progress: _Progress) -> None:
+    for i in todo:
+        progress.start(i, pid=os.getpid(), host=socket.gethostname())
+        resumed: list[str] = []
+
+        def log(msg: str, i: int = i) -> None:
+            if _RESUMED.match(msg):
+                resumed.append(msg)
+            else:
+                progress.emit("log", i, msg)
+
+        try:
+            out = _run_one(reqs[i], threads, log=log)
+        except engine.MethodFailed as exc:
+            progress.fail(i, str(exc), "method")
+            continue
+        except engine.RunError as exc:
+            progress.fail(i, str(exc).strip("'\""), "run")
+            continue
+        out["log"] = resumed  # the other lines were reported as they came
+        progress.done(i, out)
+
+
+def _execute_pool(reqs: list[engine.RunRequest], todo: list[int], jobs: int, threads: int | None,
+                  progress: _Progress) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    queue = deque(todo)
+    # spawn: a forked child of a process that has used OpenMP threads (or CUDA) can hang.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_pool_init,
+                             initargs=(threads, jobs)) as pool:
+        inflight: dict[Any, int] = {}
+        try:
+            while queue or inflight:
+                while queue and len(inflight) < jobs:  # at most `jobs` submitted: submitted = running
+                    i = queue.popleft()
+                    inflight[pool.submit(_pool_task, reqs[i], threads)] = i
+                    progress.start(i)
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = inflight.pop(fut)
+                    try:
+                        progress.done(i, fut.result())
+                    except engine.MethodFailed as exc:
+                        progress.fail(i, str(exc), "method")
+                    except engine.RunError as exc:
+                        progress.fail(i, str(exc).strip("'\""), "run")
+                    except BrokenProcessPool:
+                        progress.fail(i, "a worker process died (run the sweep again to resume)", "worker")
+                        while queue:
+                            progress.fail(queue.popleft(), "not run: the process pool broke", "worker")
+                    except Exception as exc:  # noqa: BLE001 - reported as this run's failure
+                        progress.fail(i, f"{type(exc).__name__}: {exc}", "error")
+        except BaseException:
+            for fut in inflight:
+                fut.cancel()
+            raise
+
+
+# ---------------------------------------------------------------------------------------- ray
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise SweepError(RAY_MISSING) from None
+    return ray
+
+
+def ray_available() -> bool:
+    try:
+        _import_ray()
+    except SweepError:
+        return False
+    return True
+
+
+class _Tracker:
+    """A Ray actor the tasks tell when they start (worker pid and host), drained by the driver."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, int, str]] = []
+
+    def started(self, index: int, pid: int, host: str) -> None:
+        self.events.append((index, pid, host))
+
+    def drain(self) -> list[tuple[int, int, str]]:
+        out, self.events = self.events, []
+        return out
+
+
+def _ray_task(req: engine.RunRequest, threads: int | None, index: int, tracker: Any) -> dict[str, Any]:
+    tracker.started.remote(index, os.getpid(), socket.gethostname())
+    return _run_one(req, threads)
+
+
+def _ray_failure(ray: Any, exc: BaseException, attempts: int) -> tuple[str, str]:
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, engine.MethodFailed):
+            return str(cause), "method"
+        if isinstance(cause, engine.RunError):
+            return str(cause).strip("'\""), "run"
+        if cause is not None:
+            return f"{type(cause).__name__}: {cause}", "error"
+        return str(exc).strip().splitlines()[0], "error"
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (f"its worker died {attempts} time(s) ({type(exc).__name__}: {first}); "
+            "run the sweep again to resume from the last checkpoint", "worker")
+
+
+def _execute_ray(ray: Any, reqs: list[engine.RunRequest], todo: list[int], threads: int | None,
+                 address: str | None, gpus_per_run: float | None, max_retries: int, progress: _Progress) -> None:
+    started_here = False
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address)
+        except (ConnectionError, RuntimeError, ValueError, ImportError) as exc:
+            where = f"the Ray cluster at {address}" if address else "Ray"
+            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SweepError(f"cannot start or reach {where}: {msg}") from None
+        started_here = True
+    pending: list[Any] = []
+    try:
+        resources = ray.cluster_resources()
+        cpus = threads or 1
+        if gpus_per_run is None:
+            pinned_cpu = all(str(reqs[i].device or "auto").startswith("cpu") for i in todo)
+            gpus_per_run = 1 if resources.get("GPU", 0) > 0 and not pinned_cpu else 0
+        have_cpus, have_gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+        if have_cpus < cpus:
+            raise SweepError(f"each run asks for {cpus} CPU(s) (--threads) but the Ray cluster has {have_cpus:g}")
+        if gpus_per_run > have_gpus:
+            raise SweepError(f"each run asks for {gpus_per_run:g} GPU(s) but the Ray cluster has {have_gpus:g}")
+        tracker = ray.remote(num_cpus=0)(_Tracker).remote()
+        task = ray.remote(_ray_task).options(
+            num_cpus=cpus, num_gpus=gpus_per_run, max_retries=max_retries, retry_exceptions=False,
+        )
+        refs = {task.remote(reqs[i], threads, i, tracker): i for i in todo}
+        pending = list(refs)
+        attempts: dict[int, int] = {}
+
+        def drain() -> None:
+            for i, pid, host in ray.get(tracker.drain.remote()):
+                attempts[i] = attempts.get(i, 0) + 1
+                if i in progress.finished:
+                    continue
+                if attempts[i] == 1:
+                    progress.start(i, pid=pid, host=host, attempt=1)
+                else:
+                    progress.stats.retries += 1
+                    progress.running.add(i)
+                    progress.emit("retry", i, f"restarted on {host} (pid {pid}), attempt {attempts[i]}: "
+                                  "the previous worker was lost", pid=pid, host=host, attempt=attempts[i])
+
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            drain()
+            for ref in ready:
+                i = refs[ref]
+                try:
+                    out = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    progress.fail(i, *_ray_failure(ray, exc, max(1, attempts.get(i, 1))))
+                    continue
+                progress.done(i, out)
+    except BaseException:
+        for ref in pending:  # interrupted: stop the tasks; their checkpoints stay for a rerun
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001
+                pass
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------- grid
+
+
+def _as_list(value: Any, key: str) -> list[str]:
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value) and value:
+        return list(value)
+    raise SweepError(f"grid key {key!r} expects a name or a list of names, got {value!r}")
+
+
+def _indices(value: Any, upper: int, key: str) -> list[int]:
+    if value is None or value == "all":
+        return list(range(upper))
+    if isinstance(value, bool):
+        raise SweepError(f"grid key {key!r}: cannot read {value!r}")
+    if isinstance(value, int):
+        value = str(value)
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise SweepError(f"grid key {key!r} expects integers, got {value!r}")
+        value = ",".join(map(str, value))
+    if not isinstance(value, str):
+        raise SweepError(f"grid key {key!r}: cannot read {value!r}")
+    return protocols.parse_indices(value, upper)
+
+
+def load_grid(path: Path) -> dict[str, Any]:
+    """A grid file: a YAML mapping with the keys :data:`GRID_KEYS`."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SweepError(f"cannot read grid file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SweepError(f"grid file {path} is not valid YAML ({type(exc).__name__})") from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise SweepError(f"grid file {path} must be a mapping with keys {', '.join(GRID_KEYS)}")
+    bad = [k for k in doc if k not in GRID_KEYS]
+    if bad:
+        raise SweepError(f"grid file {path}: unknown key {bad[0]!r} (valid: {', '.join(GRID_KEYS)})")
+    if "set" in doc and not isinstance(doc["set"], dict):
+        raise SweepError(f"grid file {path}: 'set' must be a mapping of config keys to values")
+    return doc
+
+
+def grid_requests(args: argparse.Namespace) -> list[engine.RunRequest]:
+    """The runs of the grid the flags (and ``--grid FILE``) describe; flags win over the file."""
+    from osrbench import cli
+    from osrbench.config import parse_overrides
+
+    grid = load_grid(args.grid) if args.grid else {}
+    methods = args.methods or (_as_list(grid["methods"], "methods") if "methods" in grid else None)
+    datasets = args.dataset or (_as_list(grid["datasets"], "datasets") if "datasets" in grid else None)
+    if not methods:
+        raise SweepError("no methods: pass --methods NAME ... or a grid file with 'methods'")
+    if not datasets:
+        raise SweepError("no datasets: pass --datasets NAME ... or a grid file with 'datasets'")
+    protocol = args.protocol or grid.get("protocol", "auroc")
+    epochs = args.epochs if args.epochs is not None else grid.get("epochs")
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
+        raise SweepError(f"--epochs must be positive, got {epochs!r}")
+    recipe = args.recipe or grid.get("recipe")
+    overrides = {**grid.get("set", {}), **parse_overrides(args.overrides)}
+    splits_spec = args.splits if args.splits is not None else grid.get("splits")
+    seeds = _indices(args.seeds if args.seeds is not None else grid.get("seeds", 0), 2**31, "seeds")
+    reg = plugins.get()
+    out = []
+    for name in datasets:
+        try:
+            spec = reg.dataset(name)
+            splits = _indices(splits_spec, protocols.num_splits(spec, protocol), "splits")
+        except plugins.UnknownName as exc:
+            raise SweepError(str(exc).strip("'\"")) from None
+        ns = argparse.Namespace(**{**vars(args), "dataset": name, "protocol": protocol, "epochs": epochs,
+                                   "recipe": recipe, "overrides": [], "out": args.out or Path("runs")})
+        for method in dict.fromkeys(methods):
+            for split in splits:
+                for seed in seeds:
+                    req = cli.request_from_args(ns, method, split, seed, "auto", False)
+                    out.append(dataclasses.replace(req, overrides=dict(overrides)))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- cli
+
+
+def _fmt_progress(ev: Event) -> str:
+    return f"[{ev.completed}/{ev.to_run} done, {ev.running} running, {ev.failed} failed]"
+
+
+def _printer(quiet: bool) -> Callable[[Event], None]:
+    def on_event(ev: Event) -> None:
+        if ev.kind == "start":
+            where = f" on {ev.info['host']} (pid {ev.info['pid']})" if "pid" in ev.info else ""
+            print(f"{_fmt_progress(ev)} started {ev.label}{where}", flush=True)
+        elif ev.kind in ("retry", "resume"):
+            print(f"{_fmt_progress(ev)} {ev.label}: {ev.message}", flush=True)
+        elif ev.kind == "done":
+            rec = ev.info["record"]
+            auroc = rec.get("metrics", {}).get("auroc")
+            how = f"{rec['wall_time_s']['train']:.1f} s training" if ev.info.get("trained") else "found finished"
+            score = f", auroc {100 * auroc:.2f}" if auroc is not None else ""
+            print(f"{_fmt_progress(ev)} done {ev.label} ({how}{score})", flush=True)
+        elif ev.kind == "fail":
+            print(f"{_fmt_progress(ev)} FAILED {ev.label}: {ev.message}", flush=True)
+        elif ev.kind == "log" and not quiet:
+            print(f"{ev.label}: {ev.message}", file=sys.stderr, flush=True)
+
+    return on_event
+
+
+def _describe(args: argparse.Namespace) -> str:
+    if args.executor == "local":
+        how = "this process" if args.jobs == 1 else f"{args.jobs} worker processes"
+        return f"local executor, {how}, {args.threads} thread(s) per run"
+    gpus = "auto" if args.gpus_per_run is None else f"{args.gpus_per_run:g}"
+    where = args.address or ("connected cluster" if _import_ray().is_initialized() else "new local cluster")
+    return (f"Ray executor ({where}), {args.threads} CPU + {gpus} GPU per run, "
+            f"{args.max_retries} retries")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from osrbench import cli
+
+    if args.executor == "local":
+        given = [f for f, v in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run),
+                                ("--max-retries", args.max_retries)) if v is not None]
+        if given:
+            raise cli.UsageError(f"{given[0]} applies to --executor ray")
+    elif args.jobs is not None:
+        raise cli.UsageError("--jobs applies to --executor local (Ray places runs by their CPU/GPU requests)")
+    args.jobs = args.jobs or 1
+    args.max_retries = 2 if args.max_retries is None else args.max_retries
+    if args.jobs < 1 or args.threads < 1:
+        raise cli.UsageError("--jobs and --threads must be at least 1")
+    requests = grid_requests(args)
+    if args.executor == "ray":
+        _import_ray()
+    plans = [engine.plan(r) for r in requests]  # every name checked before anything runs
+    if args.executor == "local":
+        root = args.data_root or engine.default_data_root()
+        for ds in dict.fromkeys(p.dataset.name for p in plans):
+            problems = plugins.get().dataset(ds).check(Path(root))
+            if problems:
+                raise cli.UsageError(f"dataset {ds} is not ready in {root}: {problems[0]} (osrbench data download {ds})")
+    distinct = {p.dir: p for p in plans}
+    done = sum(p.existing_result() is not None for p in distinct.values())
+    print(f"sweep: {len(distinct)} runs: {done} done already, {len(distinct) - done} to run ({_describe(args)})",
+          flush=True)
+    if args.dry_run:
+        for p in distinct.values():
+            if p.existing_result() is None:
+                print(f"  {label(p.request)} -> {p.dir}")
+        return 0
+    summary: list[Stats] = []
+    printer = _printer(args.quiet)
+
+    def on_event(ev: Event) -> None:
+        if ev.kind == "summary":
+            summary.append(ev.info["stats"])
+        printer(ev)
+
+    records, failures = execute(
+        requests, executor=args.executor, jobs=args.jobs, threads=args.threads, address=args.address,
+        gpus_per_run=args.gpus_per_run, max_retries=args.max_retries, on_event=on_event,
+    )
+    s = summary[0]
+    trained = s.completed
+    print(f"sweep: {s.total} runs: {s.skipped} done already, {trained} completed, {s.failed} failed "
+          f"in {s.wall_s:.1f} s ({s.retries} worker restart(s), {s.resumed} resumed from a checkpoint)")
+    if s.images:
+        print(f"aggregate throughput: {s.images_per_s:,.0f} training images/s "
+              f"({s.images:,} images over {s.wall_s:.1f} s wall time, {args.executor} executor"
+              + (f", {args.jobs} jobs" if args.executor == "local" else "") + ")")
+    if records:
+        print(f"records under {Path(args.out or 'runs')}; table: osrbench report --runs {args.out or 'runs'}")
+    if failures:
+        print(f"{len(failures)} run(s) failed:", file=sys.stderr)
+        for f in failures:
+            print(f"  {f}", file=sys.stderr)
+        return cli.EXIT_FAILED
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    from osrbench import cli
+
+    p = sub.add_parser("sweep", help="run a grid of methods x datasets x splits x seeds, locally or on Ray",
+                       description="Run every missing run of a grid (flags or --grid FILE.yaml); finished runs "
+                                   "are skipped, interrupted ones resume from their checkpoint.")
+    p.add_argument("--grid", type=Path, metavar="FILE",
+                   help=f"YAML grid with keys {', '.join(GRID_KEYS)} (flags override it)")
+    p.add_argument("--methods", nargs="+", metavar="METHOD", help="method names")
+    cli.add_run_options(p)
+    for action in p._actions:  # --dataset of the shared options becomes a list, also spelt --datasets
+        if action.dest == "dataset":
+            action.required = False
+            action.nargs = "+"
+            action.metavar = "DATASET"
+            action.help = "dataset names (--dataset works too)"
+            action.option_strings.insert(0, "--datasets")
+            p._option_string_actions["--datasets"] = action
+    p.set_defaults(protocol=None, out=None)  # None = not given: the grid file or the default applies
+    p.add_argument("--splits", help="split indices, e.g. 0-4 or 0,2 (default: all splits of the protocol)")
+    p.add_argument("--seeds", help="seeds, e.g. 0-2 (default 0)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local (this machine; default) or ray (a Ray cluster; pip install 'osrbench[ray]')")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="local: runs at once in N worker processes (default 1 = in this process)")
+    p.add_argument("--threads", type=int, default=1, metavar="T",
+                   help="torch CPU threads per run, and the CPUs a Ray task requests (default 1; CPU results "
+                        "depend on it, so keep it fixed to compare runs)")
+    p.add_argument("--address", help="ray: cluster address: auto (a cluster started with `ray start`) or "
+                                     "ray://HOST:10001 (default: start a local one)")
+    p.add_argument("--gpus-per-run", type=float, metavar="G",
+                   help="ray: GPUs per run, fractional to share a GPU, e.g. 0.25 (default 1 when the cluster has GPUs)")
+    p.add_argument("--max-retries", type=int, metavar="N",
+                   help="ray: restarts of a run whose worker died; it resumes from its checkpoint (default 2)")
+    p.add_argument("--dry-run", action="store_true", help="only list the runs that would be scheduled")
+    p.set_defaults(func=cmd_sweep)

@@ -1,0 +1,917 @@
+"""Conformance suite for method plugins: does a method keep the contracts the engine relies on?
+
+A plugin author runs it against an installed method, either in one call::
+
+    from osrbench.testing import check_method
+
+    report = check_method("mine")          # raises ConformanceError naming the broken contract
+    print(report)
+
+or as one pytest test per check (the file ``osrbench new-plugin`` writes)::
+
+    import pytest
+    from osrbench.testing import CHECKS, run_check
+
+    @pytest.mark.parametrize("check", CHECKS)
+    def test_conformance(check):
+        run_check("mine", check)
+
+The checks (:data:`CHECKS`, contracts in :data:`CHECK_DOCS`) train the method for two short epochs
+on a separable synthetic open-set problem held in memory (:func:`toy_data`: bright coloured
+patterns as known classes, dim noise as unknowns, 8×8 px), driving it exactly as the engine does
+(seeded global RNG and ``ctx.generator``, the engine's training stream, ``setup`` →
+``train_step`` per phase and batch → ``end_epoch`` → ``predict``). The ``engine`` check then runs it
+once through :func:`osrbench.engine.run` on the same toy problem registered as a dataset. Trained
+methods are cached per (method, registry, device, overrides) so the checks share the training.
+
+Every failure is a :class:`ConformanceError` (an ``AssertionError``) whose message starts with the
+check's name and says which contract was broken, for example ``predict: score has shape (10, 1),
+expected (10,)`` or ``determinism: two runs with seed 0 gave different logits``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import io
+import json
+import math
+import random
+import re
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from osrbench import config as configmod
+from osrbench import metrics, plugins
+from osrbench.datasets import DatasetSpec, OpenSetData
+from osrbench.method import Context, Method, MethodSpec, Prediction
+
+__all__ = [
+    "CHECKS",
+    "CHECK_DOCS",
+    "CheckResult",
+    "ConformanceError",
+    "ConformanceReport",
+    "MIN_AUROC",
+    "TOY_DATASET",
+    "check_method",
+    "clear_cache",
+    "hook_reference",
+    "hook_specs",
+    "run_check",
+    "toy_data",
+    "toy_dataset_spec",
+]
+
+#: The name the toy problem is registered under for the ``engine`` check.
+TOY_DATASET = "osrbench-toy"
+#: Known classes of the toy problem the method-level checks train on.
+TOY_CLASSES = 3
+#: Side of the toy images (8 px: classifier32 and the native DCGAN both support it).
+TOY_SIZE = 8
+#: Training images per known class, test images per known class, unknown test images.
+TOY_TRAIN_PER_CLASS = 32
+TOY_TEST_PER_CLASS = 8
+TOY_UNKNOWN = 24
+#: Batch size of the toy runs (so one epoch is a handful of steps per phase).
+TOY_BATCH = 16
+#: Epochs of the toy run A (the ``state`` check resumes between them).
+TOY_EPOCHS = 2
+#: The AUROC (known vs unknown, main score) the ``sign`` check asks for on the separable toy.
+MIN_AUROC = 0.8
+
+#: The checks, in the order :func:`check_method` runs them.
+CHECKS: tuple[str, ...] = ("register", "spec", "train", "predict", "sign", "determinism", "state", "engine")
+
+#: The contract each check verifies (one line each; shown in reports and in docs/PLUGINS.md).
+CHECK_DOCS: dict[str, str] = {
+    "register": "an installed plugin registers the method without errors; its factory makes fresh "
+                "osrbench.Method objects with a non-empty tuple of distinct phase names",
+    "spec": "defaults hold only YAML/JSON-serialisable values of stable types (bool, int, float, str, "
+            "None, lists and str-keyed dicts of those), engine keys keep the engine's types, every recipe "
+            "scope resolves through osrbench.config.resolve, the default recipe exists",
+    "train": "setup(ctx) and two epochs of train_step over every phase's shuffled batches run; each "
+             "train_step returns a dict of detached, finite, 0-d float tensors",
+    "predict": "predict returns a Prediction with finite (N, K) float logits, an (N,) score and (N,) named "
+               "scores, no autograd graph, results independent of the batch split; f1_rule and "
+               "adaptations are well formed",
+    "sign": f"on the separable toy problem the main score ranks knowns above unknowns (AUROC >= {MIN_AUROC})",
+    "determinism": "two fresh runs with the same seed and batches give identical logits and scores",
+    "state": "state_dict survives torch.save / torch.load(weights_only=True); a fresh setup + "
+             "load_state_dict predicts identically, and one more epoch from it equals the uninterrupted run",
+    "engine": "one osrbench.engine.run (1 epoch) on the toy dataset completes and writes a record "
+              "with finite metrics",
+}
+
+
+class ConformanceError(AssertionError):
+    """A method broke a contract of the engine; the message starts with the check's name."""
+
+
+class _Skip(Exception):
+    """A check could not run because one it depends on failed."""
+
+
+@dataclass
+class CheckResult:
+    """Outcome of one check: ``status`` is ``passed``, ``failed`` or ``skipped``."""
+
+    name: str
+    status: str
+    seconds: float
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "passed"
+
+
+@dataclass
+class ConformanceReport:
+    """Outcome of :func:`check_method`: one :class:`CheckResult` per check run."""
+
+    method: str
+    device: str
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def __getitem__(self, name: str) -> CheckResult:
+        for r in self.results:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def __str__(self) -> str:
+        lines = [f"osrbench conformance of method {self.method!r} on {self.device}:"]
+        for r in self.results:
+            lines.append(f"  {r.status.upper():7s} {r.name:12s} {r.seconds:6.2f} s  {r.message}")
+        verdict = "all checks passed" if self.ok else f"{len(self.failures)} check(s) failed"
+        lines.append(f"  {verdict}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- toy problem
+
+# Bright, mutually distinct colours and spatial patterns, one of each per known class.
+_PALETTE = (
+    (255, 48, 48), (48, 255, 48), (48, 48, 255), (255, 255, 48), (255, 48, 255),
+    (48, 255, 255), (255, 160, 48), (160, 48, 255), (255, 255, 255), (48, 160, 255),
+)
+
+
+def _pattern(k: int, size: int) -> torch.Tensor:
+    i = torch.arange(size)[:, None].expand(size, size)
+    j = torch.arange(size)[None, :].expand(size, size)
+    half, q = size // 2, max(1, size // 4)
+    masks = (
+        i < half, j < half, i >= j, (i // q) % 2 == 0, (j // q) % 2 == 0,
+        ((i // q) + (j // q)) % 2 == 0, torch.minimum(torch.minimum(i, j), torch.minimum(size - 1 - i, size - 1 - j)) < q,
+        i >= half, j >= half, i + j < size,
+    )
+    return masks[k % len(masks)]
+
+
+def toy_data(
+    num_known: int = TOY_CLASSES,
+    image_size: int = TOY_SIZE,
+    train_per_class: int = TOY_TRAIN_PER_CLASS,
+    test_per_class: int = TOY_TEST_PER_CLASS,
+    num_unknown: int = TOY_UNKNOWN,
+    seed: int = 0,
+) -> OpenSetData:
+    """A separable synthetic open-set split, built in memory (uint8, 3 channels).
+
+    Known class k is a bright colour ``_PALETTE[k]`` on a spatial pattern of its own (halves,
+    stripes, checker, border, ...) with per-image brightness and pixel jitter; unknowns are dim,
+    unstructured noise (values 0..63). Any method that learns the known classes at all ranks them
+    above the unknowns.
+    """
+    if not 1 <= num_known <= len(_PALETTE):
+        raise ValueError(f"num_known must be in 1..{len(_PALETTE)}, got {num_known}")
+    g = torch.Generator().manual_seed(seed)
+
+    def known(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(num_known).repeat_interleave(per_class)
+        colour = torch.tensor(_PALETTE, dtype=torch.float32)[labels % len(_PALETTE)]  # (N, 3)
+        masks = torch.stack([_pattern(int(k), image_size) for k in labels]).float()  # (N, S, S)
+        gain = 0.75 + 0.25 * torch.rand(len(labels), 1, 1, 1, generator=g)
+        x = masks[:, None] * colour[:, :, None, None] * gain
+        x = x + torch.randint(-20, 21, x.shape, generator=g).float()
+        return x.clamp(0, 255).to(torch.uint8), labels
+
+    train_x, train_y = known(train_per_class)
+    known_x, known_y = known(test_per_class)
+    unknown_x = torch.randint(0, 64, (num_unknown, 3, image_size, image_size), generator=g).to(torch.uint8)
+    return OpenSetData(train_x, train_y, known_x, known_y, unknown_x, torch.full((num_unknown,), -1, dtype=torch.int64))
+
+
+def _toy_loader(root: Path, split: Any, image_size: int) -> OpenSetData:
+    return toy_data(num_known=split.num_known, image_size=image_size, train_per_class=8, test_per_class=8,
+                    num_unknown=16, seed=split.index)
+
+
+def toy_dataset_spec(name: str = TOY_DATASET) -> DatasetSpec:
+    """The toy problem as a dataset (10 classes on the ``mnist`` split table, so 6 known)."""
+    return DatasetSpec(
+        name=name, load=_toy_loader, table="mnist", num_classes=10, image_size=TOY_SIZE, augment="none",
+        description="osrbench.testing toy problem: coloured patterns vs dim noise (in memory)",
+        source="generated", licence="none",
+    )
+
+
+# ------------------------------------------------------------------------------------- the session
+
+_CACHE: dict[tuple, "_Session"] = {}
+
+
+def clear_cache() -> None:
+    """Forget the trained methods :func:`run_check` and :func:`check_method` keep between calls."""
+    _CACHE.clear()
+
+
+def _fail(check: str, message: str) -> ConformanceError:
+    return ConformanceError(f"{check}: {message}")
+
+
+def _exc_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+@contextmanager
+def _calling(check: str, what: str) -> Iterator[None]:
+    """Turn an exception raised by the method's code into a ConformanceError naming the call."""
+    try:
+        yield
+    except (ConformanceError, _Skip, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any exception of the plugin is a broken contract
+        raise _fail(check, f"{what} raised {_exc_line(exc)}") from exc
+
+
+@contextmanager
+def _suite_environment(device: torch.device) -> Iterator[None]:
+    """Run a check in one CPU thread (the toy tensors are tiny: more threads only contend) or with
+    deterministic cuDNN kernels, and give the caller back its global RNG states (the suite seeds
+    them as the engine does), thread count and cuDNN flags."""
+    py, npy, threads = random.getstate(), np.random.get_state(), torch.get_num_threads()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    elif device.type == "cuda":
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    cuda_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+            torch.set_num_threads(threads)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _shape(t: Any) -> str:
+    return str(tuple(t.shape)) if torch.is_tensor(t) else type(t).__name__
+
+
+@dataclass
+class _Preds:
+    logits: torch.Tensor
+    score: torch.Tensor
+    scores: dict[str, torch.Tensor]
+
+    def differs(self, other: "_Preds") -> str | None:
+        """The first output that is not bit-identical to ``other``'s, with its largest difference."""
+        pairs = [("logits", self.logits, other.logits), ("score", self.score, other.score)]
+        for k in sorted(set(self.scores) | set(other.scores)):
+            if k not in self.scores or k not in other.scores:
+                return f"named scores {sorted(self.scores)} vs {sorted(other.scores)}"
+            pairs.append((f"score {k!r}", self.scores[k], other.scores[k]))
+        for what, a, b in pairs:
+            if a.shape != b.shape or not torch.equal(a, b):
+                diff = (a.double() - b.double()).abs().max().item() if a.shape == b.shape else float("nan")
+                return f"{what} (max abs difference {diff:.3g})"
+        return None
+
+
+class _Session:
+    """One method under test: lazily trained runs shared by the checks, failures memoised."""
+
+    def __init__(self, name: str, registry: plugins.Plugins | None, device: str | torch.device,
+                 overrides: Mapping[str, Any] | None, seed: int = 0) -> None:
+        self.name = name
+        self._registry = registry
+        self.device = torch.device(device)
+        self.overrides = dict(overrides or {})
+        self.seed = seed
+        self._memo: dict[str, Any] = {}
+
+    # -- memoised steps: a step that failed fails the same way for every check that needs it
+    def _once(self, key: str, fn: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            try:
+                self._memo[key] = ("ok", fn())
+            except (ConformanceError, _Skip) as exc:
+                self._memo[key] = ("error", exc)
+        kind, value = self._memo[key]
+        if kind == "error":
+            raise value
+        return value
+
+    def need(self, check: str, key: str, fn: Callable[[], Any]) -> Any:
+        """A prerequisite of ``check``: its failure makes ``check`` a skip, not a second failure."""
+        try:
+            return self._once(key, fn)
+        except (ConformanceError, _Skip) as exc:
+            err = _prerequisite(check, exc)
+            if err is exc:
+                raise
+            raise err from exc
+
+    @property
+    def reg(self) -> plugins.Plugins:
+        if self._registry is None:
+            self._registry = plugins.get()
+        return self._registry
+
+    # -- register / spec
+    def spec(self) -> MethodSpec:
+        def lookup() -> MethodSpec:
+            try:
+                spec = self.reg.method(self.name)
+            except plugins.UnknownName as exc:
+                broken = [f"{i.name}: {i.error}" for i in self.reg.infos.values() if i.error]
+                hint = (" (plugins with errors: " + "; ".join(broken) + ")") if broken else (
+                    "; is the package installed (pip install -e .) with an [project.entry-points.osrbench] "
+                    "entry whose module has an @osrbench.hookimpl osrbench_register_methods?")
+                raise _fail("register", f"{str(exc).strip(chr(34) + chr(39))}{hint}") from None
+            info = self.reg.plugin_of("method", self.name)
+            if info.error:
+                raise _fail("register", f"plugin {info.name!r} that registers {self.name!r} reports: {info.error}")
+            return spec
+
+        return self._once("spec", lookup)
+
+    def config(self) -> dict[str, Any]:
+        def resolve() -> dict[str, Any]:
+            spec = self.spec()
+            overrides = {"batch_size": TOY_BATCH, **self.overrides}
+            try:
+                _, cfg = configmod.resolve(spec, toy_dataset_spec(), None, TOY_EPOCHS, overrides)
+            except configmod.ConfigError as exc:
+                raise _fail("spec", f"the default configuration does not resolve: {exc}") from None
+            return cfg
+
+        return self._once("config", resolve)
+
+    # -- driving the method as the engine does
+    def data(self) -> OpenSetData:
+        return self._once("data", lambda: toy_data(TOY_CLASSES, self.config()["image_size"], TOY_TRAIN_PER_CLASS,
+                                                   TOY_TEST_PER_CLASS, TOY_UNKNOWN))
+
+    def eval_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        from osrbench.data.stream import to_input
+
+        d, norm = self.data(), self.config()["normalize"]
+        return to_input(d.known_x.to(self.device), norm), to_input(d.unknown_x.to(self.device), norm)
+
+    def stream(self) -> Any:
+        from osrbench.data.stream import TrainStream
+
+        cfg, d = self.config(), self.data()
+        return TrainStream(d.train_x, d.train_y, cfg["batch_size"], self.seed, self.device,
+                           augment=cfg["augment"], normalize=cfg["normalize"], randaugment=cfg["randaugment"])
+
+    def fresh(self, check: str) -> tuple[Method, Context]:
+        """A new method set up exactly as the engine sets one up for ``self.seed``."""
+        from osrbench.data.stream import derive_seed
+
+        spec, cfg = self.spec(), self.config()
+        _seed_all(self.seed)
+        generator = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, 1))
+        ctx = Context(num_classes=TOY_CLASSES, image_shape=(3, cfg["image_size"], cfg["image_size"]),
+                      device=self.device, config=dict(cfg), generator=generator, epochs=cfg["epochs"],
+                      dataset=TOY_DATASET, steps_per_epoch=len(self.stream()))
+        with _calling(check, f"{spec.name!r} factory()"):
+            method = spec.factory()
+        if not isinstance(method, Method):
+            raise _fail("register", f"factory() returned {type(method).__name__}, not an osrbench.Method subclass")
+        with _calling(check, "setup(ctx)"):
+            method.setup(ctx)
+        return method, ctx
+
+    def epoch(self, check: str, method: Method, epoch: int) -> None:
+        stream = self.stream()
+        for index, phase in enumerate(tuple(method.phases)):
+            for step, (x, y) in enumerate(stream.batches(epoch, index)):
+                with _calling(check, f"train_step({phase!r}, ...) in epoch {epoch}"):
+                    losses = method.train_step(phase, x, y)
+                _check_losses(check, phase, step, losses)
+        with _calling(check, f"end_epoch({epoch})"):
+            method.end_epoch(epoch)
+
+    def predict(self, check: str, method: Method, images: torch.Tensor) -> _Preds:
+        with _calling(check, "predict(images)"):
+            out = method.predict(images)
+        return _validate_prediction(check, out, len(images), TOY_CLASSES)
+
+    def predict_all(self, check: str, method: Method) -> tuple[_Preds, _Preds]:
+        known, unknown = self.eval_inputs()
+        return self.predict(check, method, known), self.predict(check, method, unknown)
+
+    # -- the shared runs
+    def run_a(self) -> dict[str, Any]:
+        """Run A: epoch 0, snapshot (state + RNG, as a checkpoint holds), predict, epoch 1, predict."""
+
+        def go() -> dict[str, Any]:
+            from osrbench.engine import _rng_state
+
+            def attempt(fn: Callable[[], Any]) -> Any:
+                try:
+                    return fn()
+                except ConformanceError as exc:  # kept for the checks that need this part
+                    return exc
+
+            def snapshot() -> dict[str, Any]:
+                with _calling("state", "state_dict()"):
+                    state = method.state_dict()
+                buf = io.BytesIO()
+                try:
+                    torch.save(state, buf)
+                except Exception as exc:  # noqa: BLE001
+                    raise _fail("state", f"state_dict() cannot be saved with torch.save: {_exc_line(exc)}") from exc
+                return {"state": buf.getvalue(), "rng": _rng_state(ctx.generator)}
+
+            method, ctx = self.fresh("train")
+            self.epoch("train", method, 0)
+            out = {"method": method, "ctx": ctx, "snapshot": attempt(snapshot),
+                   "preds0": attempt(lambda: self.predict_all("predict", method))}
+            self.epoch("train", method, 1)
+            out["preds1"] = attempt(lambda: self.predict_all("predict", method))
+            return out
+
+        return self._once("run_a", go)
+
+    def part(self, check: str, key: str) -> Any:
+        """One part of run A (``method``, ``snapshot``, ``preds0``, ``preds1``) for ``check``."""
+        value = self.need(check, "run_a", self.run_a)[key]
+        if isinstance(value, ConformanceError):
+            err = _prerequisite(check, value)
+            raise err if err is value else err from value
+        return value
+
+
+def _prerequisite(check: str, exc: BaseException) -> BaseException:
+    """``exc`` if it is ``check``'s own failure, else a skip naming the check that failed."""
+    if isinstance(exc, _Skip) or not str(exc).startswith(f"{check}:"):
+        failed = str(exc).split(":", 1)[0] if isinstance(exc, ConformanceError) else str(exc)
+        return exc if isinstance(exc, _Skip) else _Skip(f"not run: it needs {failed!r}, which failed")
+    return exc
+
+
+def _check_losses(check: str, phase: str, step: int, losses: Any) -> None:
+    where = f"train_step({phase!r}, ...)"
+    if not isinstance(losses, Mapping):
+        raise _fail(check, f"{where} returned {type(losses).__name__}; it must return a dict of named loss terms")
+    for key, value in losses.items():
+        if not isinstance(key, str):
+            raise _fail(check, f"{where} returned a loss named {key!r}; names must be str")
+        if not torch.is_tensor(value):
+            raise _fail(check, f"{where} returned loss {key!r} as {type(value).__name__}; return detached 0-d "
+                               "tensors (a Python number forces a host synchronisation every step)")
+        if value.dim() != 0:
+            raise _fail(check, f"{where} returned loss {key!r} of shape {tuple(value.shape)}, expected a 0-d tensor")
+        if value.requires_grad:
+            raise _fail(check, f"{where} returned loss {key!r} with its autograd graph; return loss.detach()")
+        if not value.is_floating_point():
+            raise _fail(check, f"{where} returned loss {key!r} of dtype {value.dtype}, expected a float tensor")
+        if not torch.isfinite(value).item():
+            raise _fail(check, f"{where} returned a non-finite loss {key!r} = {value.item()} at step {step}")
+
+
+def _validate_prediction(check: str, out: Any, n: int, k: int) -> _Preds:
+    if not isinstance(out, Prediction):
+        raise _fail(check, f"predict returned {type(out).__name__}, expected an osrbench.Prediction")
+    if not torch.is_tensor(out.logits) or out.logits.shape != (n, k):
+        raise _fail(check, f"logits have shape {_shape(out.logits)}, expected ({n}, {k}) = (images, known classes)")
+    if not torch.is_tensor(out.score) or out.score.shape != (n,):
+        raise _fail(check, f"score has shape {_shape(out.score)}, expected ({n},)")
+    if not isinstance(out.scores, Mapping):
+        raise _fail(check, f"Prediction.scores is {type(out.scores).__name__}, expected a dict of named scores")
+    named = {}
+    for key, value in out.scores.items():
+        if not isinstance(key, str) or not key or key == "score":
+            raise _fail(check, f"named score {key!r}: names must be non-empty str other than 'score'")
+        if not torch.is_tensor(value) or value.shape != (n,):
+            raise _fail(check, f"score {key!r} has shape {_shape(value)}, expected ({n},)")
+        named[key] = value
+    for what, t in (("logits", out.logits), ("score", out.score), *((f"score {k!r}", v) for k, v in named.items())):
+        if not (t.is_floating_point()):
+            raise _fail(check, f"{what} have dtype {t.dtype}, expected a floating-point tensor")
+        if t.requires_grad:
+            raise _fail(check, f"{what} carry an autograd graph; decorate predict with @torch.no_grad()")
+        if not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise _fail(check, f"{what} contain {bad} non-finite value(s)")
+    return _Preds(out.logits.detach().double().cpu(), out.score.detach().double().cpu(),
+                  {k: v.detach().double().cpu() for k, v in named.items()})
+
+
+# ---------------------------------------------------------------------------------------- the checks
+
+_STABLE_SCALARS = (bool, int, float, str, type(None))
+
+
+def _unstable(value: Any, path: str) -> str | None:
+    """Why ``value`` is not a stable config value (None when it is)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path} = {value!r} is not finite (JSON records cannot hold it)"
+    if isinstance(value, _STABLE_SCALARS):
+        if type(value) not in _STABLE_SCALARS:  # subclasses: enums, numpy scalars registered as int ...
+            base = next(t for t in type(value).__mro__ if t in _STABLE_SCALARS)
+            return f"{path} has type {type(value).__name__}; use a plain {base.__name__}"
+        return None
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            why = _unstable(v, f"{path}[{i}]")
+            if why:
+                return why
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"{path} has a non-str key {k!r}"
+            why = _unstable(v, f"{path}[{k!r}]")
+            if why:
+                return why
+        return None
+    hint = "; use a list" if isinstance(value, tuple) else ""
+    return f"{path} = {value!r} has type {type(value).__name__}, which --set and the YAML/JSON records cannot round-trip{hint}"
+
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def _check_register(s: _Session) -> str:
+    spec = s.spec()
+    if not callable(spec.factory):
+        raise _fail("register", f"MethodSpec.factory of {s.name!r} is not callable")
+    made = []
+    for _ in range(2):
+        with _calling("register", "factory()"):
+            made.append(spec.factory())
+    a, b = made
+    if not isinstance(a, Method):
+        raise _fail("register", f"factory() returned {type(a).__name__}, not an osrbench.Method subclass")
+    if a is b:
+        raise _fail("register", "factory() returned the same object twice; it must make a fresh method per call")
+    phases = a.phases
+    if not isinstance(phases, (tuple, list)) or not phases:
+        raise _fail("register", f"phases is {phases!r}; expected a non-empty tuple of phase names")
+    if not all(isinstance(p, str) and p for p in phases) or len(set(phases)) != len(phases):
+        raise _fail("register", f"phases {phases!r} must be distinct non-empty strings")
+    info = s.reg.plugin_of("method", s.name)
+    return f"plugin {info.name!r} ({info.distribution} {info.version}), phases {tuple(phases)}"
+
+
+def _check_spec(s: _Session) -> str:
+    spec = s.need("spec", "spec", s.spec)
+    if not isinstance(spec.defaults, Mapping):
+        raise _fail("spec", f"defaults is {type(spec.defaults).__name__}, expected a dict")
+    for key, value in spec.defaults.items():
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise _fail("spec", f"config key {key!r} must be an identifier-like str (usable as --set KEY=VALUE)")
+        why = _unstable(value, f"defaults[{key!r}]")
+        if why:
+            raise _fail("spec", why)
+        if yaml.safe_load(yaml.safe_dump(value)) != value:
+            raise _fail("spec", f"defaults[{key!r}] = {value!r} does not survive a YAML round trip")
+        if key in configmod.ENGINE_DEFAULTS:
+            try:
+                configmod._check_type(key, value, configmod.ENGINE_DEFAULTS[key])
+            except configmod.ConfigError as exc:
+                raise _fail("spec", f"engine key {key!r}: {exc}") from None
+    if spec.default_recipe is not None and spec.default_recipe not in spec.recipes:
+        raise _fail("spec", f"default_recipe {spec.default_recipe!r} is not one of the recipes {sorted(spec.recipes)}")
+    toy = toy_dataset_spec()
+    for recipe, scopes in spec.recipes.items():
+        if not isinstance(scopes, Mapping):
+            raise _fail("spec", f"recipe {recipe!r} must map '*' and dataset names to overrides")
+        for scope, entries in scopes.items():
+            for key, value in dict(entries).items():
+                why = _unstable(value, f"recipes[{recipe!r}][{scope!r}][{key!r}]")
+                if why:
+                    raise _fail("spec", why)
+            ds = toy if scope == "*" else dataclasses.replace(toy, name=scope)
+            try:
+                configmod.resolve(spec, ds, recipe, None, None)
+            except configmod.ConfigError as exc:
+                raise _fail("spec", f"recipe {recipe!r} for {scope!r} does not resolve: {exc}") from None
+    cfg = s.need("spec", "config", s.config)
+    try:
+        json.dumps(cfg, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise _fail("spec", f"the resolved configuration is not JSON-serialisable: {exc}") from None
+    if "\n" in spec.description:
+        raise _fail("spec", "description must be one line (osrbench list shows it in a table)")
+    return f"{len(spec.defaults)} config keys, recipes {sorted(spec.recipes) or '-'}"
+
+
+def _check_train(s: _Session) -> str:
+    s.need("train", "config", s.config)
+    method = s.part("train", "method")
+    stream = s.stream()
+    return f"{TOY_EPOCHS} epochs x {len(tuple(method.phases))} phase(s) x {len(stream)} steps on {TOY_CLASSES} classes"
+
+
+def _check_predict(s: _Session) -> str:
+    method: Method = s.part("predict", "method")
+    s.part("predict", "preds0")
+    whole = s.part("predict", "preds1")[0]
+    known, _ = s.eval_inputs()
+    half = len(known) // 2
+    parts = [s.predict("predict", method, known[:half]), s.predict("predict", method, known[half:])]
+    joined = _Preds(torch.cat([p.logits for p in parts]), torch.cat([p.score for p in parts]),
+                    {k: torch.cat([p.scores[k] for p in parts]) for k in whole.scores})
+    for what, x, y in (("logits", whole.logits, joined.logits), ("score", whole.score, joined.score)):
+        if not torch.allclose(x, y, rtol=1e-4, atol=1e-4):
+            raise _fail("predict", f"{what} of an image depend on the other images of its batch (max abs difference "
+                                   f"{(x - y).abs().max().item():.3g}); networks must be in eval mode in predict")
+    with _calling("predict", "f1_rule()"):
+        rule = method.f1_rule()
+    if rule is not None:
+        if not (isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str)
+                and isinstance(rule[1], (int, float)) and not isinstance(rule[1], bool) and math.isfinite(rule[1])):
+            raise _fail("predict", f"f1_rule() returned {rule!r}; expected None or (score name, finite threshold)")
+        if rule[0] != "score" and rule[0] not in whole.scores:
+            raise _fail("predict", f"f1_rule() names score {rule[0]!r}, which is neither 'score' nor one of "
+                                   f"Prediction.scores {sorted(whole.scores)}")
+    with _calling("predict", "adaptations()"):
+        adaptations = method.adaptations()
+    if not isinstance(adaptations, Mapping):
+        raise _fail("predict", f"adaptations() returned {type(adaptations).__name__}, expected a dict")
+    try:
+        json.dumps(adaptations, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise _fail("predict", f"adaptations() is not JSON-serialisable (it goes into result.json): {exc}") from None
+    return f"logits {tuple(whole.logits.shape)}, scores {['score', *whole.scores]}, f1_rule {rule}"
+
+
+def _check_sign(s: _Session) -> str:
+    known, unknown = s.part("sign", "preds1")
+    value = metrics.auroc(known.score.numpy(), unknown.score.numpy())
+    acc = metrics.accuracy(s.data().known_y.numpy(), known.logits.argmax(1).numpy())
+    if value < MIN_AUROC:
+        flipped = " (below 0.5: is the score's sign reversed? higher must mean more likely known)" if value < 0.5 else ""
+        raise _fail("sign", f"AUROC of the main score on the separable toy problem is {value:.3f} < {MIN_AUROC}{flipped}; "
+                            f"closed-set accuracy {acc:.3f}")
+    named = ", ".join(f"{k} {metrics.auroc(known.scores[k].numpy(), unknown.scores[k].numpy()):.3f}" for k in known.scores)
+    return f"AUROC {value:.3f}" + (f" (named: {named})" if named else "") + f", accuracy {acc:.3f}"
+
+
+def _check_determinism(s: _Session) -> str:
+    preds0 = s.part("determinism", "preds0")
+
+    def run_b() -> tuple[_Preds, _Preds]:
+        method, _ = s.fresh("determinism")
+        s.epoch("determinism", method, 0)
+        return s.predict_all("determinism", method)
+
+    b = s._once("run_b", run_b)
+    for part, x, y in (("known", preds0[0], b[0]), ("unknown", preds0[1], b[1])):
+        diff = x.differs(y)
+        if diff:
+            raise _fail("determinism", f"two runs with seed {s.seed} gave different {diff} on the {part} images; draw "
+                                       "randomness only from the global RNG and ctx.generator, never reseed")
+    return f"seed {s.seed}: identical after one epoch"
+
+
+def _check_state(s: _Session) -> str:
+    from osrbench.engine import _set_rng_state
+
+    snapshot = s.part("state", "snapshot")
+    preds0, preds1 = s.part("state", "preds0"), s.part("state", "preds1")
+
+    try:
+        state = torch.load(io.BytesIO(snapshot["state"]), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise _fail("state", "state_dict() is refused by torch.load(weights_only=True), which the engine uses to "
+                             f"resume: keep to tensors, numbers, str, lists and dicts ({_exc_line(exc)})") from exc
+    method, ctx = s.fresh("state")
+    with _calling("state", "load_state_dict(state)"):
+        method.load_state_dict(state)
+    _set_rng_state(snapshot["rng"], ctx.generator)
+    restored = s.predict_all("state", method)
+    for part, x, y in (("known", preds0[0], restored[0]), ("unknown", preds0[1], restored[1])):
+        diff = x.differs(y)
+        if diff:
+            raise _fail("state", f"a fresh setup + load_state_dict predicts different {diff} on the {part} images "
+                                 "than the method whose state_dict it loaded")
+    s.epoch("state", method, 1)
+    resumed = s.predict_all("state", method)
+    for part, x, y in (("known", preds1[0], resumed[0]), ("unknown", preds1[1], resumed[1])):
+        diff = x.differs(y)
+        if diff:
+            raise _fail("state", f"resuming from state_dict and training one more epoch gave different {diff} on the "
+                                 f"{part} images than the uninterrupted run: state_dict misses something training "
+                                 "uses (optimiser state, schedule, epoch counter, ...)")
+    return f"{len(snapshot['state']) / 1e6:.1f} MB state; exact predictions and exact resume"
+
+
+def _check_engine(s: _Session) -> str:
+    from osrbench import engine
+
+    s.need("engine", "spec", s.spec)
+    reg = copy.copy(s.reg)
+    reg.datasets = {**s.reg.datasets, TOY_DATASET: toy_dataset_spec()}
+    reg.origin = {**s.reg.origin, f"dataset:{TOY_DATASET}": "osrbench"}
+    with tempfile.TemporaryDirectory(prefix="osrbench-conformance-") as tmp:
+        req = engine.RunRequest(
+            method=s.name, dataset=TOY_DATASET, epochs=1, overrides={"batch_size": TOY_BATCH, **s.overrides},
+            device=str(s.device), out=Path(tmp) / "runs", data_root=Path(tmp), progress=False, checkpoint_every=1,
+        )
+        try:
+            rec = engine.run(req, registry=reg, log=lambda msg: None)
+        except engine.RunError as exc:
+            raise _fail("engine", f"engine.run refused the run: {exc}") from exc
+        except engine.MethodFailed as exc:
+            raise _fail("engine", f"engine.run failed: {exc}") from exc
+        try:
+            engine.read_checkpoint(Path(rec["_path"]) / engine.CHECKPOINT)
+        except engine.CorruptCheckpoint as exc:
+            raise _fail("engine", f"the run's checkpoint cannot be read back for --resume: {exc}") from exc
+    bad = {k: v for k, v in rec["metrics"].items() if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        raise _fail("engine", f"the record's metrics are not finite: {bad}")
+    return f"auroc {rec['metrics']['auroc']:.3f}, acc {rec['metrics']['acc']:.3f} (K={len(rec['known_classes'])})"
+
+
+_RUNNERS: dict[str, Callable[[_Session], str]] = {
+    "register": _check_register,
+    "spec": _check_spec,
+    "train": _check_train,
+    "predict": _check_predict,
+    "sign": _check_sign,
+    "determinism": _check_determinism,
+    "state": _check_state,
+    "engine": _check_engine,
+}
+assert tuple(_RUNNERS) == CHECKS
+
+
+def _session(name: str, registry: plugins.Plugins | None, device: str | torch.device,
+             overrides: Mapping[str, Any] | None) -> _Session:
+    key = (name, id(registry) if registry is not None else None, str(torch.device(device)),
+           json.dumps(dict(overrides or {}), sort_keys=True, default=repr))
+    if key not in _CACHE:
+        _CACHE[key] = _Session(name, registry, device, overrides)
+    return _CACHE[key]
+
+
+def _run(s: _Session, check: str) -> CheckResult:
+    if check not in _RUNNERS:
+        raise ValueError(f"unknown check {check!r} (valid: {', '.join(CHECKS)})")
+    t0 = time.perf_counter()
+    try:
+        with _suite_environment(s.device):
+            message = _RUNNERS[check](s)
+        status = "passed"
+    except ConformanceError as exc:
+        status, message = "failed", str(exc)
+    except _Skip as exc:
+        status, message = "skipped", str(exc)
+    return CheckResult(check, status, time.perf_counter() - t0, message)
+
+
+def run_check(
+    name: str,
+    check: str,
+    *,
+    registry: plugins.Plugins | None = None,
+    device: str | torch.device = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+) -> CheckResult:
+    """Run one check of :data:`CHECKS` on method ``name``; raise :class:`ConformanceError` if it fails.
+
+    A check whose prerequisite failed (``predict`` when ``train`` fails) raises too, naming the
+    prerequisite. Trained methods are cached between calls (see :func:`clear_cache`).
+
+    :param registry: the plugins to look the method up in (default: the installed ones).
+    :param overrides: config overrides for the toy runs (``--set`` keys), e.g. to make a method that
+        is slow on CPU smaller.
+    """
+    __tracebackhide__ = True
+    result = _run(_session(name, registry, device, overrides), check)
+    if result.status == "failed":
+        raise ConformanceError(result.message)
+    if result.status == "skipped":
+        raise ConformanceError(f"{check}: {result.message}")
+    return result
+
+
+def check_method(
+    name: str,
+    *,
+    registry: plugins.Plugins | None = None,
+    device: str | torch.device = "cpu",
+    checks: Sequence[str] = CHECKS,
+    overrides: Mapping[str, Any] | None = None,
+    raise_on_failure: bool = True,
+) -> ConformanceReport:
+    """Run the conformance checks on method ``name`` and return the report.
+
+    With ``raise_on_failure`` (default) a failing check raises :class:`ConformanceError` listing
+    every failed check after all of them ran; the report is the exception's ``report`` attribute.
+    """
+    __tracebackhide__ = True
+    s = _session(name, registry, device, overrides)
+    report = ConformanceReport(name, str(s.device), [_run(s, c) for c in checks])
+    if raise_on_failure and not report.ok:
+        failed = report.failures
+        lines = [r.message for r in failed] or [f"{r.name}: {r.message}" for r in report.results if not r.ok]
+        exc = ConformanceError(f"method {name!r} broke {len(lines)} contract(s):\n  " + "\n  ".join(lines))
+        exc.report = report  # type: ignore[attr-defined]
+        raise exc
+    return report
+
+
+# ------------------------------------------------------------------------------- hook reference docs
+
+
+def hook_specs() -> list[tuple[str, Callable[..., Any]]]:
+    """The hook specifications of ``osrbench.hookspecs``, in source order."""
+    from osrbench import hookspecs
+
+    marker = f"{plugins.GROUP}_spec"
+    found = [(n, f) for n, f in vars(hookspecs).items() if inspect.isfunction(f) and hasattr(f, marker)]
+    return sorted(found, key=lambda nf: nf[1].__code__.co_firstlineno)
+
+
+def _signature(fn: Callable[..., Any]) -> str:
+    """``(register: Callable[[MethodSpec], None]) -> None`` from the (string) annotations."""
+    sig = inspect.signature(fn)
+
+    def text(annotation: Any) -> str:
+        raw = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+        return raw.replace('"', "").replace("'", "")
+
+    params = ", ".join(p.name if p.annotation is p.empty else f"{p.name}: {text(p.annotation)}"
+                       for p in sig.parameters.values())
+    ret = "" if sig.return_annotation is sig.empty else f" -> {text(sig.return_annotation)}"
+    return f"({params}){ret}"
+
+
+def hook_reference() -> str:
+    """The hooks section of docs/PLUGINS.md, rendered from the hookspec signatures and docstrings."""
+    parts = []
+    for name, fn in hook_specs():
+        sig = _signature(fn)
+        parts.append(f"### `{name}`\n\n```python\n@osrbench.hookimpl\ndef {name}{sig}:\n    ...\n```\n\n"
+                     f"```text\n{inspect.getdoc(fn)}\n```\n")
+    return "\n".join(parts)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """``python -m osrbench.testing METHOD...``: print the conformance report of each method."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m osrbench.testing", description=__doc__.splitlines()[0])
+    p.add_argument("methods", nargs="*")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--hook-reference", action="store_true", help="print the hooks section of docs/PLUGINS.md")
+    args = p.parse_args(argv)
+    if args.hook_reference:
+        print(hook_reference(), end="")
+        return 0
+    ok = True
+    for name in args.methods:
+        report = check_method(name, device=args.device, raise_on_failure=False)
+        print(report)
+        ok &= report.ok
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,0 +1,353 @@
+"""osrbench.testing (the plugin conformance suite), osrbench new-plugin and the example plugin."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from osrbench import cli, plugins, scaffold, testing
+from osrbench.method import Method, MethodSpec, Prediction
+from osrbench.testing import CHECKS, ConformanceError, check_method, run_check
+from osrbench.training import OPTIM_DEFAULTS, make_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILTIN = ("softmax", "arpl", "arpl-cs", "dias")
+
+
+# ------------------------------------------------------------------ the real methods pass the suite
+
+
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("method", [*BUILTIN, "energy"])
+def test_installed_methods_conform(method, check):
+    if method not in plugins.get().methods:
+        if method == "energy":
+            pytest.fail("the example plugin is not installed: pip install --no-deps -e examples/energy (make test does)")
+        pytest.skip(f"plugin of {method!r} not installed")
+    result = run_check(method, check)
+    assert result.ok
+
+
+# ---------------------------------------------------------------- a tiny method and broken variants
+
+
+class Tiny(Method):
+    """A two-layer perceptron: a method that keeps every contract, fast on CPU."""
+
+    phases = ("train",)
+
+    def setup(self, ctx):
+        self.cfg = ctx.config
+        c, h, w = ctx.image_shape
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(c * h * w, 32), torch.nn.ReLU(),
+                                       torch.nn.Linear(32, ctx.num_classes)).to(ctx.device)
+        self.opt = make_optimizer(self.net.parameters(), self.cfg)
+
+    def loss(self, x, y):
+        return F.cross_entropy(self.net(x), y)
+
+    def train_step(self, phase, x, y):
+        loss = self.loss(x, y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach()}
+
+    @torch.no_grad()
+    def predict(self, x):
+        z = self.net(x)
+        return Prediction(z, F.softmax(z.double(), 1).max(1).values, {"mls": z.double().max(1).values})
+
+    def state_dict(self):
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+
+
+class ScoreColumn(Tiny):
+    @torch.no_grad()
+    def predict(self, x):
+        out = super().predict(x)
+        return Prediction(out.logits, out.score[:, None])
+
+
+class Reversed(Tiny):
+    @torch.no_grad()
+    def predict(self, x):
+        out = super().predict(x)
+        return Prediction(out.logits, -out.score)
+
+
+class Unseeded(Tiny):
+    def setup(self, ctx):
+        super().setup(ctx)
+        with torch.no_grad():  # draws from a generator nobody seeds
+            self.net[1].weight.add_(1e-3 * torch.randn(self.net[1].weight.shape, generator=torch.Generator().manual_seed(
+                time.perf_counter_ns())))
+
+
+class ForgetsOptimiser(Tiny):
+    def state_dict(self):
+        return {"net": self.net.state_dict()}
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict(state["net"])
+
+
+class Note:
+    def __init__(self, text):
+        self.text = text
+
+
+class PickledObject(Tiny):
+    def state_dict(self):
+        return {**super().state_dict(), "note": Note("arbitrary objects cannot be loaded safely")}
+
+
+class Attached(Tiny):
+    def train_step(self, phase, x, y):
+        loss = self.loss(x, y)
+        self.opt.zero_grad()
+        loss.backward(retain_graph=True)
+        self.opt.step()
+        return {"loss": loss}
+
+
+class FloatLoss(Tiny):
+    def train_step(self, phase, x, y):
+        return {"loss": super().train_step(phase, x, y)["loss"].item()}
+
+
+class BatchDependent(Tiny):
+    @torch.no_grad()
+    def predict(self, x):
+        out = super().predict(x)
+        z = out.logits - out.logits.mean(0)
+        return Prediction(z, z.double().max(1).values)
+
+
+class BadRule(Tiny):
+    def f1_rule(self):
+        return "nope", 0.5
+
+
+class Exploding(Tiny):
+    def train_step(self, phase, x, y):
+        raise RuntimeError("shapes do not match")
+
+
+def _registry(factory, name="tiny", defaults=None, recipes=None, default_recipe=None):
+    reg = plugins.Plugins(entry_points=False)
+    reg.methods[name] = MethodSpec(name, factory, defaults={**OPTIM_DEFAULTS, "lr": 0.05, **(defaults or {})},
+                                   recipes=recipes or {}, default_recipe=default_recipe)
+    reg.origin[f"method:{name}"] = "osrbench"
+    return reg
+
+
+def test_a_conforming_method_passes_every_check_and_leaves_the_rng_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    threads = torch.get_num_threads()
+    report = check_method("tiny", registry=_registry(Tiny))
+    assert report.ok and [r.name for r in report.results] == list(CHECKS)
+    assert "AUROC 1.000" in report["sign"].message
+    assert torch.equal(torch.get_rng_state(), before) and torch.get_num_threads() == threads
+    assert "all checks passed" in str(report)
+
+
+@pytest.mark.parametrize(
+    ("factory", "check", "message"),
+    [
+        (ScoreColumn, "predict", r"^predict: score has shape \(24, 1\), expected \(24,\)"),
+        (Reversed, "sign", r"^sign: AUROC .* is 0\.0\d\d < 0\.8 \(below 0\.5: is the score's sign reversed"),
+        (Unseeded, "determinism", r"^determinism: two runs with seed 0 gave different logits"),
+        (ForgetsOptimiser, "state", r"^state: resuming from state_dict and training one more epoch gave different"),
+        (PickledObject, "state", r"^state: state_dict\(\) is refused by torch.load\(weights_only=True\)"),
+        (Attached, "train", r"^train: train_step\('train', \.\.\.\) returned loss 'loss' with its autograd graph"),
+        (FloatLoss, "train", r"^train: train_step\('train', \.\.\.\) returned loss 'loss' as float"),
+        (BatchDependent, "predict", r"^predict: logits of an image depend on the other images of its batch"),
+        (BadRule, "predict", r"^predict: f1_rule\(\) names score 'nope'"),
+        (Exploding, "train", r"^train: train_step\('train', \.\.\.\) in epoch 0 raised RuntimeError: shapes do not match"),
+    ],
+)
+def test_a_broken_contract_is_named(factory, check, message):
+    reg = _registry(factory)
+    with pytest.raises(ConformanceError, match=message):
+        run_check("tiny", check, registry=reg)
+
+
+def test_checks_that_need_a_failed_one_are_skipped_and_check_method_lists_the_failures():
+    reg = _registry(Exploding)
+    with pytest.raises(ConformanceError, match=r"^sign: not run: it needs 'train', which failed"):
+        run_check("tiny", "sign", registry=reg)
+    with pytest.raises(ConformanceError) as info:
+        check_method("tiny", registry=reg)
+    report = info.value.report
+    assert {r.name: r.status for r in report.results} == {
+        "register": "passed", "spec": "passed", "train": "failed", "predict": "skipped", "sign": "skipped",
+        "determinism": "skipped", "state": "skipped", "engine": "failed",
+    }
+    assert "broke 2 contract(s)" in str(info.value) and "train: train_step('train', ...)" in str(info.value)
+    assert check_method("tiny", registry=reg, raise_on_failure=False).ok is False
+
+
+@pytest.mark.parametrize(
+    ("defaults", "recipes", "default_recipe", "message"),
+    [
+        ({"betas": (0.9, 0.99)}, None, None, r"^spec: defaults\['betas'\] = \(0\.9, 0\.99\) has type tuple.*use a list"),
+        ({"when": float("nan")}, None, None, r"^spec: defaults\['when'\] = nan is not finite"),
+        ({"device_list": {1: "a"}}, None, None, r"^spec: defaults\['device_list'\] has a non-str key 1"),
+        ({"epochs": "many"}, None, None, r"^spec: engine key 'epochs': config key 'epochs' expects int"),
+        ({}, {"paper": {"cifar10": {"lrr": 0.1}}}, None, r"^spec: recipe 'paper' for 'cifar10' does not resolve: .*'lrr'"),
+        ({}, {"paper": {"*": {}}}, "papers", r"^spec: default_recipe 'papers' is not one of the recipes \['paper'\]"),
+    ],
+)
+def test_spec_problems_are_named(defaults, recipes, default_recipe, message):
+    reg = _registry(Tiny, defaults=defaults, recipes=recipes, default_recipe=default_recipe)
+    with pytest.raises(ConformanceError, match=message):
+        run_check("tiny", "spec", registry=reg)
+
+
+def test_an_unknown_method_fails_register_with_a_hint():
+    with pytest.raises(ConformanceError, match=r"^register: unknown method 'tinny'.*did you mean 'tiny'"):
+        run_check("tinny", "register", registry=_registry(Tiny))
+    with pytest.raises(ValueError, match="unknown check 'speed'"):
+        run_check("tiny", "speed", registry=_registry(Tiny))
+
+
+def test_the_toy_problem_is_separable_and_sized_as_asked():
+    d = testing.toy_data(num_known=4, image_size=16, train_per_class=5, test_per_class=2, num_unknown=7)
+    assert d.train_x.shape == (20, 3, 16, 16) and d.known_x.shape == (8, 3, 16, 16) and d.unknown_x.shape == (7, 3, 16, 16)
+    assert sorted(set(d.train_y.tolist())) == [0, 1, 2, 3]
+    assert d.unknown_x.max() < 64 < d.known_x.float().amax((1, 2, 3)).min()  # unknowns are dim noise
+    assert torch.equal(testing.toy_data().train_x, testing.toy_data().train_x)
+
+
+def test_the_guide_documents_every_check():
+    guide = (ROOT / "docs" / "PLUGINS.md").read_text()
+    for name in CHECKS:
+        assert f"`{name}`" in guide, f"docs/PLUGINS.md does not describe the conformance check {name!r}"
+
+
+# --------------------------------------------------------------------------------- osrbench new-plugin
+
+
+def _install_fake(site: Path, name: str) -> None:
+    """What ``pip install -e`` leaves behind, without pip: the package on sys.path and a dist-info."""
+    info = site / f"{scaffold.package_name(name)}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: osrbench-{name}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(f"[osrbench]\n{name} = {scaffold.package_name(name)}.plugin\n")
+
+
+@pytest.fixture
+def generated(tmp_path, monkeypatch):
+    root = scaffold.new_plugin("toy-osr", tmp_path)
+    site = tmp_path / "site"
+    _install_fake(site, "toy-osr")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    yield root, site
+    for mod in [m for m in sys.modules if m.startswith("osrbench_toy_osr")]:
+        del sys.modules[mod]
+    importlib.invalidate_caches()
+
+
+def test_new_plugin_writes_a_package_that_passes_the_suite_unmodified(generated):
+    root, _ = generated
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert files == ["README.md", "osrbench_toy_osr/__init__.py", "osrbench_toy_osr/plugin.py", "pyproject.toml",
+                     "tests/test_conformance.py"]
+    assert '[project.entry-points.osrbench]\ntoy-osr = "osrbench_toy_osr.plugin"' in (root / "pyproject.toml").read_text()
+    assert 'run_check("toy-osr", check)' in (root / "tests" / "test_conformance.py").read_text()
+    reg = plugins.Plugins()
+    assert reg.infos["toy-osr"].error is None and reg.infos["toy-osr"].methods == ["toy-osr"]
+    report = check_method("toy-osr", registry=reg)
+    assert report.ok, str(report)
+
+
+@pytest.mark.slow
+def test_the_generated_test_file_passes_under_pytest(generated):
+    root, site = generated
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(root), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"{len(CHECKS)} passed" in run.stdout
+
+
+def test_new_plugin_cli_refuses_bad_names_and_existing_folders(tmp_path, capsys):
+    assert cli.main(["new-plugin", "mine", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'osrbench-mine'}/" in out and "osrbench compare mine dias" in out
+    before = (tmp_path / "osrbench-mine" / "osrbench_mine" / "plugin.py").read_text()
+    for argv, message in [
+        (["mine"], "osrbench-mine already exists"),
+        (["My_Method"], "invalid plugin name 'My_Method'"),
+        (["-x"], None),
+        (["softmax"], "method 'softmax' is already registered by plugin 'softmax'"),
+        (["dias2-"], "invalid plugin name 'dias2-'"),
+    ]:
+        if message is None:
+            with pytest.raises(SystemExit):
+                cli.main(["new-plugin", *argv, "--dir", str(tmp_path)])
+            capsys.readouterr()
+            continue
+        assert cli.main(["new-plugin", *argv, "--dir", str(tmp_path)]) == cli.EXIT_USER
+        err = capsys.readouterr().err
+        assert err.startswith("osrbench: error: ") and message in err and err.count("\n") == 1
+    assert (tmp_path / "osrbench-mine" / "osrbench_mine" / "plugin.py").read_text() == before
+    assert not (tmp_path / "osrbench-softmax").exists()
+
+
+def test_scaffold_names():
+    assert scaffold.package_name("my-osr2") == "osrbench_my_osr2"
+    assert scaffold.class_name("method") == "MethodMethod"  # never shadows osrbench.method.Method
+    for bad in ("", "9lives", "a_b", "a--b", "A", "a b"):
+        with pytest.raises(scaffold.ScaffoldError):
+            scaffold.validate_name(bad)
+
+
+# ---------------------------------------------------------------------------- the example plugin
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny CPU runs are several times faster in one thread on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_example_plugin_is_listed_and_runs(tmp_path, capsys, one_thread):
+    assert cli.main(["plugins", "--json"]) == 0
+    import json
+
+    infos = {i["name"]: i for i in json.loads(capsys.readouterr().out)}
+    assert infos["energy"]["distribution"] == "osrbench-energy" and infos["energy"]["methods"] == ["energy"]
+    assert infos["energy"]["error"] is None
+    code = cli.main(["run", "--method", "energy", "--dataset", "digits", "--epochs", "1", "--device", "cpu",
+                     "--quiet", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "auroc" in out and out.startswith("energy on digits")
+
+
+def test_the_energy_score_is_the_negative_free_energy():
+    from osrbench_energy.plugin import energy_scores
+
+    z = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    s = energy_scores(z, temperature=2.0)
+    assert torch.allclose(s["energy"], 2.0 * torch.logsumexp(z.double() / 2.0, 1))
+    assert s["energy"][0] > s["energy"][1]  # confident = more likely known

@@ -1,0 +1,234 @@
+"""Sweeps: the grid is planned up front, finished runs are skipped, and the local executor (in
+process or a process pool) and Ray give bit-identical records, even when a Ray worker is killed
+in the middle of a run (its task is retried and resumes from the run's checkpoint)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from osrbench import cli, engine, sweep
+
+METHODS = ("softmax", "arpl")
+SPLITS = (0, 1)
+EPOCHS = 2  # a checkpoint every epoch: killed after the first and before the second = mid-run
+GRID_ARGS = ["--methods", *METHODS, "--datasets", "digits", "--splits", "0-1", "--epochs", str(EPOCHS),
+             "--device", "cpu", "--quiet"]
+
+
+def _requests(out, methods=METHODS, splits=SPLITS, epochs=EPOCHS, **kw):
+    return [engine.RunRequest(method=m, dataset="digits", split=s, seed=0, epochs=epochs, device="cpu", out=out,
+                              progress=False, checkpoint_every=1, **kw) for m in methods for s in splits]
+
+
+def _key(rec):
+    return rec["method"], rec["dataset"], rec["protocol"], rec["split"], rec["seed"]
+
+
+def _assert_same(a, b):
+    """Two records of one run are the same result: config, metrics, loss history and every score."""
+    assert _key(a) == _key(b)
+    for k in ("config_hash", "config", "counts", "metrics", "history"):
+        assert a[k] == b[k], (k, _key(a))
+    sa, sb = np.load(Path(a["_path"]) / engine.SCORES), np.load(Path(b["_path"]) / engine.SCORES)
+    assert sorted(sa.files) == sorted(sb.files)
+    for name in sa.files:
+        assert np.array_equal(sa[name], sb[name]), (name, _key(a))
+
+
+def _assert_same_records(got, want):
+    assert len(got) == len(want)
+    want = {_key(r): r for r in want}
+    for rec in got:
+        _assert_same(rec, want[_key(rec)])
+
+
+class Events(list):
+    def __call__(self, ev):
+        self.append(ev)
+
+    def kinds(self, kind):
+        return [e for e in self if e.kind == kind]
+
+    @property
+    def stats(self):
+        (ev,) = self.kinds("summary")
+        return ev.info["stats"]
+
+
+@pytest.fixture(scope="module")
+def local_pool(tmp_path_factory):
+    """The reference: the grid run by the local executor in a pool of 2 processes."""
+    out = tmp_path_factory.mktemp("local")
+    events = Events()
+    records, failures = sweep.execute(_requests(out), executor="local", jobs=2, on_event=events)
+    assert failures == []
+    assert len(records) == len(METHODS) * len(SPLITS)
+    assert len(events.kinds("start")) == len(records)
+    return out, records
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+# --------------------------------------------------------------------------------- local
+
+
+def test_in_process_equals_process_pool_and_reports_throughput(tmp_path, local_pool):
+    _, reference = local_pool
+    events = Events()
+    reqs = _requests(tmp_path, methods=("softmax",), splits=(1,))
+    records, failures = sweep.execute(reqs + reqs, executor="local", jobs=1, on_event=events)  # a duplicate runs once
+    assert failures == [] and len(records) == 1
+    _assert_same_records(records, [r for r in reference if _key(r) == _key(records[0])])
+    s = events.stats
+    assert (s.total, s.submitted, s.completed, s.skipped) == (1, 1, 1, 0)
+    assert s.images == records[0]["counts"]["train"] * EPOCHS and s.images_per_s > 0
+    assert [e.kind for e in events if e.kind != "log"] == ["plan", "start", "done", "summary"]
+
+
+# ----------------------------------------------------------------------------------- ray
+
+
+def test_ray_sweep_with_a_killed_worker_equals_the_local_executor(tmp_path, local_pool, ray_cluster):
+    import psutil
+
+    _, reference = local_pool
+    reqs = _requests(tmp_path)
+    dirs = {sweep.label(r): engine.plan(r).dir for r in reqs}
+    pids: dict[str, int] = {}
+    killed: list[str] = []
+    stop = threading.Event()
+
+    def on_event(ev):
+        events.append(ev)
+        if ev.kind in ("start", "retry"):
+            pids[ev.label] = ev.info["pid"]
+
+    def killer():  # SIGKILL the worker of up to two runs while they train their second epoch
+        while not stop.is_set() and len(killed) < 2:
+            for lab, pid in list(pids.items()):
+                d = dirs[lab]
+                if lab in killed or not (d / engine.CHECKPOINT).exists() or (d / engine.PREVIOUS).exists():
+                    continue  # no checkpoint yet, or the second one (written after the last epoch) exists
+                proc = psutil.Process(pid)
+                assert proc.cmdline()[0].startswith("ray::"), proc.cmdline()  # a Ray worker this test started
+                proc.kill()
+                killed.append(lab)
+                print(f"killed the Ray worker (pid {pid}) of {lab}")
+            time.sleep(0.05)
+
+    events = Events()
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        records, failures = sweep.execute(reqs, executor="ray", max_retries=2, on_event=on_event)
+    finally:
+        stop.set()
+        thread.join()
+    print(f"{len(killed)} kill(s): {killed}")
+    assert killed, "no worker was killed mid-run"
+    assert failures == []
+    _assert_same_records(records, reference)
+    retried = {e.label for e in events.kinds("retry")}
+    resumed = {e.label: e.info["epoch"] for e in events.kinds("resume")}
+    for lab in killed:
+        assert lab in retried
+        assert resumed[lab] == 1  # the retried task continued from the first epoch's checkpoint
+    s = events.stats
+    assert (s.total, s.submitted, s.completed, s.failed, s.skipped) == (4, 4, 4, 0, 0)
+    assert s.retries == len(killed)
+
+    # The same sweep again schedules nothing and returns the same records.
+    again = Events()
+    records2, failures2 = sweep.execute(reqs, executor="ray", on_event=again)
+    assert failures2 == []
+    assert again.kinds("start") == [] and again.kinds("retry") == []
+    assert (again.stats.submitted, again.stats.skipped, again.stats.images) == (0, 4, 0)
+    _assert_same_records(records2, reference)
+
+
+def test_a_failing_method_on_ray_is_reported_not_retried_and_exits_1(capsys, tmp_path, ray_cluster):
+    argv = ["sweep", "--methods", "softmax", "--datasets", "digits", "--splits", "0", "--epochs", "1", "--device",
+            "cpu", "--set", "lr=1.0e+10", "--executor", "ray", "--out", str(tmp_path)]
+    assert cli.main(argv) == 1
+    cap = capsys.readouterr()
+    assert "1 runs: 0 done already, 1 to run" in cap.out
+    assert len(re.findall(r"started softmax", cap.out)) == 1 and "restarted" not in cap.out
+    assert "FAILED softmax digits/auroc split 0 seed 0" in cap.out and "became nan" in cap.out
+    assert "1 run(s) failed:" in cap.err
+    assert not list(tmp_path.rglob(engine.RESULT))
+
+
+# ------------------------------------------------------------------------------------- cli
+
+
+def test_cli_rerun_of_a_finished_grid_schedules_nothing(capsys, tmp_path, local_pool):
+    out, _ = local_pool
+    assert cli.main(["sweep", *GRID_ARGS, "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "sweep: 4 runs: 4 done already, 0 to run" in stdout
+    assert "started" not in stdout and "throughput" not in stdout
+    # The same grid from a YAML file, on Ray: nothing to schedule, so no cluster is needed either.
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("methods: [softmax, arpl]\ndatasets: digits\nsplits: 0-1\nseeds: [0]\nepochs: 2\n")
+    argv = ["sweep", "--grid", str(grid), "--device", "cpu", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert "4 runs: 4 done already, 0 to run" in capsys.readouterr().out
+    assert cli.main([*argv, "--splits", "0-2", "--dry-run"]) == 0  # flags win over the file
+    stdout = capsys.readouterr().out
+    assert "6 runs: 4 done already, 2 to run" in stdout and stdout.count("split 2 seed 0 ->") == 2
+
+
+def _err(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("osrbench: error: ")
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["--methods", "softmax", "sofmax", "--datasets", "digits"], "unknown method 'sofmax'.*did you mean 'softmax'"),
+        (["--methods", "softmax", "--datasets", "digits", "digitz"], "unknown dataset 'digitz'"),
+        (["--methods", "softmax", "--datasets", "digits", "--splits", "3-9"], "out of range"),
+        (["--methods", "softmax", "--datasets", "digits", "--set", "lr=fast"], "config key 'lr' expects float"),
+        (["--methods", "softmax", "--datasets", "digits", "--epochs", "0"], "--epochs must be positive"),
+        (["--methods", "softmax", "--datasets", "digits", "cifar10", "--data-root", "{tmp}"],
+         "dataset cifar10 is not ready"),
+        (["--datasets", "digits"], "no methods"),
+        (["--methods", "softmax", "--datasets", "digits", "--jobs", "2", "--executor", "ray"], "--jobs applies to --executor local"),
+        (["--methods", "softmax", "--datasets", "digits", "--gpus-per-run", "0.25"], "--gpus-per-run applies to --executor ray"),
+        (["--methods", "softmax", "--datasets", "digits", "--grid", "{tmp}/grid.yaml"], "unknown key 'method'"),
+    ],
+)
+def test_bad_sweeps_are_one_line_and_exit_2_before_anything_runs(capsys, tmp_path, argv, expect):
+    (tmp_path / "grid.yaml").write_text("method: softmax\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert cli.main(["sweep", *argv, "--out", str(tmp_path / "runs")]) == 2
+    assert re.search(expect, _err(capsys)), expect
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ray_executor_without_ray_says_how_to_install(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    assert not sweep.ray_available()
+    argv = ["sweep", "--methods", "softmax", "--datasets", "digits", "--executor", "ray", "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert _err(capsys) == f"osrbench: error: {sweep.RAY_MISSING}"
+    assert "pip install 'osrbench[ray]'" in sweep.RAY_MISSING
+    with pytest.raises(sweep.SweepError, match="pip install 'osrbench\\[ray\\]'"):
+        sweep.execute(_requests(tmp_path), executor="ray")
+    assert not list(tmp_path.iterdir())
