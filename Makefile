@@ -23,7 +23,7 @@ install: $(BIN)/osrbench
 
 ## Compare the three built-in methods on the embedded digits dataset over the 5 auroc splits.
 demo: install
-	$(BIN)/osrbench compare $(DEMO_METHODS) --dataset digits --splits 0-4 --epochs $(DEMO_EPOCHS) --out runs/demo --quiet
+	$(BIN)/osrbench compare $(DEMO_METHODS) --dataset digits --splits 0-4 --epochs $(DEMO_EPOCHS) --metrics auroc,oscr,acc --out runs/demo --quiet
 
 ## The test suite (what CI runs).
 test: $(VENV)/.test-extras

@@ -108,7 +108,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         engine.plan(request_from_args(args, name, splits[0], seeds[0], "auto", False))
     records, failures = report.collect(
         args.methods, splits, seeds, lambda m, k, s: request_from_args(args, m, k, s, "auto", False),
-        run=not args.no_run)
+        run=not args.no_run, jobs=args.jobs)
     if records:
         c = compare.build(records, args.methods, metric_names, report.tie_tol_from(args.tie_tol))
         print(compare.render_comparison(c, fmt=args.format, notes=notes))
@@ -256,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default="0-4", help="split indices, e.g. 0-4 or 0,2 (default 0-4)")
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0-2 (default 0)")
     p.add_argument("--no-run", action="store_true", help="only read existing results")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train up to N missing runs at once, in separate processes (default 1)")
     p.add_argument("--format", default="simple", help="table format (tabulate): simple, github, latex, ...")
     p.add_argument("--metrics", help="comma-separated metrics (default auroc,oscr,acc,macro_f1,fpr95_known,aupr_in,aupr_out)")
     p.add_argument("--unique-splits", action="store_true",

@@ -56,11 +56,18 @@ def parse_metrics(text: str | None, default: Sequence[str]) -> list[str]:
 
 def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
             make_request: Callable[[str, int, int], engine.RunRequest], run: bool,
-            log: Callable[[str], None] = _log) -> tuple[list[dict[str, Any]], list[str]]:
+            log: Callable[[str], None] = _log, jobs: int = 1) -> tuple[list[dict[str, Any]], list[str]]:
     """The records of every (method, split, seed): trained when missing (``run``) or only read.
 
-    Returns the records and one line per run that failed or is missing.
+    ``jobs > 1`` trains the missing runs in that many processes at once (the sweep's local
+    executor). Returns the records and one line per run that failed or is missing.
     """
+    if run and jobs > 1:
+        from osrbench import sweep
+
+        reqs = [make_request(m, k, s) for m in methods for k in splits for s in seeds]
+        done, failed = sweep.execute(reqs, jobs=jobs, threads=None)
+        return list(done), [str(f) for f in failed]
     records, failures = [], []
     for name in methods:
         for split in splits:
