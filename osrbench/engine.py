@@ -299,17 +299,19 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None, log: Callable[
         return existing
 
     ckpt = None
-    if req.force:
-        pass
-    elif req.resume in ("yes", "auto"):
-        ckpt = load_latest_checkpoint(p.dir, log)
-        if ckpt is None and req.resume == "yes":
-            raise RunError(f"no checkpoint to resume in {p.dir} (run without --resume to start)")
-    elif p.result_path.exists() or (p.dir / CHECKPOINT).exists():
-        raise RunError(
-            f"{p.dir} already holds a run of this method/split/seed with another epoch count or an unfinished "
-            "run; pass --resume to continue it or --force to replace it"
-        )
+    if not req.force:
+        # A record here that is not this run's has another epoch count: only an explicit
+        # --resume may extend it, so that no record is silently replaced by another config.
+        other_record = p.result_path.exists()
+        if req.resume == "yes" or (req.resume == "auto" and not other_record):
+            ckpt = load_latest_checkpoint(p.dir, log)
+            if ckpt is None and req.resume == "yes":
+                raise RunError(f"no checkpoint to resume in {p.dir} (run without --resume to start)")
+        elif other_record or (p.dir / CHECKPOINT).exists():
+            raise RunError(
+                f"{p.dir} already holds a run of this method/split/seed with another epoch count or an "
+                "unfinished run; pass --resume to continue it or --force to replace it"
+            )
     if ckpt is not None:
         if ckpt.get("resume_key") != p.resume_key:
             raise RunError(f"checkpoint in {p.dir} was made with a different config; use --force to start over")
@@ -397,8 +399,10 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None, log: Callable[
     train_time = elapsed + time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    known_logits, known_score, known_named = _guard(p, "predict", predict_all, method, data.known_x, device, cfg["normalize"], precision)
-    unknown_logits, unknown_score, unknown_named = _guard(p, "predict", predict_all, method, data.unknown_x, device, cfg["normalize"], precision)
+    known_logits, known_score, known_named = _guard(
+        p, "predict", predict_all, method, data.known_x, device, cfg["normalize"], precision)
+    unknown_logits, unknown_score, unknown_named = _guard(
+        p, "predict", predict_all, method, data.unknown_x, device, cfg["normalize"], precision)
     for name, arr in (("known", known_score), ("unknown", unknown_score)):
         if not np.all(np.isfinite(arr)):
             exc = NonFiniteLoss(f"method {p.spec.name!r} returned non-finite {name} scores")
