@@ -36,9 +36,13 @@ def _pct(value: float | None) -> str:
 # ------------------------------------------------------------------------------------- run
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """The options every training command shares (run, compare, sweep)."""
-    p.add_argument("--dataset", required=True, help="dataset name (osrbench list)")
+def add_run_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> None:
+    """The options every training command shares (run, compare, sweep; a sweep takes several datasets)."""
+    if many_datasets:
+        p.add_argument("--datasets", "--dataset", dest="dataset", nargs="+", metavar="DATASET",
+                       help="dataset names (osrbench list)")
+    else:
+        p.add_argument("--dataset", required=True, help="dataset name (osrbench list)")
     p.add_argument("--protocol", default="auroc", help="split protocol: auroc, f1 or osrci (default auroc)")
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     p.add_argument("--recipe", help="a named recipe of the method (osrbench list)")

@@ -688,15 +688,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", type=Path, metavar="FILE",
                    help=f"YAML grid with keys {', '.join(GRID_KEYS)} (flags override it)")
     p.add_argument("--methods", nargs="+", metavar="METHOD", help="method names")
-    cli.add_run_options(p)
-    for action in p._actions:  # --dataset of the shared options becomes a list, also spelt --datasets
-        if action.dest == "dataset":
-            action.required = False
-            action.nargs = "+"
-            action.metavar = "DATASET"
-            action.help = "dataset names (--dataset works too)"
-            action.option_strings.insert(0, "--datasets")
-            p._option_string_actions["--datasets"] = action
+    cli.add_run_options(p, many_datasets=True)
     p.set_defaults(protocol=None, out=None)  # None = not given: the grid file or the default applies
     p.add_argument("--splits", help="split indices, e.g. 0-4 or 0,2 (default: all splits of the protocol)")
     p.add_argument("--seeds", help="seeds, e.g. 0-2 (default 0)")
