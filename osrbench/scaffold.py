@@ -80,7 +80,7 @@ import osrbench
 from osrbench.method import Context, Method, MethodSpec, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32
-from osrbench.training import OPTIM_DEFAULTS, lr_at, make_optimizer, set_lr
+from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, set_lr
 
 #: Every config key of the method with its default value. ``--set key=value`` may change any of
 #: them (the value must have the default's type); keep to bool, int, float, str, None and lists.
@@ -130,11 +130,7 @@ class ${cls}(Method):
     def predict(self, images: torch.Tensor) -> Prediction:
         self.net.eval()
         logits = self.net(images)
-        z = logits.double()
-        scores = {
-            "msp": F.softmax(z / self.cfg["temperature"], dim=1).max(1).values,  # higher = more likely known
-            "mls": z.max(1).values,
-        }
+        scores = logit_scores(logits, self.cfg["temperature"])  # float64 msp and mls, higher = known
         return Prediction(logits=logits, score=scores["msp"], scores=scores)
 
     def f1_rule(self) -> tuple[str, float] | None:

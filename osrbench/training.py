@@ -73,6 +73,17 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def logit_scores(logits: torch.Tensor, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+    """The two scores every softmax-trained network offers, in float64 (higher = more likely known).
+
+    ``msp``: maximum softmax probability at ``temperature``; ``mls``: maximum logit. float64,
+    because float32 softmax saturates at exactly 1.0 on easy samples and creates ties
+    (METHODS.md §8.2, pitfall 8); the releases compute MSP in float32.
+    """
+    z = logits.double()
+    return {"msp": F.softmax(z / temperature, dim=1).max(1).values, "mls": z.max(1).values}
+
+
 def bce(prob: torch.Tensor, target: float) -> torch.Tensor:
     """Binary cross-entropy of a probability against a constant target, in float32.
 

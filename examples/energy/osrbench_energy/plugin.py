@@ -23,7 +23,7 @@ import osrbench
 from osrbench.method import Context, Method, MethodSpec, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32
-from osrbench.training import OPTIM_DEFAULTS, lr_at, make_optimizer, set_lr
+from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, set_lr
 
 #: Every config key of the method with its default; ``--set key=value`` may change any of them.
 DEFAULTS: dict[str, Any] = {
@@ -43,11 +43,7 @@ RECIPES = {
 def energy_scores(logits: torch.Tensor, temperature: float = 1.0) -> dict[str, torch.Tensor]:
     """Negative energy, MSP and max logit of a batch of logits, in float64 (higher = known)."""
     z = logits.double()
-    return {
-        "energy": temperature * torch.logsumexp(z / temperature, dim=1),
-        "msp": F.softmax(z, dim=1).max(1).values,
-        "mls": z.max(1).values,
-    }
+    return {"energy": temperature * torch.logsumexp(z / temperature, dim=1), **logit_scores(logits)}
 
 
 class Energy(Method):

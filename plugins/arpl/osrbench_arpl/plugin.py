@@ -30,7 +30,7 @@ import osrbench
 from osrbench.method import Context, Method, MethodSpec, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32, make_gan, sample_noise
-from osrbench.training import OPTIM_DEFAULTS, bce, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
+from osrbench.training import OPTIM_DEFAULTS, bce, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
 
 CITATION = (
     'Chen, Peng, Wang, Tian, "Adversarial Reciprocal Points Learning for Open Set Recognition", '
@@ -148,11 +148,6 @@ class ReciprocalPoints(nn.Module):
         self.radius = nn.Parameter(torch.zeros(1))
 
 
-def _mls_scores(logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    z = logits.double()
-    return {"mls": z.max(1).values, "msp": F.softmax(z, dim=1).max(1).values}
-
-
 # ------------------------------------------------------------------------------------ methods
 
 
@@ -226,7 +221,7 @@ class ARPL(Method):
     def predict(self, images: torch.Tensor) -> Prediction:
         self.net.eval()
         logits = arpl_logits(self.net.pooled(images, 0), self.rp.points)
-        scores = _mls_scores(logits)
+        scores = logit_scores(logits)
         return Prediction(logits=logits, score=scores["mls"], scores=scores)
 
     def f1_rule(self) -> tuple[str, float]:

@@ -35,13 +35,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 
 import osrbench
 from osrbench.method import Context, Method, MethodSpec, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32, make_gan, resolve_gan_mode, sample_noise
-from osrbench.training import OPTIM_DEFAULTS, lr_at, make_optimizer, set_lr
+from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, set_lr
 
 from osrbench_dias import losses
 
@@ -105,17 +104,6 @@ def optimizer_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
             "milestones": list(cfg["adam_milestones"]),
         }
     raise ValueError(f"optim_mode must be sgd or adam, got {mode!r}")
-
-
-def probability_scores(logits: torch.Tensor, temperature: float = 1.0) -> dict[str, torch.Tensor]:
-    """MSP at ``temperature`` and the max logit, in float64.
-
-    The release computes the MSP in float32 (``torch.softmax`` on float32 logits), where easy
-    samples saturate at exactly 1.0 and tie; osrbench computes it in float64 from the same
-    logits (METHODS.md §8.2, pitfall 8), which only breaks such ties.
-    """
-    z = logits.double()
-    return {"msp": F.softmax(z / temperature, dim=1).max(1).values, "mls": z.max(1).values}
 
 
 class DIAS(Method):
@@ -287,7 +275,7 @@ class DIAS(Method):
     def predict(self, images: torch.Tensor) -> Prediction:
         self.net.eval()
         logits = self.net(images, 0)
-        scores = probability_scores(logits, self.cfg["temperature"])
+        scores = logit_scores(logits, self.cfg["temperature"])
         return Prediction(logits=logits, score=scores["msp"], scores=scores)
 
     def f1_rule(self) -> tuple[str, float]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 import osrbench
 from osrbench.method import Context, Method, MethodSpec, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32
-from osrbench.training import OPTIM_DEFAULTS, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
+from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
 
 DEFAULTS: dict[str, Any] = {
     **OPTIM_DEFAULTS,
@@ -40,11 +39,6 @@ RECIPES = {
         },
     },
 }
-
-
-def probability_scores(logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """MSP in float64 and max logit: the two scores every softmax-trained network offers."""
-    return {"msp": F.softmax(logits.double(), dim=1).max(1).values, "mls": logits.max(1).values.double()}
 
 
 class Softmax(Method):
@@ -77,7 +71,7 @@ class Softmax(Method):
     def predict(self, images: torch.Tensor) -> Prediction:
         self.net.eval()
         logits = self.net(images)
-        scores = probability_scores(logits)
+        scores = logit_scores(logits)
         return Prediction(logits=logits, score=scores[self.cfg["score"]], scores=scores)
 
     def f1_rule(self) -> tuple[str, float]:
