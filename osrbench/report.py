@@ -79,13 +79,10 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
                     if rec is None:
                         failures.append(f"{name} split {split} seed {seed}: no result in {p.dir} (run without --no-run)")
                     else:
-                        rec["_path"] = str(p.dir)
                         records.append(rec)
                     continue
                 try:
-                    rec = engine.run(req)
-                    rec.setdefault("_path", str(engine.plan(req).dir))  # a reused record has none
-                    records.append(rec)
+                    records.append(engine.run(req))
                 except engine.MethodFailed as exc:
                     log(f"osrbench: run failed: {exc}")
                     failures.append(f"{name} split {split} seed {seed}: {exc}")
