@@ -9,6 +9,7 @@ indexing: no per-sample Python on the hot path.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterator
 
@@ -27,14 +28,20 @@ def derive_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+@functools.lru_cache(maxsize=None)
+def _cifar_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR mean and std as (1, 3, 1, 1) tensors, made once per device (not once per batch)."""
+    return (torch.tensor(CIFAR_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(CIFAR_STD, device=device).view(1, 3, 1, 1))
+
+
 def to_input(images: torch.Tensor, normalize: str = "none") -> torch.Tensor:
     """uint8 (N, C, H, W) -> float in [0, 1], grey replicated to 3 channels (METHODS.md §1)."""
     x = images.float().div_(255.0)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     if normalize == "cifar":
-        mean = torch.tensor(CIFAR_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(CIFAR_STD, device=x.device).view(1, 3, 1, 1)
+        mean, std = _cifar_stats(x.device)
         x = (x - mean) / std
     elif normalize != "none":
         raise ValueError(f"normalize must be none or cifar, got {normalize!r}")
