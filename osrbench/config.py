@@ -25,6 +25,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "normalize": "none",  # none | cifar (MLS-paper recipe)
     "randaugment": 0,  # RandAugment magnitude M of the MLS recipe; 0 = off
     "precision": "fp32",  # fp32 (reference) | bf16 (autocast + channels-last; opt-in for speed)
+    "cuda_graphs": False,  # replay full-batch steps from CUDA graphs (graph_safe methods; opt-in)
 }
 
 #: Keys that may differ between a checkpoint and a resumed run (resume can extend a run).

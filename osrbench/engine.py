@@ -24,7 +24,7 @@ import torch
 
 import osrbench
 from osrbench import config as configmod
-from osrbench import metrics, plugins, protocols, results
+from osrbench import graphs, metrics, plugins, protocols, results
 from osrbench.data.randaugment import ops_for
 from osrbench.data.stream import TrainStream, derive_seed, to_input
 from osrbench.datasets import DataNotFound, DatasetSpec, OpenSetData
@@ -259,14 +259,18 @@ def load_data(p: Plan) -> OpenSetData:
 
 
 class Precision:
-    """The run's precision policy: fp32 (reference) or bf16 autocast with channels-last inputs."""
+    """The run's precision policy: fp32 (reference) or bf16 autocast with channels-last inputs.
 
-    def __init__(self, name: str, device: torch.device) -> None:
+    ``cuda_graphs``: steps are recorded as CUDA graphs, where autocast's weight cache must be off.
+    """
+
+    def __init__(self, name: str, device: torch.device, cuda_graphs: bool = False) -> None:
         self.bf16 = name == "bf16"
         self.device_type = device.type
+        self.cache = not cuda_graphs
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=self.cache)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.bf16 else x
@@ -336,13 +340,20 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None, log: Callable[
         randaugment_ops=ops_for(p.dataset.name),
     )
     image_shape = (3, *data.image_shape[1:])
-    precision = Precision(cfg["precision"], device)
+    precision = Precision(cfg["precision"], device, cuda_graphs=cfg["cuda_graphs"])
     ctx = Context(
         num_classes=p.split.num_known, image_shape=image_shape, device=device, config=dict(cfg),
         generator=generator, epochs=cfg["epochs"], dataset=p.dataset.name, steps_per_epoch=len(stream),
         channels_last=precision.bf16,
     )
     method = p.spec.factory()
+    if cfg["cuda_graphs"]:
+        if not getattr(method, "graph_safe", False):
+            raise RunError(f"method {p.spec.name!r} does not declare graph_safe, so its steps cannot be replayed "
+                           "from CUDA graphs (drop --set cuda_graphs=true)")
+        if device.type != "cuda":
+            raise RunError(f"cuda_graphs=true needs a CUDA device, and this run is on {device.type} "
+                           "(drop --set cuda_graphs=true)")
     _guard(p, "setup", method.setup, ctx)
     history: list[dict[str, float]] = []
     start, elapsed = 0, 0.0
@@ -354,6 +365,10 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None, log: Callable[
     p.dir.mkdir(parents=True, exist_ok=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    train_step = method.train_step
+    if cfg["cuda_graphs"]:  # built after a resume: optimiser states are loaded, then made capturable
+        train_step = _guard(p, "cuda_graphs set-up", lambda: graphs.StepGraphs(
+            method, cfg["batch_size"], graphs.CudaGraphBackend(device, [generator])))
 
     from tqdm.auto import tqdm
 
@@ -367,7 +382,7 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None, log: Callable[
         for phase_index, phase in enumerate(phases):
             for x, y in stream.batches(epoch, phase_index):
                 with precision.autocast():
-                    losses = _guard(p, f"train_step (phase {phase!r}, epoch {epoch})", method.train_step,
+                    losses = _guard(p, f"train_step (phase {phase!r}, epoch {epoch})", train_step,
                                     phase, precision.inputs(x), y)
                 for name, value in losses.items():
                     key = f"{phase}/{name}"
@@ -436,6 +451,8 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None, log: Callable[
         "wall_time_s": {"train": train_time, "eval": eval_time},
         "peak_memory_mb": _peak_memory_mb(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if isinstance(train_step, graphs.StepGraphs):  # this process's steps: eager / captured / replayed
+        record["cuda_graph_steps"] = dict(train_step.counts)
     results.write_json(p.result_path, record)
     err = p.dir / ERROR
     if err.exists():

@@ -74,6 +74,10 @@ class Method(abc.ABC):
     #: Names of the passes over the training stream in one epoch, in order.
     phases: tuple[str, ...] = ("train",)
 
+    #: The method keeps the promises that let the engine replay ``train_step`` from a CUDA graph
+    #: (``--set cuda_graphs=true``); see :mod:`osrbench.graphs`. The conformance suite checks them.
+    graph_safe: bool = False
+
     @abc.abstractmethod
     def setup(self, ctx: Context) -> None:
         """Build networks, optimisers and schedules for ``ctx``."""
@@ -96,6 +100,14 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The method's optimisers; default: those held directly as attributes of the method.
+
+        CUDA graphs need them: Adam-style optimisers are made ``capturable`` and a learning-rate
+        change re-records the graphs. Override it if optimisers live elsewhere (a list, a dict).
+        """
+        return [v for v in vars(self).values() if isinstance(v, torch.optim.Optimizer)]
 
     def f1_rule(self) -> tuple[str, float] | None:
         """The method's macro-F1 rule: ``(score name, threshold)``; accept as known iff score > it.

@@ -1,0 +1,213 @@
+"""osrbench.graphs: whole-step CUDA graphs (engine key cuda_graphs).
+
+On the CPU the graph is ReplayBackend (replay = run the recorded Python again), which checks what
+StepGraphs does around a graph: static inputs, warm-up, re-recording, eager partial batches and
+loss terms copied out. The tests marked cuda record real graphs; benchmarks/gpu_check.sh runs them.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from osrbench import cli, engine, graphs, plugins
+from osrbench.data.stream import TrainStream
+from osrbench.method import Context, Method, MethodSpec, Prediction
+from osrbench.training import OPTIM_DEFAULTS, make_optimizer, set_lr
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+class Linear(Method):
+    """A linear classifier with dropout (draws from the global RNG inside the step)."""
+
+    phases = ("a", "b")
+    graph_safe = True
+
+    def setup(self, ctx):
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.2),
+                                       torch.nn.Linear(3 * 8 * 8, ctx.num_classes)).to(ctx.device)
+        self.opt = make_optimizer(self.net.parameters(), ctx.config)
+
+    def train_step(self, phase, x, y):
+        self.net.train()
+        loss = F.cross_entropy(self.net(x), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach(), "scale": (x.mean() if phase == "a" else x.std()).detach()}
+
+    def end_epoch(self, epoch):
+        set_lr(self.opt, 0.01)
+
+    @torch.no_grad()
+    def predict(self, x):
+        self.net.eval()
+        z = self.net(x)
+        return Prediction(z, z.double().max(1).values)
+
+    def state_dict(self):
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+
+
+def _setup(seed=0):
+    torch.manual_seed(seed)
+    method = Linear()
+    ctx = Context(num_classes=3, image_shape=(3, 8, 8), device=torch.device("cpu"),
+                         config={**OPTIM_DEFAULTS, "lr": 0.05}, generator=torch.Generator(), epochs=2)
+    method.setup(ctx)
+    return method
+
+
+def _stream(n=100, batch=16):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
+    return TrainStream(x, torch.randint(0, 3, (n,), generator=g), batch, seed=0)
+
+
+def _train(method, step, stream, epochs=2):
+    losses = []
+    torch.manual_seed(1)  # dropout draws
+    for epoch in range(epochs):
+        for index, phase in enumerate(method.phases):
+            for x, y in stream.batches(epoch, index):
+                losses.append(step(phase, x, y))
+        method.end_epoch(epoch)
+    return losses
+
+
+def test_step_graphs_train_exactly_as_eager_steps():
+    stream = _stream()  # 100 images, batch 16: 6 full batches and one of 4 per pass
+    eager = _setup()
+    graphed = _setup()
+    expected = _train(eager, eager.train_step, stream)
+    steps = graphs.StepGraphs(graphed, 16, graphs.ReplayBackend())
+    got = _train(graphed, steps, stream)
+    # Every returned loss term kept its own value: the graph's output was copied, not aliased.
+    assert [{k: v.item() for k, v in d.items()} for d in got] == [{k: v.item() for k, v in d.items()} for d in expected]
+    for a, b in zip(eager.net.parameters(), graphed.net.parameters()):
+        assert torch.equal(a, b)
+    # Per phase: 3 warm-up steps, one recording under lr 0.05, one under 0.01 (epoch 1), the rest
+    # replayed; the partial batches (one per pass) run eagerly.
+    assert steps.counts == {"eager": 2 * 3 + 2 * 2, "captured": 2 * 2, "replayed": 2 * 2 + 2 * 5}
+
+
+def test_a_replay_reads_the_new_batch_from_the_static_inputs():
+    method = _setup()
+    steps = graphs.StepGraphs(method, 16, graphs.ReplayBackend(), warmup=0)
+    x = torch.rand(16, 3, 8, 8)
+    y = torch.zeros(16, dtype=torch.long)
+    first = steps("a", x, y)["scale"]
+    second = steps("a", 2 * x, y)["scale"]
+    assert steps.counts == {"captured": 1, "replayed": 1}
+    assert torch.allclose(second, 2 * first) and not torch.equal(first, second)
+
+
+def test_only_graphs_of_the_current_hyperparameters_are_kept():
+    method = _setup()
+    steps = graphs.StepGraphs(method, 16, graphs.ReplayBackend(), warmup=0)
+    x, y = torch.rand(16, 3, 8, 8), torch.zeros(16, dtype=torch.long)
+    steps("a", x, y)
+    steps("b", x, y)
+    set_lr(method.opt, 0.001)
+    steps("a", x, y)
+    assert set(steps._graphs) == {"a"}  # b's graph bakes the old learning rate: dropped, never replayed
+    steps("b", x, y)
+    assert steps.counts == {"captured": 4}
+
+
+def test_hyperparameters_see_every_group_setting_but_not_the_parameters():
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    key = graphs.hyperparameters([opt])
+    assert key == graphs.hyperparameters([opt]) and hash(key) is not None
+    set_lr(opt, 0.01)
+    assert graphs.hyperparameters([opt]) != key
+    set_lr(opt, 0.1)
+    opt.param_groups[0]["momentum"] = 0.5
+    assert graphs.hyperparameters([opt]) != key
+
+
+def test_make_capturable_switches_adam_and_leaves_sgd_alone():
+    w = torch.nn.Parameter(torch.ones(3))
+    adam, sgd = torch.optim.Adam([w], lr=1e-3), torch.optim.SGD([w], lr=0.1)
+    w.grad = torch.ones(3)
+    adam.step()
+    graphs.make_capturable([adam, sgd])
+    assert adam.param_groups[0]["capturable"] is True and "capturable" not in sgd.param_groups[0]
+    step = adam.state[w]["step"]
+    assert step.device == w.device and step.dtype == torch.float32 and step.item() == 1
+
+
+def test_methods_find_their_optimisers_among_their_attributes():
+    method = _setup()
+    assert method.optimizers() == [method.opt]
+
+
+# ------------------------------------------------------------------------------------ engine
+
+
+def _registry_with(factory, name="linear"):
+    reg = plugins.Plugins(entry_points=False)
+    reg.methods[name] = MethodSpec(name, factory, defaults={**OPTIM_DEFAULTS})
+    reg.origin[f"method:{name}"] = "osrbench"
+    reg.datasets = dict(plugins.get().datasets)
+    return reg
+
+
+def _request(tmp_path, method, **kw):
+    return engine.RunRequest(method=method, dataset="digits", epochs=1, out=tmp_path, progress=False,
+                             overrides={"cuda_graphs": True}, **kw)
+
+
+def test_cuda_graphs_are_refused_for_a_method_that_does_not_declare_graph_safe(tmp_path):
+    undeclared = type("Undeclared", (Linear,), {"graph_safe": False})
+    with pytest.raises(engine.RunError, match="method 'linear' does not declare graph_safe"):
+        engine.run(_request(tmp_path, "linear", device="cpu"), registry=_registry_with(undeclared))
+
+
+def test_cuda_graphs_on_the_cpu_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(engine.RunError, match="cuda_graphs=true needs a CUDA device, and this run is on cpu"):
+        engine.run(_request(tmp_path, "linear", device="cpu"), registry=_registry_with(Linear))
+    code = cli.main(["run", "--method", "softmax", "--dataset", "digits", "--epochs", "1", "--device", "cpu",
+                     "--set", "cuda_graphs=true", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "needs a CUDA device" in err[0]
+    assert not list(tmp_path.rglob("*.pt")), "nothing was trained"
+
+
+# ------------------------------------------------------------------------------ real CUDA graphs
+
+
+@cuda
+@pytest.mark.parametrize("method", ["softmax", "arpl-cs", "dias"])
+def test_cuda_graph_runs_train_replay_and_score_like_eager(tmp_path, method):
+    reg = plugins.get()
+    if method not in reg.methods:
+        pytest.skip(f"{method} not installed")
+    base = dict(method=method, dataset="digits", epochs=3, device="cuda", progress=False, deterministic=True)
+    eager = engine.run(engine.RunRequest(**base, out=tmp_path / "eager"))
+    graphed = engine.run(engine.RunRequest(**base, out=tmp_path / "graphs", overrides={"cuda_graphs": True}))
+    steps = graphed["cuda_graph_steps"]
+    assert steps["replayed"] > steps["captured"] > 0
+    assert abs(graphed["metrics"]["auroc"] - eager["metrics"]["auroc"]) < 0.05
+
+
+@cuda
+def test_a_graphed_run_resumes_exactly(tmp_path):
+    import numpy as np
+
+    base = dict(method="dias", dataset="digits", device="cuda", progress=False, deterministic=True,
+                overrides={"cuda_graphs": True}, checkpoint_every=1)
+    whole = engine.run(engine.RunRequest(**base, epochs=2, out=tmp_path / "whole"))
+    engine.run(engine.RunRequest(**base, epochs=1, out=tmp_path / "parts"))
+    resumed = engine.run(engine.RunRequest(**base, epochs=2, out=tmp_path / "parts", resume="yes"))
+    a = np.load(f"{whole['_path']}/{engine.SCORES}")
+    b = np.load(f"{resumed['_path']}/{engine.SCORES}")
+    assert np.array_equal(a["known_score"], b["known_score"]) and np.array_equal(a["unknown_score"], b["unknown_score"])
+
