@@ -103,6 +103,9 @@ class ${cls}(Method):
     """One pass ("train") over the shuffled training batches per epoch."""
 
     phases = ("train",)
+    # Pure tensor steps (no .item(), no Python counters in the math): CUDA graphs may replay them
+    # (--set cuda_graphs=true). The conformance suite's "graphs" check keeps this promise honest.
+    graph_safe = True
 
     def setup(self, ctx: Context) -> None:
         self.cfg = ctx.config

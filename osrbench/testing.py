@@ -41,7 +41,7 @@ import random
 import re
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -61,6 +61,7 @@ __all__ = [
     "CheckResult",
     "ConformanceError",
     "ConformanceReport",
+    "HOST_OPS",
     "MIN_AUROC",
     "TOY_DATASET",
     "check_method",
@@ -70,6 +71,7 @@ __all__ = [
     "run_check",
     "toy_data",
     "toy_dataset_spec",
+    "trace_ops",
 ]
 
 #: The name the toy problem is registered under for the ``engine`` check.
@@ -90,7 +92,8 @@ TOY_EPOCHS = 2
 MIN_AUROC = 0.8
 
 #: The checks, in the order :func:`check_method` runs them.
-CHECKS: tuple[str, ...] = ("register", "spec", "train", "predict", "sign", "determinism", "state", "engine")
+CHECKS: tuple[str, ...] = ("register", "spec", "train", "predict", "sign", "determinism", "state", "graphs",
+                           "engine")
 
 #: The contract each check verifies (one line each; shown in reports and in docs/PLUGINS.md).
 CHECK_DOCS: dict[str, str] = {
@@ -108,6 +111,10 @@ CHECK_DOCS: dict[str, str] = {
     "determinism": "two fresh runs with the same seed and batches give identical logits and scores",
     "state": "state_dict survives torch.save / torch.load(weights_only=True); a fresh setup + "
              "load_state_dict predicts identically, and one more epoch from it equals the uninterrupted run",
+    "graphs": "a method that declares graph_safe reads no device value on the host and makes no tensor from "
+              "host data in train_step, runs the same operations in consecutive full batches (optimiser steps "
+              "aside), and trains identically through osrbench.graphs.StepGraphs (on CUDA: real graphs, "
+              "close to eager); methods that do not declare it pass (the engine runs them eagerly)",
     "engine": "one osrbench.engine.run (1 epoch) on the toy dataset completes and writes a record "
               "with finite metrics",
 }
@@ -740,6 +747,133 @@ def _check_state(s: _Session) -> str:
     return f"{len(snapshot['state']) / 1e6:.1f} MB state; exact predictions and exact resume"
 
 
+#: Operations a CUDA graph cannot record: they wait for a device value on the host (``.item()``,
+#: ``bool(t)``, data-dependent shapes) or make a tensor from host data (``torch.tensor(...)``).
+HOST_OPS = frozenset({
+    "aten::_local_scalar_dense", "aten::is_nonzero", "aten::equal", "aten::allclose", "aten::nonzero",
+    "aten::masked_select", "aten::_unique", "aten::_unique2", "aten::unique_dim", "aten::unique_consecutive",
+    "aten::lift_fresh",
+})
+
+
+def _describe(value: Any) -> Any:
+    """A comparable picture of an operation's argument: tensors by shape/dtype, scalars by value."""
+    if torch.is_tensor(value):
+        return ("tensor", tuple(value.shape), str(value.dtype))
+    if isinstance(value, (list, tuple)):
+        return tuple(_describe(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _describe(v)) for k, v in value.items())
+    if isinstance(value, float):
+        return repr(value)  # NaN compares equal to itself
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value) if isinstance(value, (torch.dtype, torch.device, torch.memory_format)) else type(value).__name__
+
+
+@contextmanager
+def trace_ops() -> Iterator[list[tuple[str, Any]]]:
+    """Record every operation run inside (name and arguments), optimiser steps excluded.
+
+    Optimisers are left out: the graphs host makes them capturable and re-records on a change of
+    their hyperparameters, so their host-side bookkeeping is not the method's concern.
+    """
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    ops: list[tuple[str, Any]] = []
+    inside_optimizer = [0]
+
+    class Trace(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            kwargs = kwargs or {}
+            if not inside_optimizer[0]:
+                ops.append((func.name(), _describe((args, kwargs))))
+            return func(*args, **kwargs)
+
+    def enter(*_: Any) -> None:
+        inside_optimizer[0] += 1
+
+    def leave(*_: Any) -> None:
+        inside_optimizer[0] -= 1
+
+    handles = [register_optimizer_step_pre_hook(enter), register_optimizer_step_post_hook(leave)]
+    try:
+        with Trace():
+            yield ops
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _check_graphs(s: _Session) -> str:
+    from osrbench import graphs
+
+    reference = s.part("graphs", "preds1")
+    method, ctx = s.fresh("graphs")
+    if not getattr(method, "graph_safe", False):
+        return "not declared graph_safe: the engine runs it eagerly and refuses cuda_graphs=true"
+    stream, batch = s.stream(), s.config()["batch_size"]
+    warmup = graphs.StepGraphs.WARMUP
+
+    # 1 and 2: the two full batches after the warm-up (what StepGraphs records, then replays).
+    traces: dict[str, list[list[tuple[str, Any]]]] = {}
+    for index, phase in enumerate(tuple(method.phases)):
+        full = 0
+        for x, y in stream.batches(0, index):
+            traced = x.shape[0] == batch and warmup <= full < warmup + 2
+            with _calling("graphs", f"train_step({phase!r}, ...)"), \
+                    (trace_ops() if traced else nullcontext()) as ops:
+                method.train_step(phase, x, y)
+            if traced:
+                traces.setdefault(phase, []).append(ops)
+            full += x.shape[0] == batch
+    for phase, pair in traces.items():
+        host = next((op for op, _ in pair[0] if op in HOST_OPS), None)
+        if host:
+            raise _fail("graphs", f"train_step({phase!r}, ...) runs {host}, which waits for a device value on the "
+                                  "host or makes a tensor from host data; a CUDA graph cannot record it (remove "
+                                  ".item()/bool()/torch.tensor(...) from the step, or drop graph_safe)")
+        if len(pair) == 2 and pair[0] != pair[1]:
+            i = next((i for i, (a, b) in enumerate(zip(*pair)) if a != b), min(map(len, pair)))
+            show = lambda ops: ops[i][0] if i < len(ops) else "the end of the step"  # noqa: E731
+            raise _fail("graphs", f"two consecutive full batches of phase {phase!r} ran different operations (first "
+                                  f"difference at operation {i}: {show(pair[0])} vs {show(pair[1])}, or their scalar "
+                                  "arguments); a graph would replay the first one forever: keep Python-side state "
+                                  "out of the step's math, or drop graph_safe")
+
+    # 3: the host's graph wrapper trains exactly as the eager loop (run A) did.
+    method, ctx = s.fresh("graphs")
+    cuda = s.device.type == "cuda"
+    backend = graphs.CudaGraphBackend(s.device, [ctx.generator], check_liveness=True) if cuda else graphs.ReplayBackend()
+    with _calling("graphs", "osrbench.graphs.StepGraphs(method, ...)"):
+        graphed = graphs.StepGraphs(method, batch, backend)
+    for epoch in range(TOY_EPOCHS):
+        for index, phase in enumerate(tuple(method.phases)):
+            for step, (x, y) in enumerate(stream.batches(epoch, index)):
+                with _calling("graphs", f"train_step({phase!r}, ...) replayed from a graph in epoch {epoch}"):
+                    losses = graphed(phase, x, y)
+                _check_losses("graphs", phase, step, losses)
+        with _calling("graphs", f"end_epoch({epoch})"):
+            method.end_epoch(epoch)
+    preds = s.predict_all("graphs", method)
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(graphed.counts.items()))
+    if cuda:  # capturable Adam and cuDNN kernels differ from eager in the last bits
+        gap = max((a.logits - b.logits).abs().max().item() for a, b in zip(preds, reference))
+        value = metrics.auroc(preds[0].score.numpy(), preds[1].score.numpy())
+        if value < MIN_AUROC:
+            raise _fail("graphs", f"trained through CUDA graphs, the main score's AUROC on the toy problem is "
+                                  f"{value:.3f} < {MIN_AUROC} (eager logits differ by up to {gap:.3g})")
+        return f"steps {counts}; AUROC {value:.3f}, logits within {gap:.3g} of eager"
+    for part, x, y in (("known", reference[0], preds[0]), ("unknown", reference[1], preds[1])):
+        diff = x.differs(y)
+        if diff:
+            raise _fail("graphs", f"training through osrbench.graphs.StepGraphs gave different {diff} on the {part} "
+                                  "images than eager training (are the loss terms 0-d tensors of fixed names?)")
+    n = max((len(p[0]) for p in traces.values()), default=0)
+    return f"up to {n} operations per step, none host-bound, stable across steps; steps {counts}; identical to eager"
+
+
 def _check_engine(s: _Session) -> str:
     from osrbench import engine
 
@@ -776,6 +910,7 @@ _RUNNERS: dict[str, Callable[[_Session], str]] = {
     "sign": _check_sign,
     "determinism": _check_determinism,
     "state": _check_state,
+    "graphs": _check_graphs,
     "engine": _check_engine,
 }
 assert tuple(_RUNNERS) == CHECKS

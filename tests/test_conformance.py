@@ -146,6 +146,33 @@ class Exploding(Tiny):
         raise RuntimeError("shapes do not match")
 
 
+class GraphSafeTiny(Tiny):
+    graph_safe = True
+
+
+class ReadsOnHost(GraphSafeTiny):
+    def loss(self, x, y):
+        loss = super().loss(x, y)
+        return loss * 0.5 if loss.item() > 100 else loss  # .item() waits for the device
+
+
+class MakesHostTensor(GraphSafeTiny):
+    def loss(self, x, y):
+        return super().loss(x, y) * torch.tensor(1.0)  # a host tensor: a copy a graph cannot record
+
+
+class CountsSteps(GraphSafeTiny):
+    steps = 0
+
+    def loss(self, x, y):
+        self.steps += 1  # a Python counter in the math: a graph would freeze its first value
+        return super().loss(x, y) / self.steps
+
+
+class ReadsOnHostUndeclared(ReadsOnHost):
+    graph_safe = False
+
+
 def _registry(factory, name="tiny", defaults=None, recipes=None, default_recipe=None):
     reg = plugins.Plugins(entry_points=False)
     reg.methods[name] = MethodSpec(name, factory, defaults={**OPTIM_DEFAULTS, "lr": 0.05, **(defaults or {})},
@@ -178,12 +205,26 @@ def test_a_conforming_method_passes_every_check_and_leaves_the_rng_alone():
         (BatchDependent, "predict", r"^predict: logits of an image depend on the other images of its batch"),
         (BadRule, "predict", r"^predict: f1_rule\(\) names score 'nope'"),
         (Exploding, "train", r"^train: train_step\('train', \.\.\.\) in epoch 0 raised RuntimeError: shapes do not match"),
+        (ReadsOnHost, "graphs", r"^graphs: train_step\('train', \.\.\.\) runs aten::_local_scalar_dense, which waits"),
+        (MakesHostTensor, "graphs", r"^graphs: train_step\('train', \.\.\.\) runs aten::lift_fresh"),
+        (CountsSteps, "graphs", r"^graphs: two consecutive full batches of phase 'train' ran different operations "
+                                r"\(first difference at operation \d+: aten::div\.Tensor vs aten::div\.Tensor, or their"),
     ],
 )
 def test_a_broken_contract_is_named(factory, check, message):
     reg = _registry(factory)
     with pytest.raises(ConformanceError, match=message):
         run_check("tiny", check, registry=reg)
+
+
+@pytest.mark.parametrize("factory", [GraphSafeTiny, ReadsOnHostUndeclared])
+def test_graphs_passes_a_graph_safe_method_and_one_that_does_not_declare_it(factory):
+    message = run_check("tiny", "graphs", registry=_registry(factory)).message
+    if factory is GraphSafeTiny:
+        assert "none host-bound, stable across steps" in message and "identical to eager" in message
+        assert "1 captured, 3 eager, 8 replayed" in message  # 6 full batches a pass, 2 epochs, warm-up 3
+    else:
+        assert message.startswith("not declared graph_safe")
 
 
 def test_checks_that_need_a_failed_one_are_skipped_and_check_method_lists_the_failures():
@@ -195,7 +236,7 @@ def test_checks_that_need_a_failed_one_are_skipped_and_check_method_lists_the_fa
     report = info.value.report
     assert {r.name: r.status for r in report.results} == {
         "register": "passed", "spec": "passed", "train": "failed", "predict": "skipped", "sign": "skipped",
-        "determinism": "skipped", "state": "skipped", "engine": "failed",
+        "determinism": "skipped", "state": "skipped", "graphs": "skipped", "engine": "failed",
     }
     assert "broke 2 contract(s)" in str(info.value) and "train: train_step('train', ...)" in str(info.value)
     assert check_method("tiny", registry=reg, raise_on_failure=False).ok is False

@@ -48,6 +48,7 @@ def energy_scores(logits: torch.Tensor, temperature: float = 1.0) -> dict[str, t
 
 class Energy(Method):
     phases = ("train",)
+    graph_safe = True  # pure tensor steps: CUDA graphs may replay them (osrbench.graphs)
 
     def setup(self, ctx: Context) -> None:
         self.cfg = ctx.config

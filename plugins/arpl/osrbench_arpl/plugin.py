@@ -156,6 +156,7 @@ class ARPL(Method):
 
     phases: tuple[str, ...] = ("arpl",)
     bn_branches = 1
+    graph_safe = True  # pure tensor steps: CUDA graphs may replay them (osrbench.graphs)
 
     def setup(self, ctx: Context) -> None:
         self.cfg = ctx.config

@@ -108,6 +108,7 @@ def optimizer_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 class DIAS(Method):
     phases = ("gan", "copycat")
+    graph_safe = True  # pure tensor steps: CUDA graphs may replay them (osrbench.graphs)
 
     # ------------------------------------------------------------------------------ setup
     def setup(self, ctx: Context) -> None:

@@ -43,6 +43,7 @@ RECIPES = {
 
 class Softmax(Method):
     phases = ("train",)
+    graph_safe = True  # pure tensor steps: CUDA graphs may replay them (osrbench.graphs)
 
     def setup(self, ctx: Context) -> None:
         self.cfg = ctx.config
