@@ -1,5 +1,6 @@
-"""Images per second of one training epoch per method: osrbench's device-resident stream vs the
-releases' PIL DataLoader (same method, same step, same batch size), measured side by side.
+"""Images per second of one training epoch per method: osrbench's device-resident stream (eager,
+and on CUDA replayed from CUDA graphs) vs the releases' PIL DataLoader (same method, same step,
+same batch size), measured side by side.
 
 Run: ``make bench`` (CPU) or ``benchmarks/gpu_check.sh`` (CUDA). The data are synthetic uint8
 CIFAR-shaped images: throughput does not depend on pixel values.
@@ -15,7 +16,7 @@ import torch
 
 from benchmarks.conftest import DEVICE, IMAGES, METHODS, PRECISION, THROUGHPUT, WORKERS
 from osrbench import config as configmod
-from osrbench import plugins
+from osrbench import graphs, plugins
 from osrbench.data.stream import TrainStream
 from osrbench.engine import Precision
 from osrbench.method import Context
@@ -31,17 +32,22 @@ def _data():
     return x, y
 
 
-def _method(name):
+def _method(name, cuda_graphs=False):
+    """The method set up as the engine would, and the step the engine would call."""
     reg = plugins.get()
     spec = reg.method(name)
     _, cfg = configmod.resolve(spec, reg.dataset("cifar10"), overrides={"precision": PRECISION})
     torch.manual_seed(0)
     method = spec.factory()
-    precision = Precision(PRECISION, DEVICE)
+    precision = Precision(PRECISION, DEVICE, cuda_graphs=cuda_graphs)
+    generator = torch.Generator(device=DEVICE).manual_seed(1)
     method.setup(Context(num_classes=K, image_shape=(3, 32, 32), device=DEVICE, config=cfg,
-                         generator=torch.Generator(device=DEVICE).manual_seed(1), epochs=cfg["epochs"],
-                         dataset="cifar10", steps_per_epoch=-(-IMAGES // BATCH), channels_last=precision.bf16))
-    return method, precision
+                         generator=generator, epochs=cfg["epochs"], dataset="cifar10",
+                         steps_per_epoch=-(-IMAGES // BATCH), channels_last=precision.bf16))
+    step = method.train_step
+    if cuda_graphs:
+        step = graphs.StepGraphs(method, BATCH, graphs.CudaGraphBackend(DEVICE, [generator]))
+    return method, step, precision
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -63,12 +69,12 @@ class PILDataset(torch.utils.data.Dataset):
         return self.t(Image.fromarray(self.x[i])), self.y[i]
 
 
-def _epoch(method, precision, batches_per_phase):
+def _epoch(method, step, precision, batches_per_phase):
     last = None
     for phase_index, phase in enumerate(method.phases):
         for x, y in batches_per_phase(phase_index):
             with precision.autocast():
-                last = method.train_step(phase, precision.inputs(x), y)
+                last = step(phase, precision.inputs(x), y)
     method.end_epoch(0)
     if DEVICE.type == "cuda":
         torch.cuda.synchronize()
@@ -77,8 +83,8 @@ def _epoch(method, precision, batches_per_phase):
 
 def _measure(benchmark, method_name, feed):
     x, y = _data()
-    method, precision = _method(method_name)
-    if feed == "stream":
+    method, step, precision = _method(method_name, cuda_graphs=feed == "graphs")
+    if feed in ("stream", "graphs"):
         stream = TrainStream(x, y, BATCH, seed=0, device=DEVICE, augment="crop_flip")
         batches = lambda phase: stream.batches(0, phase)  # noqa: E731
     else:
@@ -87,16 +93,19 @@ def _measure(benchmark, method_name, feed):
                                              persistent_workers=WORKERS > 0)
         batches = lambda phase: ((a.to(DEVICE, non_blocking=True), b.to(DEVICE, non_blocking=True))  # noqa: E731
                                  for a, b in loader)
-    # Warm-up: a few steps (cudnn autotuning, allocator) are not part of an epoch's steady cost.
-    warm = TrainStream(x[: BATCH * 3], y[: BATCH * 3], BATCH, seed=1, device=DEVICE)
-    _epoch(method, precision, lambda phase: warm.batches(0, phase))
+    # Warm-up: a few steps (cudnn autotuning, allocator, recording the graphs) are not part of an
+    # epoch's steady cost.
+    warm = TrainStream(x[: BATCH * 5], y[: BATCH * 5], BATCH, seed=1, device=DEVICE)
+    _epoch(method, step, precision, lambda phase: warm.batches(0, phase))
     t0 = time.perf_counter()
-    losses = benchmark.pedantic(_epoch, args=(method, precision, batches), rounds=1, iterations=1)
+    losses = benchmark.pedantic(_epoch, args=(method, step, precision, batches), rounds=1, iterations=1)
     seconds = time.perf_counter() - t0
     assert all(np.isfinite(float(v)) for v in losses.values())
     THROUGHPUT.setdefault(method_name, {})[feed] = IMAGES / seconds
     benchmark.extra_info.update(images=IMAGES, images_per_s=IMAGES / seconds, device=str(DEVICE),
-                                precision=PRECISION, workers=WORKERS)
+                                precision=PRECISION, workers=WORKERS, feed=feed)
+    if DEVICE.type == "cuda":
+        benchmark.extra_info["peak_memory_mb"] = torch.cuda.max_memory_allocated(DEVICE) / 2**20
 
 
 @pytest.mark.parametrize("method_name", METHODS)
@@ -107,3 +116,9 @@ def test_epoch_device_stream(benchmark, method_name):
 @pytest.mark.parametrize("method_name", METHODS)
 def test_epoch_pil_dataloader(benchmark, method_name):
     _measure(benchmark, method_name, "pil")
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("method_name", METHODS)
+def test_epoch_device_stream_cuda_graphs(benchmark, method_name):
+    _measure(benchmark, method_name, "graphs")
