@@ -60,13 +60,24 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
     """The records of every (method, split, seed): trained when missing (``run``) or only read.
 
     ``jobs > 1`` trains the missing runs in that many processes at once (the sweep's local
-    executor). Returns the records and one line per run that failed or is missing.
+    executor) and logs their aggregate throughput. Returns the records and one line per run that
+    failed or is missing.
     """
     if run and jobs > 1:
         from osrbench import sweep
 
         reqs = [make_request(m, k, s) for m in methods for k in splits for s in seeds]
-        done, failed = sweep.execute(reqs, jobs=jobs, threads=None)
+        summary: list[sweep.Stats] = []
+
+        def on_event(ev: sweep.Event) -> None:
+            if ev.kind == "summary":
+                summary.append(ev.info["stats"])
+
+        done, failed = sweep.execute(reqs, jobs=jobs, threads=None, on_event=on_event)
+        if summary and summary[0].images:
+            st = summary[0]
+            log(f"osrbench: {st.completed} run(s) trained in {jobs} processes at once: {st.images_per_s:,.0f} "
+                f"training images/s aggregate ({st.images:,} images in {st.wall_s:.1f} s)")
         return list(done), [str(f) for f in failed]
     records, failures = [], []
     for name in methods:

@@ -374,6 +374,18 @@ def test_compare_end_to_end_plots_export_and_rescore_from_checkpoint(tmp_path, c
         assert doc["metrics"][m] == pytest.approx(stored["metrics"][m], abs=1e-9)
 
 
+def test_compare_with_jobs_trains_splits_at_once_and_reports_aggregate_throughput(tmp_path, capsys):
+    argv = ["compare", "softmax", "--dataset", "digits", "--splits", "0-1", "--epochs", "1", "--device", "cpu",
+            "--quiet", "--metrics", "auroc"]
+    assert cli.main([*argv, "--jobs", "2", "--out", str(tmp_path / "pool")]) == 0
+    cap = capsys.readouterr()
+    line = next(l for l in cap.err.splitlines() if "aggregate" in l)
+    images = sum(r["counts"]["train"] for r in results.iter_records(tmp_path / "pool"))
+    assert "2 run(s) trained in 2 processes at once" in line and f"({images:,} images in" in line
+    assert cli.main([*argv, "--jobs", "2", "--out", str(tmp_path / "pool")]) == 0
+    assert "aggregate" not in capsys.readouterr().err  # nothing left to train
+
+
 def _fake_run(out: Path, method: str, split: int, value: float) -> None:
     """A record where ``compare --no-run`` looks for it (no training, no data needed)."""
     from osrbench import engine
