@@ -199,7 +199,7 @@ def test_cuda_graph_runs_train_replay_and_score_like_eager(tmp_path, method):
 
 
 @cuda
-def test_a_graphed_run_resumes_exactly(tmp_path):
+def test_a_cuda_graphed_run_resumes_exactly(tmp_path):
     import numpy as np
 
     base = dict(method="dias", dataset="digits", device="cuda", progress=False, deterministic=True,
