@@ -870,8 +870,13 @@ def _check_graphs(s: _Session) -> str:
         if diff:
             raise _fail("graphs", f"training through osrbench.graphs.StepGraphs gave different {diff} on the {part} "
                                   "images than eager training (are the loss terms 0-d tensors of fixed names?)")
-    n = max((len(p[0]) for p in traces.values()), default=0)
-    return f"up to {n} operations per step, none host-bound, stable across steps; steps {counts}; identical to eager"
+    short = [p for p in method.phases if len(traces.get(p, ())) < 2]
+    untraced = f"phases {short} not traced (fewer than {warmup + 2} full batches)" if short else ""
+    traced = ""
+    if len(short) < len(method.phases):
+        n = max(len(p[0]) for p in traces.values())
+        traced = f"up to {n} operations per step, none host-bound, stable across steps" + (f"; {untraced}" if short else "")
+    return f"{traced or untraced}; steps {counts}; identical to eager"
 
 
 def _check_engine(s: _Session) -> str:
