@@ -13,8 +13,9 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from osrbench.datasets import DatasetSpec
-from osrbench.method import MethodSpec
+from osrbench.method import MethodSpec, Option
 from osrbench.results import canonical_hash
+from osrbench.errors import UserError
 
 #: Keys the engine itself reads; every method has them.
 ENGINE_DEFAULTS: dict[str, Any] = {
@@ -28,11 +29,25 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "cuda_graphs": False,  # replay full-batch steps from CUDA graphs (graph_safe methods; opt-in)
 }
 
+#: The allowed values of the engine's keys (``resolve`` checks them like a method's own options).
+ENGINE_OPTIONS: dict[str, Option] = {
+    "epochs": Option(minimum=1, help="training epochs"),
+    "batch_size": Option(minimum=1, help="training batch size"),
+    "image_size": Option(minimum=0, help="images are resized to this square size; 0 = the dataset's reference size"),
+    "augment": Option(choices=("dataset", "none", "crop_flip"),
+                      help="training augmentation; dataset = the dataset's reference augmentation"),
+    "normalize": Option(choices=("none", "cifar"), help="input normalisation (cifar: the MLS-paper recipe)"),
+    "randaugment": Option(minimum=0, maximum=30, help="RandAugment(1, M) magnitude M of the MLS recipe; 0 = off"),
+    "precision": Option(choices=("fp32", "bf16"),
+                        help="fp32 (reference) or bf16 autocast with channels-last (opt-in for speed)"),
+    "cuda_graphs": Option(help="replay full-batch training steps from CUDA graphs (graph_safe methods; opt-in)"),
+}
+
 #: Keys that may differ between a checkpoint and a resumed run (resume can extend a run).
 RESUMABLE_CHANGES = ("epochs",)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A recipe name, config key or value that is not valid; the message says what is."""
 
 
@@ -79,6 +94,63 @@ def recipe_names(spec: MethodSpec) -> list[str]:
     return list(spec.recipes)
 
 
+def options_of(spec: MethodSpec) -> dict[str, Option]:
+    """The options that apply to a method's config: the engine's, then the method's own."""
+    return {**ENGINE_OPTIONS, **spec.options}
+
+
+def check_options(spec: MethodSpec) -> None:
+    """Raise ConfigError if the method's options are broken (a plugin bug, not the user's).
+
+    Broken: an option that is not an :class:`Option`, names a key that is not in ``defaults``
+    or redeclares an engine key, or a default that breaks its own option.
+    """
+    defaults = {**ENGINE_DEFAULTS, **spec.defaults}
+    for key, option in spec.options.items():
+        if not isinstance(option, Option):
+            raise ConfigError(f"method {spec.name!r}: options[{key!r}] is {type(option).__name__}, "
+                              "expected osrbench.method.Option (plugin bug)")
+        if key in ENGINE_OPTIONS:
+            raise ConfigError(f"method {spec.name!r} declares an option for the engine key {key!r}, "
+                              "which has the engine's own (plugin bug)")
+        if key not in defaults:
+            raise ConfigError(f"method {spec.name!r} declares an option for {key!r}, which is not one of its "
+                              "config keys (plugin bug)" + _suggest(key, sorted(defaults)))
+    for key, option in options_of(spec).items():
+        if key in defaults:
+            _check_value(spec, key, defaults[key], option, defaults[key], "the default")
+
+
+def _check_value(spec: MethodSpec, key: str, value: Any, option: Option, default: Any, source: str = "") -> None:
+    """Raise ConfigError if ``value`` breaks ``option``; ``source`` (``"the default"``, ``"recipe 'r'"``)
+    marks a value the plugin chose, so the message calls it a plugin bug."""
+    if value is None and default is None:  # a key whose default is None may stay unset
+        return
+    why = option.violation(value)
+    if why is None:
+        return
+    head = f"plugin bug: {source} of " if source else ""
+    what = f"{head}method {spec.name!r}, config key {key!r}: {value!r}"
+    if why == "choices":
+        bad = [v for v in (value if isinstance(value, (list, tuple)) else [value]) if v not in option.choices]
+        hint = _suggest(bad[0], [str(c) for c in option.choices]) if isinstance(bad[0], str) else ""
+        raise ConfigError(f"{what} is not allowed (valid: {option.allowed()})" + hint)
+    each = "each element " if isinstance(value, (list, tuple)) else ""
+    raise ConfigError(f"{what} is out of range ({each}must be {option.allowed()})")
+
+
+def validate(spec: MethodSpec, cfg: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> None:
+    """Check every value of ``cfg`` against the options (engine and method); raise ConfigError.
+
+    ``sources`` names the keys whose value the plugin chose (``"recipe 'mls-paper'"``): the message
+    then calls it a plugin bug.
+    """
+    defaults = {**ENGINE_DEFAULTS, **spec.defaults}
+    for key, option in options_of(spec).items():
+        if key in cfg:
+            _check_value(spec, key, cfg[key], option, defaults.get(key), (sources or {}).get(key, ""))
+
+
 def resolve(
     spec: MethodSpec,
     dataset: DatasetSpec,
@@ -87,9 +159,11 @@ def resolve(
     overrides: Mapping[str, Any] | None = None,
 ) -> tuple[str | None, dict[str, Any]]:
     """The recipe name used and the resolved config of a run."""
+    check_options(spec)
     defaults = {**ENGINE_DEFAULTS, **spec.defaults}
     recipe = recipe or spec.default_recipe
     cfg = dict(defaults)
+    sources: dict[str, str] = {}
     if recipe is not None:
         if recipe not in spec.recipes:
             valid = recipe_names(spec)
@@ -102,10 +176,13 @@ def resolve(
                 if key not in defaults:
                     raise ConfigError(f"recipe {recipe!r} sets unknown key {key!r} (plugin bug)")
                 cfg[key] = _check_type(key, value, defaults[key])
+                sources[key] = f"recipe {recipe!r}"
     if dataset.epochs is not None:
         cfg["epochs"] = dataset.epochs
+        sources["epochs"] = f"the epoch count of dataset {dataset.name!r}"
     if epochs is not None:
         cfg["epochs"] = epochs
+        sources.pop("epochs", None)
     for key, value in (overrides or {}).items():
         if key not in defaults:
             raise ConfigError(
@@ -113,19 +190,16 @@ def resolve(
                 + _suggest(key, sorted(defaults))
             )
         cfg[key] = _check_type(key, value, defaults[key])
+        sources.pop(key, None)
+    validate(spec, cfg, sources)
+    # The dataset's own values replace the placeholders 0 and "dataset".
     if cfg["image_size"] == 0:
         cfg["image_size"] = dataset.image_size
     if cfg["augment"] == "dataset":
         cfg["augment"] = dataset.augment
-    if cfg["augment"] not in ("none", "crop_flip"):
-        raise ConfigError(f"augment must be dataset, none or crop_flip, got {cfg['augment']!r}")
-    if cfg["precision"] not in ("fp32", "bf16"):
-        raise ConfigError(f"precision must be fp32 or bf16, got {cfg['precision']!r}")
-    if cfg["normalize"] not in ("none", "cifar"):
-        raise ConfigError(f"normalize must be none or cifar, got {cfg['normalize']!r}")
-    for key in ("epochs", "batch_size", "image_size"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if cfg["augment"] not in ("none", "crop_flip") or not isinstance(cfg["image_size"], int) or cfg["image_size"] < 1:
+        raise ConfigError(f"dataset {dataset.name!r} declares augment {dataset.augment!r} and image size "
+                          f"{dataset.image_size!r}; expected none or crop_flip and a positive integer (plugin bug)")
     return recipe, cfg
 
 

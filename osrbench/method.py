@@ -122,6 +122,69 @@ class Method(abc.ABC):
         return {}
 
 
+@dataclass(frozen=True)
+class Option:
+    """The values a config key allows; checked by config resolution before any run starts.
+
+    A value breaking its option (``--set score=mxp``) is a usage error (one line, exit code 2),
+    never a failed run. Every bound is optional; for a list value each element is checked.
+
+    :param choices: the allowed values (a closed set, e.g. ``("msp", "mls")``).
+    :param minimum: the smallest allowed number (inclusive).
+    :param maximum: the largest allowed number (inclusive).
+    :param exclusive_minimum: the value must be greater than this (``lr`` > 0).
+    :param exclusive_maximum: the value must be smaller than this (Adam's betas < 1).
+    :param help: one line for ``osrbench list --options METHOD``.
+    """
+
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: float | None = None
+    exclusive_maximum: float | None = None
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.choices is not None:
+            object.__setattr__(self, "choices", tuple(self.choices))
+
+    @property
+    def has_range(self) -> bool:
+        return any(b is not None for b in (self.minimum, self.maximum, self.exclusive_minimum, self.exclusive_maximum))
+
+    def allowed(self) -> str:
+        """The allowed values in words: ``msp, mls``, ``> 0``, ``in [0, 30]``, ``in [0, 1)``; ``""``: any."""
+        if self.choices is not None:
+            return ", ".join(str(c) for c in self.choices)
+        lo = (f"[{self.minimum:g}" if self.minimum is not None
+              else f"({self.exclusive_minimum:g}" if self.exclusive_minimum is not None else None)
+        hi = (f"{self.maximum:g}]" if self.maximum is not None
+              else f"{self.exclusive_maximum:g})" if self.exclusive_maximum is not None else None)
+        if lo and hi:
+            return f"in {lo}, {hi}"
+        if lo:
+            return (">= " if lo[0] == "[" else "> ") + lo[1:]
+        if hi:
+            return ("<= " if hi[-1] == "]" else "< ") + hi[:-1]
+        return ""
+
+    def violation(self, value: Any) -> str | None:
+        """Why ``value`` (a scalar, or a list checked element by element) breaks the option; None if it does not."""
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if self.choices is not None and item not in self.choices:
+                return "choices"
+            if self.has_range:
+                if not isinstance(item, (int, float)) or isinstance(item, bool):
+                    return "range"
+                if ((self.minimum is not None and item < self.minimum)
+                        or (self.maximum is not None and item > self.maximum)
+                        or (self.exclusive_minimum is not None and item <= self.exclusive_minimum)
+                        or (self.exclusive_maximum is not None and item >= self.exclusive_maximum)):
+                    return "range"
+        return None
+
+
 #: A recipe maps a dataset name (or ``"*"`` for every dataset) to config overrides.
 Recipe = Mapping[str, Mapping[str, Any]]
 
@@ -140,6 +203,13 @@ class MethodSpec:
     :param default_recipe: the recipe used when ``--recipe`` is not given.
     :param description: one line shown by ``osrbench list``.
     :param citation: the paper the method reproduces.
+    :param options: :class:`Option` (allowed choices or numeric range, and a help line) of the
+        method's own config keys; a key without one accepts any value of its default's type. The
+        engine's keys have theirs in ``osrbench.config.ENGINE_OPTIONS``. Config resolution checks
+        every resolved value (defaults, recipes, ``--set``) against them before a run starts and
+        names the key, the bad value and the allowed ones; an option for a key that is not in
+        ``defaults`` (or an engine key), or a default that breaks its own option, is a plugin bug
+        and an error too. ``osrbench list --options NAME`` shows them.
     """
 
     name: str
@@ -149,3 +219,4 @@ class MethodSpec:
     default_recipe: str | None = None
     description: str = ""
     citation: str = ""
+    options: Mapping[str, Option] = field(default_factory=dict)
