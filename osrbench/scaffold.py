@@ -12,6 +12,7 @@ import argparse
 import re
 from pathlib import Path
 from string import Template
+from osrbench.errors import UserError
 
 #: Lowercase letters, digits and single hyphens, starting with a letter (``energy``, ``my-osr2``).
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -77,7 +78,7 @@ import torch
 import torch.nn.functional as F
 
 import osrbench
-from osrbench.method import Context, Method, MethodSpec, Prediction
+from osrbench.method import Context, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32
 from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, set_lr
@@ -88,6 +89,24 @@ DEFAULTS: dict[str, Any] = {
     **OPTIM_DEFAULTS,  # optimizer, lr, momentum, weight_decay, schedule, milestones, gamma, ...
     "temperature": 1.0,  # softmax temperature of the test score
     "label_smoothing": 0.0,  # PyTorch label_smoothing of the training cross-entropy
+}
+
+#: The allowed values (choices, or a numeric range) and a help line of the keys of DEFAULTS. A bad
+#: value (--set temperature=0) is then a usage error before the run starts, not a failed run;
+#: osrbench list --options ${name} shows them. Declare one for every new key with a closed set of
+#: values or a range.
+OPTIONS: dict[str, Option] = {
+    "optimizer": Option(choices=("sgd", "adam"), help="optimiser of the classifier"),
+    "lr": Option(exclusive_minimum=0, help="base learning rate"),
+    "momentum": Option(minimum=0, help="SGD momentum"),
+    "weight_decay": Option(minimum=0, help="weight decay (L2) of the optimiser"),
+    "betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas"),
+    "schedule": Option(choices=("multistep", "mls-cosine"), help="learning-rate schedule, stepped once per epoch"),
+    "milestones": Option(minimum=0, help="multistep: epochs at which the learning rate is multiplied by gamma"),
+    "gamma": Option(exclusive_minimum=0, help="multistep: learning-rate factor at each milestone"),
+    "warmup_epochs": Option(minimum=0, help="mls-cosine: epochs of linear warm-up"),
+    "temperature": Option(exclusive_minimum=0, help="softmax temperature of the test score"),
+    "label_smoothing": Option(minimum=0, maximum=1, help="label smoothing of the training cross-entropy"),
 }
 
 #: Named recipes: overrides of DEFAULTS for every dataset ("*") and for single datasets.
@@ -162,6 +181,7 @@ def osrbench_register_methods(register):
             default_recipe="default",
             description="${name}: classifier32 cross-entropy, MSP score (edit me)",
             citation="",
+            options=OPTIONS,
         )
     )
 ''')
@@ -201,7 +221,7 @@ osrbench compare ${name} dias --dataset digits --epochs 2
 ''')
 
 
-class ScaffoldError(Exception):
+class ScaffoldError(UserError):
     """A name or folder the user must change (reported as one line, exit code 2)."""
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import osrbench
-from osrbench.method import Context, Method, MethodSpec, Prediction
+from osrbench.method import Context, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32
 from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, set_lr
@@ -29,6 +29,20 @@ from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimize
 DEFAULTS: dict[str, Any] = {
     **OPTIM_DEFAULTS,  # SGD lr 0.1, momentum 0.9, weight decay 1e-4, multistep schedule (ARPL release)
     "temperature": 1.0,  # T of the energy score (the paper uses T = 1)
+}
+
+#: The allowed values of the keys above (checked before a run starts; ``osrbench list --options``).
+OPTIONS: dict[str, Option] = {
+    "optimizer": Option(choices=("sgd", "adam"), help="optimiser of the classifier"),
+    "lr": Option(exclusive_minimum=0, help="base learning rate"),
+    "momentum": Option(minimum=0, help="SGD momentum"),
+    "weight_decay": Option(minimum=0, help="weight decay (L2) of the optimiser"),
+    "betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas"),
+    "schedule": Option(choices=("multistep", "mls-cosine"), help="learning-rate schedule, stepped once per epoch"),
+    "milestones": Option(minimum=0, help="multistep: epochs at which the learning rate is multiplied by gamma"),
+    "gamma": Option(exclusive_minimum=0, help="multistep: learning-rate factor at each milestone"),
+    "warmup_epochs": Option(minimum=0, help="mls-cosine: epochs of linear warm-up"),
+    "temperature": Option(exclusive_minimum=0, help="T of the energy score T * logsumexp(z / T)"),
 }
 
 #: The Softmax baseline's training recipe, so energy and softmax runs differ only in the score.
@@ -105,5 +119,6 @@ def osrbench_register_methods(register):
             default_recipe="arpl-release",
             description="Energy score T*logsumexp(z/T) of a cross-entropy classifier32 (example plugin)",
             citation="Liu, Wang, Owens, Li, \"Energy-based Out-of-distribution Detection\", NeurIPS 2020",
+            options=OPTIONS,
         )
     )

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import osrbench
-from osrbench.method import Context, Method, MethodSpec, Prediction
+from osrbench.method import Context, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32, make_gan, sample_noise
 from osrbench.training import OPTIM_DEFAULTS, bce, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
@@ -55,6 +55,34 @@ CS_DEFAULTS: dict[str, Any] = {
     "gan_betas": [0.5, 0.999],
     "nz": 100,  # noise dimension
     "gan_mode": "auto",  # auto | reference | wrap | native (osrbench.models.resolve_gan_mode)
+}
+
+#: The allowed values of the keys above (checked before a run starts; ``osrbench list --options``).
+OPTIONS: dict[str, Option] = {
+    "optimizer": Option(choices=("sgd", "adam"), help="optimiser of the classifier"),
+    "lr": Option(exclusive_minimum=0, help="base learning rate"),
+    "momentum": Option(minimum=0, help="SGD momentum"),
+    "weight_decay": Option(minimum=0, help="weight decay (L2) of the optimiser"),
+    "betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas"),
+    "schedule": Option(choices=("multistep", "mls-cosine"), help="learning-rate schedule, stepped once per epoch"),
+    "milestones": Option(minimum=0, help="multistep: epochs at which the learning rate is multiplied by gamma"),
+    "gamma": Option(exclusive_minimum=0, help="multistep: learning-rate factor at each milestone"),
+    "warmup_epochs": Option(minimum=0, help="mls-cosine: epochs of linear warm-up"),
+    "temp": Option(exclusive_minimum=0, help="temperature tau of the CE term (training only)"),
+    "weight_pl": Option(minimum=0, help="lambda, weight of the radius (margin-ranking) term"),
+    "margin": Option(help="margin of max(0, d_e(f, P_y) - R + margin)"),
+    "label_smoothing": Option(minimum=0, maximum=1, help="MLS label smoothing eps of the CE term (0 = off)"),
+}
+
+#: ARPL+CS's options: ARPL's and the GAN's.
+CS_OPTIONS: dict[str, Option] = {
+    **OPTIONS,
+    "beta": Option(minimum=0, help="beta, weight of the confusion loss on generated images"),
+    "gan_lr": Option(exclusive_minimum=0, help="Adam learning rate of G and D (constant)"),
+    "gan_betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas of G and D"),
+    "nz": Option(minimum=1, help="noise dimension of G"),
+    "gan_mode": Option(choices=("auto", "reference", "wrap", "native"),
+                       help="GAN networks for the image size (osrbench.models.resolve_gan_mode)"),
 }
 
 # MLS-paper recipe (METHODS.md §4.2): RandAugment magnitude per dataset.
@@ -388,6 +416,7 @@ def osrbench_register_methods(register):
             default_recipe="arpl-release",
             description="ARPL: reciprocal points + shared radius on classifier32; score max logit",
             citation=CITATION,
+            options=OPTIONS,
         )
     )
     register(
@@ -399,5 +428,6 @@ def osrbench_register_methods(register):
             default_recipe="arpl-release",
             description="ARPL+CS: ARPL with GAN confusing samples on two-branch-BN classifier32",
             citation=CITATION,
+            options=CS_OPTIONS,
         )
     )

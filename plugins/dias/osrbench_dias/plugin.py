@@ -37,7 +37,7 @@ from typing import Any, Mapping
 import torch
 
 import osrbench
-from osrbench.method import Context, Method, MethodSpec, Prediction
+from osrbench.method import Context, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32, make_gan, resolve_gan_mode, sample_noise
 from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, set_lr
@@ -73,6 +73,34 @@ DEFAULTS: dict[str, Any] = {
     "gan_mode": "auto",  # auto | reference | wrap | native (reference = G32/D of the release)
     # PyTorch 1.x zero_grad (zeroed, not freed, gradients) as in the release; see the module doc.
     "legacy_zero_grad": True,
+}
+
+#: The allowed values of the keys above (checked before a run starts; ``osrbench list --options``).
+OPTIONS: dict[str, Option] = {
+    "lr": Option(exclusive_minimum=0, help="SGD learning rate of C and P (optim_mode sgd)"),
+    "momentum": Option(minimum=0, help="SGD momentum of C and P"),
+    "weight_decay": Option(minimum=0, help="SGD weight decay of C and P"),
+    "betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas of C and P (optim_mode adam)"),
+    "schedule": Option(choices=("multistep", "mls-cosine"), help="learning-rate schedule of C and P"),
+    "milestones": Option(minimum=0, help="multistep epochs of C and P (optim_mode sgd)"),
+    "gamma": Option(exclusive_minimum=0, help="multistep learning-rate factor at each milestone"),
+    "warmup_epochs": Option(minimum=0, help="mls-cosine: epochs of linear warm-up"),
+    "optim_mode": Option(choices=("sgd", "adam"), help="optimiser of C and P (the release's --optimizer)"),
+    "adam_lr": Option(exclusive_minimum=0, help="Adam learning rate of C and P (optim_mode adam)"),
+    "adam_weight_decay": Option(minimum=0, help="Adam weight decay of C and P (optim_mode adam)"),
+    "adam_milestones": Option(minimum=0, help="multistep epochs of C and P (optim_mode adam)"),
+    "beta": Option(minimum=0, help="weight of the GAN fakes' uniform-target term (G: minus, C: plus)"),
+    "lambda_fake": Option(minimum=0, help="weight of L_fake in the classifier step"),
+    "lambda_pull": Option(minimum=0, help="weight of the Copycat's L1 imitation"),
+    "alpha_hard": Option(minimum=0, maximum=1, help="SCE target of the hard fakes; also sets the F1 threshold"),
+    "alpha_uniform": Option(minimum=0, maximum=1, help="SCE target of GAN and easy fakes (1 = uniform)"),
+    "temperature": Option(exclusive_minimum=0, help="test temperature of the MSP score"),
+    "gan_lr": Option(exclusive_minimum=0, help="Adam learning rate of G and D (constant)"),
+    "gan_betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas of G and D"),
+    "nz": Option(minimum=1, help="noise dimension of G"),
+    "gan_mode": Option(choices=("auto", "reference", "wrap", "native"),
+                       help="GAN networks for the image size (reference = G32/D of the release)"),
+    "legacy_zero_grad": Option(help="PyTorch 1.x zero_grad (zeroed, not freed, gradients) as in the release"),
 }
 
 RECIPES = {
@@ -322,5 +350,6 @@ def osrbench_register_methods(register):
                 "Moon, Park, Kong, Lee, Kim, Hwang, \"Difficulty-Aware Simulator for Open Set Recognition\", "
                 "ECCV 2022 (code: wjun0830/Difficulty-Aware-Simulator)"
             ),
+            options=OPTIONS,
         )
     )

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 import osrbench
-from osrbench.method import Context, Method, MethodSpec, Prediction
+from osrbench.method import Context, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32
 from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
@@ -21,6 +21,21 @@ DEFAULTS: dict[str, Any] = {
     **OPTIM_DEFAULTS,
     "score": "msp",  # msp | mls
     "label_smoothing": 0.0,  # MLS convention: 1 - eps on the true class, eps / (K - 1) elsewhere
+}
+
+#: The allowed values of the keys above (checked before a run starts; ``osrbench list --options``).
+OPTIONS: dict[str, Option] = {
+    "optimizer": Option(choices=("sgd", "adam"), help="optimiser of the classifier"),
+    "lr": Option(exclusive_minimum=0, help="base learning rate"),
+    "momentum": Option(minimum=0, help="SGD momentum"),
+    "weight_decay": Option(minimum=0, help="weight decay (L2) of the optimiser"),
+    "betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas"),
+    "schedule": Option(choices=("multistep", "mls-cosine"), help="learning-rate schedule, stepped once per epoch"),
+    "milestones": Option(minimum=0, help="multistep: epochs at which the learning rate is multiplied by gamma"),
+    "gamma": Option(exclusive_minimum=0, help="multistep: learning-rate factor at each milestone"),
+    "warmup_epochs": Option(minimum=0, help="mls-cosine: epochs of linear warm-up"),
+    "score": Option(choices=("msp", "mls"), help="test score: maximum softmax probability or maximum logit"),
+    "label_smoothing": Option(minimum=0, maximum=1, help="MLS label smoothing eps of the cross-entropy (0 = off)"),
 }
 
 # MLS-paper recipe (METHODS.md §4.2): RandAugment magnitude per dataset.
@@ -100,5 +115,6 @@ def osrbench_register_methods(register):
             default_recipe="arpl-release",
             description="Softmax cross-entropy baseline; score MSP (default) or max-logit (score=mls)",
             citation="Hendrycks & Gimpel, ICLR 2017 (MSP); Vaze et al., ICLR 2022 (MLS)",
+            options=OPTIONS,
         )
     )
