@@ -142,6 +142,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     from osrbench import registry
 
     reg = plugins.get()
+    if args.options is not None:
+        from osrbench import config
+
+        spec = reg.method(args.options)  # an unknown name: one line with a did-you-mean, exit 2
+        config.check_options(spec)
+        defaults = {**config.ENGINE_DEFAULTS, **spec.defaults}
+        options = config.options_of(spec)
+        rows = []
+        for key, default in defaults.items():
+            opt = options.get(key)
+            rows.append([key, json.dumps(default, default=repr), type(default).__name__,
+                         (opt.allowed() if opt else "") or "-", opt.help if opt else ""])
+        print(f"Config keys of {spec.name} (--set KEY=VALUE; engine keys first, then the method's own)")
+        print(_tabulate(rows, ["key", "default", "type", "allowed", "help"]))
+        return 0
     std = registry.load().standard_recipes
     rows = []
     for name, spec in sorted(reg.methods.items()):
@@ -273,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("list", help="methods, datasets and protocols")
+    p.add_argument("--options", metavar="METHOD",
+                   help="instead: the config keys of METHOD with default, type, allowed values and help")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("plugins", help="installed plugins and their status")
