@@ -26,16 +26,15 @@ from osrbench import protocols
 from osrbench.datasets import DatasetSpec
 from osrbench.results import mean_std
 
-METRICS = ("auroc", "oscr", "acc", "macro_f1", "fpr95_known", "aupr_in", "aupr_out")
-LABELS = {"auroc": "AUROC", "oscr": "OSCR", "acc": "closed-set accuracy", "macro_f1": "macro-F1 (K+1)",
-          "fpr95_known": "FPR at 95% TPR (known positive; lower is better)", "aupr_in": "AUPR-in",
-          "aupr_out": "AUPR-out", "auroc_arpl": "AUROC (ARPL tie rule)", "dtacc": "DTACC",
-          "fpr95_ood": "FPR at 95% TPR (unknown positive; lower is better)"}
-SHORT = {"auroc": "AUROC", "oscr": "OSCR", "acc": "Acc.", "macro_f1": "macro-F1", "fpr95_known": "FPR95",
-         "aupr_in": "AUPR-in", "aupr_out": "AUPR-out", "auroc_arpl": "AUROC-ARPL", "dtacc": "DTACC",
-         "fpr95_ood": "FPR95-OOD"}
+# Read from the one catalogue, osrbench.metrics.METRICS (kept under these names for their readers).
+from osrbench.metrics import METRICS as CATALOGUE
+
+#: The default metric list: the catalogue's headline metrics, in catalogue order.
+METRICS = tuple(name for name, m in CATALOGUE.items() if m.headline)
+LABELS = {name: m.label for name, m in CATALOGUE.items()}
+SHORT = {name: m.short for name, m in CATALOGUE.items()}
 #: Metrics where a smaller value is better (a "win" in a paired comparison means lower).
-LOWER_IS_BETTER = frozenset({"fpr95_known", "fpr95_ood"})
+LOWER_IS_BETTER = frozenset(name for name, m in CATALOGUE.items() if not m.higher_is_better)
 #: Differences at most this large (in fraction units) are exact ties / zero differences.
 EXACT_TIE = 1e-12
 #: Above this many non-zero differences the Wilcoxon p uses the normal approximation.

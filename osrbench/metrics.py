@@ -11,13 +11,25 @@ Conventions (METHODS.md §1, §8):
   raises :class:`ValueError`.
 
 Everything is O(n log n): scores are sorted once and counted with :func:`numpy.searchsorted`.
+
+:data:`METRICS` is the one catalogue of every metric osrbench knows (name, labels, direction, the
+function and what it is computed from); :func:`evaluate`, ``compare``, ``report`` and the CLI read
+it. This module imports numpy only (no torch): it must stay importable on its own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable, Mapping
+
 import numpy as np
 
 __all__ = [
+    "INPUTS",
+    "METRICS",
+    "Metric",
+    "SCORE_BASED",
     "accuracy",
     "aupr_in",
     "aupr_out",
@@ -270,17 +282,84 @@ def macro_f1(known_labels, known_preds, known_scores, unknown_preds, unknown_sco
 
 
 # --------------------------------------------------------------------------------------------
+# the catalogue
+
+#: What a metric may be computed from: the argument names of :func:`evaluate`, plus
+#: ``known_correct`` (c_i = [known_preds_i = known_labels_i]).
+INPUTS = frozenset({"known_scores", "known_preds", "known_labels", "known_correct", "unknown_scores",
+                    "unknown_preds", "f1_threshold"})
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric of the catalogue.
+
+    :param name: the key in result records, ``--metrics`` lists and :func:`evaluate`'s dict.
+    :param label: the long label (table captions, legends).
+    :param short: the short label (column headers).
+    :param higher_is_better: False for error rates (a paired "win" then means lower).
+    :param fn: the pure function computing it.
+    :param inputs: what ``fn`` takes, positionally, named from :data:`INPUTS`.
+    :param headline: one of the columns ``compare`` shows by default.
+    """
+
+    name: str
+    label: str
+    short: str
+    higher_is_better: bool
+    fn: Callable[..., float]
+    inputs: tuple[str, ...]
+    headline: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.inputs if k not in INPUTS]
+        if unknown or not self.inputs:
+            raise ValueError(f"metric {self.name!r}: inputs {self.inputs} must be drawn from {sorted(INPUTS)}")
+
+    @property
+    def thresholded(self) -> bool:
+        """Needs an operating threshold (macro-F1): computed by :func:`evaluate` only when given one."""
+        return "f1_threshold" in self.inputs
+
+
+_PAIR = ("known_scores", "unknown_scores")
+
+#: Every metric osrbench knows, by name, in display order.
+METRICS: Mapping[str, Metric] = MappingProxyType({m.name: m for m in (
+    Metric("auroc", "AUROC", "AUROC", True, auroc, _PAIR, headline=True),
+    Metric("oscr", "OSCR", "OSCR", True, oscr, ("known_scores", "known_correct", "unknown_scores"),
+           headline=True),
+    Metric("acc", "closed-set accuracy", "Acc.", True, accuracy, ("known_labels", "known_preds"),
+           headline=True),
+    Metric("macro_f1", "macro-F1 (K+1)", "macro-F1", True, macro_f1,
+           ("known_labels", "known_preds", "known_scores", "unknown_preds", "unknown_scores", "f1_threshold"),
+           headline=True),
+    Metric("fpr95_known", "FPR at 95% TPR (known positive; lower is better)", "FPR95", False, fpr95_known,
+           _PAIR, headline=True),
+    Metric("aupr_in", "AUPR-in", "AUPR-in", True, aupr_in, _PAIR, headline=True),
+    Metric("aupr_out", "AUPR-out", "AUPR-out", True, aupr_out, _PAIR, headline=True),
+    Metric("auroc_arpl", "AUROC (ARPL tie rule)", "AUROC-ARPL", True, auroc_arpl, _PAIR),
+    Metric("dtacc", "DTACC", "DTACC", True, dtacc, _PAIR),
+    Metric("fpr95_ood", "FPR at 95% TPR (unknown positive; lower is better)", "FPR95-OOD", False, fpr95_ood,
+           _PAIR),
+)})
+
+#: The metrics computed from scores and predictions alone (everything but the thresholded ones).
+SCORE_BASED: tuple[str, ...] = tuple(name for name, m in METRICS.items() if not m.thresholded)
+
+
+# --------------------------------------------------------------------------------------------
 # everything at once
 
 
 def evaluate(known_scores, known_preds, known_labels, unknown_scores, unknown_preds=None,
              f1_threshold=None) -> dict[str, float]:
-    """All §8 metrics for one run, as a dict of Python floats.
+    """Every catalogue metric for one run, as a dict of Python floats in :data:`METRICS` order.
 
-    Keys: ``acc``, ``auroc``, ``auroc_arpl``, ``oscr``, ``fpr95_known``, ``fpr95_ood``,
-    ``aupr_in``, ``aupr_out``, ``dtacc``; plus ``macro_f1`` when ``f1_threshold`` is given,
-    which then also requires ``unknown_preds`` (ValueError otherwise). Correctness for OSCR
-    is c_i = [known_preds_i = known_labels_i].
+    Keys: the :data:`SCORE_BASED` ones (``auroc``, ``oscr``, ``acc``, ``fpr95_known``, ``aupr_in``,
+    ``aupr_out``, ``auroc_arpl``, ``dtacc``, ``fpr95_ood``); plus ``macro_f1`` when
+    ``f1_threshold`` is given, which then also requires ``unknown_preds`` (ValueError otherwise).
+    Correctness for OSCR is c_i = [known_preds_i = known_labels_i].
     """
     s = _scores(known_scores, "known_scores")
     u = _scores(unknown_scores, "unknown_scores")
@@ -288,19 +367,11 @@ def evaluate(known_scores, known_preds, known_labels, unknown_scores, unknown_pr
     p = _labels(known_preds, "known_preds")
     _same_length(known_scores=s, known_preds=p, known_labels=y)
 
-    out = {
-        "acc": accuracy(y, p),
-        "auroc": auroc(s, u),
-        "auroc_arpl": auroc_arpl(s, u),
-        "oscr": oscr(s, p == y, u),
-        "fpr95_known": fpr95_known(s, u),
-        "fpr95_ood": fpr95_ood(s, u),
-        "aupr_in": aupr_in(s, u),
-        "aupr_out": aupr_out(s, u),
-        "dtacc": dtacc(s, u),
-    }
+    given = {"known_scores": s, "unknown_scores": u, "known_labels": y, "known_preds": p, "known_correct": p == y}
     if f1_threshold is not None:
         if unknown_preds is None:
             raise ValueError("macro_f1 needs unknown_preds when f1_threshold is given")
-        out["macro_f1"] = macro_f1(y, p, s, unknown_preds, u, f1_threshold)
-    return out
+        given["unknown_preds"] = unknown_preds
+        given["f1_threshold"] = f1_threshold
+    return {name: m.fn(*(given[k] for k in m.inputs))
+            for name, m in METRICS.items() if all(k in given for k in m.inputs)}

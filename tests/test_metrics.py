@@ -135,17 +135,56 @@ def test_evaluate_keys_without_f1():
     assert all(type(v) is float for v in res.values())
 
 
-def test_module_does_not_import_torch():
-    import ast
-    import pathlib
+# ------------------------------------------------------------------------------------------------
+# the catalogue: no metric missing anywhere (torch-free import: tests/test_torch_free.py)
 
-    tree = ast.parse(pathlib.Path(metrics.__file__).read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
-                if isinstance(node, (ast.Import, ast.ImportFrom))
-                for alias in getattr(node, "names", [])}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
-    assert "torch" not in imported
+ALL_METRICS = {"auroc", "oscr", "acc", "macro_f1", "fpr95_known", "aupr_in", "aupr_out", "auroc_arpl", "dtacc",
+               "fpr95_ood"}
+
+
+def test_catalogue_covers_every_metric_function_once():
+    assert set(metrics.METRICS) == ALL_METRICS
+    assert list(metrics.METRICS)[:7] == ["auroc", "oscr", "acc", "macro_f1", "fpr95_known", "aupr_in", "aupr_out"]
+    functions = {getattr(metrics, n) for n in metrics.__all__ if n not in ("evaluate", "dias_f1_threshold")
+                 and callable(getattr(metrics, n)) and not isinstance(getattr(metrics, n), type)}
+    assert {m.fn for m in metrics.METRICS.values()} == functions  # every pure function, each once
+    assert len(metrics.METRICS) == len(functions)
+    for name, m in metrics.METRICS.items():
+        assert isinstance(m, metrics.Metric) and m.name == name
+        assert m.label.strip() and m.short.strip(), name
+        assert set(m.inputs) <= metrics.INPUTS, name
+        assert m.higher_is_better == (name not in ("fpr95_known", "fpr95_ood")), name
+    with pytest.raises(TypeError):
+        metrics.METRICS["new"] = metrics.METRICS["auroc"]  # read-only
+    with pytest.raises(ValueError, match="inputs"):
+        metrics.Metric("bad", "Bad", "Bad", True, auroc, ("scores",))
+
+
+def test_evaluate_returns_exactly_the_score_based_metrics_in_catalogue_order():
+    s, y, p, u, q = _arrays(EXAMPLES["E3"])
+    plain = evaluate(s, p, y, u, unknown_preds=q)  # no threshold: no macro-F1
+    assert list(plain) == list(metrics.SCORE_BASED) == [n for n, m in metrics.METRICS.items() if not m.thresholded]
+    assert [n for n, m in metrics.METRICS.items() if m.thresholded] == ["macro_f1"]
+    full = evaluate(s, p, y, u, unknown_preds=q, f1_threshold=dias_f1_threshold(EXAMPLES["E3"]["K"]))
+    assert list(full) == list(metrics.METRICS)
+    for name, m in metrics.METRICS.items():  # each value is the catalogue function's own
+        given = {"known_scores": s, "unknown_scores": u, "known_labels": y, "known_preds": p,
+                 "known_correct": p == y, "unknown_preds": q, "f1_threshold": dias_f1_threshold(EXAMPLES["E3"]["K"])}
+        assert full[name] == m.fn(*(given[k] for k in m.inputs)), name
+
+
+def test_every_metric_list_elsewhere_names_catalogue_metrics():
+    from osrbench import cli, compare, report
+
+    catalogue = set(metrics.METRICS)
+    assert set(compare.LABELS) == set(compare.SHORT) == catalogue
+    assert compare.LOWER_IS_BETTER == {"fpr95_known", "fpr95_ood"}
+    assert compare.METRICS == ("auroc", "oscr", "acc", "macro_f1", "fpr95_known", "aupr_in", "aupr_out")
+    for where, names in {"compare.METRICS": compare.METRICS, "report.REPORT_METRICS": report.REPORT_METRICS,
+                         "report.RESCORE_METRICS": report.RESCORE_METRICS,
+                         "cli.METRIC_ORDER": getattr(cli, "METRIC_ORDER", ())}.items():
+        assert set(names) <= catalogue, (where, set(names) - catalogue)
+        assert list(names) == list(dict.fromkeys(names)), where
 
 
 # ------------------------------------------------------------------------------------------------
