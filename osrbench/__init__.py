@@ -14,14 +14,31 @@ Methods are plugins; a plugin module marks its hook implementations with
         register(osrbench.MethodSpec(name="mine", factory=Mine, defaults={...}))
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 import pluggy
 
 __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("osrbench")
 
-from osrbench.method import Context, Method, MethodSpec, Prediction  # noqa: E402
-from osrbench.datasets import DatasetSpec, OpenSetData  # noqa: E402
+# The public types are imported on first use (PEP 562), so that ``import osrbench.metrics`` or
+# ``osrbench.protocols`` (and ``osrbench --help``) never pulls in torch.
+_LAZY = {
+    "Context": "osrbench.method",
+    "Method": "osrbench.method",
+    "MethodSpec": "osrbench.method",
+    "Prediction": "osrbench.method",
+    "DatasetSpec": "osrbench.datasets",
+    "OpenSetData": "osrbench.datasets",
+}
+
+if TYPE_CHECKING:
+    from osrbench.datasets import DatasetSpec, OpenSetData
+    from osrbench.method import Context, Method, MethodSpec, Prediction
 
 __all__ = [
     "Context",
@@ -33,3 +50,15 @@ __all__ = [
     "__version__",
     "hookimpl",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are touched: specs stay torch-free
+    import torch
 
-if TYPE_CHECKING:
     from osrbench.protocols import OpenSetSplit
 
 
@@ -38,6 +38,8 @@ class OpenSetData:
     unknown_ids: torch.Tensor
 
     def __post_init__(self) -> None:
+        import torch
+
         for name in ("train_x", "known_x", "unknown_x"):
             t = getattr(self, name)
             if t.dtype != torch.uint8 or t.dim() != 4:
@@ -118,6 +120,8 @@ def select(
     taken from ``(unknown_x, unknown_y)`` when given (CIFAR+N draws them from CIFAR-100) and from
     the test set otherwise.
     """
+    import torch
+
     lut = torch.full((int(max(train_y.max(), test_y.max(), max(known))) + 1,), -1, dtype=torch.int64)
     lut[torch.as_tensor(list(known))] = torch.arange(len(known))
     train_lab = lut[train_y.long()]

@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from osrbench.datasets import DatasetSpec
 from osrbench.registry import Registry, load
+
+if TYPE_CHECKING:
+    from osrbench.datasets import DatasetSpec
 
 
 class SplitError(ValueError):
