@@ -51,7 +51,9 @@ import torch
 import yaml
 
 from osrbench import config as configmod
-from osrbench import metrics, plugins
+from osrbench import checkpoints, evaluation, metrics, plugins, session
+from osrbench.errors import MethodFailed, UserError
+from osrbench.evaluation import BadPrediction, Outputs
 from osrbench.datasets import DatasetSpec, OpenSetData
 from osrbench.method import Context, Method, MethodSpec, Prediction
 
@@ -293,34 +295,23 @@ def _suite_environment(device: torch.device) -> Iterator[None]:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def _calls(check: str) -> Callable[..., Any]:
+    """A session ``call`` that turns the method's exceptions into ConformanceErrors of ``check``."""
+
+    def call(stage: str, fn: Callable[..., Any], *args: Any) -> Any:
+        with _calling(check, stage):
+            return fn(*args)
+
+    return call
 
 
-def _shape(t: Any) -> str:
-    return str(tuple(t.shape)) if torch.is_tensor(t) else type(t).__name__
-
-
-@dataclass
-class _Preds:
-    logits: torch.Tensor
-    score: torch.Tensor
-    scores: dict[str, torch.Tensor]
-
-    def differs(self, other: "_Preds") -> str | None:
-        """The first output that is not bit-identical to ``other``'s, with its largest difference."""
-        pairs = [("logits", self.logits, other.logits), ("score", self.score, other.score)]
-        for k in sorted(set(self.scores) | set(other.scores)):
-            if k not in self.scores or k not in other.scores:
-                return f"named scores {sorted(self.scores)} vs {sorted(other.scores)}"
-            pairs.append((f"score {k!r}", self.scores[k], other.scores[k]))
-        for what, a, b in pairs:
-            if a.shape != b.shape or not torch.equal(a, b):
-                diff = (a.double() - b.double()).abs().max().item() if a.shape == b.shape else float("nan")
-                return f"{what} (max abs difference {diff:.3g})"
-        return None
+@contextmanager
+def _contract(check: str) -> Iterator[None]:
+    """The evaluation's findings about a Prediction, as a ConformanceError of ``check``."""
+    try:
+        yield
+    except BadPrediction as exc:
+        raise _fail(check, str(exc)) from None
 
 
 class _Session:
@@ -393,68 +384,35 @@ class _Session:
 
         return self._once("config", resolve)
 
-    # -- driving the method as the engine does
+    # -- driving the method exactly as the engine does: osrbench.session and osrbench.evaluation
     def data(self) -> OpenSetData:
         return self._once("data", lambda: toy_data(TOY_CLASSES, self.config()["image_size"], TOY_TRAIN_PER_CLASS,
                                                    TOY_TEST_PER_CLASS, TOY_UNKNOWN))
 
-    def eval_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from osrbench.data.stream import to_input
-
-        d, norm = self.data(), self.config()["normalize"]
-        return to_input(d.known_x.to(self.device), norm), to_input(d.unknown_x.to(self.device), norm)
-
-    def stream(self) -> Any:
-        from osrbench.data.stream import TrainStream
-
-        cfg, d = self.config(), self.data()
-        return TrainStream(d.train_x, d.train_y, cfg["batch_size"], self.seed, self.device,
-                           augment=cfg["augment"], normalize=cfg["normalize"], randaugment=cfg["randaugment"])
-
-    def fresh(self, check: str) -> tuple[Method, Context]:
+    def fresh(self, check: str) -> session.Session:
         """A new method set up exactly as the engine sets one up for ``self.seed``."""
-        from osrbench.data.stream import derive_seed
+        spec = self.spec()
+        return session.open_session(spec, self.config(), self.data(), num_classes=TOY_CLASSES, dataset=TOY_DATASET,
+                                    device=self.device, seed=self.seed, deterministic=None, call=_calls(check))
 
-        spec, cfg = self.spec(), self.config()
-        _seed_all(self.seed)
-        generator = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, 1))
-        ctx = Context(num_classes=TOY_CLASSES, image_shape=(3, cfg["image_size"], cfg["image_size"]),
-                      device=self.device, config=dict(cfg), generator=generator, epochs=cfg["epochs"],
-                      dataset=TOY_DATASET, steps_per_epoch=len(self.stream()))
-        with _calling(check, f"{spec.name!r} factory()"):
-            method = spec.factory()
-        if not isinstance(method, Method):
-            raise _fail("register", f"factory() returned {type(method).__name__}, not an osrbench.Method subclass")
-        with _calling(check, "setup(ctx)"):
-            method.setup(ctx)
-        return method, ctx
+    def epoch(self, check: str, sess: session.Session, epoch: int) -> None:
+        sess.call = _calls(check)
+        sess.run_epoch(epoch, lambda phase, step, losses: _check_losses(check, phase, step, losses))
 
-    def epoch(self, check: str, method: Method, epoch: int) -> None:
-        stream = self.stream()
-        for index, phase in enumerate(tuple(method.phases)):
-            for step, (x, y) in enumerate(stream.batches(epoch, index)):
-                with _calling(check, f"train_step({phase!r}, ...) in epoch {epoch}"):
-                    losses = method.train_step(phase, x, y)
-                _check_losses(check, phase, step, losses)
-        with _calling(check, f"end_epoch({epoch})"):
-            method.end_epoch(epoch)
+    def predict(self, check: str, sess: session.Session, images: torch.Tensor) -> Outputs:
+        with _contract(check):
+            return evaluation.predict(sess.method, images, self.device, sess.config["normalize"], TOY_CLASSES,
+                                      sess.precision, call=_calls(check))
 
-    def predict(self, check: str, method: Method, images: torch.Tensor) -> _Preds:
-        with _calling(check, "predict(images)"):
-            out = method.predict(images)
-        return _validate_prediction(check, out, len(images), TOY_CLASSES)
-
-    def predict_all(self, check: str, method: Method) -> tuple[_Preds, _Preds]:
-        known, unknown = self.eval_inputs()
-        return self.predict(check, method, known), self.predict(check, method, unknown)
+    def predict_all(self, check: str, sess: session.Session) -> tuple[Outputs, Outputs]:
+        d = self.data()
+        return self.predict(check, sess, d.known_x), self.predict(check, sess, d.unknown_x)
 
     # -- the shared runs
     def run_a(self) -> dict[str, Any]:
         """Run A: epoch 0, snapshot (state + RNG, as a checkpoint holds), predict, epoch 1, predict."""
 
         def go() -> dict[str, Any]:
-            from osrbench.engine import _rng_state
-
             def attempt(fn: Callable[[], Any]) -> Any:
                 try:
                     return fn()
@@ -463,26 +421,26 @@ class _Session:
 
             def snapshot() -> dict[str, Any]:
                 with _calling("state", "state_dict()"):
-                    state = method.state_dict()
+                    state = sess.method.state_dict()
                 buf = io.BytesIO()
                 try:
                     torch.save(state, buf)
                 except Exception as exc:  # noqa: BLE001
                     raise _fail("state", f"state_dict() cannot be saved with torch.save: {_exc_line(exc)}") from exc
-                return {"state": buf.getvalue(), "rng": _rng_state(ctx.generator)}
+                return {"state": buf.getvalue(), "rng": sess.rng_state()}
 
-            method, ctx = self.fresh("train")
-            self.epoch("train", method, 0)
-            out = {"method": method, "ctx": ctx, "snapshot": attempt(snapshot),
-                   "preds0": attempt(lambda: self.predict_all("predict", method))}
-            self.epoch("train", method, 1)
-            out["preds1"] = attempt(lambda: self.predict_all("predict", method))
+            sess = self.fresh("train")
+            self.epoch("train", sess, 0)
+            out = {"session": sess, "method": sess.method, "snapshot": attempt(snapshot),
+                   "preds0": attempt(lambda: self.predict_all("predict", sess))}
+            self.epoch("train", sess, 1)
+            out["preds1"] = attempt(lambda: self.predict_all("predict", sess))
             return out
 
         return self._once("run_a", go)
 
     def part(self, check: str, key: str) -> Any:
-        """One part of run A (``method``, ``snapshot``, ``preds0``, ``preds1``) for ``check``."""
+        """One part of run A (``session``, ``method``, ``snapshot``, ``preds0``, ``preds1``) for ``check``."""
         value = self.need(check, "run_a", self.run_a)[key]
         if isinstance(value, ConformanceError):
             err = _prerequisite(check, value)
@@ -516,34 +474,6 @@ def _check_losses(check: str, phase: str, step: int, losses: Any) -> None:
             raise _fail(check, f"{where} returned loss {key!r} of dtype {value.dtype}, expected a float tensor")
         if not torch.isfinite(value).item():
             raise _fail(check, f"{where} returned a non-finite loss {key!r} = {value.item()} at step {step}")
-
-
-def _validate_prediction(check: str, out: Any, n: int, k: int) -> _Preds:
-    if not isinstance(out, Prediction):
-        raise _fail(check, f"predict returned {type(out).__name__}, expected an osrbench.Prediction")
-    if not torch.is_tensor(out.logits) or out.logits.shape != (n, k):
-        raise _fail(check, f"logits have shape {_shape(out.logits)}, expected ({n}, {k}) = (images, known classes)")
-    if not torch.is_tensor(out.score) or out.score.shape != (n,):
-        raise _fail(check, f"score has shape {_shape(out.score)}, expected ({n},)")
-    if not isinstance(out.scores, Mapping):
-        raise _fail(check, f"Prediction.scores is {type(out.scores).__name__}, expected a dict of named scores")
-    named = {}
-    for key, value in out.scores.items():
-        if not isinstance(key, str) or not key or key == "score":
-            raise _fail(check, f"named score {key!r}: names must be non-empty str other than 'score'")
-        if not torch.is_tensor(value) or value.shape != (n,):
-            raise _fail(check, f"score {key!r} has shape {_shape(value)}, expected ({n},)")
-        named[key] = value
-    for what, t in (("logits", out.logits), ("score", out.score), *((f"score {k!r}", v) for k, v in named.items())):
-        if not (t.is_floating_point()):
-            raise _fail(check, f"{what} have dtype {t.dtype}, expected a floating-point tensor")
-        if t.requires_grad:
-            raise _fail(check, f"{what} carry an autograd graph; decorate predict with @torch.no_grad()")
-        if not torch.isfinite(t).all():
-            bad = int((~torch.isfinite(t)).sum())
-            raise _fail(check, f"{what} contain {bad} non-finite value(s)")
-    return _Preds(out.logits.detach().double().cpu(), out.score.detach().double().cpu(),
-                  {k: v.detach().double().cpu() for k, v in named.items()})
 
 
 # ---------------------------------------------------------------------------------------- the checks
@@ -620,6 +550,12 @@ def _check_spec(s: _Session) -> str:
                 configmod._check_type(key, value, configmod.ENGINE_DEFAULTS[key])
             except configmod.ConfigError as exc:
                 raise _fail("spec", f"engine key {key!r}: {exc}") from None
+    if not isinstance(spec.options, Mapping):
+        raise _fail("spec", f"options is {type(spec.options).__name__}, expected a dict of osrbench.method.Option")
+    try:  # options name existing keys (not engine keys) and every default satisfies its option
+        configmod.check_options(spec)
+    except configmod.ConfigError as exc:
+        raise _fail("spec", f"options: {exc}") from None
     if spec.default_recipe is not None and spec.default_recipe not in spec.recipes:
         raise _fail("spec", f"default_recipe {spec.default_recipe!r} is not one of the recipes {sorted(spec.recipes)}")
     toy = toy_dataset_spec()
@@ -643,38 +579,30 @@ def _check_spec(s: _Session) -> str:
         raise _fail("spec", f"the resolved configuration is not JSON-serialisable: {exc}") from None
     if "\n" in spec.description:
         raise _fail("spec", "description must be one line (osrbench list shows it in a table)")
-    return f"{len(spec.defaults)} config keys, recipes {sorted(spec.recipes) or '-'}"
+    return f"{len(spec.defaults)} config keys ({len(spec.options)} with options), recipes {sorted(spec.recipes) or '-'}"
 
 
 def _check_train(s: _Session) -> str:
     s.need("train", "config", s.config)
-    method = s.part("train", "method")
-    stream = s.stream()
-    return f"{TOY_EPOCHS} epochs x {len(tuple(method.phases))} phase(s) x {len(stream)} steps on {TOY_CLASSES} classes"
+    sess = s.part("train", "session")
+    return f"{TOY_EPOCHS} epochs x {len(sess.phases)} phase(s) x {len(sess.stream)} steps on {TOY_CLASSES} classes"
 
 
 def _check_predict(s: _Session) -> str:
-    method: Method = s.part("predict", "method")
+    sess: session.Session = s.part("predict", "session")
+    method = sess.method
     s.part("predict", "preds0")
     whole = s.part("predict", "preds1")[0]
-    known, _ = s.eval_inputs()
+    known = s.data().known_x
     half = len(known) // 2
-    parts = [s.predict("predict", method, known[:half]), s.predict("predict", method, known[half:])]
-    joined = _Preds(torch.cat([p.logits for p in parts]), torch.cat([p.score for p in parts]),
-                    {k: torch.cat([p.scores[k] for p in parts]) for k in whole.scores})
-    for what, x, y in (("logits", whole.logits, joined.logits), ("score", whole.score, joined.score)):
-        if not torch.allclose(x, y, rtol=1e-4, atol=1e-4):
+    parts = [s.predict("predict", sess, known[:half]), s.predict("predict", sess, known[half:])]
+    for what, x, y in (("logits", whole.logits, np.concatenate([p.logits for p in parts])),
+                       ("score", whole.score, np.concatenate([p.score for p in parts]))):
+        if not np.allclose(x, y, rtol=1e-4, atol=1e-4):
             raise _fail("predict", f"{what} of an image depend on the other images of its batch (max abs difference "
-                                   f"{(x - y).abs().max().item():.3g}); networks must be in eval mode in predict")
-    with _calling("predict", "f1_rule()"):
-        rule = method.f1_rule()
-    if rule is not None:
-        if not (isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str)
-                and isinstance(rule[1], (int, float)) and not isinstance(rule[1], bool) and math.isfinite(rule[1])):
-            raise _fail("predict", f"f1_rule() returned {rule!r}; expected None or (score name, finite threshold)")
-        if rule[0] != "score" and rule[0] not in whole.scores:
-            raise _fail("predict", f"f1_rule() names score {rule[0]!r}, which is neither 'score' nor one of "
-                                   f"Prediction.scores {sorted(whole.scores)}")
+                                   f"{np.abs(x - y).max():.3g}); networks must be in eval mode in predict")
+    with _contract("predict"):
+        rule = evaluation.check_f1_rule(_calls("predict")("f1_rule()", method.f1_rule), ["score", *whole.named])
     with _calling("predict", "adaptations()"):
         adaptations = method.adaptations()
     if not isinstance(adaptations, Mapping):
@@ -683,28 +611,28 @@ def _check_predict(s: _Session) -> str:
         json.dumps(adaptations, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise _fail("predict", f"adaptations() is not JSON-serialisable (it goes into result.json): {exc}") from None
-    return f"logits {tuple(whole.logits.shape)}, scores {['score', *whole.scores]}, f1_rule {rule}"
+    return f"logits {tuple(whole.logits.shape)}, scores {['score', *whole.named]}, f1_rule {rule}"
 
 
 def _check_sign(s: _Session) -> str:
     known, unknown = s.part("sign", "preds1")
-    value = metrics.auroc(known.score.numpy(), unknown.score.numpy())
-    acc = metrics.accuracy(s.data().known_y.numpy(), known.logits.argmax(1).numpy())
+    value = metrics.auroc(known.score, unknown.score)
+    acc = metrics.accuracy(s.data().known_y.numpy(), known.logits.argmax(1))
     if value < MIN_AUROC:
         flipped = " (below 0.5: is the score's sign reversed? higher must mean more likely known)" if value < 0.5 else ""
         raise _fail("sign", f"AUROC of the main score on the separable toy problem is {value:.3f} < {MIN_AUROC}{flipped}; "
                             f"closed-set accuracy {acc:.3f}")
-    named = ", ".join(f"{k} {metrics.auroc(known.scores[k].numpy(), unknown.scores[k].numpy()):.3f}" for k in known.scores)
+    named = ", ".join(f"{k} {metrics.auroc(known.named[k], unknown.named[k]):.3f}" for k in known.named)
     return f"AUROC {value:.3f}" + (f" (named: {named})" if named else "") + f", accuracy {acc:.3f}"
 
 
 def _check_determinism(s: _Session) -> str:
     preds0 = s.part("determinism", "preds0")
 
-    def run_b() -> tuple[_Preds, _Preds]:
-        method, _ = s.fresh("determinism")
-        s.epoch("determinism", method, 0)
-        return s.predict_all("determinism", method)
+    def run_b() -> tuple[Outputs, Outputs]:
+        sess = s.fresh("determinism")
+        s.epoch("determinism", sess, 0)
+        return s.predict_all("determinism", sess)
 
     b = s._once("run_b", run_b)
     for part, x, y in (("known", preds0[0], b[0]), ("unknown", preds0[1], b[1])):
@@ -716,8 +644,6 @@ def _check_determinism(s: _Session) -> str:
 
 
 def _check_state(s: _Session) -> str:
-    from osrbench.engine import _set_rng_state
-
     snapshot = s.part("state", "snapshot")
     preds0, preds1 = s.part("state", "preds0"), s.part("state", "preds1")
 
@@ -726,18 +652,16 @@ def _check_state(s: _Session) -> str:
     except Exception as exc:  # noqa: BLE001
         raise _fail("state", "state_dict() is refused by torch.load(weights_only=True), which the engine uses to "
                              f"resume: keep to tensors, numbers, str, lists and dicts ({_exc_line(exc)})") from exc
-    method, ctx = s.fresh("state")
-    with _calling("state", "load_state_dict(state)"):
-        method.load_state_dict(state)
-    _set_rng_state(snapshot["rng"], ctx.generator)
-    restored = s.predict_all("state", method)
+    sess = s.fresh("state")
+    sess.restore({"state": state, "rng": snapshot["rng"]})
+    restored = s.predict_all("state", sess)
     for part, x, y in (("known", preds0[0], restored[0]), ("unknown", preds0[1], restored[1])):
         diff = x.differs(y)
         if diff:
             raise _fail("state", f"a fresh setup + load_state_dict predicts different {diff} on the {part} images "
                                  "than the method whose state_dict it loaded")
-    s.epoch("state", method, 1)
-    resumed = s.predict_all("state", method)
+    s.epoch("state", sess, 1)
+    resumed = s.predict_all("state", sess)
     for part, x, y in (("known", preds1[0], resumed[0]), ("unknown", preds1[1], resumed[1])):
         diff = x.differs(y)
         if diff:
@@ -810,10 +734,11 @@ def _check_graphs(s: _Session) -> str:
     from osrbench import graphs
 
     reference = s.part("graphs", "preds1")
-    method, ctx = s.fresh("graphs")
+    sess = s.fresh("graphs")
+    method = sess.method
     if not getattr(method, "graph_safe", False):
         return "not declared graph_safe: the engine runs it eagerly and refuses cuda_graphs=true"
-    stream, batch = s.stream(), s.config()["batch_size"]
+    stream, batch = sess.stream, s.config()["batch_size"]
     warmup = graphs.StepGraphs.WARMUP
 
     # 1 and 2: the two full batches after the warm-up (what StepGraphs records, then replays).
@@ -843,24 +768,19 @@ def _check_graphs(s: _Session) -> str:
                                   "out of the step's math, or drop graph_safe")
 
     # 3: the host's graph wrapper trains exactly as the eager loop (run A) did.
-    method, ctx = s.fresh("graphs")
+    sess = s.fresh("graphs")
+    method = sess.method
     cuda = s.device.type == "cuda"
-    backend = graphs.CudaGraphBackend(s.device, [ctx.generator], check_liveness=True) if cuda else graphs.ReplayBackend()
+    backend = graphs.CudaGraphBackend(s.device, [sess.generator], check_liveness=True) if cuda else graphs.ReplayBackend()
     with _calling("graphs", "osrbench.graphs.StepGraphs(method, ...)"):
-        graphed = graphs.StepGraphs(method, batch, backend)
+        sess.step = graphed = graphs.StepGraphs(method, batch, backend)
     for epoch in range(TOY_EPOCHS):
-        for index, phase in enumerate(tuple(method.phases)):
-            for step, (x, y) in enumerate(stream.batches(epoch, index)):
-                with _calling("graphs", f"train_step({phase!r}, ...) replayed from a graph in epoch {epoch}"):
-                    losses = graphed(phase, x, y)
-                _check_losses("graphs", phase, step, losses)
-        with _calling("graphs", f"end_epoch({epoch})"):
-            method.end_epoch(epoch)
-    preds = s.predict_all("graphs", method)
+        s.epoch("graphs", sess, epoch)
+    preds = s.predict_all("graphs", sess)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(graphed.counts.items()))
     if cuda:  # capturable Adam and cuDNN kernels differ from eager in the last bits
-        gap = max((a.logits - b.logits).abs().max().item() for a, b in zip(preds, reference))
-        value = metrics.auroc(preds[0].score.numpy(), preds[1].score.numpy())
+        gap = max(np.abs(a.logits - b.logits).max() for a, b in zip(preds, reference))
+        value = metrics.auroc(preds[0].score, preds[1].score)
         if value < MIN_AUROC:
             raise _fail("graphs", f"trained through CUDA graphs, the main score's AUROC on the toy problem is "
                                   f"{value:.3f} < {MIN_AUROC} (eager logits differ by up to {gap:.3g})")
@@ -892,19 +812,19 @@ def _check_engine(s: _Session) -> str:
             device=str(s.device), out=Path(tmp) / "runs", data_root=Path(tmp), progress=False, checkpoint_every=1,
         )
         try:
-            rec = engine.run(req, registry=reg, log=lambda msg: None)
-        except engine.RunError as exc:
+            rec = engine.run(req, registry=reg, log=lambda msg: None).record
+        except UserError as exc:
             raise _fail("engine", f"engine.run refused the run: {exc}") from exc
-        except engine.MethodFailed as exc:
+        except MethodFailed as exc:
             raise _fail("engine", f"engine.run failed: {exc}") from exc
         try:
-            engine.read_checkpoint(Path(rec["_path"]) / engine.CHECKPOINT)
-        except engine.CorruptCheckpoint as exc:
+            checkpoints.read(rec.dir / checkpoints.CHECKPOINT)
+        except checkpoints.CorruptCheckpoint as exc:
             raise _fail("engine", f"the run's checkpoint cannot be read back for --resume: {exc}") from exc
-    bad = {k: v for k, v in rec["metrics"].items() if isinstance(v, float) and not math.isfinite(v)}
+    bad = {k: v for k, v in rec.metrics.items() if isinstance(v, float) and not math.isfinite(v)}
     if bad:
         raise _fail("engine", f"the record's metrics are not finite: {bad}")
-    return f"auroc {rec['metrics']['auroc']:.3f}, acc {rec['metrics']['acc']:.3f} (K={len(rec['known_classes'])})"
+    return f"auroc {rec.metrics['auroc']:.3f}, acc {rec.metrics['acc']:.3f} (K={len(rec.known_classes)})"
 
 
 _RUNNERS: dict[str, Callable[[_Session], str]] = {
