@@ -99,12 +99,6 @@ def test_a_finished_run_is_not_repeated(tmp_path):
     assert path.stat().st_mtime_ns == stamp
 
 
-def test_softmax_on_digits_scores_knowns_higher(tmp_path):
-    rec = engine.run(_req(tmp_path, epochs=3))
-    assert rec["metrics"]["acc"] > 0.8
-    assert rec["metrics"]["auroc"] > 0.7  # an inverted score would sit far below 0.5
-
-
 def _register_failing(reg, name, where):
     base = reg.method("softmax")
 

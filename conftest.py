@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh plugin registry per test and small engine requests on digits."""
+"""Fixtures shared by every test directory (tests/, plugins/*/tests, examples/*/tests): a fresh
+plugin registry per test. At the repository root so pytest loads it for all of them."""
 
 from __future__ import annotations
 
