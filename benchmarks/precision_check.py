@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from osrbench import engine
+from osrbench import devices, engine
 
 #: policy name -> engine overrides
 POLICIES = {
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="osrbench-precision-")))
     args = ap.parse_args()
-    on_cuda = engine.pick_device(args.device).type == "cuda"
+    on_cuda = devices.pick_device(args.device).type == "cuda"
     policies = [p for p in POLICIES if on_cuda or "graphs" not in p]
     rows = []
     for method in args.methods:
@@ -46,9 +46,9 @@ def main() -> None:
             for seed in range(args.seeds):
                 rec = engine.run(engine.RunRequest(
                     method=method, dataset="digits", seed=seed, epochs=args.epochs, device=args.device,
-                    out=args.out, progress=False, overrides={"image_size": 32, **POLICIES[policy]}))
-                auroc.setdefault(policy, []).append(100 * rec["metrics"]["auroc"])
-                seconds.setdefault(policy, []).append(rec["wall_time_s"]["train"] / args.epochs)
+                    out=args.out, progress=False, overrides={"image_size": 32, **POLICIES[policy]})).record
+                auroc.setdefault(policy, []).append(100 * rec.metrics["auroc"])
+                seconds.setdefault(policy, []).append(rec.wall_time_s["train"] / args.epochs)
         ref = statistics.mean(auroc["fp32"])
         for policy in policies:
             values = auroc[policy]

@@ -16,10 +16,9 @@ import torch
 
 from benchmarks.conftest import DEVICE, IMAGES, METHODS, PRECISION, THROUGHPUT, WORKERS
 from osrbench import config as configmod
-from osrbench import graphs, plugins
+from osrbench import plugins, session
 from osrbench.data.stream import TrainStream
-from osrbench.engine import Precision
-from osrbench.method import Context
+from osrbench.datasets import OpenSetData
 
 K = 6
 BATCH = 64
@@ -32,22 +31,17 @@ def _data():
     return x, y
 
 
-def _method(name, cuda_graphs=False):
-    """The method set up as the engine would, and the step the engine would call."""
+def _session(name, x, y, cuda_graphs=False):
+    """The method set up by osrbench.session exactly as the engine sets it up, with its step."""
     reg = plugins.get()
     spec = reg.method(name)
-    _, cfg = configmod.resolve(spec, reg.dataset("cifar10"), overrides={"precision": PRECISION})
-    torch.manual_seed(0)
-    method = spec.factory()
-    precision = Precision(PRECISION, DEVICE, cuda_graphs=cuda_graphs)
-    generator = torch.Generator(device=DEVICE).manual_seed(1)
-    method.setup(Context(num_classes=K, image_shape=(3, 32, 32), device=DEVICE, config=cfg,
-                         generator=generator, epochs=cfg["epochs"], dataset="cifar10",
-                         steps_per_epoch=-(-IMAGES // BATCH), channels_last=precision.bf16))
-    step = method.train_step
-    if cuda_graphs:
-        step = graphs.StepGraphs(method, BATCH, graphs.CudaGraphBackend(DEVICE, [generator]))
-    return method, step, precision
+    _, cfg = configmod.resolve(spec, reg.dataset("cifar10"),
+                               overrides={"precision": PRECISION, "cuda_graphs": cuda_graphs, "batch_size": BATCH,
+                                          "augment": "crop_flip"})
+    data = OpenSetData(x, y, x[:K], torch.arange(K), x[:K], torch.arange(K))
+    s = session.open_session(spec, cfg, data, num_classes=K, dataset="cifar10", device=DEVICE, seed=0)
+    s.build_step()
+    return s
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -69,13 +63,13 @@ class PILDataset(torch.utils.data.Dataset):
         return self.t(Image.fromarray(self.x[i])), self.y[i]
 
 
-def _epoch(method, step, precision, batches_per_phase):
+def _epoch(s, batches_per_phase):
     last = None
-    for phase_index, phase in enumerate(method.phases):
+    for phase_index, phase in enumerate(s.phases):
         for x, y in batches_per_phase(phase_index):
-            with precision.autocast():
-                last = step(phase, precision.inputs(x), y)
-    method.end_epoch(0)
+            with s.precision.autocast():
+                last = s.step(phase, s.precision.inputs(x), y)
+    s.method.end_epoch(0)
     if DEVICE.type == "cuda":
         torch.cuda.synchronize()
     return last
@@ -83,10 +77,9 @@ def _epoch(method, step, precision, batches_per_phase):
 
 def _measure(benchmark, method_name, feed):
     x, y = _data()
-    method, step, precision = _method(method_name, cuda_graphs=feed == "graphs")
+    s = _session(method_name, x, y, cuda_graphs=feed == "graphs")
     if feed in ("stream", "graphs"):
-        stream = TrainStream(x, y, BATCH, seed=0, device=DEVICE, augment="crop_flip")
-        batches = lambda phase: stream.batches(0, phase)  # noqa: E731
+        batches = lambda phase: s.stream.batches(0, phase)  # noqa: E731
     else:
         loader = torch.utils.data.DataLoader(PILDataset(x, y), batch_size=BATCH, shuffle=True,
                                              num_workers=WORKERS, pin_memory=DEVICE.type == "cuda",
@@ -96,9 +89,9 @@ def _measure(benchmark, method_name, feed):
     # Warm-up: a few steps (cudnn autotuning, allocator, recording the graphs) are not part of an
     # epoch's steady cost.
     warm = TrainStream(x[: BATCH * 5], y[: BATCH * 5], BATCH, seed=1, device=DEVICE)
-    _epoch(method, step, precision, lambda phase: warm.batches(0, phase))
+    _epoch(s, lambda phase: warm.batches(0, phase))
     t0 = time.perf_counter()
-    losses = benchmark.pedantic(_epoch, args=(method, step, precision, batches), rounds=1, iterations=1)
+    losses = benchmark.pedantic(_epoch, args=(s, batches), rounds=1, iterations=1)
     seconds = time.perf_counter() - t0
     assert all(np.isfinite(float(v)) for v in losses.values())
     THROUGHPUT.setdefault(method_name, {})[feed] = IMAGES / seconds

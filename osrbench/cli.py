@@ -13,14 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from osrbench import engine, plugins, protocols
-from osrbench.config import ConfigError, parse_overrides
-
-EXIT_USER = 2
-EXIT_FAILED = 1
-
-
-class UsageError(Exception):
-    pass
+from osrbench.config import parse_overrides
+from osrbench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER, MethodFailed, UsageError, UserError, one_line
 
 
 def _tabulate(rows: list[list[Any]], headers: Sequence[str], fmt: str = "simple") -> str:
@@ -74,13 +68,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be positive, got {args.epochs}")
     req = request_from_args(args, args.method, args.split, args.seed, "yes" if args.resume else "no", args.force)
-    rec = engine.run(req)
-    m = rec["metrics"]
+    rec = engine.run(req).record
+    m = rec.metrics
     rows = [[k, _pct(m[k])] for k in METRIC_ORDER if k in m]
-    print(f"{rec['method']} on {rec['dataset']} ({rec['protocol']} split {rec['split']}, seed {rec['seed']}, "
-          f"{rec['config']['epochs']} epochs, {rec['device']}, {rec['wall_time_s']['train']:.1f} s)")
+    print(f"{rec.method} on {rec.dataset} ({rec.protocol} split {rec.split}, seed {rec.seed}, "
+          f"{rec.epochs} epochs, {rec.device}, {rec.wall_time_s['train']:.1f} s)")
     print(_tabulate(rows, ["metric", "%"]))
-    print(f"record: {rec['_path']}/result.json")
+    print(f"record: {rec.dir}/result.json")
     return 0
 
 
@@ -218,7 +212,9 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     reg = plugins.get()
-    root = args.data_root or engine.default_data_root()
+    from osrbench.session import default_data_root
+
+    root = args.data_root or default_data_root()
     try:
         names = [args.name] if args.name else list(reg.datasets)
         specs = [reg.dataset(n) for n in names]
@@ -314,26 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from osrbench.registry import RegistryError
-
-    return (UsageError, engine.RunError, ConfigError, RegistryError, plugins.UnknownName, protocols.SplitError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except _user_errors() as exc:
-        print(f"osrbench: error: {str(exc).strip(chr(39) + chr(34))}", file=sys.stderr)
+    except UserError as exc:
+        print(f"osrbench: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USER
-    except engine.MethodFailed as exc:
+    except MethodFailed as exc:
         print(f"osrbench: run failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("osrbench: interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

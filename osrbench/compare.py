@@ -24,10 +24,12 @@ import numpy as np
 
 from osrbench import protocols
 from osrbench.datasets import DatasetSpec
+from osrbench.records import Record
 from osrbench.results import mean_std
 
 # Read from the one catalogue, osrbench.metrics.METRICS (kept under these names for their readers).
 from osrbench.metrics import METRICS as CATALOGUE
+from osrbench.errors import UserError
 
 #: The default metric list: the catalogue's headline metrics, in catalogue order.
 METRICS = tuple(name for name, m in CATALOGUE.items() if m.headline)
@@ -41,7 +43,7 @@ EXACT_TIE = 1e-12
 WILCOXON_EXACT_MAX = 50
 
 
-class MixedConfigs(ValueError):
+class MixedConfigs(UserError, ValueError):
     """Records of one method with different configs were about to be averaged together."""
 
 
@@ -63,23 +65,23 @@ class GroupKey:
         return self.config_hash[:8]
 
 
-def group_key(rec: Mapping[str, Any]) -> GroupKey:
-    return GroupKey(rec["method"], rec["dataset"], rec["protocol"], rec.get("recipe"), rec["config_hash"])
+def group_key(rec: Record) -> GroupKey:
+    return GroupKey(rec.method, rec.dataset, rec.protocol, rec.recipe, rec.config_hash)
 
 
-def group_records(records: Iterable[Mapping[str, Any]]) -> dict[GroupKey, list[Mapping[str, Any]]]:
+def group_records(records: Iterable[Record]) -> dict[GroupKey, list[Record]]:
     """Records by config group, in order of first appearance."""
-    out: dict[GroupKey, list[Mapping[str, Any]]] = {}
+    out: dict[GroupKey, list[Record]] = {}
     for rec in records:
         out.setdefault(group_key(rec), []).append(rec)
     return out
 
 
-def check_single_config(records: Iterable[Mapping[str, Any]]) -> None:
+def check_single_config(records: Iterable[Record]) -> None:
     """Raise :class:`MixedConfigs` unless every method has exactly one config group."""
     by_method: dict[str, set[GroupKey]] = defaultdict(set)
     for rec in records:
-        by_method[rec["method"]].add(group_key(rec))
+        by_method[rec.method].add(group_key(rec))
     for method, keys in by_method.items():
         if len(keys) > 1:
             desc = "; ".join(f"{k.dataset}/{k.protocol} recipe {k.recipe} config {k.short_hash}"
@@ -97,21 +99,23 @@ def config_differences(configs: Sequence[Mapping[str, Any]]) -> list[str]:
 # ------------------------------------------------------------------------------- aggregation
 
 
-def per_split(records: Iterable[Mapping[str, Any]], metric: str) -> dict[str, dict[int, float]]:
+def per_split(records: Iterable[Record], metric: str) -> dict[str, dict[int, float]]:
     """method -> split -> value averaged over seeds."""
     acc: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
-        if metric in rec["metrics"] and rec["metrics"][metric] is not None:
-            acc[rec["method"]][rec["split"]].append(float(rec["metrics"][metric]))
+        value = rec.metrics.get(metric)
+        if value is not None:
+            acc[rec.method][rec.split].append(float(value))
     return {m: {s: sum(v) / len(v) for s, v in sorted(by.items())} for m, by in acc.items()}
 
 
-def seed_std(records: Iterable[Mapping[str, Any]], metric: str) -> dict[str, float]:
+def seed_std(records: Iterable[Record], metric: str) -> dict[str, float]:
     """method -> mean over splits of the std over seeds within a split (splits with >= 2 seeds)."""
     acc: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
-        if metric in rec["metrics"] and rec["metrics"][metric] is not None:
-            acc[rec["method"]][rec["split"]].append(float(rec["metrics"][metric]))
+        value = rec.metrics.get(metric)
+        if value is not None:
+            acc[rec.method][rec.split].append(float(value))
     out = {}
     for m, by in acc.items():
         stds = [mean_std(v)[1] for v in by.values() if len(v) > 1]
@@ -133,7 +137,7 @@ class Summary:
         return len(self.per_split)
 
 
-def summarize(records: Iterable[Mapping[str, Any]], metric: str) -> dict[str, Summary]:
+def summarize(records: Iterable[Record], metric: str) -> dict[str, Summary]:
     out = {}
     for method, values in per_split(records, metric).items():
         m, s = mean_std(values.values())
@@ -332,22 +336,22 @@ class Comparison:
     summaries: dict[str, dict[str, Summary]]  # metric -> method -> summary
     pairs: dict[str, list[Paired]]  # metric -> pairs (i < j in method order)
     groups: dict[str, GroupKey]  # method -> its single config group
-    records: dict[str, list[Mapping[str, Any]]]  # method -> records
+    records: dict[str, list[Record]]  # method -> records
     seed_std: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> method -> std
     tie_tol: float = EXACT_TIE
 
 
-def build(records: Sequence[Mapping[str, Any]], methods: Sequence[str], metrics: Sequence[str] = METRICS,
+def build(records: Sequence[Record], methods: Sequence[str], metrics: Sequence[str] = METRICS,
           tie_tol: float = EXACT_TIE) -> Comparison:
     """Aggregate records of one dataset and protocol; each method must have one config group."""
     if not records:
         raise ValueError("no records to compare")
-    where = {(r["dataset"], r["protocol"]) for r in records}
+    where = {(r.dataset, r.protocol) for r in records}
     if len(where) > 1:
         raise MixedConfigs(f"records from several datasets/protocols: {sorted(where)}")
     check_single_config(records)
-    methods = [m for m in methods if any(r["method"] == m for r in records)]
-    by_method = {m: [r for r in records if r["method"] == m] for m in methods}
+    methods = [m for m in methods if any(r.method == m for r in records)]
+    by_method = {m: [r for r in records if r.method == m] for m in methods}
     summaries, pairs, spread = {}, {}, {}
     for metric in metrics:
         summ = {m: s for m, s in summarize(records, metric).items() if m in by_method}
@@ -360,8 +364,8 @@ def build(records: Sequence[Mapping[str, Any]], methods: Sequence[str], metrics:
                          for i, a in enumerate(present) for b in present[i + 1:]]
     first = records[0]
     return Comparison(
-        dataset=first["dataset"], protocol=first["protocol"], methods=list(methods),
-        splits=sorted({r["split"] for r in records}), seeds=sorted({r["seed"] for r in records}),
+        dataset=first.dataset, protocol=first.protocol, methods=list(methods),
+        splits=sorted({r.split for r in records}), seeds=sorted({r.seed for r in records}),
         metrics=list(summaries), summaries=summaries, pairs=pairs,
         groups={m: group_key(rs[0]) for m, rs in by_method.items()}, records=by_method,
         seed_std=spread, tie_tol=max(tie_tol, EXACT_TIE),
@@ -391,7 +395,7 @@ def _tol_text(tol: float) -> str:
     return f"|A - B| <= {tol:g}" if tol <= EXACT_TIE else f"|A - B| <= {100 * tol:g} points"
 
 
-def render(records: Sequence[Mapping[str, Any]], methods: Sequence[str], fmt: str = "simple",
+def render(records: Sequence[Record], methods: Sequence[str], fmt: str = "simple",
            metrics: Sequence[str] = METRICS, tie_tol: float = EXACT_TIE, notes: Sequence[str] = ()) -> str:
     """The compare table: per metric, mean +- std and per-split values, then paired differences."""
     return render_comparison(build(records, methods, metrics, tie_tol), fmt, notes)
@@ -413,9 +417,9 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
     for m in c.methods:
         g = c.groups[m]
         recs = c.records[m]
-        cfg = recs[0].get("config", {})
+        cfg = recs[0].config
         rows.append([m, g.recipe or "-", g.config_hash[:10], cfg.get("epochs", "-"),
-                     f"{len({r['split'] for r in recs})} x {len({r['seed'] for r in recs})}"])
+                     f"{len({r.split for r in recs})} x {len({r.seed for r in recs})}"])
     out.append("")
     out.append(table(rows, ["method", "recipe", "config hash", "epochs", "splits x seeds"]))
     max_n = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
+from osrbench.errors import UserError
 
 if TYPE_CHECKING:  # torch is imported where tensors are touched: specs stay torch-free
     import torch
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are touched: specs stay tor
     from osrbench.protocols import OpenSetSplit
 
 
-class DataNotFound(Exception):
+class DataNotFound(UserError):
     """A dataset's files are missing or unreadable; the message says how to get them."""
 
 

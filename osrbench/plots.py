@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from osrbench import compare
+from osrbench import compare, records
+from osrbench.records import Record
 
-SCORES_FILE = "scores.npz"
+SCORES_FILE = records.SCORES
 DPI = 100
 
 
@@ -111,16 +112,13 @@ def plot_bars(summaries: Mapping[str, compare.Summary], splits: Sequence[int], p
     return _save(fig, path)
 
 
-def _load_scores(rec: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, str] | None:
+def _load_scores(rec: Record) -> tuple[np.ndarray, np.ndarray, str] | None:
     """The run's main known and unknown scores and the name of that score (``score`` if unnamed)."""
-    from osrbench.report import main_score_name
-
-    path = Path(rec.get("_path", "")) / SCORES_FILE
-    if not rec.get("_path") or not path.exists():
+    if rec.dir is None or not (Path(rec.dir) / SCORES_FILE).exists():
         return None
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files if k.startswith(("known_score", "unknown_score"))}
-    return arrays["known_score"], arrays["unknown_score"], main_score_name(arrays)
+    scores = records.read_scores(rec.dir)
+    known, unknown = scores.pick("score")
+    return known, unknown, scores.main
 
 
 def comparison_plots(c: compare.Comparison, out_dir: Path, log=None) -> list[Path]:
@@ -135,19 +133,19 @@ def comparison_plots(c: compare.Comparison, out_dir: Path, log=None) -> list[Pat
     for k in c.splits:
         curves = []
         for m in c.methods:
-            recs = sorted((r for r in c.records[m] if r["split"] == k), key=lambda r: r["seed"])
+            recs = sorted((r for r in c.records[m] if r.split == k), key=lambda r: r.seed)
             if not recs:
                 continue
             scores = _load_scores(recs[0])
             if scores is None:
                 if log:
-                    log(f"no {SCORES_FILE} in {recs[0].get('_path')}; {m} left out of the split {k} plots")
+                    log(f"no {SCORES_FILE} in {recs[0].dir}; {m} left out of the split {k} plots")
                 continue
             known, unknown, name = scores
             curves.append((f"{m} ({name})" if name != "score" else m, known, unknown))
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in m)
             written.append(plot_hist(known, unknown, out_dir / f"hist_{safe}_split{k}.png",
-                                     f"{m} on {tag} split {k} (seed {recs[0]['seed']})",
+                                     f"{m} on {tag} split {k} (seed {recs[0].seed})",
                                      "open-set score" + (f" ({name})" if name != "score" else "")))
         if curves:
             written.append(plot_roc(curves, out_dir / f"roc_split{k}.png", f"ROC, {tag} split {k}"))

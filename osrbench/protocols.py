@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from osrbench.registry import Registry, load
+from osrbench.errors import UserError
 
 if TYPE_CHECKING:
     from osrbench.datasets import DatasetSpec
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """A protocol, split index or class id that does not exist."""
 
 

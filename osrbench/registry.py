@@ -15,11 +15,12 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from osrbench.datasets import DatasetSpec
+from osrbench.errors import UserError
 
 REGISTRY_PATH = Path(__file__).with_name("registry.yaml")
 
 
-class RegistryError(Exception):
+class RegistryError(UserError):
     """The registry or a split table has the wrong shape."""
 
 

@@ -23,13 +23,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-import numpy as np
-
-from osrbench import compare, engine, results
+from osrbench import compare, records, results
 from osrbench.compare import GroupKey, Summary
-from osrbench.datasets import DataNotFound
+from osrbench.errors import MethodFailed, UserError
+from osrbench.records import Record
+
+if TYPE_CHECKING:  # the engine imports torch; reading records does not need it
+    from osrbench import engine
 
 REPORT_METRICS = ("auroc", "oscr", "macro_f1", "acc")
 RESCORE_METRICS = ("auroc", "oscr", "fpr95_known", "aupr_in", "aupr_out")
@@ -47,7 +49,7 @@ def parse_metrics(text: str | None, default: Sequence[str]) -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in names if m not in compare.LABELS]
     if bad or not names:
-        raise engine.RunError(f"unknown metric {bad[0] if bad else text!r} (valid: {', '.join(compare.LABELS)})")
+        raise UserError(f"unknown metric {bad[0] if bad else text!r} (valid: {', '.join(compare.LABELS)})")
     return names
 
 
@@ -56,7 +58,7 @@ def parse_metrics(text: str | None, default: Sequence[str]) -> list[str]:
 
 def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
             make_request: Callable[[str, int, int], engine.RunRequest], run: bool,
-            log: Callable[[str], None] = _log, jobs: int = 1) -> tuple[list[dict[str, Any]], list[str]]:
+            log: Callable[[str], None] = _log, jobs: int = 1) -> tuple[list[Record], list[str]]:
     """The records of every (method, split, seed): trained when missing (``run``) or only read.
 
     ``jobs > 1`` trains the missing runs in that many processes at once (the sweep's local
@@ -79,7 +81,10 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
             log(f"osrbench: {st.completed} run(s) trained in {jobs} processes at once: {st.images_per_s:,.0f} "
                 f"training images/s aggregate ({st.images:,} images in {st.wall_s:.1f} s)")
         return list(done), [str(f) for f in failed]
-    records, failures = [], []
+    from osrbench import engine
+
+    found: list[Record] = []
+    failures: list[str] = []
     for name in methods:
         for split in splits:
             for seed in seeds:
@@ -90,14 +95,14 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
                     if rec is None:
                         failures.append(f"{name} split {split} seed {seed}: no result in {p.dir} (run without --no-run)")
                     else:
-                        records.append(rec)
+                        found.append(rec)
                     continue
                 try:
-                    records.append(engine.run(req))
-                except engine.MethodFailed as exc:
+                    found.append(engine.run(req).record)
+                except MethodFailed as exc:
                     log(f"osrbench: run failed: {exc}")
                     failures.append(f"{name} split {split} seed {seed}: {exc}")
-    return records, failures
+    return found, failures
 
 
 # ------------------------------------------------------------------------------------- report
@@ -108,7 +113,7 @@ class Cell:
     """One config group's aggregate: a table cell of the report."""
 
     key: GroupKey
-    records: list[Mapping[str, Any]]
+    records: list[Record]
     metrics: dict[str, Summary]
     variant: str = ""
     expected_splits: int | None = None
@@ -117,11 +122,11 @@ class Cell:
 
     @property
     def splits(self) -> list[int]:
-        return sorted({r["split"] for r in self.records})
+        return sorted({r.split for r in self.records})
 
     @property
     def seeds(self) -> list[int]:
-        return sorted({r["seed"] for r in self.records})
+        return sorted({r.seed for r in self.records})
 
     @property
     def row(self) -> str:
@@ -130,7 +135,7 @@ class Cell:
 
     @property
     def config(self) -> Mapping[str, Any]:
-        return self.records[0].get("config", {})
+        return self.records[0].config
 
 
 def _registry_info(dataset: str, protocol: str, splits: Sequence[int],
@@ -149,16 +154,16 @@ def _registry_info(dataset: str, protocol: str, splits: Sequence[int],
         return None, {}
 
 
-def build_report(records: Iterable[Mapping[str, Any]], metrics: Sequence[str] = REPORT_METRICS,
+def build_report(records: Iterable[Record], metrics: Sequence[str] = REPORT_METRICS,
                  unique_splits: bool = False) -> list[Cell]:
     """One cell per config group; groups of a method that differ only in config get variant labels."""
     cells = []
     for key, recs in compare.group_records(records).items():
-        expected, dups = _registry_info(key.dataset, key.protocol, sorted({r["split"] for r in recs}), unique_splits)
+        expected, dups = _registry_info(key.dataset, key.protocol, sorted({r.split for r in recs}), unique_splits)
         dropped = {}
         if unique_splits and dups:
             dropped = dups
-            recs = [r for r in recs if r["split"] not in dups]
+            recs = [r for r in recs if r.split not in dups]
             dups = {}
         summ = {m: compare.summarize(recs, m).get(key.method) for m in metrics}
         cells.append(Cell(key, recs, {m: s for m, s in summ.items() if s is not None}, "", expected, dropped, dups))
@@ -360,33 +365,33 @@ def render_report(cells: Sequence[Cell], metrics: Sequence[str], fmt: str, sourc
         return format_csv(cells, metrics)
     if fmt == "json":
         return json.dumps(report_doc(cells, metrics, source), indent=2)
-    raise engine.RunError(f"unknown report format {fmt!r} (valid: {', '.join(FORMATS)})")
+    raise UserError(f"unknown report format {fmt!r} (valid: {', '.join(FORMATS)})")
 
 
-def _select(records: Iterable[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+def _select(recs: Iterable[Record], args: argparse.Namespace) -> list[Record]:
     out = []
-    for rec in records:
-        if getattr(args, "dataset", None) and rec["dataset"] != args.dataset:
+    for rec in recs:
+        if getattr(args, "dataset", None) and rec.dataset != args.dataset:
             continue
-        if getattr(args, "protocol", None) and rec["protocol"] != args.protocol:
+        if getattr(args, "protocol", None) and rec.protocol != args.protocol:
             continue
-        if getattr(args, "method", None) and rec["method"] not in args.method:
+        if getattr(args, "method", None) and rec.method not in args.method:
             continue
         out.append(rec)
     return out
 
 
-def _read_runs(runs: Path) -> list[dict[str, Any]]:
+def _read_runs(runs: Path) -> list[Record]:
     if not Path(runs).is_dir():
-        raise engine.RunError(f"no results folder {runs} (pass --runs DIR, the --out of your runs)")
-    return list(results.iter_records(runs, on_error=lambda msg: _log(f"warning: skipped {msg}")))
+        raise UserError(f"no results folder {runs} (pass --runs DIR, the --out of your runs)")
+    return list(records.iter_records(runs, on_error=lambda msg: _log(f"warning: skipped {msg}")))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     metrics = parse_metrics(args.metrics, REPORT_METRICS)
     recs = _select(_read_runs(args.runs), args)
     if not recs:
-        raise engine.RunError(f"no result records under {args.runs} match the selection")
+        raise UserError(f"no result records under {args.runs} match the selection")
     cells = build_report(recs, metrics, args.unique_splits)
     text = render_report(cells, metrics, args.format, str(args.runs), args.layout)
     if args.output:
@@ -401,123 +406,33 @@ def cmd_report(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ rescore
 
 
-def available_scores(rec: Mapping[str, Any]) -> list[str]:
+def available_scores(rec: Record) -> list[str]:
     """Score names a run stored: ``score`` (its main score) and the named ones."""
-    names = rec.get("scores")
-    if names:
-        return list(names)
-    path = Path(rec.get("_path", "")) / engine.SCORES
-    if path.exists():
-        with np.load(path) as z:
-            return ["score", *(k[len("known_score_"):] for k in z.files if k.startswith("known_score_"))]
-    return ["score"]
+    return list(rec.scores)
 
 
-def _arrays_from_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
-def _arrays_from_checkpoint(rec: Mapping[str, Any], device: str, data_root: Path | None) -> dict[str, np.ndarray]:
-    """Rebuild the method from the run's final checkpoint and score the test sets again."""
-    import dataclasses
-
-    import torch
-
-    from osrbench import plugins, protocols
-    from osrbench.method import Context
-
-    folder = Path(rec["_path"])
-    reg = plugins.get()
-    try:
-        spec = reg.method(rec["method"])
-        ds = reg.dataset(rec["dataset"])
-        split = protocols.get_split(ds, rec["protocol"], rec["split"])
-    except (plugins.UnknownName, protocols.SplitError) as exc:
-        raise engine.RunError(f"{folder}: cannot rebuild the run ({str(exc).strip(chr(39))})") from None
-    if split.hash != rec.get("split_hash"):
-        raise engine.RunError(f"{folder}: split {rec['split']} of {rec['protocol']} changed since the run (hash)")
-    cfg = dict(rec["config"])
-    ckpt_path = folder / engine.CHECKPOINT
-    if not ckpt_path.exists():
-        raise engine.RunError(f"{folder}: neither {engine.SCORES} nor {engine.CHECKPOINT} to rescore from")
-    ckpt = engine.read_checkpoint(ckpt_path)
-    if ckpt.get("epoch") != cfg["epochs"]:
-        raise engine.RunError(f"{folder}: checkpoint is at epoch {ckpt.get('epoch')}, not the final {cfg['epochs']}")
-    dev = engine.pick_device(device)
-    try:
-        data = ds.load(Path(data_root or engine.default_data_root()), split, cfg["image_size"])
-    except DataNotFound as exc:
-        raise engine.RunError(str(exc)) from None
-    kw: dict[str, Any] = {}
-    ctx_fields = {f.name for f in dataclasses.fields(Context)}
-    precision = None
-    if hasattr(engine, "Precision"):
-        precision = engine.Precision(cfg.get("precision", "fp32"), dev)
-        if "channels_last" in ctx_fields:
-            kw["channels_last"] = precision.bf16
-    ctx = Context(num_classes=split.num_known, image_shape=(3, *data.image_shape[1:]), device=dev, config=cfg,
-                  generator=torch.Generator(device=dev).manual_seed(0), epochs=cfg["epochs"], dataset=ds.name,
-                  steps_per_epoch=math.ceil(len(data.train_x) / cfg["batch_size"]), **kw)
-    method = spec.factory()
-    method.setup(ctx)
-    method.load_state_dict(ckpt["state"])
-    extra = {"precision": precision} if precision is not None else {}
-    kl, ks, kn = engine.predict_all(method, data.known_x, dev, cfg["normalize"], **extra)
-    ul, us, un = engine.predict_all(method, data.unknown_x, dev, cfg["normalize"], **extra)
-    out = {"known_score": ks, "unknown_score": us, "known_logits": kl, "unknown_logits": ul,
-           "known_labels": data.known_y.numpy(), "unknown_ids": data.unknown_ids.numpy()}
-    for k in kn:
-        out[f"known_score_{k}"], out[f"unknown_score_{k}"] = kn[k], un[k]
-    return out
-
-
-def _pick(arrays: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
-    if name == "score":
-        return arrays["known_score"], arrays["unknown_score"]
-    return arrays[f"known_score_{name}"], arrays[f"unknown_score_{name}"]
-
-
-def main_score_name(arrays: Mapping[str, np.ndarray]) -> str:
-    """Which named score the run's main score is (``score`` when it equals none of them)."""
-    for k in sorted(arrays):
-        if k.startswith("known_score_"):
-            name = k[len("known_score_"):]
-            if np.array_equal(arrays[k], arrays["known_score"]) and np.array_equal(
-                    arrays[f"unknown_score_{name}"], arrays["unknown_score"]):
-                return name
-    return "score"
-
-
-def rescore_arrays(arrays: Mapping[str, np.ndarray], name: str, f1_rule: Sequence[Any] | None) -> dict[str, float]:
-    """Every metric of a run recomputed with score ``name``; macro-F1 keeps the run's own rule."""
-    from osrbench import metrics
-
-    known, unknown = _pick(arrays, name)
-    known_pred = arrays["known_logits"].argmax(1)
-    unknown_pred = arrays["unknown_logits"].argmax(1)
-    labels = arrays["known_labels"]
-    out = metrics.evaluate(known, known_pred, labels, unknown, unknown_pred)
-    if f1_rule:
-        rule_name, threshold = f1_rule
-        ks, us = _pick(arrays, rule_name)
-        out["macro_f1"] = metrics.macro_f1(labels, known_pred, ks, unknown_pred, us, threshold)
-    return out
-
-
-def rescore_record(rec: Mapping[str, Any], name: str, from_checkpoint: bool = False, device: str = "cpu",
+def rescore_record(rec: Record, name: str, from_checkpoint: bool = False, device: str = "cpu",
                    data_root: Path | None = None) -> dict[str, Any]:
-    """``{"metrics", "source", "main_score"}`` of one record rescored with score ``name``."""
-    path = Path(rec["_path"]) / engine.SCORES
-    if path.exists() and not from_checkpoint:
-        arrays, source = _arrays_from_npz(path), engine.SCORES
+    """``{"metrics", "source", "main_score"}`` of one record rescored with score ``name``.
+
+    The scores come from the run's ``scores.npz``, or from its final checkpoint (``from_checkpoint``
+    or when the score file is missing); the metrics from :func:`osrbench.evaluation.score_metrics`,
+    macro-F1 keeping the run's own rule.
+    """
+    from osrbench import evaluation
+
+    folder = Path(rec.dir)
+    if (folder / records.SCORES).exists() and not from_checkpoint:
+        scores, source = records.read_scores(folder), records.SCORES
     else:
-        arrays, source = _arrays_from_checkpoint(rec, device, data_root), engine.CHECKPOINT
-    have = ["score", *(k[len("known_score_"):] for k in arrays if k.startswith("known_score_"))]
-    if name not in have:
-        raise engine.RunError(f"run {rec['_path']} stored no score {name!r} (available: {', '.join(have)})")
-    return {"metrics": rescore_arrays(arrays, name, rec.get("f1_rule")), "source": source,
-            "main_score": main_score_name(arrays)}
+        from osrbench import checkpoints
+        from osrbench.rescore import scores_from_checkpoint
+
+        scores, source = scores_from_checkpoint(rec, device, data_root), checkpoints.CHECKPOINT
+    if name not in scores.names:
+        raise UserError(f"run {folder} stored no score {name!r} (available: {', '.join(scores.names)})")
+    return {"metrics": evaluation.score_metrics(scores, name, rec.f1_rule), "source": source,
+            "main_score": scores.main}
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
@@ -525,52 +440,52 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
     name = args.score
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise engine.RunError(f"score name {name!r} may only contain letters, digits, '.', '_' and '-'")
+        raise UserError(f"score name {name!r} may only contain letters, digits, '.', '_' and '-'")
     metric_names = parse_metrics(args.metrics, RESCORE_METRICS)
     recs = _select(_read_runs(args.runs), args)
     if not recs:
-        raise engine.RunError(f"no result records under {args.runs} match the selection")
+        raise UserError(f"no result records under {args.runs} match the selection")
     lacking = [r for r in recs if name not in available_scores(r)]
     if lacking:
         avail = sorted({n for r in recs for n in available_scores(r)})
         if len(lacking) == len(recs):
-            raise engine.RunError(f"no selected run stored a score {name!r} (available: {', '.join(avail)})")
+            raise UserError(f"no selected run stored a score {name!r} (available: {', '.join(avail)})")
         r = lacking[0]
-        raise engine.RunError(
-            f"{len(lacking)} of {len(recs)} selected runs stored no score {name!r}, e.g. {r['method']} in {r['_path']} "
+        raise UserError(
+            f"{len(lacking)} of {len(recs)} selected runs stored no score {name!r}, e.g. {r.method} in {r.dir} "
             f"(it has: {', '.join(available_scores(r))}); narrow the selection with --method/--dataset")
     rows, done = [], []
-    for rec in sorted(recs, key=lambda r: (r["dataset"], r["protocol"], r["method"], r["config_hash"], r["split"], r["seed"])):
+    for rec in sorted(recs, key=lambda r: (r.dataset, r.protocol, r.method, r.config_hash, r.split, r.seed)):
         res = rescore_record(rec, name, args.from_checkpoint, args.device, args.data_root)
         done.append((rec, res))
-        m_old, m_new = rec["metrics"], res["metrics"]
-        row = [rec["method"], f"{rec['dataset']}/{rec['protocol']}", rec["split"], rec["seed"], res["main_score"]]
+        m_old, m_new = rec.metrics, res["metrics"]
+        row = [rec.method, f"{rec.dataset}/{rec.protocol}", rec.split, rec.seed, res["main_score"]]
         for m in metric_names:
             row.append(f"{compare._pct(m_old.get(m))} -> {compare._pct(m_new.get(m))}")
         row.append(res["source"])
         rows.append(row)
         if args.write:
             doc = {"score": name, "main_score": res["main_score"], "metrics": res["metrics"],
-                   "f1_rule": rec.get("f1_rule"), "source": res["source"],
-                   "record": {k: rec.get(k) for k in ("method", "dataset", "protocol", "split", "seed",
-                                                        "config_hash", "split_hash", "sha256")},
+                   "f1_rule": rec.f1_rule, "source": res["source"],
+                   "record": {k: getattr(rec, k) for k in ("method", "dataset", "protocol", "split", "seed",
+                                                           "config_hash", "split_hash", "sha256")},
                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            results.write_json(Path(rec["_path"]) / f"metrics_{name}.json", doc)
+            results.write_json(rec.dir / f"metrics_{name}.json", doc)
     heads = ["method", "dataset/protocol", "split", "seed", "main score",
              *(f"{compare.SHORT.get(m, m)} main -> {name}" for m in metric_names), "from"]
     print(f"rescored with score {name!r}: values in %, the run's main score -> {name!r}; "
           "macro-F1 keeps each method's own rule")
     print(tabulate(rows, headers=heads, tablefmt=args.format, disable_numparse=True))
     # Summary per config group: mean +- std over splits, both scores, and the paired difference.
-    groups: dict[GroupKey, list[tuple[Mapping[str, Any], dict[str, Any]]]] = {}
+    groups: dict[GroupKey, list[tuple[Record, dict[str, Any]]]] = {}
     for rec, res in done:
         groups.setdefault(compare.group_key(rec), []).append((rec, res))
     rows = []
     for key, items in groups.items():
         old = [r for r, _ in items]
-        new = [{**r, "metrics": res["metrics"]} for r, res in items]
+        new = [r.replace(metrics=res["metrics"]) for r, res in items]
         row = [f"{key.method} ({key.recipe or 'no recipe'}, {key.short_hash})", f"{key.dataset}/{key.protocol}",
-               len({r['split'] for r in old})]
+               len({r.split for r in old})]
         for m in metric_names:
             a = compare.summarize(old, m).get(key.method)
             b = compare.summarize(new, m).get(key.method)
@@ -593,7 +508,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------- export
 
 
-class ExportInvalid(ValueError):
+class ExportInvalid(UserError, ValueError):
     """An export bundle that fails :func:`validate_export`; the message lists every problem."""
 
 
@@ -607,19 +522,19 @@ def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapp
 
     methods = {}
     for m in c.methods:
-        recs = sorted(c.records[m], key=lambda r: (r["split"], r["seed"]))
-        versions = [r.get("versions", {}) for r in recs]
+        recs = sorted(c.records[m], key=lambda r: (r.split, r.seed))
+        versions = [r.versions for r in recs]
         methods[m] = {
             "config_hash": c.groups[m].config_hash, "recipe": c.groups[m].recipe,
-            "config": recs[0].get("config", {}),
+            "config": recs[0].config,
             "metrics": {metric: {"mean": c.summaries[metric][m].mean, "std": c.summaries[metric][m].std,
                                  "per_split": {str(k): v for k, v in c.summaries[metric][m].per_split.items()}}
                         for metric in c.metrics if m in c.summaries[metric]},
-            "split_hashes": {str(r["split"]): r.get("split_hash") for r in recs},
+            "split_hashes": {str(r.split): r.split_hash for r in recs},
             "versions": versions[0],
             "versions_consistent": all(v == versions[0] for v in versions),
-            "runs": [{"split": r["split"], "seed": r["seed"], "record_sha256": r.get("sha256"),
-                      "created": r.get("created"), "device": r.get("device")} for r in recs],
+            "runs": [{"split": r.split, "seed": r.seed, "record_sha256": r.sha256,
+                      "created": r.created, "device": r.device} for r in recs],
         }
     return {
         "osrbench_export": EXPORT_VERSION, "dataset": c.dataset, "protocol": c.protocol,
@@ -723,19 +638,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         try:
             doc = json.loads(Path(args.validate).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise engine.RunError(f"{args.validate}: cannot read an export bundle ({type(exc).__name__})") from None
+            raise UserError(f"{args.validate}: cannot read an export bundle ({type(exc).__name__})") from None
         try:
             validate_export(doc)
         except ExportInvalid as exc:
-            raise engine.RunError(f"{args.validate}: invalid export: {exc}") from None
+            raise UserError(f"{args.validate}: invalid export: {exc}") from None
         print(f"{args.validate}: valid osrbench export ({doc['dataset']}/{doc['protocol']}, "
               f"{len(doc['methods'])} methods, splits {compare.split_list(doc['splits'])})")
         return 0
     if not args.methods or not args.dataset:
-        raise engine.RunError("export needs methods and --dataset (or --validate FILE)")
+        raise UserError("export needs methods and --dataset (or --validate FILE)")
     if not args.output:
-        raise engine.RunError("export needs --output FILE")
+        raise UserError("export needs --output FILE")
     from osrbench import config as configmod
+    from osrbench import engine
 
     splits, seeds, dropped = resolve_splits(args.dataset, args.protocol, args.splits, args.seeds, args.unique_splits)
     overrides = configmod.parse_overrides(args.overrides)
@@ -748,7 +664,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         engine.plan(make(name, splits[0], seeds[0]))
     recs, missing = collect(args.methods, splits, seeds, make, run=False)
     if missing:
-        raise engine.RunError(f"{len(missing)} result(s) missing, e.g. {missing[0]}; export only reads results "
+        raise UserError(f"{len(missing)} result(s) missing, e.g. {missing[0]}; export only reads results "
                               "(pass the same --epochs/--recipe/--set/--out as the compare)")
     c = compare.build(recs, args.methods, parse_metrics(args.metrics, compare.METRICS), tie_tol_from(args.tie_tol))
     doc = write_export(args.output, export_doc(c, args.unique_splits, dropped))
@@ -778,7 +694,7 @@ def resolve_splits(dataset: str, protocol: str, split_text: str, seed_text: str,
         if unique:
             splits, dropped = compare.unique_splits(spec, protocol, splits)
     except (plugins.UnknownName, protocols.SplitError) as exc:
-        raise engine.RunError(str(exc).strip("'\"")) from None
+        raise UserError(str(exc).strip("'\"")) from None
     return splits, seeds, dropped
 
 

@@ -1,9 +1,10 @@
-"""Result records on disk: atomic writes, run folders, content hashes, aggregation.
+"""Files on disk: atomic writes, hashed JSON documents, run folders, and mean +- std.
 
 A run lives in ``OUT/<dataset>/<protocol>/<method>/split<i>-seed<s>-<config hash>/`` and holds
-``result.json`` (the record), ``scores.npz`` (raw test scores) and ``checkpoint.pt``. Every file
-is written to a unique temporary name in the same folder and renamed into place, so a reader
-never sees half a file and two processes never write the same temporary file.
+``result.json`` and ``scores.npz`` (:mod:`osrbench.records`) and ``checkpoint.pt``
+(:mod:`osrbench.checkpoints`). Every file is written to a unique temporary name in the same folder
+and renamed into place, so a reader never sees half a file and two processes never write the same
+temporary file. Torch-free.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
+
+from osrbench.errors import UserError
 
 
 def canonical_hash(obj: Any, length: int = 16) -> str:
@@ -53,20 +56,20 @@ def write_json(path: Path, doc: Mapping[str, Any]) -> None:
     atomic_write(path, lambda fh: fh.write(data))
 
 
-class CorruptRecord(ValueError):
-    """A record that is truncated, not JSON, or whose content hash does not match."""
+class CorruptJSON(UserError, ValueError):
+    """A hashed JSON document that is truncated, not JSON, or whose content hash does not match."""
 
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptRecord(f"{path}: unreadable result record ({type(exc).__name__})") from None
+        raise CorruptJSON(f"{path}: unreadable result record ({type(exc).__name__})") from None
     if not isinstance(doc, dict) or "sha256" not in doc:
-        raise CorruptRecord(f"{path}: not an osrbench record (no content hash)")
+        raise CorruptJSON(f"{path}: not an osrbench record (no content hash)")
     body = {k: v for k, v in doc.items() if k != "sha256"}
     if canonical_hash(body, 64) != doc["sha256"]:
-        raise CorruptRecord(f"{path}: content hash mismatch (file was modified or damaged)")
+        raise CorruptJSON(f"{path}: content hash mismatch (file was modified or damaged)")
     return doc
 
 
@@ -76,19 +79,6 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 def run_dir(out: Path, method: str, dataset: str, protocol: str, split: int, seed: int, config_hash: str) -> Path:
     return Path(out) / dataset / protocol / method / f"split{split}-seed{seed}-{config_hash[:10]}"
-
-
-def iter_records(root: Path, on_error: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
-    """Every valid ``result.json`` under ``root``; corrupt ones are reported and skipped."""
-    for path in sorted(Path(root).rglob("result.json")):
-        try:
-            rec = read_json(path)
-        except CorruptRecord as exc:
-            if on_error:
-                on_error(str(exc))
-            continue
-        rec["_path"] = str(path.parent)
-        yield rec
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:

@@ -273,12 +273,7 @@ def new_plugin(name: str, parent: Path = Path("."), check_installed: bool = True
 
 
 def cmd_new_plugin(args: argparse.Namespace) -> int:
-    from osrbench.engine import RunError
-
-    try:
-        root = new_plugin(args.name, args.dir)
-    except ScaffoldError as exc:
-        raise RunError(str(exc)) from None
+    root = new_plugin(args.name, args.dir)
     pkg = package_name(args.name)
     print(f"wrote {root}/: pyproject.toml, README.md, {pkg}/plugin.py, tests/test_conformance.py")
     print("next:")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import socket
 import sys
 import time
@@ -42,14 +41,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from osrbench import engine, plugins, protocols
+from osrbench.errors import MethodFailed, UserError, one_line
 
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "Ray is not installed: pip install 'osrbench[ray]' (or: pip install 'ray>=2.9')"
 GRID_KEYS = ("methods", "datasets", "protocol", "splits", "seeds", "epochs", "recipe", "set")
-_RESUMED = re.compile(r"^resuming .* from epoch (\d+)\s*$")
 
 
-class SweepError(engine.RunError):
+class SweepError(UserError):
     """A sweep that cannot start (bad grid, missing Ray, unschedulable resources); one line."""
 
 
@@ -130,13 +129,10 @@ def _run_one(req: engine.RunRequest, threads: int | None, log: Callable[[str], N
         if log is not None:
             log(msg)
 
-    p = engine.plan(req)
-    fresh = p.existing_result() is None
     t0 = time.perf_counter()
     with _torch_threads(threads):
-        rec = engine.run(req, log=_log)
-    rec["_path"] = str(p.dir)
-    return {"record": rec, "log": lines, "trained": fresh, "pid": os.getpid(), "host": socket.gethostname(),
+        outcome = engine.run(req, log=_log)
+    return {"outcome": outcome, "log": lines, "pid": os.getpid(), "host": socket.gethostname(),
             "wall_s": time.perf_counter() - t0}
 
 
@@ -148,14 +144,6 @@ def _pool_init(threads: int | None, jobs: int) -> None:
 
 def _pool_task(req: engine.RunRequest, threads: int | None) -> dict[str, Any]:
     return _run_one(req, threads)
-
-
-def _resumed_from(lines: Sequence[str]) -> int | None:
-    for line in lines:
-        m = _RESUMED.match(line)
-        if m:
-            return int(m.group(1))
-    return None
 
 
 # ----------------------------------------------------------------------------------- progress
@@ -188,22 +176,20 @@ class _Progress:
         self.emit("start", index, **info)
 
     def done(self, index: int, out: Mapping[str, Any]) -> None:
-        rec = out["record"]
+        outcome: engine.Outcome = out["outcome"]
+        rec = outcome.record
         for line in out["log"]:
-            if _RESUMED.match(line) is None:
-                self.emit("log", index, line)
-        start = _resumed_from(out["log"])
+            self.emit("log", index, line)
+        start = outcome.resumed_from
         if start is not None:
             self.stats.resumed += 1
             self.emit("resume", index, f"resumed from the checkpoint of epoch {start}", epoch=start)
-        if out["trained"]:
-            epochs = rec["config"]["epochs"] - (start or 0)
-            self.stats.images += int(rec["counts"]["train"]) * epochs
+        self.stats.images += int(rec.counts["train"]) * outcome.epochs_trained
         self.running.discard(index)
         self.finished.add(index)
         self.records[index] = rec
         self.stats.completed += 1
-        self.emit("done", index, record=rec, wall_s=out.get("wall_s"), trained=out["trained"])
+        self.emit("done", index, record=rec, wall_s=out.get("wall_s"), trained=outcome.trained)
 
     def fail(self, index: int, message: str, kind: str) -> None:
         self.running.discard(index)
@@ -248,7 +234,7 @@ def execute(
     :param max_retries: Ray restarts of a task whose worker died; the restart resumes from the
         run's last checkpoint. Method errors are never retried.
 
-    Requests are planned before anything runs: an unknown name raises :class:`engine.RunError`.
+    Requests are planned before anything runs: an unknown name raises :class:`UserError`.
     Runs are always resumed from their checkpoint when one exists (``resume="auto"``); ``force``
     is ignored. Duplicate requests (the same run folder) run once.
     """
@@ -281,7 +267,6 @@ def execute(
         stats.total += 1
         rec = p.existing_result()
         if rec is not None:
-            rec["_path"] = str(p.dir)
             progress.records[i] = rec
             progress.finished.add(i)
             stats.skipped += 1
@@ -312,23 +297,15 @@ def _execute_in_process(reqs: list[engine.RunRequest], todo: list[int], threads:
                         progress: _Progress) -> None:
     for i in todo:
         progress.start(i, pid=os.getpid(), host=socket.gethostname())
-        resumed: list[str] = []
-
-        def log(msg: str, i: int = i) -> None:
-            if _RESUMED.match(msg):
-                resumed.append(msg)
-            else:
-                progress.emit("log", i, msg)
-
         try:
-            out = _run_one(reqs[i], threads, log=log)
-        except engine.MethodFailed as exc:
+            out = _run_one(reqs[i], threads, log=lambda msg, i=i: progress.emit("log", i, msg))
+        except MethodFailed as exc:
             progress.fail(i, str(exc), "method")
             continue
-        except engine.RunError as exc:
-            progress.fail(i, str(exc).strip("'\""), "run")
+        except UserError as exc:
+            progress.fail(i, one_line(exc), "run")
             continue
-        out["log"] = resumed  # the other lines were reported as they came
+        out["log"] = []  # reported as they came
         progress.done(i, out)
 
 
@@ -355,10 +332,10 @@ def _execute_pool(reqs: list[engine.RunRequest], todo: list[int], jobs: int, thr
                     i = inflight.pop(fut)
                     try:
                         progress.done(i, fut.result())
-                    except engine.MethodFailed as exc:
+                    except MethodFailed as exc:
                         progress.fail(i, str(exc), "method")
-                    except engine.RunError as exc:
-                        progress.fail(i, str(exc).strip("'\""), "run")
+                    except UserError as exc:
+                        progress.fail(i, one_line(exc), "run")
                     except BrokenProcessPool:
                         progress.fail(i, "a worker process died (run the sweep again to resume)", "worker")
                         while queue:
@@ -412,10 +389,10 @@ def _ray_task(req: engine.RunRequest, threads: int | None, index: int, tracker: 
 def _ray_failure(ray: Any, exc: BaseException, attempts: int) -> tuple[str, str]:
     if isinstance(exc, ray.exceptions.RayTaskError):
         cause = getattr(exc, "cause", None)
-        if isinstance(cause, engine.MethodFailed):
+        if isinstance(cause, MethodFailed):
             return str(cause), "method"
-        if isinstance(cause, engine.RunError):
-            return str(cause).strip("'\""), "run"
+        if isinstance(cause, UserError):
+            return one_line(cause), "run"
         if cause is not None:
             return f"{type(cause).__name__}: {cause}", "error"
         return str(exc).strip().splitlines()[0], "error"
@@ -594,8 +571,8 @@ def _printer(quiet: bool) -> Callable[[Event], None]:
             print(f"{_fmt_progress(ev)} {ev.label}: {ev.message}", flush=True)
         elif ev.kind == "done":
             rec = ev.info["record"]
-            auroc = rec.get("metrics", {}).get("auroc")
-            how = f"{rec['wall_time_s']['train']:.1f} s training" if ev.info.get("trained") else "found finished"
+            auroc = rec.metrics.get("auroc")
+            how = f"{rec.wall_time_s['train']:.1f} s training" if ev.info.get("trained") else "found finished"
             score = f", auroc {100 * auroc:.2f}" if auroc is not None else ""
             print(f"{_fmt_progress(ev)} done {ev.label} ({how}{score})", flush=True)
         elif ev.kind == "fail":
@@ -635,7 +612,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _import_ray()
     plans = [engine.plan(r) for r in requests]  # every name checked before anything runs
     if args.executor == "local":
-        root = args.data_root or engine.default_data_root()
+        from osrbench.session import default_data_root
+
+        root = args.data_root or default_data_root()
         for ds in dict.fromkeys(p.dataset.name for p in plans):
             problems = plugins.get().dataset(ds).check(Path(root))
             if problems:

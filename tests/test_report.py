@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from osrbench import cli, compare, metrics, plots, report, results
+from osrbench import cli, compare, evaluation, metrics, plots, records, report, results
 from osrbench.config import config_hash
+from osrbench.records import Record, Scores
 
 VERSIONS = {"osrbench": "0.1.0", "torch": "x", "numpy": "y", "python": "z",
             "plugin": {"name": "p", "distribution": "d", "version": "1"}}
@@ -23,13 +24,13 @@ def make_record(method, split, seed, values, *, dataset="digits", protocol="auro
                 recipe="arpl-release", root: Path | None = None, scores_rng=None):
     """A result record as the engine writes it; on disk (with scores.npz) when ``root`` is given."""
     cfg = {"epochs": epochs, "batch_size": 64, "lr": 0.1}
-    rec = {"method": method, "dataset": dataset, "protocol": protocol, "split": split, "seed": seed,
-           "recipe": recipe, "config": cfg, "config_hash": config_hash(method, cfg),
-           "split_hash": f"hash-of-split-{split}", "metrics": dict(values), "versions": VERSIONS,
-           "f1_rule": ["msp", 0.5], "scores": ["score", "msp", "mls"], "created": "2026-01-01T00:00:00"}
+    rec = Record(method=method, dataset=dataset, protocol=protocol, split=split, seed=seed, recipe=recipe,
+                 config=cfg, config_hash=config_hash(method, cfg), split_hash=f"hash-of-split-{split}",
+                 metrics=dict(values), versions=VERSIONS, plugin=VERSIONS["plugin"], f1_rule=("msp", 0.5),
+                 scores=("score", "msp", "mls"), created="2026-01-01T00:00:00")
     if root is None:
         return rec
-    folder = results.run_dir(root, method, dataset, protocol, split, seed, rec["config_hash"])
+    folder = results.run_dir(root, method, dataset, protocol, split, seed, rec.config_hash)
     if scores_rng is not None:
         rng = scores_rng
         k, u, K = 60, 40, 6
@@ -46,11 +47,10 @@ def make_record(method, split, seed, values, *, dataset="digits", protocol="auro
                   "unknown_ids": np.full(u, 7), "known_score": msp(logits_k), "unknown_score": msp(logits_u),
                   "known_score_msp": msp(logits_k), "unknown_score_msp": msp(logits_u),
                   "known_score_mls": logits_k.max(1), "unknown_score_mls": logits_u.max(1)}
-        results.write_npz(folder / "scores.npz", arrays)
-        rec["metrics"] = report.rescore_arrays(arrays, "score", rec["f1_rule"])
-    results.write_json(folder / "result.json", rec)
-    rec["_path"] = str(folder)
-    return rec
+        scores = Scores.from_arrays(arrays)
+        records.write_scores(folder, scores)
+        rec = rec.replace(metrics=evaluation.score_metrics(scores, "score", rec.f1_rule))
+    return records.write_record(folder, rec)
 
 
 AUROC = [0.80, 0.82, 0.84, 0.86, 0.88]  # mean 0.84, sample std sqrt(0.001)
@@ -191,7 +191,7 @@ def test_report_marks_and_drops_duplicate_splits():
 # ------------------------------------------------------------------------------------- report
 
 
-def _write_runs(root: Path) -> list[dict]:
+def _write_runs(root: Path) -> list[Record]:
     recs = []
     for k, v in enumerate(AUROC):
         for s in (0, 1):
@@ -332,12 +332,12 @@ def test_rescore_with_a_stored_score(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "AUROC main -> mls" in out and "msp" in out
     for rec in recs:
-        with np.load(Path(rec["_path"]) / "scores.npz") as z:
+        with np.load(rec.dir / "scores.npz") as z:
             expect = metrics.auroc(z["known_score_mls"], z["unknown_score_mls"])
-        doc = results.read_json(Path(rec["_path"]) / "metrics_mls.json")
+        doc = results.read_json(rec.dir / "metrics_mls.json")
         assert doc["metrics"]["auroc"] == pytest.approx(expect) and doc["main_score"] == "msp"
-        assert doc["metrics"]["macro_f1"] == pytest.approx(rec["metrics"]["macro_f1"])  # rule unchanged
-        assert doc["record"]["sha256"] == results.read_json(Path(rec["_path"]) / "result.json")["sha256"]
+        assert doc["metrics"]["macro_f1"] == pytest.approx(rec.metrics["macro_f1"])  # rule unchanged
+        assert doc["record"]["sha256"] == results.read_json(rec.dir / "result.json")["sha256"] == rec.sha256
     assert cli.main(["rescore", "--runs", str(tmp_path), "--score", "energy"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no selected run stored a score 'energy' (available: mls, msp, score)" in err[0]
@@ -363,15 +363,15 @@ def test_compare_end_to_end_plots_export_and_rescore_from_checkpoint(tmp_path, c
                      "--out", str(tmp_path / "runs"), "-o", str(tmp_path / "c.json")]) == 0
     c = json.loads((tmp_path / "c.json").read_text())
     report.validate_export(c)
-    stored = next(iter(results.iter_records(tmp_path / "runs")))
-    next(Path(stored["_path"]).glob("scores.npz")).unlink()
+    stored = next(iter(records.iter_records(tmp_path / "runs")))
+    next(stored.dir.glob("scores.npz")).unlink()
     assert cli.main(["rescore", "--runs", str(tmp_path / "runs"), "--score", "msp", "--write",
                      "--metrics", "auroc"]) == 0
     assert "checkpoint.pt" in capsys.readouterr().out
-    doc = results.read_json(Path(stored["_path"]) / "metrics_msp.json")
+    doc = results.read_json(stored.dir / "metrics_msp.json")
     assert doc["source"] == "checkpoint.pt"
     for m in ("auroc", "oscr", "acc", "macro_f1"):
-        assert doc["metrics"][m] == pytest.approx(stored["metrics"][m], abs=1e-9)
+        assert doc["metrics"][m] == pytest.approx(stored.metrics[m], abs=1e-9)
 
 
 def test_compare_with_jobs_trains_splits_at_once_and_reports_aggregate_throughput(tmp_path, capsys):
@@ -380,7 +380,7 @@ def test_compare_with_jobs_trains_splits_at_once_and_reports_aggregate_throughpu
     assert cli.main([*argv, "--jobs", "2", "--out", str(tmp_path / "pool")]) == 0
     cap = capsys.readouterr()
     line = next(l for l in cap.err.splitlines() if "aggregate" in l)
-    images = sum(r["counts"]["train"] for r in results.iter_records(tmp_path / "pool"))
+    images = sum(r.counts["train"] for r in records.iter_records(tmp_path / "pool"))
     assert "2 run(s) trained in 2 processes at once" in line and f"({images:,} images in" in line
     assert cli.main([*argv, "--jobs", "2", "--out", str(tmp_path / "pool")]) == 0
     assert "aggregate" not in capsys.readouterr().err  # nothing left to train
@@ -392,8 +392,8 @@ def _fake_run(out: Path, method: str, split: int, value: float) -> None:
 
     p = engine.plan(engine.RunRequest(method, "cifar10", "osrci", split, 0, epochs=1, out=out))
     rec = make_record(method, split, 0, {"auroc": value}, dataset="cifar10", protocol="osrci", epochs=1)
-    rec.update(config=p.config, config_hash=p.config_hash, split_hash=p.split.hash)
-    results.write_json(p.result_path, rec)
+    rec = rec.replace(config=p.config, config_hash=p.config_hash, split_hash=p.split.hash)
+    assert records.write_record(p.dir, rec).dir / records.RESULT == p.result_path
 
 
 def test_compare_no_run_warns_about_and_drops_duplicate_splits(tmp_path, capsys):

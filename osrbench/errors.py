@@ -1,0 +1,38 @@
+"""The two kinds of error the command line tells apart.
+
+- :class:`UserError`: something the user can fix (an unknown name, missing data, a bad config value,
+  a damaged or foreign file). The CLI prints its message as one line and exits with code 2.
+  Every such error in osrbench derives from it.
+- :class:`MethodFailed`: a method's own code raised or produced non-finite values. The CLI exits
+  with code 1; the traceback is in the run folder's ``error.json``.
+
+This module imports nothing, so any module may raise these.
+"""
+
+from __future__ import annotations
+
+EXIT_USER = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message is one line that says what to do."""
+
+
+class UsageError(UserError):
+    """A command-line argument that is not valid."""
+
+
+class MethodFailed(Exception):
+    """The method's own code raised; the traceback is in the run folder's ``error.json``."""
+
+
+class NonFiniteLoss(MethodFailed):
+    """A loss term or a score became NaN or infinite."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message as the CLI prints it: one line, without the quotes KeyError adds."""
+    text = str(exc).strip("'\"")
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,171 @@
+"""One method set up for one run, exactly as the engine trains it: the only place that does it.
+
+:func:`open_session` takes a method spec, a resolved config and loaded data and makes, in this
+order: the seeded global RNGs, the run's ``torch.Generator``, the device-resident training stream,
+the precision policy, the :class:`Context`, the method (``factory()`` then ``setup(ctx)``). After a
+resume's :meth:`Session.restore`, :meth:`Session.build_step` makes the step callable (eager, or
+replayed from CUDA graphs); :meth:`Session.run_epoch` drives one epoch. The engine, rescore, the
+conformance suite and the benchmarks all build their methods here.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from osrbench import checkpoints, graphs
+from osrbench.data.randaugment import ops_for
+from osrbench.data.stream import TrainStream, derive_seed
+from osrbench.datasets import DataNotFound, DatasetSpec, OpenSetData
+from osrbench.devices import Precision
+from osrbench.errors import MethodFailed, UserError
+from osrbench.method import Context, Method, MethodSpec
+
+#: ``call(stage, fn, *args)``: how a session calls into the method (the engine records failures).
+Call = Callable[..., Any]
+
+
+def _call(stage: str, fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+class MethodRaised(MethodFailed):
+    """The method's own code raised (the original exception is the cause)."""
+
+
+def guarded(method: str, on_error: Callable[[str, BaseException], str] | None = None) -> Call:
+    """A ``call`` whose method exceptions become one :class:`MethodRaised` line.
+
+    ``on_error(stage, exc)`` may record the failure and returns a note appended to the message.
+    """
+
+    def call(stage: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (KeyboardInterrupt, MethodFailed, UserError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the method's code
+            note = on_error(stage, exc) if on_error else ""
+            raise MethodRaised(f"method {method!r} raised in {stage}: {type(exc).__name__}: {exc}{note}") from exc
+
+    return call
+
+
+def default_data_root() -> Path:
+    env = os.environ.get("OSRBENCH_DATA")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "osrbench"
+
+
+def load_data(dataset: DatasetSpec, split: Any, image_size: int, root: Path | None = None) -> OpenSetData:
+    """The split's uint8 tensors; missing data is a user error."""
+    try:
+        return dataset.load(Path(root or default_data_root()), split, image_size)
+    except DataNotFound as exc:
+        raise UserError(str(exc)) from None
+
+
+def seed_everything(seed: int, device: torch.device, deterministic: bool | None = False) -> None:
+    """Seed Python, numpy and torch from the run's seed; pick the kernel policy (``None``: leave it)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif deterministic is False and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the releases do
+
+
+def _make(spec: MethodSpec) -> Method:
+    method = spec.factory()
+    if not isinstance(method, Method):
+        raise TypeError(f"factory() returned {type(method).__name__}, not an osrbench.Method subclass")
+    return method
+
+
+@dataclass
+class Session:
+    """A method, its Context and everything the engine feeds it, for one run."""
+
+    spec: MethodSpec
+    config: Mapping[str, Any]
+    method: Method
+    ctx: Context
+    stream: TrainStream
+    precision: Precision
+    generator: torch.Generator
+    call: Call = _call
+    step: Callable[..., dict[str, torch.Tensor]] | None = None
+    phases: tuple[str, ...] = field(default=())
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    def restore(self, ckpt: Mapping[str, Any]) -> None:
+        """Load a checkpoint's method state and random states (before :meth:`build_step`)."""
+        self.call("load_state_dict(state)", self.method.load_state_dict, ckpt["state"])
+        checkpoints.set_rng_state(ckpt["rng"], self.generator)
+
+    def build_step(self) -> Callable[..., dict[str, torch.Tensor]]:
+        """The step callable: ``train_step`` itself, or its CUDA-graph replay (``cuda_graphs``).
+
+        Built after a resume, because graphs make the loaded optimiser states capturable.
+        """
+        self.step = self.method.train_step
+        if self.config["cuda_graphs"]:
+            self.step = self.call("cuda_graphs set-up", lambda: graphs.StepGraphs(
+                self.method, self.config["batch_size"], graphs.CudaGraphBackend(self.device, [self.generator])))
+        return self.step
+
+    def run_epoch(self, epoch: int, on_step: Callable[[str, int, Any], None] | None = None) -> None:
+        """Every phase's pass over the stream (``on_step(phase, index, losses)`` after each step), then end_epoch."""
+        step = self.step or self.build_step()
+        for phase_index, phase in enumerate(self.phases):
+            for i, (x, y) in enumerate(self.stream.batches(epoch, phase_index)):
+                with self.precision.autocast():
+                    losses = self.call(f"train_step({phase!r}, ...) in epoch {epoch}", step, phase,
+                                       self.precision.inputs(x), y)
+                if on_step is not None:
+                    on_step(phase, i, losses)
+        self.call(f"end_epoch({epoch})", self.method.end_epoch, epoch)
+
+    def rng_state(self) -> dict[str, Any]:
+        return checkpoints.rng_state(self.generator)
+
+
+def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData, *, num_classes: int,
+                 dataset: str, device: torch.device, seed: int, deterministic: bool | None = False,
+                 call: Call = _call) -> Session:
+    """Seed, build the stream, precision and Context, make the method and call ``setup(ctx)``."""
+    cfg = dict(config)
+    if cfg["cuda_graphs"] and device.type != "cuda":
+        raise UserError(f"cuda_graphs=true needs a CUDA device, and this run is on {device.type} "
+                        "(drop --set cuda_graphs=true)")
+    seed_everything(seed, device, deterministic)
+    generator = torch.Generator(device=device).manual_seed(derive_seed(seed, 1))
+    stream = TrainStream(
+        data.train_x, data.train_y, cfg["batch_size"], seed, device,
+        augment=cfg["augment"], normalize=cfg["normalize"], randaugment=cfg["randaugment"],
+        randaugment_ops=ops_for(dataset),
+    )
+    precision = Precision(cfg["precision"], device, cuda_graphs=cfg["cuda_graphs"])
+    ctx = Context(
+        num_classes=num_classes, image_shape=(3, *data.image_shape[1:]), device=device, config=cfg,
+        generator=generator, epochs=cfg["epochs"], dataset=dataset, steps_per_epoch=len(stream),
+        channels_last=precision.bf16,
+    )
+    method = call("factory()", _make, spec)
+    if cfg["cuda_graphs"] and not getattr(method, "graph_safe", False):
+        raise UserError(f"method {spec.name!r} does not declare graph_safe, so its steps cannot be replayed "
+                        "from CUDA graphs (drop --set cuda_graphs=true)")
+    call("setup(ctx)", method.setup, ctx)
+    return Session(spec, cfg, method, ctx, stream, precision, generator, call, phases=tuple(method.phases))
