@@ -91,9 +91,15 @@ class Plugins:
             self.infos[ep.name] = info
 
     def _call(self, hook: str, kind: type, into: dict[str, Any], label: str) -> None:
-        """Call each plugin's implementation alone, so one failure discards only its own specs."""
+        """Call each plugin's implementation alone, so one failure discards only its own specs.
+
+        Each call goes through pluggy's hook caller (a subset caller holding that one plugin), so
+        hook-call monitors and tracing on ``self.pm`` see every call with its arguments.
+        """
+        everyone = self.pm.get_plugins()
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
             info = self.infos[impl.plugin_name]
+            alone = self.pm.subset_hook_caller(hook, remove_plugins=[p for p in everyone if p is not impl.plugin])
             got: list[Any] = []
 
             def register(spec: Any, _got: list[Any] = got) -> None:
@@ -104,7 +110,7 @@ class Plugins:
                 _got.append(spec)
 
             try:
-                impl.function(register=register)
+                alone(register=register)
             except Exception as exc:  # noqa: BLE001 - recorded and reported, never fatal
                 info.error = f"{hook} failed: {_one_line(exc)}"
                 info.traceback = traceback.format_exc()

@@ -2,7 +2,9 @@
 
 ``HOOK_TESTS`` maps each hookspec of ``osrbench.hookspecs`` to the test below that exercises it.
 A new hookspec without an entry fails ``test_every_hookspec_has_a_test``; the meta-test also runs
-each mapped test under a hook-call monitor and fails if the test never calls its hook.
+each mapped test with a pluggy hook-call monitor on the plugin manager of every
+``osrbench.plugins.Plugins`` it builds, and fails unless the host itself called the hook, once per
+implementing plugin, each call holding that plugin alone, with the hookspec's arguments.
 """
 
 from __future__ import annotations
@@ -14,35 +16,55 @@ import sys
 import tempfile
 import textwrap
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pluggy
 import pytest
 
-import osrbench
-from osrbench import engine, hookspecs, plugins, testing
-from osrbench.datasets import DatasetSpec
-from osrbench.method import MethodSpec
+from osrbench import builtin, engine, hookspecs, plugins, session, testing
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "PLUGINS.md"
 MARKER = f"{plugins.GROUP}_spec"  # the attribute pluggy's HookspecMarker("osrbench") sets
 
-#: Hook calls seen by the monitored plugin managers of the hook tests (hook names).
-CALLED: list[str] = []
 
 
 def _hookspecs() -> dict[str, Callable]:
     return {name: fn for name, fn in vars(hookspecs).items() if inspect.isfunction(fn) and hasattr(fn, MARKER)}
 
 
-def _monitored_manager() -> pluggy.PluginManager:
-    """A plugin manager with osrbench's hookspecs that records every hook call in CALLED."""
-    pm = pluggy.PluginManager(plugins.GROUP)
-    pm.add_hookspecs(hookspecs)
-    pm.add_hookcall_monitoring(lambda name, impls, kwargs: CALLED.append(name), lambda *args: None)
-    return pm
+@dataclass
+class HookCall:
+    """One hook call as pluggy's monitor saw it on a plugin manager."""
+
+    pm: pluggy.PluginManager
+    hook: str
+    plugins: list[str]  # names of the plugins whose implementations the call ran
+    kwargs: dict[str, Any]
+
+
+@contextmanager
+def _host_hook_calls() -> Iterator[list[HookCall]]:
+    """Every hook call made on the plugin managers that ``osrbench.plugins`` creates meanwhile.
+
+    The host's own ``Plugins`` builds its manager with ``pluggy.PluginManager``; this puts a
+    monitor (``add_hookcall_monitoring``) on each such manager as it is created, before any call.
+    """
+    calls: list[HookCall] = []
+
+    class Monitored(pluggy.PluginManager):
+        def __init__(self, project_name: str) -> None:
+            super().__init__(project_name)
+            self.add_hookcall_monitoring(
+                lambda hook, impls, kwargs: calls.append(HookCall(self, hook, [i.plugin_name for i in impls], dict(kwargs))),
+                lambda *args: None,
+            )
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plugins.pluggy, "PluginManager", Monitored)
+        yield calls
 
 
 @contextmanager
@@ -86,17 +108,6 @@ def osrbench_register_datasets(register):
 
 
 def test_osrbench_register_methods():
-    class Plugin:
-        @osrbench.hookimpl
-        def osrbench_register_methods(self, register):
-            register(MethodSpec(name="via-pluggy", factory=object))
-
-    pm = _monitored_manager()
-    pm.register(Plugin(), name="p")
-    got: list[MethodSpec] = []
-    pm.hook.osrbench_register_methods(register=got.append)
-    assert [s.name for s in got] == ["via-pluggy"]
-
     # Through the host's own manager, from an installed distribution.
     with _installed("hooked-methods", "hooked_methods_mod", METHODS_PLUGIN):
         reg = plugins.Plugins()
@@ -106,17 +117,6 @@ def test_osrbench_register_methods():
 
 
 def test_osrbench_register_datasets():
-    class Plugin:
-        @osrbench.hookimpl
-        def osrbench_register_datasets(self, register):
-            register(testing.toy_dataset_spec("via-pluggy"))
-
-    pm = _monitored_manager()
-    pm.register(Plugin(), name="p")
-    got: list[DatasetSpec] = []
-    pm.hook.osrbench_register_datasets(register=got.append)
-    assert [s.name for s in got] == ["via-pluggy"]
-
     # Through the host's own manager, from an installed distribution; the engine can plan and load it.
     with _installed("hooked-datasets", "hooked_datasets_mod", DATASETS_PLUGIN):
         reg = plugins.Plugins()
@@ -124,7 +124,7 @@ def test_osrbench_register_datasets():
     assert {"digits", "hooked-toy"} <= set(reg.datasets)  # the host's own datasets come through the hook too
     with tempfile.TemporaryDirectory() as tmp:
         p = engine.plan(engine.RunRequest(method="softmax", dataset="hooked-toy", epochs=1, out=Path(tmp)), reg)
-        data = engine.load_data(p)
+        data = session.load_data(p.dataset, p.split, p.config["image_size"])
     assert p.split.num_known == 6 and data.known_y.max() == 5 and data.train_x.shape[1:] == (3, 8, 8)
 
 
@@ -147,9 +147,25 @@ def test_every_hookspec_has_a_test():
 
 @pytest.mark.parametrize("hook", sorted(HOOK_TESTS))
 def test_each_hook_test_calls_its_hook(hook):
-    CALLED.clear()
-    HOOK_TESTS[hook]()
-    assert hook in CALLED, f"{HOOK_TESTS[hook].__name__} never calls {hook} through a plugin manager"
+    with _host_hook_calls() as calls:
+        HOOK_TESTS[hook]()
+    test = HOOK_TESTS[hook].__name__
+    stray = sorted({c.hook for c in calls if c.pm.get_plugin("osrbench") is not builtin})
+    assert not stray, f"{test} calls {stray} on a manager other than osrbench.plugins.Plugins' own"
+    seen = [c for c in calls if c.hook == hook]
+    assert seen, f"{test}: the host never called {hook} through its plugin manager"
+    params = list(inspect.signature(_hookspecs()[hook]).parameters)
+    for pm in {id(c.pm): c.pm for c in seen}.values():
+        mine = [c for c in seen if c.pm is pm]
+        # Once per implementing plugin, each call running that plugin's implementation alone.
+        implementers = [impl.plugin_name for impl in getattr(pm.hook, hook).get_hookimpls()]
+        assert [c.plugins for c in mine] == [[name] for name in implementers], f"{hook}: {[c.plugins for c in mine]}"
+        for c in mine:
+            assert list(c.kwargs) == params, f"{hook} called with {sorted(c.kwargs)}, its hookspec takes {params}"
+            assert callable(c.kwargs["register"])
+        assert len({id(c.kwargs["register"]) for c in mine}) == len(mine), "one register() per plugin"
+    # The installed distribution of the hook test was among the plugins called.
+    assert any(name.startswith("hooked-") for c in seen for name in c.plugins), [c.plugins for c in seen]
 
 
 @pytest.mark.parametrize("hook", sorted(_hookspecs()))
