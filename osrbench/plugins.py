@@ -19,11 +19,12 @@ import pluggy
 from osrbench import builtin, hookspecs
 from osrbench.datasets import DatasetSpec
 from osrbench.method import MethodSpec
+from osrbench.errors import UserError
 
 GROUP = "osrbench"
 
 
-class UnknownName(LookupError):
+class UnknownName(UserError, LookupError):
     """A method or dataset name that no loaded plugin provides."""
 
 

@@ -190,7 +190,7 @@ class Scores:
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "Scores":
         known = {"score": arrays["known_score"]}
         unknown = {"score": arrays["unknown_score"]}
-        for k in sorted(arrays):
+        for k in arrays:  # in the order they were written: the record's order
             if k.startswith("known_score_"):
                 name = k[len("known_score_"):]
                 known[name], unknown[name] = arrays[k], arrays[f"unknown_score_{name}"]

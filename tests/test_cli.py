@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from osrbench import cli, engine
+from osrbench import checkpoints, cli, engine, records
 
 
 def _err(capsys):
@@ -50,8 +50,8 @@ def test_missing_and_corrupt_checkpoints(capsys, tmp_path):
     assert "no checkpoint to resume" in _err(capsys)
     assert cli.main(argv) == 0
     capsys.readouterr()
-    ckpt = next(tmp_path.rglob(engine.CHECKPOINT))
-    result = next(tmp_path.rglob(engine.RESULT))
+    ckpt = next(tmp_path.rglob(checkpoints.CHECKPOINT))
+    result = next(tmp_path.rglob(records.RESULT))
     before = result.read_bytes()
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated
     assert cli.main([*argv[:4], "2", *argv[5:], "--resume"]) == 2
@@ -63,7 +63,7 @@ def test_resume_with_a_different_config_is_refused_and_keeps_the_checkpoint(caps
     argv = [*BASE, "--method", "softmax", "--out", str(tmp_path)]
     assert cli.main(argv) == 0
     capsys.readouterr()
-    ckpt = next(tmp_path.rglob(engine.CHECKPOINT))
+    ckpt = next(tmp_path.rglob(checkpoints.CHECKPOINT))
     blob = ckpt.read_bytes()
     # Another epoch count lands in the same folder: refused without --resume / --force.
     assert cli.main([*argv[:4], "2", *argv[5:]]) == 2
@@ -78,10 +78,10 @@ def test_checkpoint_from_another_config_is_refused(capsys, tmp_path):
     argv = [*BASE, "--method", "softmax", "--out", str(tmp_path)]
     assert cli.main(argv) == 0
     capsys.readouterr()
-    src = next(tmp_path.rglob(engine.CHECKPOINT))
+    src = next(tmp_path.rglob(checkpoints.CHECKPOINT))
     other = engine.plan(engine.RunRequest("softmax", "digits", out=tmp_path, overrides={"lr": 0.05}, epochs=1))
     other.dir.mkdir(parents=True)
-    (other.dir / engine.CHECKPOINT).write_bytes(src.read_bytes())
+    (other.dir / checkpoints.CHECKPOINT).write_bytes(src.read_bytes())
     assert cli.main([*argv, "--set", "lr=0.05", "--resume"]) == 2
     assert "made with a different config" in _err(capsys)
 

@@ -2,12 +2,14 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from osrbench import engine, plugins, results
+from osrbench import checkpoints, engine, plugins, records, results
+from osrbench.errors import MethodFailed, NonFiniteLoss
 from osrbench.method import MethodSpec
 
 
@@ -54,48 +56,59 @@ def test_different_methods_receive_bit_identical_batches(tmp_path):
 
 
 def _weights(run_dir):
-    ckpt = engine.read_checkpoint(run_dir / engine.CHECKPOINT)
+    ckpt = checkpoints.read(run_dir / checkpoints.CHECKPOINT)
     return ckpt["state"]["net"]
 
 
 def test_two_epochs_plus_resume_equals_four_epochs(tmp_path):
-    straight = engine.run(_req(tmp_path / "a", epochs=4))
+    straight = engine.run(_req(tmp_path / "a", epochs=4)).record
     engine.run(_req(tmp_path / "b", epochs=2))
-    resumed = engine.run(_req(tmp_path / "b", epochs=4, resume="yes"))
-    wa = _weights(engine.Path(straight["_path"]))
-    wb = _weights(engine.Path(resumed["_path"]))
+    outcome = engine.run(_req(tmp_path / "b", epochs=4, resume="yes"))
+    assert outcome.trained and outcome.resumed_from == 2 and outcome.epochs_trained == 2
+    resumed = outcome.record
+    wa = _weights(Path(straight.dir))
+    wb = _weights(Path(resumed.dir))
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
-    assert straight["metrics"] == resumed["metrics"]
-    assert straight["history"] == resumed["history"]
-    sa = np.load(engine.Path(straight["_path"]) / engine.SCORES)
-    sb = np.load(engine.Path(resumed["_path"]) / engine.SCORES)
+    assert straight.metrics == resumed.metrics
+    assert straight.history == resumed.history
+    sa = np.load(Path(straight.dir) / records.SCORES)
+    sb = np.load(Path(resumed.dir) / records.SCORES)
     assert np.array_equal(sa["known_score"], sb["known_score"])
     assert np.array_equal(sa["unknown_logits"], sb["unknown_logits"])
 
 
 def test_record_holds_what_a_reader_needs(tmp_path):
-    rec = engine.run(_req(tmp_path, epochs=1))
-    on_disk = results.read_json(engine.Path(rec["_path"]) / engine.RESULT)
+    rec = engine.run(_req(tmp_path, epochs=1)).record
+    on_disk = results.read_json(Path(rec.dir) / records.RESULT)
     for key in ("method", "dataset", "protocol", "split", "seed", "metrics", "history", "config", "config_hash",
-                "split_hash", "versions", "device", "wall_time_s", "known_classes", "counts", "peak_memory_mb"):
+                "split_hash", "versions", "device", "wall_time_s", "known_classes", "counts", "peak_memory_mb",
+                "plugin", "threads", "schema"):
         assert key in on_disk, key
-    assert on_disk["versions"]["plugin"]["distribution"] == "osrbench-softmax"
+    assert "_path" not in on_disk and "dir" not in on_disk  # the folder is where it lies, not what it says
+    assert on_disk["plugin"] == {"name": "softmax", "distribution": "osrbench-softmax",
+                                 "version": on_disk["versions"]["plugin"]["version"]}
+    assert on_disk["schema"] == records.SCHEMA and on_disk["threads"] == torch.get_num_threads()
+    assert records.read_record(rec.dir) == rec
     assert on_disk["counts"] == {"train": 722, "known": 358, "unknown": 238}
     assert set(on_disk["metrics"]) >= {"acc", "auroc", "oscr", "macro_f1", "fpr95_known", "fpr95_ood"}
     assert len(on_disk["history"]) == 1 and np.isfinite(on_disk["history"][0]["train/loss"])
-    scores = np.load(engine.Path(rec["_path"]) / engine.SCORES)
+    scores = np.load(Path(rec.dir) / records.SCORES)
     assert scores["known_score"].dtype == np.float64 and len(scores["unknown_score"]) == 238
     assert np.allclose(scores["known_score"], scores["known_score_msp"])
 
 
 def test_a_finished_run_is_not_repeated(tmp_path):
-    first = engine.run(_req(tmp_path, epochs=1))
-    path = engine.Path(first["_path"]) / engine.RESULT
+    outcome = engine.run(_req(tmp_path, epochs=1))
+    first = outcome.record
+    assert outcome.trained and outcome.resumed_from is None and outcome.epochs_trained == 1
+    path = Path(first.dir) / records.RESULT
     stamp = path.stat().st_mtime_ns
-    again = engine.run(_req(tmp_path, epochs=1))
-    assert again["created"] == first["created"] and again["metrics"] == first["metrics"]
+    reused = engine.run(_req(tmp_path, epochs=1))
+    assert not reused.trained and reused.epochs_trained == 0
+    again = reused.record
+    assert again.created == first.created and again.metrics == first.metrics
     assert path.stat().st_mtime_ns == stamp
 
 
@@ -124,12 +137,12 @@ def _register_failing(reg, name, where):
 def test_a_method_that_raises_fails_its_run_with_the_traceback_on_disk(tmp_path, where):
     reg = plugins.get()
     _register_failing(reg, "fragile", where)
-    with pytest.raises(engine.MethodFailed, match=f"boom in {where}"):
+    with pytest.raises(MethodFailed, match=f"boom in {where}"):
         engine.run(_req(tmp_path, "fragile", epochs=1), registry=reg)
-    err = next(tmp_path.rglob(engine.ERROR))
+    err = next(tmp_path.rglob(records.ERROR))
     doc = json.loads(err.read_text())
     assert "RuntimeError: boom" in doc["traceback"] and where in doc["stage"]
-    assert not list(tmp_path.rglob(engine.RESULT))
+    assert not list(tmp_path.rglob(records.RESULT))
 
 
 def test_nan_loss_stops_with_epoch_and_term_and_keeps_the_last_checkpoint(tmp_path):
@@ -151,7 +164,22 @@ def test_nan_loss_stops_with_epoch_and_term_and_keeps_the_last_checkpoint(tmp_pa
 
     reg.methods["nanny"] = MethodSpec(name="nanny", factory=factory, defaults=base.defaults)
     reg.origin["method:nanny"] = "osrbench"
-    with pytest.raises(engine.NonFiniteLoss, match=r"'train/loss' became nan in epoch 1"):
+    with pytest.raises(NonFiniteLoss, match=r"'train/loss' became nan in epoch 1"):
         engine.run(_req(tmp_path, "nanny", epochs=3), registry=reg)
-    ckpt_path = next(tmp_path.rglob(engine.CHECKPOINT))
-    assert engine.read_checkpoint(ckpt_path)["epoch"] == 1
+    ckpt_path = next(tmp_path.rglob(checkpoints.CHECKPOINT))
+    assert checkpoints.read(ckpt_path)["epoch"] == 1
+
+
+@pytest.mark.parametrize("method", ["softmax", "dias"])
+def test_rescoring_from_the_checkpoint_reproduces_the_stored_scores_bit_for_bit(tmp_path, method):
+    from osrbench import evaluation
+    from osrbench.rescore import scores_from_checkpoint
+
+    if method not in plugins.get().methods:
+        pytest.skip(f"plugin of {method!r} not installed")
+    rec = engine.run(_req(tmp_path, method, epochs=1)).record
+    stored, again = records.read_scores(rec.dir), scores_from_checkpoint(rec, "cpu")
+    assert again.main == stored.main and again.names == stored.names == list(rec.scores)
+    for name, array in stored.to_arrays().items():
+        assert np.array_equal(array, again.to_arrays()[name]), name
+    assert evaluation.score_metrics(again, "score", rec.f1_rule) == rec.metrics

@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from osrbench import cli, engine, graphs, plugins
+from osrbench import cli, engine, graphs, plugins, records
+from osrbench.errors import UserError
 from osrbench.data.stream import TrainStream
 from osrbench.method import Context, Method, MethodSpec, Prediction
 from osrbench.training import OPTIM_DEFAULTS, make_optimizer, set_lr
@@ -167,12 +168,12 @@ def _request(tmp_path, method, **kw):
 
 def test_cuda_graphs_are_refused_for_a_method_that_does_not_declare_graph_safe(tmp_path):
     undeclared = type("Undeclared", (Linear,), {"graph_safe": False})
-    with pytest.raises(engine.RunError, match="method 'linear' does not declare graph_safe"):
+    with pytest.raises(UserError, match="method 'linear' does not declare graph_safe"):
         engine.run(_request(tmp_path, "linear", device="cpu"), registry=_registry_with(undeclared))
 
 
 def test_cuda_graphs_on_the_cpu_is_one_clear_error(tmp_path, capsys):
-    with pytest.raises(engine.RunError, match="cuda_graphs=true needs a CUDA device, and this run is on cpu"):
+    with pytest.raises(UserError, match="cuda_graphs=true needs a CUDA device, and this run is on cpu"):
         engine.run(_request(tmp_path, "linear", device="cpu"), registry=_registry_with(Linear))
     code = cli.main(["run", "--method", "softmax", "--dataset", "digits", "--epochs", "1", "--device", "cpu",
                      "--set", "cuda_graphs=true", "--out", str(tmp_path)])
@@ -191,11 +192,11 @@ def test_cuda_graph_runs_train_replay_and_score_like_eager(tmp_path, method):
     if method not in reg.methods:
         pytest.skip(f"{method} not installed")
     base = dict(method=method, dataset="digits", epochs=3, device="cuda", progress=False, deterministic=True)
-    eager = engine.run(engine.RunRequest(**base, out=tmp_path / "eager"))
-    graphed = engine.run(engine.RunRequest(**base, out=tmp_path / "graphs", overrides={"cuda_graphs": True}))
-    steps = graphed["cuda_graph_steps"]
+    eager = engine.run(engine.RunRequest(**base, out=tmp_path / "eager")).record
+    graphed = engine.run(engine.RunRequest(**base, out=tmp_path / "graphs", overrides={"cuda_graphs": True})).record
+    steps = graphed.cuda_graph_steps
     assert steps["replayed"] > steps["captured"] > 0
-    assert abs(graphed["metrics"]["auroc"] - eager["metrics"]["auroc"]) < 0.05
+    assert abs(graphed.metrics["auroc"] - eager.metrics["auroc"]) < 0.05
 
 
 @cuda
@@ -204,10 +205,10 @@ def test_a_cuda_graphed_run_resumes_exactly(tmp_path):
 
     base = dict(method="dias", dataset="digits", device="cuda", progress=False, deterministic=True,
                 overrides={"cuda_graphs": True}, checkpoint_every=1)
-    whole = engine.run(engine.RunRequest(**base, epochs=2, out=tmp_path / "whole"))
+    whole = engine.run(engine.RunRequest(**base, epochs=2, out=tmp_path / "whole")).record
     engine.run(engine.RunRequest(**base, epochs=1, out=tmp_path / "parts"))
-    resumed = engine.run(engine.RunRequest(**base, epochs=2, out=tmp_path / "parts", resume="yes"))
-    a = np.load(f"{whole['_path']}/{engine.SCORES}")
-    b = np.load(f"{resumed['_path']}/{engine.SCORES}")
+    resumed = engine.run(engine.RunRequest(**base, epochs=2, out=tmp_path / "parts", resume="yes")).record
+    a = np.load(f"{whole.dir}/{records.SCORES}")
+    b = np.load(f"{resumed.dir}/{records.SCORES}")
     assert np.array_equal(a["known_score"], b["known_score"]) and np.array_equal(a["unknown_score"], b["unknown_score"])
 

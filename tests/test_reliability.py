@@ -8,18 +8,19 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from osrbench import engine, results
+from osrbench import checkpoints, engine, records, results
 
 RUN = [sys.executable, "-m", "osrbench.cli", "run", "--method", "softmax", "--dataset", "digits", "--device", "cpu",
        "--epochs", "4", "--checkpoint-every", "1", "--quiet", "--deterministic"]
 
 
 def _scores(out):
-    path = next(out.rglob(engine.SCORES))
+    path = next(out.rglob(records.SCORES))
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
 
@@ -35,7 +36,7 @@ def test_kill_9_at_random_points_then_resume_is_exact(tmp_path, capsys):
         out = tmp_path / f"kill{attempt}"
         proc = subprocess.Popen([*RUN, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120  # wait for a checkpoint to exist, then kill at a random later moment
-        while time.time() < deadline and proc.poll() is None and not list(out.rglob(engine.CHECKPOINT)):
+        while time.time() < deadline and proc.poll() is None and not list(out.rglob(checkpoints.CHECKPOINT)):
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is None:
@@ -53,20 +54,20 @@ def test_kill_9_at_random_points_then_resume_is_exact(tmp_path, capsys):
 
 def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path):
     req = engine.RunRequest("softmax", "digits", epochs=3, out=tmp_path, device="cpu", progress=False, checkpoint_every=1)
-    straight = engine.run(req)
-    folder = engine.Path(straight["_path"])
-    assert engine.read_checkpoint(folder / engine.PREVIOUS)["epoch"] == 2
-    blob = bytearray((folder / engine.CHECKPOINT).read_bytes())
+    straight = engine.run(req).record
+    folder = Path(straight.dir)
+    assert checkpoints.read(folder / checkpoints.PREVIOUS)["epoch"] == 2
+    blob = bytearray((folder / checkpoints.CHECKPOINT).read_bytes())
     blob[len(blob) // 2] ^= 0xFF  # one flipped byte
-    (folder / engine.CHECKPOINT).write_bytes(bytes(blob))
+    (folder / checkpoints.CHECKPOINT).write_bytes(bytes(blob))
     warnings = []
-    ckpt = engine.load_latest_checkpoint(folder, warnings.append)
+    ckpt = checkpoints.load_latest(folder, warnings.append)
     assert ckpt["epoch"] == 2
     assert len(warnings) == 1 and "content hash mismatch" in warnings[0] and "checkpoint.prev.pt" in warnings[0]
     # Resuming from the older checkpoint retrains the last epoch to the same result.
-    (folder / engine.RESULT).unlink()
-    resumed = engine.run(engine.RunRequest(**{**req.__dict__, "resume": "yes"}), log=lambda m: None)
-    assert resumed["metrics"] == straight["metrics"]
+    (folder / records.RESULT).unlink()
+    resumed = engine.run(engine.RunRequest(**{**req.__dict__, "resume": "yes"}), log=lambda m: None).record
+    assert resumed.metrics == straight.metrics
 
 
 class _Exploit:
@@ -79,9 +80,9 @@ def test_a_crafted_checkpoint_cannot_run_code(tmp_path):
     _Exploit.marker = marker
     blob = pickle.dumps({"epoch": 1, "state": _Exploit()})  # valid hash trailer, hostile payload
     path = tmp_path / "checkpoint.pt"
-    path.write_bytes(blob + engine._TRAILER + hashlib.sha256(blob).hexdigest().encode())
-    with pytest.raises(engine.CorruptCheckpoint, match="refused by safe loading"):
-        engine.read_checkpoint(path)
+    path.write_bytes(blob + checkpoints._TRAILER + hashlib.sha256(blob).hexdigest().encode())
+    with pytest.raises(checkpoints.CorruptCheckpoint, match="refused by safe loading"):
+        checkpoints.read(path)
     assert not marker.exists()
 
 
@@ -90,13 +91,13 @@ def test_result_records_detect_damage(tmp_path):
     results.write_json(path, {"metrics": {"auroc": 0.9}})
     assert results.read_json(path)["metrics"]["auroc"] == 0.9
     path.write_text(path.read_text().replace("0.9", "0.99"))
-    with pytest.raises(results.CorruptRecord, match="content hash mismatch"):
+    with pytest.raises(results.CorruptJSON, match="content hash mismatch"):
         results.read_json(path)
     path.write_text(path.read_text()[:20])
-    with pytest.raises(results.CorruptRecord, match="unreadable"):
+    with pytest.raises(results.CorruptJSON, match="unreadable"):
         results.read_json(path)
     errors = []
-    assert list(results.iter_records(tmp_path, errors.append)) == [] and len(errors) == 1
+    assert list(records.iter_records(tmp_path, errors.append)) == [] and len(errors) == 1
 
 
 def test_an_interrupted_write_leaves_the_old_file(tmp_path):
@@ -118,8 +119,8 @@ def test_concurrent_runs_share_a_results_folder(tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in (0, 1)]
     for p in procs:
         assert p.wait() == 0, p.stderr.read()
-    recs = list(results.iter_records(tmp_path))
-    assert sorted(r["split"] for r in recs) == [0, 1]
+    recs = list(records.iter_records(tmp_path))
+    assert sorted(r.split for r in recs) == [0, 1]
     assert not [p for p in tmp_path.rglob("*.tmp")]
 
 
@@ -147,5 +148,5 @@ def test_compare_goes_on_after_a_failing_run_and_exits_non_zero(tmp_path, capsys
     assert code == 1
     assert "2 run(s) failed or missing" in captured.err and "plugin bug" in captured.err
     assert "softmax" in captured.out  # the good method's results are still printed
-    assert len(list(results.iter_records(tmp_path))) == 2
-    assert len(list(tmp_path.rglob(engine.ERROR))) == 2
+    assert len(list(records.iter_records(tmp_path))) == 2
+    assert len(list(tmp_path.rglob(records.ERROR))) == 2

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from osrbench import cli, engine, sweep
+from osrbench import checkpoints, cli, engine, records, sweep
 
 METHODS = ("softmax", "arpl")
 SPLITS = (0, 1)
@@ -28,15 +28,15 @@ def _requests(out, methods=METHODS, splits=SPLITS, epochs=EPOCHS, **kw):
 
 
 def _key(rec):
-    return rec["method"], rec["dataset"], rec["protocol"], rec["split"], rec["seed"]
+    return rec.method, rec.dataset, rec.protocol, rec.split, rec.seed
 
 
 def _assert_same(a, b):
     """Two records of one run are the same result: config, metrics, loss history and every score."""
     assert _key(a) == _key(b)
     for k in ("config_hash", "config", "counts", "metrics", "history"):
-        assert a[k] == b[k], (k, _key(a))
-    sa, sb = np.load(Path(a["_path"]) / engine.SCORES), np.load(Path(b["_path"]) / engine.SCORES)
+        assert getattr(a, k) == getattr(b, k), (k, _key(a))
+    sa, sb = np.load(Path(a.dir) / records.SCORES), np.load(Path(b.dir) / records.SCORES)
     assert sorted(sa.files) == sorted(sb.files)
     for name in sa.files:
         assert np.array_equal(sa[name], sb[name]), (name, _key(a))
@@ -94,7 +94,7 @@ def test_in_process_equals_process_pool_and_reports_throughput(tmp_path, local_p
     _assert_same_records(records, [r for r in reference if _key(r) == _key(records[0])])
     s = events.stats
     assert (s.total, s.submitted, s.completed, s.skipped) == (1, 1, 1, 0)
-    assert s.images == records[0]["counts"]["train"] * EPOCHS and s.images_per_s > 0
+    assert s.images == records[0].counts["train"] * EPOCHS and s.images_per_s > 0
     assert [e.kind for e in events if e.kind != "log"] == ["plan", "start", "done", "summary"]
 
 
@@ -120,7 +120,7 @@ def test_ray_sweep_with_a_killed_worker_equals_the_local_executor(tmp_path, loca
         while not stop.is_set() and len(killed) < 2:
             for lab, pid in list(pids.items()):
                 d = dirs[lab]
-                if lab in killed or not (d / engine.CHECKPOINT).exists() or (d / engine.PREVIOUS).exists():
+                if lab in killed or not (d / checkpoints.CHECKPOINT).exists() or (d / checkpoints.PREVIOUS).exists():
                     continue  # no checkpoint yet, or the second one (written after the last epoch) exists
                 proc = psutil.Process(pid)
                 assert proc.cmdline()[0].startswith("ray::"), proc.cmdline()  # a Ray worker this test started
@@ -168,7 +168,7 @@ def test_a_failing_method_on_ray_is_reported_not_retried_and_exits_1(capsys, tmp
     assert len(re.findall(r"started softmax", cap.out)) == 1 and "restarted" not in cap.out
     assert "FAILED softmax digits/auroc split 0 seed 0" in cap.out and "became nan" in cap.out
     assert "1 run(s) failed:" in cap.err
-    assert not list(tmp_path.rglob(engine.RESULT))
+    assert not list(tmp_path.rglob(records.RESULT))
 
 
 # ------------------------------------------------------------------------------------- cli

@@ -399,17 +399,17 @@ def test_recipes_resolve():
 @pytest.mark.parametrize("method,epochs", [("arpl", 2), ("arpl-cs", 1)])
 def test_digits_end_to_end_beats_chance(tmp_path, method, epochs):
     req = engine.RunRequest(method=method, dataset="digits", epochs=epochs, out=tmp_path, device="cpu", progress=False)
-    rec = engine.run(req, log=lambda msg: None)
-    assert rec["metrics"]["auroc"] > 0.6, rec["metrics"]
-    assert rec["metrics"]["acc"] > 0.5
-    assert rec["f1_rule"] == ["msp", pytest.approx(0.5 / 6 + 0.5 - 0.05)] and "macro_f1" in rec["metrics"]
-    scores = np.load(f"{rec['_path']}/scores.npz")
+    rec = engine.run(req, log=lambda msg: None).record
+    assert rec.metrics["auroc"] > 0.6, rec.metrics
+    assert rec.metrics["acc"] > 0.5
+    assert rec.f1_rule == ("msp", pytest.approx(0.5 / 6 + 0.5 - 0.05)) and "macro_f1" in rec.metrics
+    scores = np.load(f"{rec.dir}/scores.npz")
     for key in ("known_score", "unknown_score", "known_score_msp", "unknown_score_msp"):
         assert np.all(np.isfinite(scores[key]))
     assert np.allclose(scores["known_score"], scores["known_logits"].max(1))
     phases = ["arpl/loss"] if method == "arpl" else ["cs/loss", "cs/g", "cs/d", "arpl/loss"]
-    assert all(set(phases) <= set(row) and all(np.isfinite(row[p]) for p in phases) for row in rec["history"])
+    assert all(set(phases) <= set(row) and all(np.isfinite(row[p]) for p in phases) for row in rec.history)
     if method == "arpl-cs":
-        assert rec["adaptations"]["gan_mode"] == "native"  # 8 px digits: no reference GAN
+        assert rec.adaptations["gan_mode"] == "native"  # 8 px digits: no reference GAN
     else:
-        assert rec["adaptations"] == {}
+        assert rec.adaptations == {}

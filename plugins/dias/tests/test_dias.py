@@ -447,18 +447,18 @@ def _quiet(msg: str) -> None:
 
 def test_digits_end_to_end_beats_chance(tmp_path):
     """One epoch of DIAS on the full digits split through the engine (~722 training images)."""
-    rec = engine.run(_request(tmp_path, 1), log=_quiet)
-    assert rec["method"] == "dias" and rec["recipe"] == "dias-release"
-    assert rec["adaptations"] == {"gan_mode": "native"}  # 8-px digits: native DCGAN chain
-    assert rec["metrics"]["auroc"] > 0.6
-    assert rec["metrics"]["acc"] > 0.5
-    assert "macro_f1" in rec["metrics"] and rec["f1_rule"] == ["score", pytest.approx(0.5 / 6 + 0.45)]
-    assert set(rec["scores"]) == {"score", "msp", "mls"}
-    scores = np.load(Path(rec["_path"]) / "scores.npz")
+    rec = engine.run(_request(tmp_path, 1), log=_quiet).record
+    assert rec.method == "dias" and rec.recipe == "dias-release"
+    assert rec.adaptations == {"gan_mode": "native"}  # 8-px digits: native DCGAN chain
+    assert rec.metrics["auroc"] > 0.6
+    assert rec.metrics["acc"] > 0.5
+    assert "macro_f1" in rec.metrics and rec.f1_rule == ("score", pytest.approx(0.5 / 6 + 0.45))
+    assert set(rec.scores) == {"score", "msp", "mls"}
+    scores = np.load(Path(rec.dir) / "scores.npz")
     for key in ("known_score", "unknown_score", "known_score_msp", "known_score_mls", "known_logits"):
         assert np.all(np.isfinite(scores[key])), key
     assert np.array_equal(scores["known_score"], scores["known_score_msp"])
-    (row,) = rec["history"]
+    (row,) = rec.history
     assert {"gan/d", "gan/g", "gan/c", "copycat/p", "copycat/pull", "copycat/c", "copycat/fake"} <= set(row)
 
 
@@ -481,16 +481,16 @@ def _digits_subset_registry(every: int = 6) -> plugins.Plugins:
 
 def test_resume_is_exact(tmp_path):
     reg = _digits_subset_registry()
-    straight = engine.run(_request(tmp_path / "straight", 3), registry=reg, log=_quiet)
-    assert straight["counts"]["train"] <= 128
+    straight = engine.run(_request(tmp_path / "straight", 3), registry=reg, log=_quiet).record
+    assert straight.counts["train"] <= 128
     logs: list[str] = []
     engine.run(_request(tmp_path / "resumed", 2), registry=reg, log=logs.append)
-    resumed = engine.run(_request(tmp_path / "resumed", 3, resume="yes"), registry=reg, log=logs.append)
+    resumed = engine.run(_request(tmp_path / "resumed", 3, resume="yes"), registry=reg, log=logs.append).record
     assert any("resuming" in msg for msg in logs)
-    a = np.load(Path(straight["_path"]) / "scores.npz")
-    b = np.load(Path(resumed["_path"]) / "scores.npz")
+    a = np.load(Path(straight.dir) / "scores.npz")
+    b = np.load(Path(resumed.dir) / "scores.npz")
     assert set(a.files) == set(b.files)
     for key in a.files:
         assert np.array_equal(a[key], b[key]), key
-    assert resumed["history"] == straight["history"]
-    assert resumed["metrics"] == straight["metrics"]
+    assert resumed.history == straight.history
+    assert resumed.metrics == straight.metrics

@@ -10,6 +10,6 @@ def _req(tmp_path, method="softmax", **kw):
 
 
 def test_softmax_on_digits_scores_knowns_higher(tmp_path):
-    rec = engine.run(_req(tmp_path, epochs=3))
-    assert rec["metrics"]["acc"] > 0.8
-    assert rec["metrics"]["auroc"] > 0.7  # an inverted score would sit far below 0.5
+    rec = engine.run(_req(tmp_path, epochs=3)).record
+    assert rec.metrics["acc"] > 0.8
+    assert rec.metrics["auroc"] > 0.7  # an inverted score would sit far below 0.5
