@@ -10,7 +10,6 @@ evaluation :mod:`osrbench.evaluation`, the files :mod:`osrbench.checkpoints` and
 from __future__ import annotations
 
 import platform
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -153,8 +152,9 @@ def _checkpoint_to_resume(p: Plan, log: Callable[[str], None]) -> dict[str, Any]
 
 def run(req: RunRequest, registry: plugins.Plugins | None = None,
         log: Callable[[str], None] | None = None) -> Outcome:
-    """Train and evaluate one run, or return its stored record."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    """Train and evaluate one run, or return its stored record; progress lines (a resume, a damaged
+    checkpoint) go to ``log`` (default: dropped; ``osrbench run`` prints them to stderr)."""
+    log = log or (lambda msg: None)
     reg = registry or plugins.get()
     p = plan(req, reg)
     existing = p.existing_result()

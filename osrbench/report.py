@@ -1,4 +1,4 @@
-"""The ``report``, ``rescore`` and ``export`` commands (a CLI extension: :func:`register_cli`).
+"""Reading result records into tables: the library of the ``report``, ``rescore`` and ``export`` commands.
 
 - ``report``: the paper table from every result record under a folder: methods as rows, datasets
   as columns, one table per protocol and metric, mean +- std over splits; Markdown, CSV, LaTeX
@@ -9,17 +9,17 @@
   from its ``scores.npz``, or from its checkpoint when the score file is missing; no retraining.
 - ``export``: one JSON bundle per comparison (metrics, per-split values, paired statistics, config
   and split hashes, versions) with a content hash; :func:`validate_export` checks one.
+
+The commands themselves (their flags and what they print) are in :mod:`osrbench.commands`.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +39,6 @@ FORMATS = ("md", "csv", "latex", "json")
 EXPORT_VERSION = 1
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr)
-
-
 def parse_metrics(text: str | None, default: Sequence[str]) -> list[str]:
     if not text:
         return list(default)
@@ -58,7 +54,7 @@ def parse_metrics(text: str | None, default: Sequence[str]) -> list[str]:
 
 def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
             make_request: Callable[[str, int, int], engine.RunRequest], run: bool,
-            log: Callable[[str], None] = _log, jobs: int = 1) -> tuple[list[Record], list[str]]:
+            log: Callable[[str], None] = lambda msg: None, jobs: int = 1) -> tuple[list[Record], list[str]]:
     """The records of every (method, split, seed): trained when missing (``run``) or only read.
 
     ``jobs > 1`` trains the missing runs in that many processes at once (the sweep's local
@@ -98,7 +94,7 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
                         found.append(rec)
                     continue
                 try:
-                    found.append(engine.run(req).record)
+                    found.append(engine.run(req, log=log).record)
                 except MethodFailed as exc:
                     log(f"osrbench: run failed: {exc}")
                     failures.append(f"{name} split {split} seed {seed}: {exc}")
@@ -368,39 +364,18 @@ def render_report(cells: Sequence[Cell], metrics: Sequence[str], fmt: str, sourc
     raise UserError(f"unknown report format {fmt!r} (valid: {', '.join(FORMATS)})")
 
 
-def _select(recs: Iterable[Record], args: argparse.Namespace) -> list[Record]:
-    out = []
-    for rec in recs:
-        if getattr(args, "dataset", None) and rec.dataset != args.dataset:
-            continue
-        if getattr(args, "protocol", None) and rec.protocol != args.protocol:
-            continue
-        if getattr(args, "method", None) and rec.method not in args.method:
-            continue
-        out.append(rec)
-    return out
+def select(recs: Iterable[Record], dataset: str | None = None, protocol: str | None = None,
+           methods: Sequence[str] | None = None) -> list[Record]:
+    """The records of ``dataset``, ``protocol`` and one of ``methods`` (``None``/empty: any)."""
+    return [rec for rec in recs if (not dataset or rec.dataset == dataset)
+            and (not protocol or rec.protocol == protocol) and (not methods or rec.method in methods)]
 
 
-def _read_runs(runs: Path) -> list[Record]:
+def read_runs(runs: Path, log: Callable[[str], None] = lambda msg: None) -> list[Record]:
+    """Every result record under ``runs``; a damaged one is skipped with a warning through ``log``."""
     if not Path(runs).is_dir():
         raise UserError(f"no results folder {runs} (pass --runs DIR, the --out of your runs)")
-    return list(records.iter_records(runs, on_error=lambda msg: _log(f"warning: skipped {msg}")))
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    metrics = parse_metrics(args.metrics, REPORT_METRICS)
-    recs = _select(_read_runs(args.runs), args)
-    if not recs:
-        raise UserError(f"no result records under {args.runs} match the selection")
-    cells = build_report(recs, metrics, args.unique_splits)
-    text = render_report(cells, metrics, args.format, str(args.runs), args.layout)
-    if args.output:
-        data = (text if text.endswith("\n") else text + "\n").encode()
-        results.atomic_write(args.output, lambda fh: fh.write(data))
-        _log(f"wrote {args.output}")
-    else:
-        print(text, end="" if text.endswith("\n") else "\n")
-    return 0
+    return list(records.iter_records(runs, on_error=lambda msg: log(f"warning: skipped {msg}")))
 
 
 # ------------------------------------------------------------------------------------ rescore
@@ -435,16 +410,14 @@ def rescore_record(rec: Record, name: str, from_checkpoint: bool = False, device
             "main_score": scores.main}
 
 
-def cmd_rescore(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
-    name = args.score
+def check_score_name(name: str) -> None:
+    """Raise :class:`UserError` unless ``name`` can be a score name (it becomes part of a file name)."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise UserError(f"score name {name!r} may only contain letters, digits, '.', '_' and '-'")
-    metric_names = parse_metrics(args.metrics, RESCORE_METRICS)
-    recs = _select(_read_runs(args.runs), args)
-    if not recs:
-        raise UserError(f"no result records under {args.runs} match the selection")
+
+
+def check_rescorable(recs: Sequence[Record], name: str) -> None:
+    """Raise :class:`UserError` unless every one of ``recs`` stored the score ``name``."""
     lacking = [r for r in recs if name not in available_scores(r)]
     if lacking:
         avail = sorted({n for r in recs for n in available_scores(r)})
@@ -454,55 +427,18 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         raise UserError(
             f"{len(lacking)} of {len(recs)} selected runs stored no score {name!r}, e.g. {r.method} in {r.dir} "
             f"(it has: {', '.join(available_scores(r))}); narrow the selection with --method/--dataset")
-    rows, done = [], []
-    for rec in sorted(recs, key=lambda r: (r.dataset, r.protocol, r.method, r.config_hash, r.split, r.seed)):
-        res = rescore_record(rec, name, args.from_checkpoint, args.device, args.data_root)
-        done.append((rec, res))
-        m_old, m_new = rec.metrics, res["metrics"]
-        row = [rec.method, f"{rec.dataset}/{rec.protocol}", rec.split, rec.seed, res["main_score"]]
-        for m in metric_names:
-            row.append(f"{compare._pct(m_old.get(m))} -> {compare._pct(m_new.get(m))}")
-        row.append(res["source"])
-        rows.append(row)
-        if args.write:
-            doc = {"score": name, "main_score": res["main_score"], "metrics": res["metrics"],
-                   "f1_rule": rec.f1_rule, "source": res["source"],
-                   "record": {k: getattr(rec, k) for k in ("method", "dataset", "protocol", "split", "seed",
-                                                           "config_hash", "split_hash", "sha256")},
-                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            results.write_json(rec.dir / f"metrics_{name}.json", doc)
-    heads = ["method", "dataset/protocol", "split", "seed", "main score",
-             *(f"{compare.SHORT.get(m, m)} main -> {name}" for m in metric_names), "from"]
-    print(f"rescored with score {name!r}: values in %, the run's main score -> {name!r}; "
-          "macro-F1 keeps each method's own rule")
-    print(tabulate(rows, headers=heads, tablefmt=args.format, disable_numparse=True))
-    # Summary per config group: mean +- std over splits, both scores, and the paired difference.
-    groups: dict[GroupKey, list[tuple[Record, dict[str, Any]]]] = {}
-    for rec, res in done:
-        groups.setdefault(compare.group_key(rec), []).append((rec, res))
-    rows = []
-    for key, items in groups.items():
-        old = [r for r, _ in items]
-        new = [r.replace(metrics=res["metrics"]) for r, res in items]
-        row = [f"{key.method} ({key.recipe or 'no recipe'}, {key.short_hash})", f"{key.dataset}/{key.protocol}",
-               len({r.split for r in old})]
-        for m in metric_names:
-            a = compare.summarize(old, m).get(key.method)
-            b = compare.summarize(new, m).get(key.method)
-            if a is None or b is None:
-                row.append("-")
-                continue
-            p = compare.paired(b.per_split, a.per_split, m)
-            row.append(f"{compare._pct(a.mean)} -> {compare._pct(b.mean)} ({compare._signed(p.mean_diff)})")
-        rows.append(row)
-    print()
-    print("mean over splits, main score -> " + repr(name) + " (paired mean difference)")
-    print(tabulate(rows, headers=["method (recipe, config)", "dataset/protocol", "splits",
-                                  *(compare.SHORT.get(m, m) for m in metric_names)],
-                   tablefmt=args.format, disable_numparse=True))
-    if args.write:
-        print(f"wrote metrics_{name}.json beside {len(done)} record(s)")
-    return 0
+
+
+def write_rescored(rec: Record, name: str, res: Mapping[str, Any]) -> Path:
+    """Write ``metrics_<name>.json`` beside ``rec`` (the result of :func:`rescore_record`); returns its path."""
+    doc = {"score": name, "main_score": res["main_score"], "metrics": res["metrics"],
+           "f1_rule": rec.f1_rule, "source": res["source"],
+           "record": {k: getattr(rec, k) for k in ("method", "dataset", "protocol", "split", "seed",
+                                                   "config_hash", "split_hash", "sha256")},
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path = Path(rec.dir) / f"metrics_{name}.json"
+    results.write_json(path, doc)
+    return path
 
 
 # ------------------------------------------------------------------------------------- export
@@ -633,47 +569,6 @@ def validate_export(doc: Any) -> None:
         raise ExportInvalid("; ".join(problems))
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    if args.validate:
-        try:
-            doc = json.loads(Path(args.validate).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"{args.validate}: cannot read an export bundle ({type(exc).__name__})") from None
-        try:
-            validate_export(doc)
-        except ExportInvalid as exc:
-            raise UserError(f"{args.validate}: invalid export: {exc}") from None
-        print(f"{args.validate}: valid osrbench export ({doc['dataset']}/{doc['protocol']}, "
-              f"{len(doc['methods'])} methods, splits {compare.split_list(doc['splits'])})")
-        return 0
-    if not args.methods or not args.dataset:
-        raise UserError("export needs methods and --dataset (or --validate FILE)")
-    if not args.output:
-        raise UserError("export needs --output FILE")
-    from osrbench import config as configmod
-    from osrbench import engine
-
-    splits, seeds, dropped = resolve_splits(args.dataset, args.protocol, args.splits, args.seeds, args.unique_splits)
-    overrides = configmod.parse_overrides(args.overrides)
-
-    def make(name: str, split: int, seed: int) -> engine.RunRequest:
-        return engine.RunRequest(method=name, dataset=args.dataset, protocol=args.protocol, split=split, seed=seed,
-                                 recipe=args.recipe, epochs=args.epochs, overrides=overrides, out=args.out)
-
-    for name in args.methods:
-        engine.plan(make(name, splits[0], seeds[0]))
-    recs, missing = collect(args.methods, splits, seeds, make, run=False)
-    if missing:
-        raise UserError(f"{len(missing)} result(s) missing, e.g. {missing[0]}; export only reads results "
-                              "(pass the same --epochs/--recipe/--set/--out as the compare)")
-    c = compare.build(recs, args.methods, parse_metrics(args.metrics, compare.METRICS), tie_tol_from(args.tie_tol))
-    doc = write_export(args.output, export_doc(c, args.unique_splits, dropped))
-    validate_export(doc)
-    print(f"wrote {args.output} ({doc['dataset']}/{doc['protocol']}, {len(doc['methods'])} methods, "
-          f"splits {compare.split_list(doc['splits'])}, sha256 {doc['sha256'][:12]})")
-    return 0
-
-
 def tie_tol_from(points: float | None) -> float:
     """``--tie-tol`` is in percentage points; 0 means exact ties only."""
     if points is None or points <= 0:
@@ -696,54 +591,3 @@ def resolve_splits(dataset: str, protocol: str, split_text: str, seed_text: str,
     except (plugins.UnknownName, protocols.SplitError) as exc:
         raise UserError(str(exc).strip("'\"")) from None
     return splits, seeds, dropped
-
-
-# ----------------------------------------------------------------------------------------- cli
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="paper table of every result record: methods x datasets, mean +- std")
-    p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
-    p.add_argument("--format", choices=FORMATS, default="md", help="md (GitHub table), csv, latex (booktabs), json")
-    p.add_argument("--metrics", help=f"comma-separated metrics (default {','.join(REPORT_METRICS)})")
-    p.add_argument("--layout", choices=("metric", "wide"), default="metric",
-                   help="md/latex: one table per metric (default) or one table with metrics under each dataset")
-    p.add_argument("--dataset", help="only this dataset")
-    p.add_argument("--protocol", help="only this protocol")
-    p.add_argument("--method", action="append", help="only this method (repeatable)")
-    p.add_argument("--unique-splits", action="store_true", help="keep only the first of splits with the same class sets")
-    p.add_argument("--output", "-o", type=Path, help="write to FILE instead of stdout")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("rescore", help="recompute metrics with another stored score, without retraining")
-    p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
-    p.add_argument("--score", required=True, help="stored score name, e.g. msp or mls (score = the run's main score)")
-    p.add_argument("--dataset", help="only this dataset")
-    p.add_argument("--protocol", help="only this protocol")
-    p.add_argument("--method", action="append", help="only this method (repeatable)")
-    p.add_argument("--metrics", help=f"comma-separated metrics to show (default {','.join(RESCORE_METRICS)})")
-    p.add_argument("--write", action="store_true", help="write metrics_<score>.json beside each record")
-    p.add_argument("--from-checkpoint", action="store_true",
-                   help="score the test sets again from checkpoint.pt (default: only when scores.npz is missing)")
-    p.add_argument("--device", default="cpu", help="device for --from-checkpoint (default cpu)")
-    p.add_argument("--data-root", type=Path, help="data folder for --from-checkpoint")
-    p.add_argument("--format", default="simple", help="table format (tabulate): simple, github, latex, ...")
-    p.set_defaults(func=cmd_rescore)
-
-    p = sub.add_parser("export", help="one JSON bundle of a comparison for a leaderboard (or --validate one)")
-    p.add_argument("methods", nargs="*")
-    p.add_argument("--dataset", help="dataset name")
-    p.add_argument("--protocol", default="auroc", help="split protocol (default auroc)")
-    p.add_argument("--splits", default="0-4", help="split indices (default 0-4)")
-    p.add_argument("--seeds", default="0", help="seeds (default 0)")
-    p.add_argument("--unique-splits", action="store_true", help="drop splits that repeat an earlier split's classes")
-    p.add_argument("--epochs", type=int, help="the epoch count the runs used")
-    p.add_argument("--recipe", help="the recipe the runs used")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="the config overrides the runs used; repeatable")
-    p.add_argument("--out", type=Path, default=Path("runs"), help="results folder of the runs (default runs/)")
-    p.add_argument("--metrics", help="comma-separated metrics (default: all of compare's)")
-    p.add_argument("--tie-tol", type=float, default=0.0, metavar="POINTS", help="tie tolerance in %% points (default 0)")
-    p.add_argument("--output", "-o", type=Path, help="bundle file to write")
-    p.add_argument("--validate", type=Path, metavar="FILE", help="check a bundle's structure and content hash")
-    p.set_defaults(func=cmd_export)

@@ -1,4 +1,4 @@
-"""``osrbench new-plugin NAME``: write a ready method-plugin package ``osrbench-NAME/``.
+"""Write a ready method-plugin package ``osrbench-NAME/`` (the library of ``osrbench new-plugin NAME``).
 
 The package has a ``pyproject.toml`` with the ``osrbench`` entry point, a working method (a
 ``classifier32`` trained with cross-entropy and scored by its maximum softmax probability, the
@@ -8,7 +8,6 @@ of :mod:`osrbench.testing`, and a README. It passes the suite unmodified.
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 from string import Template
@@ -270,22 +269,3 @@ def new_plugin(name: str, parent: Path = Path("."), check_installed: bool = True
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(template.substitute(fields))
     return root
-
-
-def cmd_new_plugin(args: argparse.Namespace) -> int:
-    root = new_plugin(args.name, args.dir)
-    pkg = package_name(args.name)
-    print(f"wrote {root}/: pyproject.toml, README.md, {pkg}/plugin.py, tests/test_conformance.py")
-    print("next:")
-    print(f"  pip install -e {root}")
-    print(f"  pytest {root}/tests")
-    print(f"  osrbench compare {args.name} dias --dataset digits --epochs 2")
-    return 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``osrbench new-plugin`` to the command line (see ``osrbench.cli.EXTENSIONS``)."""
-    p = subparsers.add_parser("new-plugin", help="write a ready method-plugin package osrbench-NAME/")
-    p.add_argument("name", metavar="NAME", help="method and plugin name: lowercase letters, digits, hyphens")
-    p.add_argument("--dir", type=Path, default=Path("."), help="where to create osrbench-NAME/ (default .)")
-    p.set_defaults(func=cmd_new_plugin)

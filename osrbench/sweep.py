@@ -1,7 +1,7 @@
 """The ``sweep`` command: a grid of runs (methods x datasets x splits x seeds) on one machine or on Ray.
 
-A CLI extension (:func:`register_cli`) around one function, :func:`execute`, that ``compare`` can
-share::
+The library of the ``sweep`` command (:mod:`osrbench.commands.sweep`): one function,
+:func:`execute`, that ``compare`` shares::
 
     records, failures = execute(requests, executor="local", jobs=2, on_event=print)
 
@@ -28,20 +28,20 @@ throughput in images per second).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import socket
-import sys
 import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-from osrbench import engine, plugins, protocols
 from osrbench.errors import MethodFailed, UserError, one_line
+
+if TYPE_CHECKING:  # the engine imports torch: imported where a run is planned or run, so that
+    from osrbench import engine  # ``osrbench sweep --help`` does not
 
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "Ray is not installed: pip install 'osrbench[ray]' (or: pip install 'ray>=2.9')"
@@ -128,6 +128,8 @@ def _run_one(req: engine.RunRequest, threads: int | None, log: Callable[[str], N
         lines.append(msg)
         if log is not None:
             log(msg)
+
+    from osrbench import engine
 
     t0 = time.perf_counter()
     with _torch_threads(threads):
@@ -248,7 +250,9 @@ def execute(
         raise SweepError(f"--max-retries must be 0 or more, got {max_retries}")
     if gpus_per_run is not None and gpus_per_run < 0:
         raise SweepError(f"--gpus-per-run must be 0 or more, got {gpus_per_run}")
-    ray = _import_ray() if executor == "ray" else None  # before anything runs
+    ray = import_ray() if executor == "ray" else None  # before anything runs
+    from osrbench import engine
+
     t0 = time.perf_counter()
     in_process = executor == "local" and jobs == 1
     reqs = [_prepared(r, in_process) for r in requests]
@@ -351,7 +355,8 @@ def _execute_pool(reqs: list[engine.RunRequest], todo: list[int], jobs: int, thr
 # ---------------------------------------------------------------------------------------- ray
 
 
-def _import_ray() -> Any:
+def import_ray() -> Any:
+    """The ``ray`` module, or :class:`SweepError` saying how to install it."""
     try:
         import ray
     except ImportError:
@@ -361,7 +366,7 @@ def _import_ray() -> Any:
 
 def ray_available() -> bool:
     try:
-        _import_ray()
+        import_ray()
     except SweepError:
         return False
     return True
@@ -471,30 +476,6 @@ def _execute_ray(ray: Any, reqs: list[engine.RunRequest], todo: list[int], threa
 # ---------------------------------------------------------------------------------------- grid
 
 
-def _as_list(value: Any, key: str) -> list[str]:
-    if isinstance(value, str):
-        return value.split()
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value) and value:
-        return list(value)
-    raise SweepError(f"grid key {key!r} expects a name or a list of names, got {value!r}")
-
-
-def _indices(value: Any, upper: int, key: str) -> list[int]:
-    if value is None or value == "all":
-        return list(range(upper))
-    if isinstance(value, bool):
-        raise SweepError(f"grid key {key!r}: cannot read {value!r}")
-    if isinstance(value, int):
-        value = str(value)
-    if isinstance(value, (list, tuple)):
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise SweepError(f"grid key {key!r} expects integers, got {value!r}")
-        value = ",".join(map(str, value))
-    if not isinstance(value, str):
-        raise SweepError(f"grid key {key!r}: cannot read {value!r}")
-    return protocols.parse_indices(value, upper)
-
-
 def load_grid(path: Path) -> dict[str, Any]:
     """A grid file: a YAML mapping with the keys :data:`GRID_KEYS`."""
     import yaml
@@ -515,174 +496,3 @@ def load_grid(path: Path) -> dict[str, Any]:
     if "set" in doc and not isinstance(doc["set"], dict):
         raise SweepError(f"grid file {path}: 'set' must be a mapping of config keys to values")
     return doc
-
-
-def grid_requests(args: argparse.Namespace) -> list[engine.RunRequest]:
-    """The runs of the grid the flags (and ``--grid FILE``) describe; flags win over the file."""
-    from osrbench import cli
-    from osrbench.config import parse_overrides
-
-    grid = load_grid(args.grid) if args.grid else {}
-    methods = args.methods or (_as_list(grid["methods"], "methods") if "methods" in grid else None)
-    datasets = args.dataset or (_as_list(grid["datasets"], "datasets") if "datasets" in grid else None)
-    if not methods:
-        raise SweepError("no methods: pass --methods NAME ... or a grid file with 'methods'")
-    if not datasets:
-        raise SweepError("no datasets: pass --datasets NAME ... or a grid file with 'datasets'")
-    protocol = args.protocol or grid.get("protocol", "auroc")
-    epochs = args.epochs if args.epochs is not None else grid.get("epochs")
-    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
-        raise SweepError(f"--epochs must be positive, got {epochs!r}")
-    recipe = args.recipe or grid.get("recipe")
-    overrides = {**grid.get("set", {}), **parse_overrides(args.overrides)}
-    splits_spec = args.splits if args.splits is not None else grid.get("splits")
-    seeds = _indices(args.seeds if args.seeds is not None else grid.get("seeds", 0), 2**31, "seeds")
-    reg = plugins.get()
-    out = []
-    for name in datasets:
-        try:
-            spec = reg.dataset(name)
-            splits = _indices(splits_spec, protocols.num_splits(spec, protocol), "splits")
-        except plugins.UnknownName as exc:
-            raise SweepError(str(exc).strip("'\"")) from None
-        ns = argparse.Namespace(**{**vars(args), "dataset": name, "protocol": protocol, "epochs": epochs,
-                                   "recipe": recipe, "overrides": [], "out": args.out or Path("runs")})
-        for method in dict.fromkeys(methods):
-            for split in splits:
-                for seed in seeds:
-                    req = cli.request_from_args(ns, method, split, seed, "auto", False)
-                    out.append(dataclasses.replace(req, overrides=dict(overrides)))
-    return out
-
-
-# ----------------------------------------------------------------------------------------- cli
-
-
-def _fmt_progress(ev: Event) -> str:
-    return f"[{ev.completed}/{ev.to_run} done, {ev.running} running, {ev.failed} failed]"
-
-
-def _printer(quiet: bool) -> Callable[[Event], None]:
-    def on_event(ev: Event) -> None:
-        if ev.kind == "start":
-            where = f" on {ev.info['host']} (pid {ev.info['pid']})" if "pid" in ev.info else ""
-            print(f"{_fmt_progress(ev)} started {ev.label}{where}", flush=True)
-        elif ev.kind in ("retry", "resume"):
-            print(f"{_fmt_progress(ev)} {ev.label}: {ev.message}", flush=True)
-        elif ev.kind == "done":
-            rec = ev.info["record"]
-            auroc = rec.metrics.get("auroc")
-            how = f"{rec.wall_time_s['train']:.1f} s training" if ev.info.get("trained") else "found finished"
-            score = f", auroc {100 * auroc:.2f}" if auroc is not None else ""
-            print(f"{_fmt_progress(ev)} done {ev.label} ({how}{score})", flush=True)
-        elif ev.kind == "fail":
-            print(f"{_fmt_progress(ev)} FAILED {ev.label}: {ev.message}", flush=True)
-        elif ev.kind == "log" and not quiet:
-            print(f"{ev.label}: {ev.message}", file=sys.stderr, flush=True)
-
-    return on_event
-
-
-def _describe(args: argparse.Namespace) -> str:
-    if args.executor == "local":
-        how = "this process" if args.jobs == 1 else f"{args.jobs} worker processes"
-        return f"local executor, {how}, {args.threads} thread(s) per run"
-    gpus = "auto" if args.gpus_per_run is None else f"{args.gpus_per_run:g}"
-    where = args.address or ("connected cluster" if _import_ray().is_initialized() else "new local cluster")
-    return (f"Ray executor ({where}), {args.threads} CPU + {gpus} GPU per run, "
-            f"{args.max_retries} retries")
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from osrbench import cli
-
-    if args.executor == "local":
-        given = [f for f, v in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run),
-                                ("--max-retries", args.max_retries)) if v is not None]
-        if given:
-            raise cli.UsageError(f"{given[0]} applies to --executor ray")
-    elif args.jobs is not None:
-        raise cli.UsageError("--jobs applies to --executor local (Ray places runs by their CPU/GPU requests)")
-    args.jobs = args.jobs or 1
-    args.max_retries = 2 if args.max_retries is None else args.max_retries
-    if args.jobs < 1 or args.threads < 1:
-        raise cli.UsageError("--jobs and --threads must be at least 1")
-    requests = grid_requests(args)
-    if args.executor == "ray":
-        _import_ray()
-    plans = [engine.plan(r) for r in requests]  # every name checked before anything runs
-    if args.executor == "local":
-        from osrbench.session import default_data_root
-
-        root = args.data_root or default_data_root()
-        for ds in dict.fromkeys(p.dataset.name for p in plans):
-            problems = plugins.get().dataset(ds).check(Path(root))
-            if problems:
-                raise cli.UsageError(f"dataset {ds} is not ready in {root}: {problems[0]} (osrbench data download {ds})")
-    distinct = {p.dir: p for p in plans}
-    done = sum(p.existing_result() is not None for p in distinct.values())
-    print(f"sweep: {len(distinct)} runs: {done} done already, {len(distinct) - done} to run ({_describe(args)})",
-          flush=True)
-    if args.dry_run:
-        for p in distinct.values():
-            if p.existing_result() is None:
-                print(f"  {label(p.request)} -> {p.dir}")
-        return 0
-    summary: list[Stats] = []
-    printer = _printer(args.quiet)
-
-    def on_event(ev: Event) -> None:
-        if ev.kind == "summary":
-            summary.append(ev.info["stats"])
-        printer(ev)
-
-    records, failures = execute(
-        requests, executor=args.executor, jobs=args.jobs, threads=args.threads, address=args.address,
-        gpus_per_run=args.gpus_per_run, max_retries=args.max_retries, on_event=on_event,
-    )
-    s = summary[0]
-    trained = s.completed
-    print(f"sweep: {s.total} runs: {s.skipped} done already, {trained} completed, {s.failed} failed "
-          f"in {s.wall_s:.1f} s ({s.retries} worker restart(s), {s.resumed} resumed from a checkpoint)")
-    if s.images:
-        print(f"aggregate throughput: {s.images_per_s:,.0f} training images/s "
-              f"({s.images:,} images over {s.wall_s:.1f} s wall time, {args.executor} executor"
-              + (f", {args.jobs} jobs" if args.executor == "local" else "") + ")")
-    if records:
-        print(f"records under {Path(args.out or 'runs')}; table: osrbench report --runs {args.out or 'runs'}")
-    if failures:
-        print(f"{len(failures)} run(s) failed:", file=sys.stderr)
-        for f in failures:
-            print(f"  {f}", file=sys.stderr)
-        return cli.EXIT_FAILED
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    from osrbench import cli
-
-    p = sub.add_parser("sweep", help="run a grid of methods x datasets x splits x seeds, locally or on Ray",
-                       description="Run every missing run of a grid (flags or --grid FILE.yaml); finished runs "
-                                   "are skipped, interrupted ones resume from their checkpoint.")
-    p.add_argument("--grid", type=Path, metavar="FILE",
-                   help=f"YAML grid with keys {', '.join(GRID_KEYS)} (flags override it)")
-    p.add_argument("--methods", nargs="+", metavar="METHOD", help="method names")
-    cli.add_run_options(p, many_datasets=True)
-    p.set_defaults(protocol=None, out=None)  # None = not given: the grid file or the default applies
-    p.add_argument("--splits", help="split indices, e.g. 0-4 or 0,2 (default: all splits of the protocol)")
-    p.add_argument("--seeds", help="seeds, e.g. 0-2 (default 0)")
-    p.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="local (this machine; default) or ray (a Ray cluster; pip install 'osrbench[ray]')")
-    p.add_argument("--jobs", type=int, metavar="N",
-                   help="local: runs at once in N worker processes (default 1 = in this process)")
-    p.add_argument("--threads", type=int, default=1, metavar="T",
-                   help="torch CPU threads per run, and the CPUs a Ray task requests (default 1; CPU results "
-                        "depend on it, so keep it fixed to compare runs)")
-    p.add_argument("--address", help="ray: cluster address: auto (a cluster started with `ray start`) or "
-                                     "ray://HOST:10001 (default: start a local one)")
-    p.add_argument("--gpus-per-run", type=float, metavar="G",
-                   help="ray: GPUs per run, fractional to share a GPU, e.g. 0.25 (default 1 when the cluster has GPUs)")
-    p.add_argument("--max-retries", type=int, metavar="N",
-                   help="ray: restarts of a run whose worker died; it resumes from its checkpoint (default 2)")
-    p.add_argument("--dry-run", action="store_true", help="only list the runs that would be scheduled")
-    p.set_defaults(func=cmd_sweep)

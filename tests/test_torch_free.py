@@ -3,8 +3,8 @@ imported (DESIGN.md: they know nothing of torch training), and the package's pub
 
 from __future__ import annotations
 
-import ast
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -122,64 +122,52 @@ def test_every_public_name_resolves():
     assert metrics.__name__ == "osrbench.metrics"
 
 
-# --------------------------------------------------------------------------------- import cycles
+# ------------------------------------------------------------------------------------ --help
 
 
-def _runtime_imports(module: str, path: Path, modules: set[str]) -> set[str]:
-    """osrbench modules that ``module`` imports at run time (``if TYPE_CHECKING:`` blocks skipped)."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found: set[str] = set()
+def test_help_lists_every_command_without_importing_torch():
+    """The root parser and every command's ``register`` import no torch (DESIGN.md; issue 14)."""
+    out = _run_without_torch(
+        """
+        import contextlib, io
+        from osrbench import cli
 
-    def visit(node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                for inner in child.orelse:
-                    visit_one(inner)
-                continue
-            visit_one(child)
+        def help_of(argv):
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                try:
+                    cli.main(argv)
+                except SystemExit as exc:
+                    code = exc.code
+                else:
+                    code = "returned"
+            return code, buf.getvalue()
 
-    def visit_one(node: ast.AST) -> None:
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
-        visit(node)
-
-    visit(ast.parse(path.read_text(encoding="utf-8")))
-    return {m for m in found if m in modules and m != module}
-
-
-def _import_graph() -> dict[str, set[str]]:
-    paths = {}
-    for path in PACKAGE.rglob("*.py"):
-        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        paths[".".join(parts)] = path
-    graph = {m: _runtime_imports(m, p, set(paths)) for m, p in paths.items()}
-    graph["osrbench"] |= set(osrbench._LAZY.values())  # imported by the package's __getattr__
-    return graph
+        code, text = help_of(["--help"])
+        commands = sorted(cli.build_parser()._subparsers._group_actions[0].choices)
+        codes = {c: help_of([c, "--help"])[0] for c in commands}
+        print(json.dumps({
+            "code": code, "text": text, "commands": commands, "codes": codes,
+            "torch": sorted(m for m in sys.modules if m.partition(".")[0] in ("torch", "torchvision")),
+        }))
+        """
+    )
+    expected = ["compare", "data", "export", "list", "new-plugin", "plugins", "report", "rescore", "run",
+                "splits", "sweep"]
+    assert out["code"] == 0 and out["torch"] == []
+    assert out["commands"] == expected
+    assert out["codes"] == {c: 0 for c in expected}  # each command's own --help too
+    for command in expected:
+        assert re.search(rf"^    {command}\s", out["text"], re.M), command  # listed, with its help line
 
 
-def _reaches(graph: dict[str, set[str]], start: str, target: str) -> bool:
-    seen, todo = set(), list(graph[start])
-    while todo:
-        m = todo.pop()
-        if m == target:
-            return True
-        if m not in seen:
-            seen.add(m)
-            todo.extend(graph.get(m, ()))
-    return False
+def test_help_runs_as_a_program_without_torch():
+    code = BLOCKED + "import runpy\nsys.argv = ['osrbench', '--help']\nrunpy.run_module('osrbench.cli', run_name='__main__')\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=PACKAGE.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: osrbench" in proc.stdout and "new-plugin" in proc.stdout
 
 
-@pytest.mark.parametrize("module", ["osrbench", "osrbench.metrics", "osrbench.protocols", "osrbench.registry",
-                                    "osrbench.datasets"])
-def test_core_modules_are_in_no_import_cycle(module):
-    graph = _import_graph()
-    assert module in graph
-    assert not _reaches(graph, module, module), f"{module} imports a module that imports it back"
+# The import-cycle check of this package's modules (metrics, protocols, registry, ...) is the general
+# one in tests/test_architecture.py: no cycle anywhere in osrbench/.

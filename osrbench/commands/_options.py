@@ -1,0 +1,68 @@
+"""What several commands share: the training options, the request they describe, table helpers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from osrbench.errors import UsageError
+
+if TYPE_CHECKING:  # the engine imports torch; registering a command must not
+    from osrbench import engine
+
+
+def add_run_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> None:
+    """The options every training command shares (run, compare, sweep; a sweep takes several datasets)."""
+    if many_datasets:
+        p.add_argument("--datasets", "--dataset", dest="dataset", nargs="+", metavar="DATASET",
+                       help="dataset names (osrbench list)")
+    else:
+        p.add_argument("--dataset", required=True, help="dataset name (osrbench list)")
+    p.add_argument("--protocol", default="auroc", help="split protocol: auroc, f1 or osrci (default auroc)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    p.add_argument("--recipe", help="a named recipe of the method (osrbench list)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value); repeatable")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default runs/)")
+    p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
+    p.add_argument("--checkpoint-every", type=int, default=10, metavar="N", help="checkpoint every N epochs")
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on CUDA)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def request_from_args(
+    args: argparse.Namespace, method: str, split: int, seed: int, resume: str = "auto", force: bool = False
+) -> engine.RunRequest:
+    """The run request of ``method`` on one split and seed, from the options of :func:`add_run_options`."""
+    from osrbench import engine
+    from osrbench.config import parse_overrides
+
+    return engine.RunRequest(
+        method=method, dataset=args.dataset, protocol=args.protocol, split=split, seed=seed,
+        recipe=args.recipe, epochs=args.epochs, overrides=parse_overrides(args.overrides),
+        device=args.device, out=args.out, data_root=args.data_root, resume=resume, force=force,
+        checkpoint_every=args.checkpoint_every, progress=not args.quiet, deterministic=args.deterministic,
+    )
+
+
+def check_epochs(epochs: int | None) -> None:
+    if epochs is not None and epochs < 1:
+        raise UsageError(f"--epochs must be positive, got {epochs}")
+
+
+def tabulate(rows: list[list[Any]], headers: Sequence[str], fmt: str = "simple") -> str:
+    from tabulate import tabulate as _tabulate
+
+    return _tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def log(msg: str) -> None:
+    """A progress or warning line: to stderr, so that stdout holds only the command's result."""
+    print(msg, file=sys.stderr)

@@ -1,0 +1,79 @@
+"""``osrbench compare``: run what is missing, then the comparison table of methods over splits."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from osrbench.commands._options import add_run_options, check_epochs, log, request_from_args
+from osrbench.errors import EXIT_FAILED, UsageError
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from osrbench import compare, engine, plugins, protocols, report
+
+    reg = plugins.get()
+    try:
+        spec = reg.dataset(args.dataset)
+        n = protocols.num_splits(spec, args.protocol)
+        splits = protocols.parse_indices(args.splits, n)
+        seeds = protocols.parse_indices(args.seeds, 2**31)
+    except (plugins.UnknownName, protocols.SplitError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    check_epochs(args.epochs)
+    metric_names = report.parse_metrics(args.metrics, compare.METRICS)
+    notes, dropped = [], {}
+    if args.unique_splits:
+        splits, dropped = compare.unique_splits(spec, args.protocol, splits)
+        if dropped:
+            notes.append("unique splits only: dropped " + ", ".join(
+                f"split {d} (same class sets as split {f})" for d, f in dropped.items()))
+    else:
+        for line in compare.duplicate_split_warnings(spec, args.protocol, splits):
+            log(f"warning: {line}")
+            notes.append(f"note: {line}")
+    for name in args.methods:  # fail fast on a typo before hours of training
+        engine.plan(request_from_args(args, name, splits[0], seeds[0], "auto", False))
+    records, failures = report.collect(
+        args.methods, splits, seeds, lambda m, k, s: request_from_args(args, m, k, s, "auto", False),
+        run=not args.no_run, jobs=args.jobs, log=log)
+    if records:
+        c = compare.build(records, args.methods, metric_names, report.tie_tol_from(args.tie_tol))
+        print(compare.render_comparison(c, fmt=args.format, notes=notes))
+        if args.plot:
+            from osrbench import plots
+
+            written = plots.comparison_plots(c, args.plot, log=lambda m: log(f"warning: {m}"))
+            log(f"wrote {len(written)} plots to {args.plot}")
+        if args.export:
+            if failures:
+                log("osrbench: not exporting an incomplete comparison")
+            else:
+                doc = report.write_export(args.export, report.export_doc(c, args.unique_splits, dropped))
+                log(f"wrote {args.export} (sha256 {doc['sha256'][:12]})")
+    if failures:
+        log(f"{len(failures)} run(s) failed or missing:")
+        for line in failures:
+            log(f"  {line}")
+        return EXIT_FAILED
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="run what is missing and compare methods over splits")
+    p.add_argument("methods", nargs="+")
+    add_run_options(p)
+    p.add_argument("--splits", default="0-4", help="split indices, e.g. 0-4 or 0,2 (default 0-4)")
+    p.add_argument("--seeds", default="0", help="seeds, e.g. 0-2 (default 0)")
+    p.add_argument("--no-run", action="store_true", help="only read existing results")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train up to N missing runs at once, in separate processes (default 1)")
+    p.add_argument("--format", default="simple", help="table format (tabulate): simple, github, latex, ...")
+    p.add_argument("--metrics", help="comma-separated metrics (default auroc,oscr,acc,macro_f1,fpr95_known,aupr_in,aupr_out)")
+    p.add_argument("--unique-splits", action="store_true",
+                   help="keep only the first of splits with the same class sets (the osrci duplicates)")
+    p.add_argument("--tie-tol", type=float, default=0.0, metavar="POINTS",
+                   help="paired differences up to this many %% points count as ties (default 0: exact)")
+    p.add_argument("--plot", type=Path, metavar="DIR", help="write ROC, histogram and per-split bar PNGs to DIR")
+    p.add_argument("--export", type=Path, metavar="FILE", help="write the comparison's JSON export bundle")
+    p.set_defaults(func=cmd_compare)

@@ -1,0 +1,148 @@
+"""What is installed and available: ``osrbench list``, ``plugins``, ``splits`` and ``data``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from osrbench.commands._options import tabulate
+from osrbench.errors import EXIT_USER, UsageError
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from osrbench import plugins, protocols, registry
+
+    reg = plugins.get()
+    if args.options is not None:
+        from osrbench import config
+
+        spec = reg.method(args.options)  # an unknown name: one line with a did-you-mean, exit 2
+        config.check_options(spec)
+        defaults = {**config.ENGINE_DEFAULTS, **spec.defaults}
+        options = config.options_of(spec)
+        rows = []
+        for key, default in defaults.items():
+            opt = options.get(key)
+            rows.append([key, json.dumps(default, default=repr), type(default).__name__,
+                         (opt.allowed() if opt else "") or "-", opt.help if opt else ""])
+        print(f"Config keys of {spec.name} (--set KEY=VALUE; engine keys first, then the method's own)")
+        print(tabulate(rows, ["key", "default", "type", "allowed", "help"]))
+        return 0
+    std = registry.load().standard_recipes
+    rows = []
+    for name, spec in sorted(reg.methods.items()):
+        recipes = ", ".join(f"{r}*" if r == spec.default_recipe else r for r in spec.recipes) or "-"
+        rows.append([name, reg.plugin_of("method", name).name, recipes, std.get(name, "-"), spec.description])
+    print("Methods (* = default recipe)")
+    print(tabulate(rows, ["method", "plugin", "recipes", "standard", "description"]))
+    rows = []
+    for name, ds in reg.datasets.items():
+        sizes = []
+        for proto in registry.load().splits:
+            try:
+                s = protocols.get_split(ds, proto, 0)
+                sizes.append(f"{proto} {protocols.num_splits(ds, proto)}x{len(s.known)}/{len(s.unknown)}")
+            except protocols.SplitError:
+                pass
+        rows.append([name, ds.image_size, ds.augment, "; ".join(sizes), ds.description])
+    print("\nDatasets (protocol: splits x known/unknown classes)")
+    print(tabulate(rows, ["dataset", "size", "augment", "protocols", "description"]))
+    rows = [[n, e.get("description", "")] for n, e in registry.load().protocols.items()]
+    print("\nProtocols")
+    print(tabulate(rows, ["protocol", "description"]))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from osrbench import plugins
+
+    infos = [i.as_dict() for i in plugins.get().infos.values()]
+    if args.json:
+        print(json.dumps(infos, indent=2))
+        return 0
+    rows = [[i["name"], i["distribution"], i["version"], ", ".join(i["methods"]) or "-",
+             ", ".join(i["datasets"]) or "-", i["error"] or "ok"] for i in infos]
+    print(tabulate(rows, ["plugin", "distribution", "version", "methods", "datasets", "status"]))
+    return 0
+
+
+def cmd_splits(args: argparse.Namespace) -> int:
+    from osrbench import plugins, protocols
+
+    reg = plugins.get()
+    try:
+        ds = reg.dataset(args.dataset)
+        n = protocols.num_splits(ds, args.protocol)
+        rows = []
+        seen: dict[Any, int] = {}
+        for i in range(n):
+            s = protocols.get_split(ds, args.protocol, i)
+            dup = seen.setdefault(s.class_set_key, i)
+            rows.append([i, " ".join(map(str, s.known)), " ".join(map(str, s.unknown)), s.hash,
+                         "" if dup == i else f"same classes as split {dup}"])
+    except (plugins.UnknownName, protocols.SplitError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    print(f"{ds.name}, protocol {args.protocol}: known class ids in label order (id at position i = label i)")
+    print(tabulate(rows, ["split", "known", "unknown", "hash", "note"]))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from osrbench import plugins
+    from osrbench.session import default_data_root
+
+    reg = plugins.get()
+    root = args.data_root or default_data_root()
+    try:
+        names = [args.name] if args.name else list(reg.datasets)
+        specs = [reg.dataset(n) for n in names]
+    except plugins.UnknownName as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    if args.action == "download":
+        from osrbench.datasets import DataNotFound
+
+        for spec in specs:
+            if spec.download is None:
+                print(f"{spec.name}: nothing to download")
+                continue
+            try:
+                spec.download(Path(root))
+            except DataNotFound as exc:
+                raise UsageError(str(exc)) from None
+            print(f"{spec.name}: downloaded to {root}")
+        return 0
+    missing = 0
+    rows = []
+    for spec in specs:
+        problems = spec.check(Path(root))
+        rows.append([spec.name, "ready" if not problems else "missing", spec.licence])
+        missing += bool(problems)
+        for line in problems:
+            rows.append(["", line, ""])
+    print(f"data root: {root}")
+    print(tabulate(rows, ["dataset", "status", "licence"]))
+    return EXIT_USER if (missing and args.name) else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="methods, datasets and protocols")
+    p.add_argument("--options", metavar="METHOD",
+                   help="instead: the config keys of METHOD with default, type, allowed values and help")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("plugins", help="installed plugins and their status")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("splits", help="the class splits of a dataset under a protocol")
+    p.add_argument("dataset")
+    p.add_argument("--protocol", default="auroc")
+    p.set_defaults(func=cmd_splits)
+
+    p = sub.add_parser("data", help="check or download datasets")
+    p.add_argument("action", choices=["check", "download"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--data-root", type=Path)
+    p.set_defaults(func=cmd_data)

@@ -1,0 +1,44 @@
+"""``osrbench report``: the paper table of every result record under a folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from osrbench import report
+from osrbench.commands._options import log
+from osrbench.errors import UserError
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from osrbench import results
+
+    metrics = report.parse_metrics(args.metrics, report.REPORT_METRICS)
+    recs = report.select(report.read_runs(args.runs, log), args.dataset, args.protocol, args.method)
+    if not recs:
+        raise UserError(f"no result records under {args.runs} match the selection")
+    cells = report.build_report(recs, metrics, args.unique_splits)
+    text = report.render_report(cells, metrics, args.format, str(args.runs), args.layout)
+    if args.output:
+        data = (text if text.endswith("\n") else text + "\n").encode()
+        results.atomic_write(args.output, lambda fh: fh.write(data))
+        log(f"wrote {args.output}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="paper table of every result record: methods x datasets, mean +- std")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
+    p.add_argument("--format", choices=report.FORMATS, default="md",
+                   help="md (GitHub table), csv, latex (booktabs), json")
+    p.add_argument("--metrics", help=f"comma-separated metrics (default {','.join(report.REPORT_METRICS)})")
+    p.add_argument("--layout", choices=("metric", "wide"), default="metric",
+                   help="md/latex: one table per metric (default) or one table with metrics under each dataset")
+    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--protocol", help="only this protocol")
+    p.add_argument("--method", action="append", help="only this method (repeatable)")
+    p.add_argument("--unique-splits", action="store_true", help="keep only the first of splits with the same class sets")
+    p.add_argument("--output", "-o", type=Path, help="write to FILE instead of stdout")
+    p.set_defaults(func=cmd_report)

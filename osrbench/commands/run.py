@@ -1,0 +1,40 @@
+"""``osrbench run``: train and evaluate one method on one split, print its metrics."""
+
+from __future__ import annotations
+
+import argparse
+
+from osrbench.commands._options import add_run_options, check_epochs, log, pct, request_from_args, tabulate
+from osrbench.metrics import METRICS
+
+#: Metrics ``run`` prints besides the catalogue's headline ones.
+EXTRA_METRICS = ("dtacc",)
+
+#: The rows ``run`` prints, in catalogue order: the headline metrics and :data:`EXTRA_METRICS`.
+METRIC_ORDER = tuple(name for name, m in METRICS.items() if m.headline or name in EXTRA_METRICS)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from osrbench import engine
+
+    check_epochs(args.epochs)
+    req = request_from_args(args, args.method, args.split, args.seed, "yes" if args.resume else "no", args.force)
+    rec = engine.run(req, log=log).record
+    m = rec.metrics
+    rows = [[k, pct(m[k])] for k in METRIC_ORDER if k in m]
+    print(f"{rec.method} on {rec.dataset} ({rec.protocol} split {rec.split}, seed {rec.seed}, "
+          f"{rec.epochs} epochs, {rec.device}, {rec.wall_time_s['train']:.1f} s)")
+    print(tabulate(rows, ["metric", "%"]))
+    print(f"record: {rec.dir}/result.json")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="train and evaluate one method on one split")
+    p.add_argument("--method", required=True)
+    add_run_options(p)
+    p.add_argument("--split", type=int, default=0, help="split index (default 0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--force", action="store_true", help="replace an existing result or unfinished run")
+    p.set_defaults(func=cmd_run)
