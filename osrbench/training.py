@@ -12,6 +12,8 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.nn.functional as F
 
+from osrbench.method import Option
+
 #: Config keys every optimiser/schedule user shares, with the ARPL-release values.
 OPTIM_DEFAULTS: dict[str, Any] = {
     "optimizer": "sgd",  # sgd | adam
@@ -23,6 +25,19 @@ OPTIM_DEFAULTS: dict[str, Any] = {
     "milestones": [30, 60, 90, 120],
     "gamma": 0.1,
     "warmup_epochs": 10,  # mls-cosine only
+}
+
+#: The allowed values of :data:`OPTIM_DEFAULTS` (a method adds ``**OPTIM_OPTIONS`` to its options).
+OPTIM_OPTIONS: dict[str, Option] = {
+    "optimizer": Option(choices=("sgd", "adam"), help="optimiser of the classifier"),
+    "lr": Option(exclusive_minimum=0, help="base learning rate"),
+    "momentum": Option(minimum=0, help="SGD momentum"),
+    "weight_decay": Option(minimum=0, help="weight decay (L2) of the optimiser"),
+    "betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas"),
+    "schedule": Option(choices=("multistep", "mls-cosine"), help="learning-rate schedule, stepped once per epoch"),
+    "milestones": Option(minimum=0, help="multistep: epochs at which the learning rate is multiplied by gamma"),
+    "gamma": Option(exclusive_minimum=0, help="multistep: learning-rate factor at each milestone"),
+    "warmup_epochs": Option(minimum=0, help="mls-cosine: epochs of linear warm-up"),
 }
 
 

@@ -30,7 +30,7 @@ import osrbench
 from osrbench.method import Context, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32, make_gan, sample_noise
-from osrbench.training import OPTIM_DEFAULTS, bce, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
+from osrbench.training import OPTIM_DEFAULTS, OPTIM_OPTIONS, bce, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
 
 CITATION = (
     'Chen, Peng, Wang, Tian, "Adversarial Reciprocal Points Learning for Open Set Recognition", '
@@ -59,15 +59,7 @@ CS_DEFAULTS: dict[str, Any] = {
 
 #: The allowed values of the keys above (checked before a run starts; ``osrbench list --options``).
 OPTIONS: dict[str, Option] = {
-    "optimizer": Option(choices=("sgd", "adam"), help="optimiser of the classifier"),
-    "lr": Option(exclusive_minimum=0, help="base learning rate"),
-    "momentum": Option(minimum=0, help="SGD momentum"),
-    "weight_decay": Option(minimum=0, help="weight decay (L2) of the optimiser"),
-    "betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas"),
-    "schedule": Option(choices=("multistep", "mls-cosine"), help="learning-rate schedule, stepped once per epoch"),
-    "milestones": Option(minimum=0, help="multistep: epochs at which the learning rate is multiplied by gamma"),
-    "gamma": Option(exclusive_minimum=0, help="multistep: learning-rate factor at each milestone"),
-    "warmup_epochs": Option(minimum=0, help="mls-cosine: epochs of linear warm-up"),
+    **OPTIM_OPTIONS,
     "temp": Option(exclusive_minimum=0, help="temperature tau of the CE term (training only)"),
     "weight_pl": Option(minimum=0, help="lambda, weight of the radius (margin-ranking) term"),
     "margin": Option(help="margin of max(0, d_e(f, P_y) - R + margin)"),

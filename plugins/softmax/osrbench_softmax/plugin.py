@@ -15,7 +15,7 @@ import osrbench
 from osrbench.method import Context, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32
-from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
+from osrbench.training import OPTIM_DEFAULTS, OPTIM_OPTIONS, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
 
 DEFAULTS: dict[str, Any] = {
     **OPTIM_DEFAULTS,
@@ -25,15 +25,7 @@ DEFAULTS: dict[str, Any] = {
 
 #: The allowed values of the keys above (checked before a run starts; ``osrbench list --options``).
 OPTIONS: dict[str, Option] = {
-    "optimizer": Option(choices=("sgd", "adam"), help="optimiser of the classifier"),
-    "lr": Option(exclusive_minimum=0, help="base learning rate"),
-    "momentum": Option(minimum=0, help="SGD momentum"),
-    "weight_decay": Option(minimum=0, help="weight decay (L2) of the optimiser"),
-    "betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas"),
-    "schedule": Option(choices=("multistep", "mls-cosine"), help="learning-rate schedule, stepped once per epoch"),
-    "milestones": Option(minimum=0, help="multistep: epochs at which the learning rate is multiplied by gamma"),
-    "gamma": Option(exclusive_minimum=0, help="multistep: learning-rate factor at each milestone"),
-    "warmup_epochs": Option(minimum=0, help="mls-cosine: epochs of linear warm-up"),
+    **OPTIM_OPTIONS,
     "score": Option(choices=("msp", "mls"), help="test score: maximum softmax probability or maximum logit"),
     "label_smoothing": Option(minimum=0, maximum=1, help="MLS label smoothing eps of the cross-entropy (0 = off)"),
 }
