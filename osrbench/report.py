@@ -1,16 +1,14 @@
-"""Reading result records into tables: the library of the ``report``, ``rescore`` and ``export`` commands.
+"""Reading result records into tables: the library of the ``report`` command.
 
-- ``report``: the paper table from every result record under a folder: methods as rows, datasets
-  as columns, one table per protocol and metric, mean +- std over splits; Markdown, CSV, LaTeX
-  (booktabs) or JSON. Records of different configs are never averaged together: a method with
-  several config groups gets one row per group, labelled with its recipe and the config keys
-  that tell the groups apart (the full hashes are listed below the tables).
-- ``rescore``: recompute a run's metrics with another stored score (softmax: ``msp`` or ``mls``)
-  from its ``scores.npz``, or from its checkpoint when the score file is missing; no retraining.
-- ``export``: one JSON bundle per comparison (metrics, per-split values, paired statistics, config
-  and split hashes, versions) with a content hash; :func:`validate_export` checks one.
+The paper table from every result record under a folder: methods as rows, datasets as columns,
+one table per protocol and metric, mean +- std over splits; Markdown, CSV, LaTeX (booktabs) or
+JSON. Records of different configs are never averaged together: a method with several config
+groups gets one row per group, labelled with its recipe and the config keys that tell the groups
+apart (the full hashes are listed below the tables).
 
-The commands themselves (their flags and what they print) are in :mod:`osrbench.commands`.
+Rescoring stored runs with another score is in :mod:`osrbench.rescore`, the export bundle in
+:mod:`osrbench.export`. The commands themselves (their flags and what they print) are in
+:mod:`osrbench.commands`.
 """
 
 from __future__ import annotations
@@ -18,14 +16,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from osrbench import compare, records, results
+from osrbench import compare, records
 from osrbench.compare import GroupKey, Summary
 from osrbench.errors import MethodFailed, UserError
 from osrbench.records import Record
@@ -34,9 +29,7 @@ if TYPE_CHECKING:  # the engine imports torch; reading records does not need it
     from osrbench import engine
 
 REPORT_METRICS = ("auroc", "oscr", "macro_f1", "acc")
-RESCORE_METRICS = ("auroc", "oscr", "fpr95_known", "aupr_in", "aupr_out")
 FORMATS = ("md", "csv", "latex", "json")
-EXPORT_VERSION = 1
 
 
 def parse_metrics(text: str | None, default: Sequence[str]) -> list[str]:
@@ -376,197 +369,6 @@ def read_runs(runs: Path, log: Callable[[str], None] = lambda msg: None) -> list
     if not Path(runs).is_dir():
         raise UserError(f"no results folder {runs} (pass --runs DIR, the --out of your runs)")
     return list(records.iter_records(runs, on_error=lambda msg: log(f"warning: skipped {msg}")))
-
-
-# ------------------------------------------------------------------------------------ rescore
-
-
-def available_scores(rec: Record) -> list[str]:
-    """Score names a run stored: ``score`` (its main score) and the named ones."""
-    return list(rec.scores)
-
-
-def rescore_record(rec: Record, name: str, from_checkpoint: bool = False, device: str = "cpu",
-                   data_root: Path | None = None) -> dict[str, Any]:
-    """``{"metrics", "source", "main_score"}`` of one record rescored with score ``name``.
-
-    The scores come from the run's ``scores.npz``, or from its final checkpoint (``from_checkpoint``
-    or when the score file is missing); the metrics from :func:`osrbench.evaluation.score_metrics`,
-    macro-F1 keeping the run's own rule.
-    """
-    from osrbench import evaluation
-
-    folder = Path(rec.dir)
-    if (folder / records.SCORES).exists() and not from_checkpoint:
-        scores, source = records.read_scores(folder), records.SCORES
-    else:
-        from osrbench import checkpoints
-        from osrbench.rescore import scores_from_checkpoint
-
-        scores, source = scores_from_checkpoint(rec, device, data_root), checkpoints.CHECKPOINT
-    if name not in scores.names:
-        raise UserError(f"run {folder} stored no score {name!r} (available: {', '.join(scores.names)})")
-    return {"metrics": evaluation.score_metrics(scores, name, rec.f1_rule), "source": source,
-            "main_score": scores.main}
-
-
-def check_score_name(name: str) -> None:
-    """Raise :class:`UserError` unless ``name`` can be a score name (it becomes part of a file name)."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise UserError(f"score name {name!r} may only contain letters, digits, '.', '_' and '-'")
-
-
-def check_rescorable(recs: Sequence[Record], name: str) -> None:
-    """Raise :class:`UserError` unless every one of ``recs`` stored the score ``name``."""
-    lacking = [r for r in recs if name not in available_scores(r)]
-    if lacking:
-        avail = sorted({n for r in recs for n in available_scores(r)})
-        if len(lacking) == len(recs):
-            raise UserError(f"no selected run stored a score {name!r} (available: {', '.join(avail)})")
-        r = lacking[0]
-        raise UserError(
-            f"{len(lacking)} of {len(recs)} selected runs stored no score {name!r}, e.g. {r.method} in {r.dir} "
-            f"(it has: {', '.join(available_scores(r))}); narrow the selection with --method/--dataset")
-
-
-def write_rescored(rec: Record, name: str, res: Mapping[str, Any]) -> Path:
-    """Write ``metrics_<name>.json`` beside ``rec`` (the result of :func:`rescore_record`); returns its path."""
-    doc = {"score": name, "main_score": res["main_score"], "metrics": res["metrics"],
-           "f1_rule": rec.f1_rule, "source": res["source"],
-           "record": {k: getattr(rec, k) for k in ("method", "dataset", "protocol", "split", "seed",
-                                                   "config_hash", "split_hash", "sha256")},
-           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path = Path(rec.dir) / f"metrics_{name}.json"
-    results.write_json(path, doc)
-    return path
-
-
-# ------------------------------------------------------------------------------------- export
-
-
-class ExportInvalid(UserError, ValueError):
-    """An export bundle that fails :func:`validate_export`; the message lists every problem."""
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
-def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapping[int, int] | None = None) -> dict[str, Any]:
-    """The export bundle of a comparison (without its ``sha256``, which :func:`write_export` adds)."""
-    import osrbench
-
-    methods = {}
-    for m in c.methods:
-        recs = sorted(c.records[m], key=lambda r: (r.split, r.seed))
-        versions = [r.versions for r in recs]
-        methods[m] = {
-            "config_hash": c.groups[m].config_hash, "recipe": c.groups[m].recipe,
-            "config": recs[0].config,
-            "metrics": {metric: {"mean": c.summaries[metric][m].mean, "std": c.summaries[metric][m].std,
-                                 "per_split": {str(k): v for k, v in c.summaries[metric][m].per_split.items()}}
-                        for metric in c.metrics if m in c.summaries[metric]},
-            "split_hashes": {str(r.split): r.split_hash for r in recs},
-            "versions": versions[0],
-            "versions_consistent": all(v == versions[0] for v in versions),
-            "runs": [{"split": r.split, "seed": r.seed, "record_sha256": r.sha256,
-                      "created": r.created, "device": r.device} for r in recs],
-        }
-    return {
-        "osrbench_export": EXPORT_VERSION, "dataset": c.dataset, "protocol": c.protocol,
-        "splits": c.splits, "seeds": c.seeds, "unique_splits": unique_splits,
-        "dropped_duplicate_splits": {str(k): v for k, v in (dropped or {}).items()},
-        "aggregation": "seeds averaged within a split; mean and sample std (ddof 1) over splits; fractions",
-        "methods": methods,
-        "paired": [p.as_dict() for metric in c.metrics for p in c.pairs.get(metric, [])],
-        "paired_tests": {"wilcoxon": "two-sided exact Wilcoxon signed-rank on per-split differences A - B, "
-                                     "zero differences dropped",
-                         "paired_t": "two-sided paired t-test, df = splits - 1",
-                         "tie_tol": c.tie_tol},
-        "exporter": {"osrbench": osrbench.__version__},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def write_export(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Write a bundle atomically with its content hash; returns the bundle as written."""
-    results.write_json(Path(path), doc)
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def validate_export(doc: Any) -> None:
-    """Check an export bundle's structure, content hash and internal consistency.
-
-    Raises :class:`ExportInvalid` listing every problem: wrong or missing fields, a content hash
-    that does not match (the bundle was edited), means / stds that do not follow from the
-    per-split values, per-split values on splits the bundle does not list, missing split hashes,
-    or methods evaluated on different splits under the same split index.
-    """
-    problems: list[str] = []
-    if not isinstance(doc, dict):
-        raise ExportInvalid("not an osrbench export (not a JSON object)")
-    if doc.get("osrbench_export") != EXPORT_VERSION:
-        problems.append(f"osrbench_export must be {EXPORT_VERSION}, got {doc.get('osrbench_export')!r}")
-    body = {k: v for k, v in doc.items() if k != "sha256"}
-    if not isinstance(doc.get("sha256"), str) or results.canonical_hash(body, 64) != doc["sha256"]:
-        problems.append("content hash (sha256) does not match: the bundle was modified or damaged")
-    for key, kind in (("dataset", str), ("protocol", str), ("splits", list), ("seeds", list), ("methods", dict),
-                      ("created", str)):
-        if not isinstance(doc.get(key), kind):
-            problems.append(f"field {key!r} missing or not a {kind.__name__}")
-    if problems and any("missing" in p for p in problems):
-        raise ExportInvalid("; ".join(problems))
-    splits = {str(s) for s in doc["splits"]}
-    if not all(isinstance(s, int) for s in doc["splits"] + doc["seeds"]):
-        problems.append("splits and seeds must be integers")
-    if not doc["methods"]:
-        problems.append("no methods")
-    split_hash_seen: dict[str, tuple[str, str]] = {}
-    for name, m in doc["methods"].items():
-        if not isinstance(m, dict):
-            problems.append(f"method {name!r} is not an object")
-            continue
-        for key in ("config_hash", "metrics", "split_hashes", "versions"):
-            if key not in m:
-                problems.append(f"method {name!r}: field {key!r} missing")
-        if not isinstance(m.get("config_hash"), str) or not m.get("config_hash"):
-            problems.append(f"method {name!r}: config_hash must be a non-empty string")
-        hashes = m.get("split_hashes") or {}
-        for metric, v in (m.get("metrics") or {}).items():
-            try:
-                per = {str(k): float(x) for k, x in v["per_split"].items()}
-                mean, std = float(v["mean"]), float(v["std"])
-            except (KeyError, TypeError, ValueError, AttributeError):
-                problems.append(f"method {name!r}, {metric}: needs numeric mean, std and per_split")
-                continue
-            if not per:
-                problems.append(f"method {name!r}, {metric}: no per-split values")
-                continue
-            extra = sorted(set(per) - splits)
-            if extra:
-                problems.append(f"method {name!r}, {metric}: values for splits {extra} not in the bundle's splits")
-            m2, s2 = results.mean_std(per.values())
-            if not (math.isclose(m2, mean, rel_tol=1e-9, abs_tol=1e-12) and math.isclose(s2, std, rel_tol=1e-9, abs_tol=1e-12)):
-                problems.append(f"method {name!r}, {metric}: mean/std do not follow from the per-split values")
-            missing = sorted(set(per) - set(hashes))
-            if missing:
-                problems.append(f"method {name!r}: no split hash for splits {missing}")
-        for split, h in hashes.items():
-            if split in split_hash_seen and split_hash_seen[split][0] != h:
-                problems.append(f"split {split}: method {name!r} ran on split hash {h}, "
-                                f"{split_hash_seen[split][1]!r} on {split_hash_seen[split][0]}")
-            split_hash_seen.setdefault(split, (h, name))
-    for p in doc.get("paired", []) or []:
-        try:
-            a, b, metric = doc["methods"][p["a"]], doc["methods"][p["b"]], p["metric"]
-            pa, pb = a["metrics"][metric]["per_split"], b["metrics"][metric]["per_split"]
-            for k, d in p["per_split_diff"].items():
-                if not math.isclose(float(pa[k]) - float(pb[k]), float(d), rel_tol=1e-9, abs_tol=1e-12):
-                    problems.append(f"paired {p['a']} - {p['b']}, {metric}: split {k} difference does not match")
-        except (KeyError, TypeError, ValueError):
-            problems.append("a paired entry names a method, metric or split the bundle lacks")
-    if problems:
-        raise ExportInvalid("; ".join(problems))
 
 
 def tie_tol_from(points: float | None) -> float:

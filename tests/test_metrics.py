@@ -179,7 +179,7 @@ def test_evaluate_returns_exactly_the_score_based_metrics_in_catalogue_order():
 
 
 def test_every_metric_list_elsewhere_names_catalogue_metrics():
-    from osrbench import compare, report
+    from osrbench import compare, report, rescore
     from osrbench.commands import run
 
     catalogue = set(metrics.METRICS)
@@ -187,7 +187,7 @@ def test_every_metric_list_elsewhere_names_catalogue_metrics():
     assert compare.LOWER_IS_BETTER == {"fpr95_known", "fpr95_ood"}
     assert compare.METRICS == ("auroc", "oscr", "acc", "macro_f1", "fpr95_known", "aupr_in", "aupr_out")
     for where, names in {"compare.METRICS": compare.METRICS, "report.REPORT_METRICS": report.REPORT_METRICS,
-                         "report.RESCORE_METRICS": report.RESCORE_METRICS,
+                         "rescore.RESCORE_METRICS": rescore.RESCORE_METRICS,
                          "commands.run.METRIC_ORDER": run.METRIC_ORDER}.items():
         assert set(names) <= catalogue, (where, set(names) - catalogue)
         assert list(names) == list(dict.fromkeys(names)), where

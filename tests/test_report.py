@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from osrbench import cli, compare, evaluation, metrics, plots, records, report, results
+from osrbench import cli, compare, evaluation, export, metrics, plots, records, report, results
 from osrbench.config import config_hash
 from osrbench.records import Record, Scores
 
@@ -263,10 +263,10 @@ def _comparison(tmp_path):
 def test_export_round_trips_and_tampering_is_detected(tmp_path, capsys):
     c = _comparison(tmp_path)
     out = tmp_path / "bundle.json"
-    doc = report.write_export(out, report.export_doc(c))
+    doc = export.write_export(out, export.export_doc(c))
     again = json.loads(out.read_text())
     assert again == doc
-    report.validate_export(again)
+    export.validate_export(again)
     assert doc["osrbench_export"] == 1 and doc["splits"] == [0, 1, 2]
     sm = doc["methods"]["softmax"]
     assert sm["config_hash"] == c.groups["softmax"].config_hash and sm["split_hashes"]["2"] == "hash-of-split-2"
@@ -277,23 +277,23 @@ def test_export_round_trips_and_tampering_is_detected(tmp_path, capsys):
 
     bad = json.loads(out.read_text())
     bad["methods"]["softmax"]["metrics"]["auroc"]["per_split"]["0"] += 0.01
-    with pytest.raises(report.ExportInvalid, match="content hash"):
-        report.validate_export(bad)
+    with pytest.raises(export.ExportInvalid, match="content hash"):
+        export.validate_export(bad)
     # Re-hashing an edited bundle does not help: the mean no longer follows from the values.
     bad["sha256"] = results.canonical_hash({k: v for k, v in bad.items() if k != "sha256"}, 64)
-    with pytest.raises(report.ExportInvalid, match="mean/std do not follow") as exc:
-        report.validate_export(bad)
+    with pytest.raises(export.ExportInvalid, match="mean/std do not follow") as exc:
+        export.validate_export(bad)
     assert "content hash" not in str(exc.value) and "difference does not match" in str(exc.value)
     bad = json.loads(out.read_text())
     bad["methods"]["arpl"]["split_hashes"]["1"] = "other"
     bad["sha256"] = results.canonical_hash({k: v for k, v in bad.items() if k != "sha256"}, 64)
-    with pytest.raises(report.ExportInvalid, match="split 1: method '(arpl|softmax)' ran on split hash .*'(arpl|softmax)' on"):
-        report.validate_export(bad)
+    with pytest.raises(export.ExportInvalid, match="split 1: method '(arpl|softmax)' ran on split hash .*'(arpl|softmax)' on"):
+        export.validate_export(bad)
     out.write_text(json.dumps(bad))
     assert cli.main(["export", "--validate", str(out)]) == 2
     assert "invalid export" in capsys.readouterr().err
-    with pytest.raises(report.ExportInvalid, match="missing"):
-        report.validate_export({"osrbench_export": 1})
+    with pytest.raises(export.ExportInvalid, match="missing"):
+        export.validate_export({"osrbench_export": 1})
 
 
 # -------------------------------------------------------------------------------------- plots
@@ -356,13 +356,13 @@ def test_compare_end_to_end_plots_export_and_rescore_from_checkpoint(tmp_path, c
     assert {p.name for p in (tmp_path / "img").iterdir()} == {
         "roc_split0.png", "roc_split1.png", "hist_softmax_split0.png", "hist_softmax_split1.png",
         "bars_auroc.png", "bars_oscr.png"}
-    report.validate_export(json.loads((tmp_path / "b.json").read_text()))
+    export.validate_export(json.loads((tmp_path / "b.json").read_text()))
     assert cli.main([*argv, "--no-run", "--metrics", "auroc"]) == 0  # reads, trains nothing
     assert capsys.readouterr().out.startswith("digits, protocol auroc")
     assert cli.main(["export", "softmax", "--dataset", "digits", "--splits", "0-1", "--epochs", "1",
                      "--out", str(tmp_path / "runs"), "-o", str(tmp_path / "c.json")]) == 0
     c = json.loads((tmp_path / "c.json").read_text())
-    report.validate_export(c)
+    export.validate_export(c)
     stored = next(iter(records.iter_records(tmp_path / "runs")))
     next(stored.dir.glob("scores.npz")).unlink()
     assert cli.main(["rescore", "--runs", str(tmp_path / "runs"), "--score", "msp", "--write",
@@ -412,6 +412,6 @@ def test_compare_no_run_warns_about_and_drops_duplicate_splits(tmp_path, capsys)
     assert "splits 0,2-4 (4)" in cap.out and "81.00" not in cap.out and "0/0/4" in cap.out
     assert "smallest attainable p is 0.125" in cap.out
     doc = json.loads((tmp_path / "u.json").read_text())
-    report.validate_export(doc)
+    export.validate_export(doc)
     assert doc["splits"] == [0, 2, 3, 4] and doc["dropped_duplicate_splits"] == {"1": 0} and doc["unique_splits"]
     assert doc["methods"]["arpl"]["metrics"]["auroc"]["mean"] == pytest.approx((0.85 + 0.87 + 0.88 + 0.89) / 4)

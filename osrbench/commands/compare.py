@@ -10,7 +10,7 @@ from osrbench.errors import EXIT_FAILED, UsageError
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from osrbench import compare, engine, plugins, protocols, report
+    from osrbench import compare, engine, export, plugins, protocols, report
 
     reg = plugins.get()
     try:
@@ -49,7 +49,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             if failures:
                 log("osrbench: not exporting an incomplete comparison")
             else:
-                doc = report.write_export(args.export, report.export_doc(c, args.unique_splits, dropped))
+                doc = export.write_export(args.export, export.export_doc(c, args.unique_splits, dropped))
                 log(f"wrote {args.export} (sha256 {doc['sha256'][:12]})")
     if failures:
         log(f"{len(failures)} run(s) failed or missing:")

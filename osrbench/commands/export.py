@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from osrbench import compare, report
+from osrbench import compare, export, report
 from osrbench.errors import UserError
 
 if TYPE_CHECKING:  # the engine imports torch; registering a command must not
@@ -21,8 +21,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UserError(f"{args.validate}: cannot read an export bundle ({type(exc).__name__})") from None
         try:
-            report.validate_export(doc)
-        except report.ExportInvalid as exc:
+            export.validate_export(doc)
+        except export.ExportInvalid as exc:
             raise UserError(f"{args.validate}: invalid export: {exc}") from None
         print(f"{args.validate}: valid osrbench export ({doc['dataset']}/{doc['protocol']}, "
               f"{len(doc['methods'])} methods, splits {compare.split_list(doc['splits'])})")
@@ -50,8 +50,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                         "(pass the same --epochs/--recipe/--set/--out as the compare)")
     c = compare.build(recs, args.methods, report.parse_metrics(args.metrics, compare.METRICS),
                       report.tie_tol_from(args.tie_tol))
-    doc = report.write_export(args.output, report.export_doc(c, args.unique_splits, dropped))
-    report.validate_export(doc)
+    doc = export.write_export(args.output, export.export_doc(c, args.unique_splits, dropped))
+    export.validate_export(doc)
     print(f"wrote {args.output} ({doc['dataset']}/{doc['protocol']}, {len(doc['methods'])} methods, "
           f"splits {compare.split_list(doc['splits'])}, sha256 {doc['sha256'][:12]})")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from osrbench import compare, report
+from osrbench import compare, report, rescore
 from osrbench.commands._options import log, tabulate
 from osrbench.compare import GroupKey
 from osrbench.errors import UserError
@@ -15,15 +15,15 @@ from osrbench.records import Record
 
 def cmd_rescore(args: argparse.Namespace) -> int:
     name = args.score
-    report.check_score_name(name)
-    metric_names = report.parse_metrics(args.metrics, report.RESCORE_METRICS)
+    rescore.check_score_name(name)
+    metric_names = report.parse_metrics(args.metrics, rescore.RESCORE_METRICS)
     recs = report.select(report.read_runs(args.runs, log), args.dataset, args.protocol, args.method)
     if not recs:
         raise UserError(f"no result records under {args.runs} match the selection")
-    report.check_rescorable(recs, name)
+    rescore.check_rescorable(recs, name)
     rows, done = [], []
     for rec in sorted(recs, key=lambda r: (r.dataset, r.protocol, r.method, r.config_hash, r.split, r.seed)):
-        res = report.rescore_record(rec, name, args.from_checkpoint, args.device, args.data_root)
+        res = rescore.rescore_record(rec, name, args.from_checkpoint, args.device, args.data_root)
         done.append((rec, res))
         m_old, m_new = rec.metrics, res["metrics"]
         row = [rec.method, f"{rec.dataset}/{rec.protocol}", rec.split, rec.seed, res["main_score"]]
@@ -32,7 +32,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         row.append(res["source"])
         rows.append(row)
         if args.write:
-            report.write_rescored(rec, name, res)
+            rescore.write_rescored(rec, name, res)
     heads = ["method", "dataset/protocol", "split", "seed", "main score",
              *(f"{compare.SHORT.get(m, m)} main -> {name}" for m in metric_names), "from"]
     print(f"rescored with score {name!r}: values in %, the run's main score -> {name!r}; "
@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="only this dataset")
     p.add_argument("--protocol", help="only this protocol")
     p.add_argument("--method", action="append", help="only this method (repeatable)")
-    p.add_argument("--metrics", help=f"comma-separated metrics to show (default {','.join(report.RESCORE_METRICS)})")
+    p.add_argument("--metrics", help=f"comma-separated metrics to show (default {','.join(rescore.RESCORE_METRICS)})")
     p.add_argument("--write", action="store_true", help="write metrics_<score>.json beside each record")
     p.add_argument("--from-checkpoint", action="store_true",
                    help="score the test sets again from checkpoint.pt (default: only when scores.npz is missing)")

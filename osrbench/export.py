@@ -1,0 +1,144 @@
+"""One JSON bundle per comparison, for a leaderboard: the library of the ``export`` command.
+
+The bundle holds the metrics, per-split values, paired statistics, config and split hashes and
+versions of a comparison, with a content hash; :func:`validate_export` checks one. The command
+itself (its flags and what it prints) is in :mod:`osrbench.commands.export`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from osrbench import compare, results
+from osrbench.errors import UserError
+
+EXPORT_VERSION = 1
+
+
+class ExportInvalid(UserError, ValueError):
+    """An export bundle that fails :func:`validate_export`; the message lists every problem."""
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapping[int, int] | None = None) -> dict[str, Any]:
+    """The export bundle of a comparison (without its ``sha256``, which :func:`write_export` adds)."""
+    import osrbench
+
+    methods = {}
+    for m in c.methods:
+        recs = sorted(c.records[m], key=lambda r: (r.split, r.seed))
+        versions = [r.versions for r in recs]
+        methods[m] = {
+            "config_hash": c.groups[m].config_hash, "recipe": c.groups[m].recipe,
+            "config": recs[0].config,
+            "metrics": {metric: {"mean": c.summaries[metric][m].mean, "std": c.summaries[metric][m].std,
+                                 "per_split": {str(k): v for k, v in c.summaries[metric][m].per_split.items()}}
+                        for metric in c.metrics if m in c.summaries[metric]},
+            "split_hashes": {str(r.split): r.split_hash for r in recs},
+            "versions": versions[0],
+            "versions_consistent": all(v == versions[0] for v in versions),
+            "runs": [{"split": r.split, "seed": r.seed, "record_sha256": r.sha256,
+                      "created": r.created, "device": r.device} for r in recs],
+        }
+    return {
+        "osrbench_export": EXPORT_VERSION, "dataset": c.dataset, "protocol": c.protocol,
+        "splits": c.splits, "seeds": c.seeds, "unique_splits": unique_splits,
+        "dropped_duplicate_splits": {str(k): v for k, v in (dropped or {}).items()},
+        "aggregation": "seeds averaged within a split; mean and sample std (ddof 1) over splits; fractions",
+        "methods": methods,
+        "paired": [p.as_dict() for metric in c.metrics for p in c.pairs.get(metric, [])],
+        "paired_tests": {"wilcoxon": "two-sided exact Wilcoxon signed-rank on per-split differences A - B, "
+                                     "zero differences dropped",
+                         "paired_t": "two-sided paired t-test, df = splits - 1",
+                         "tie_tol": c.tie_tol},
+        "exporter": {"osrbench": osrbench.__version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_export(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Write a bundle atomically with its content hash; returns the bundle as written."""
+    results.write_json(Path(path), doc)
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def validate_export(doc: Any) -> None:
+    """Check an export bundle's structure, content hash and internal consistency.
+
+    Raises :class:`ExportInvalid` listing every problem: wrong or missing fields, a content hash
+    that does not match (the bundle was edited), means / stds that do not follow from the
+    per-split values, per-split values on splits the bundle does not list, missing split hashes,
+    or methods evaluated on different splits under the same split index.
+    """
+    problems: list[str] = []
+    if not isinstance(doc, dict):
+        raise ExportInvalid("not an osrbench export (not a JSON object)")
+    if doc.get("osrbench_export") != EXPORT_VERSION:
+        problems.append(f"osrbench_export must be {EXPORT_VERSION}, got {doc.get('osrbench_export')!r}")
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    if not isinstance(doc.get("sha256"), str) or results.canonical_hash(body, 64) != doc["sha256"]:
+        problems.append("content hash (sha256) does not match: the bundle was modified or damaged")
+    for key, kind in (("dataset", str), ("protocol", str), ("splits", list), ("seeds", list), ("methods", dict),
+                      ("created", str)):
+        if not isinstance(doc.get(key), kind):
+            problems.append(f"field {key!r} missing or not a {kind.__name__}")
+    if problems and any("missing" in p for p in problems):
+        raise ExportInvalid("; ".join(problems))
+    splits = {str(s) for s in doc["splits"]}
+    if not all(isinstance(s, int) for s in doc["splits"] + doc["seeds"]):
+        problems.append("splits and seeds must be integers")
+    if not doc["methods"]:
+        problems.append("no methods")
+    split_hash_seen: dict[str, tuple[str, str]] = {}
+    for name, m in doc["methods"].items():
+        if not isinstance(m, dict):
+            problems.append(f"method {name!r} is not an object")
+            continue
+        for key in ("config_hash", "metrics", "split_hashes", "versions"):
+            if key not in m:
+                problems.append(f"method {name!r}: field {key!r} missing")
+        if not isinstance(m.get("config_hash"), str) or not m.get("config_hash"):
+            problems.append(f"method {name!r}: config_hash must be a non-empty string")
+        hashes = m.get("split_hashes") or {}
+        for metric, v in (m.get("metrics") or {}).items():
+            try:
+                per = {str(k): float(x) for k, x in v["per_split"].items()}
+                mean, std = float(v["mean"]), float(v["std"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                problems.append(f"method {name!r}, {metric}: needs numeric mean, std and per_split")
+                continue
+            if not per:
+                problems.append(f"method {name!r}, {metric}: no per-split values")
+                continue
+            extra = sorted(set(per) - splits)
+            if extra:
+                problems.append(f"method {name!r}, {metric}: values for splits {extra} not in the bundle's splits")
+            m2, s2 = results.mean_std(per.values())
+            if not (math.isclose(m2, mean, rel_tol=1e-9, abs_tol=1e-12) and math.isclose(s2, std, rel_tol=1e-9, abs_tol=1e-12)):
+                problems.append(f"method {name!r}, {metric}: mean/std do not follow from the per-split values")
+            missing = sorted(set(per) - set(hashes))
+            if missing:
+                problems.append(f"method {name!r}: no split hash for splits {missing}")
+        for split, h in hashes.items():
+            if split in split_hash_seen and split_hash_seen[split][0] != h:
+                problems.append(f"split {split}: method {name!r} ran on split hash {h}, "
+                                f"{split_hash_seen[split][1]!r} on {split_hash_seen[split][0]}")
+            split_hash_seen.setdefault(split, (h, name))
+    for p in doc.get("paired", []) or []:
+        try:
+            a, b, metric = doc["methods"][p["a"]], doc["methods"][p["b"]], p["metric"]
+            pa, pb = a["metrics"][metric]["per_split"], b["metrics"][metric]["per_split"]
+            for k, d in p["per_split_diff"].items():
+                if not math.isclose(float(pa[k]) - float(pb[k]), float(d), rel_tol=1e-9, abs_tol=1e-12):
+                    problems.append(f"paired {p['a']} - {p['b']}, {metric}: split {k} difference does not match")
+        except (KeyError, TypeError, ValueError):
+            problems.append("a paired entry names a method, metric or split the bundle lacks")
+    if problems:
+        raise ExportInvalid("; ".join(problems))
