@@ -64,12 +64,9 @@ class PILDataset(torch.utils.data.Dataset):
 
 
 def _epoch(s, batches_per_phase):
-    last = None
-    for phase_index, phase in enumerate(s.phases):
-        for x, y in batches_per_phase(phase_index):
-            with s.precision.autocast():
-                last = s.step(phase, s.precision.inputs(x), y)
-    s.method.end_epoch(0)
+    """One epoch as the engine runs it (osrbench.session), fed by ``batches_per_phase``; its last losses."""
+    last = {}
+    s.run_epoch(0, lambda phase, i, losses: last.update(losses), batches=batches_per_phase)
     if DEVICE.type == "cuda":
         torch.cuda.synchronize()
     return last

@@ -33,6 +33,6 @@ class NonFiniteLoss(MethodFailed):
 
 
 def one_line(exc: BaseException) -> str:
-    """An error's message as the CLI prints it: one line, without the quotes KeyError adds."""
-    text = str(exc).strip("'\"")
-    return text.splitlines()[0] if text else type(exc).__name__
+    """An error's message as the CLI prints it: its first line (a KeyError's without the quotes it adds)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__

@@ -383,13 +383,10 @@ def resolve_splits(dataset: str, protocol: str, split_text: str, seed_text: str,
     """Split and seed indices of a comparison; with ``unique`` the repeated class sets are dropped."""
     from osrbench import plugins, protocols
 
-    try:
-        spec = plugins.get().dataset(dataset)
-        splits = protocols.parse_indices(split_text, protocols.num_splits(spec, protocol))
-        seeds = protocols.parse_indices(seed_text, 2**31)
-        dropped: dict[int, int] = {}
-        if unique:
-            splits, dropped = compare.unique_splits(spec, protocol, splits)
-    except (plugins.UnknownName, protocols.SplitError) as exc:
-        raise UserError(str(exc).strip("'\"")) from None
+    spec = plugins.get().dataset(dataset)
+    splits = protocols.parse_indices(split_text, protocols.num_splits(spec, protocol))
+    seeds = protocols.parse_indices(seed_text, 2**31)
+    dropped: dict[int, int] = {}
+    if unique:
+        splits, dropped = compare.unique_splits(spec, protocol, splits)
     return splits, seeds, dropped

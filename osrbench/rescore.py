@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from osrbench import records, results
-from osrbench.errors import UserError
+from osrbench.errors import UserError, one_line
 from osrbench.records import Record, Scores
 
 RESCORE_METRICS = ("auroc", "oscr", "fpr95_known", "aupr_in", "aupr_out")
@@ -36,7 +36,7 @@ def scores_from_checkpoint(rec: Record, device: str = "cpu", data_root: Path | N
         ds = reg.dataset(rec.dataset)
         split = protocols.get_split(ds, rec.protocol, rec.split)
     except UserError as exc:
-        raise UserError(f"{folder}: cannot rebuild the run ({str(exc).strip(chr(39))})") from None
+        raise UserError(f"{folder}: cannot rebuild the run ({one_line(exc)})") from None
     if split.hash != rec.split_hash:
         raise UserError(f"{folder}: split {rec.split} of {rec.protocol} changed since the run (hash)")
     cfg = dict(rec.config)

@@ -14,7 +14,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -126,11 +126,16 @@ class Session:
                 self.method, self.config["batch_size"], graphs.CudaGraphBackend(self.device, [self.generator])))
         return self.step
 
-    def run_epoch(self, epoch: int, on_step: Callable[[str, int, Any], None] | None = None) -> None:
-        """Every phase's pass over the stream (``on_step(phase, index, losses)`` after each step), then end_epoch."""
+    def run_epoch(self, epoch: int, on_step: Callable[[str, int, Any], None] | None = None,
+                  batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None) -> None:
+        """Every phase's pass over the stream (``on_step(phase, index, losses)`` after each step), then end_epoch.
+
+        ``batches(phase_index)`` replaces the stream's pass (the benchmarks feed a DataLoader).
+        """
         step = self.step or self.build_step()
         for phase_index, phase in enumerate(self.phases):
-            for i, (x, y) in enumerate(self.stream.batches(epoch, phase_index)):
+            passes = batches(phase_index) if batches is not None else self.stream.batches(epoch, phase_index)
+            for i, (x, y) in enumerate(passes):
                 with self.precision.autocast():
                     losses = self.call(f"train_step({phase!r}, ...) in epoch {epoch}", step, phase,
                                        self.precision.inputs(x), y)
@@ -147,9 +152,6 @@ def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData,
                  call: Call = _call) -> Session:
     """Seed, build the stream, precision and Context, make the method and call ``setup(ctx)``."""
     cfg = dict(config)
-    if cfg["cuda_graphs"] and device.type != "cuda":
-        raise UserError(f"cuda_graphs=true needs a CUDA device, and this run is on {device.type} "
-                        "(drop --set cuda_graphs=true)")
     seed_everything(seed, device, deterministic)
     generator = torch.Generator(device=device).manual_seed(derive_seed(seed, 1))
     stream = TrainStream(
@@ -167,5 +169,8 @@ def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData,
     if cfg["cuda_graphs"] and not getattr(method, "graph_safe", False):
         raise UserError(f"method {spec.name!r} does not declare graph_safe, so its steps cannot be replayed "
                         "from CUDA graphs (drop --set cuda_graphs=true)")
+    if cfg["cuda_graphs"] and device.type != "cuda":
+        raise UserError(f"cuda_graphs=true needs a CUDA device, and this run is on {device.type} "
+                        "(drop --set cuda_graphs=true)")
     call("setup(ctx)", method.setup, ctx)
     return Session(spec, cfg, method, ctx, stream, precision, generator, call, phases=tuple(method.phases))

@@ -41,7 +41,7 @@ import random
 import re
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -50,12 +50,12 @@ import numpy as np
 import torch
 import yaml
 
-from osrbench import config as configmod
 from osrbench import checkpoints, evaluation, metrics, plugins, session
+from osrbench import config as configmod
+from osrbench.datasets import DatasetSpec, OpenSetData
 from osrbench.errors import MethodFailed, UserError
 from osrbench.evaluation import BadPrediction, Outputs
-from osrbench.datasets import DatasetSpec, OpenSetData
-from osrbench.method import Context, Method, MethodSpec, Prediction
+from osrbench.method import Method, MethodSpec
 
 __all__ = [
     "CHECKS",
@@ -738,21 +738,25 @@ def _check_graphs(s: _Session) -> str:
     method = sess.method
     if not getattr(method, "graph_safe", False):
         return "not declared graph_safe: the engine runs it eagerly and refuses cuda_graphs=true"
-    stream, batch = sess.stream, s.config()["batch_size"]
+    batch = s.config()["batch_size"]
     warmup = graphs.StepGraphs.WARMUP
 
     # 1 and 2: the two full batches after the warm-up (what StepGraphs records, then replays).
     traces: dict[str, list[list[tuple[str, Any]]]] = {}
-    for index, phase in enumerate(tuple(method.phases)):
-        full = 0
-        for x, y in stream.batches(0, index):
-            traced = x.shape[0] == batch and warmup <= full < warmup + 2
-            with _calling("graphs", f"train_step({phase!r}, ...)"), \
-                    (trace_ops() if traced else nullcontext()) as ops:
-                method.train_step(phase, x, y)
-            if traced:
-                traces.setdefault(phase, []).append(ops)
-            full += x.shape[0] == batch
+    full: dict[str, int] = {}
+
+    def traced_step(phase: str, x: torch.Tensor, y: torch.Tensor) -> Any:
+        seen = full.get(phase, 0)
+        full[phase] = seen + (x.shape[0] == batch)
+        if x.shape[0] != batch or not warmup <= seen < warmup + 2:
+            return method.train_step(phase, x, y)
+        with trace_ops() as ops:
+            out = method.train_step(phase, x, y)
+        traces.setdefault(phase, []).append(ops)
+        return out
+
+    sess.step = traced_step
+    s.epoch("graphs", sess, 0)
     for phase, pair in traces.items():
         host = next((op for op, _ in pair[0] if op in HOST_OPS), None)
         if host:

@@ -6,20 +6,17 @@ import argparse
 from pathlib import Path
 
 from osrbench.commands._options import add_run_options, check_epochs, log, request_from_args
-from osrbench.errors import EXIT_FAILED, UsageError
+from osrbench.errors import EXIT_FAILED
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from osrbench import compare, engine, export, plugins, protocols, report
 
     reg = plugins.get()
-    try:
-        spec = reg.dataset(args.dataset)
-        n = protocols.num_splits(spec, args.protocol)
-        splits = protocols.parse_indices(args.splits, n)
-        seeds = protocols.parse_indices(args.seeds, 2**31)
-    except (plugins.UnknownName, protocols.SplitError) as exc:
-        raise UsageError(str(exc).strip("'\"")) from None
+    spec = reg.dataset(args.dataset)
+    n = protocols.num_splits(spec, args.protocol)
+    splits = protocols.parse_indices(args.splits, n)
+    seeds = protocols.parse_indices(args.seeds, 2**31)
     check_epochs(args.epochs)
     metric_names = report.parse_metrics(args.metrics, compare.METRICS)
     notes, dropped = [], {}

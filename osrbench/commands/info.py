@@ -72,18 +72,15 @@ def cmd_splits(args: argparse.Namespace) -> int:
     from osrbench import plugins, protocols
 
     reg = plugins.get()
-    try:
-        ds = reg.dataset(args.dataset)
-        n = protocols.num_splits(ds, args.protocol)
-        rows = []
-        seen: dict[Any, int] = {}
-        for i in range(n):
-            s = protocols.get_split(ds, args.protocol, i)
-            dup = seen.setdefault(s.class_set_key, i)
-            rows.append([i, " ".join(map(str, s.known)), " ".join(map(str, s.unknown)), s.hash,
-                         "" if dup == i else f"same classes as split {dup}"])
-    except (plugins.UnknownName, protocols.SplitError) as exc:
-        raise UsageError(str(exc).strip("'\"")) from None
+    ds = reg.dataset(args.dataset)
+    n = protocols.num_splits(ds, args.protocol)
+    rows = []
+    seen: dict[Any, int] = {}
+    for i in range(n):
+        s = protocols.get_split(ds, args.protocol, i)
+        dup = seen.setdefault(s.class_set_key, i)
+        rows.append([i, " ".join(map(str, s.known)), " ".join(map(str, s.unknown)), s.hash,
+                     "" if dup == i else f"same classes as split {dup}"])
     print(f"{ds.name}, protocol {args.protocol}: known class ids in label order (id at position i = label i)")
     print(tabulate(rows, ["split", "known", "unknown", "hash", "note"]))
     return 0
@@ -95,11 +92,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     reg = plugins.get()
     root = args.data_root or default_data_root()
-    try:
-        names = [args.name] if args.name else list(reg.datasets)
-        specs = [reg.dataset(n) for n in names]
-    except plugins.UnknownName as exc:
-        raise UsageError(str(exc).strip("'\"")) from None
+    names = [args.name] if args.name else list(reg.datasets)
+    specs = [reg.dataset(n) for n in names]
     if args.action == "download":
         from osrbench.datasets import DataNotFound
 

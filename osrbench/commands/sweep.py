@@ -69,11 +69,8 @@ def grid_requests(args: argparse.Namespace) -> list[engine.RunRequest]:
     reg = plugins.get()
     out = []
     for name in datasets:
-        try:
-            spec = reg.dataset(name)
-            splits = _indices(splits_spec, protocols.num_splits(spec, protocol), "splits")
-        except plugins.UnknownName as exc:
-            raise SweepError(str(exc).strip("'\"")) from None
+        spec = reg.dataset(name)
+        splits = _indices(splits_spec, protocols.num_splits(spec, protocol), "splits")
         ns = argparse.Namespace(**{**vars(args), "dataset": name, "protocol": protocol, "epochs": epochs,
                                    "recipe": recipe, "overrides": [], "out": args.out or Path("runs")})
         for method in dict.fromkeys(methods):
