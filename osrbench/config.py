@@ -27,6 +27,10 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "randaugment": 0,  # RandAugment magnitude M of the MLS recipe; 0 = off
     "precision": "fp32",  # fp32 (reference) | bf16 (autocast + channels-last; opt-in for speed)
     "cuda_graphs": False,  # replay full-batch steps from CUDA graphs (graph_safe methods; opt-in)
+    # torch's CPU threads during the run: a seeded CPU run's numbers depend on it (the reduction
+    # order of its kernels), so it is part of the config and has one default for run, compare
+    # and sweep alike. 1: the 2-core machines run several processes at once (--jobs, sweeps).
+    "threads": 1,
 }
 
 #: The allowed values of the engine's keys (``resolve`` checks them like a method's own options).
@@ -41,6 +45,8 @@ ENGINE_OPTIONS: dict[str, Option] = {
     "precision": Option(choices=("fp32", "bf16"),
                         help="fp32 (reference) or bf16 autocast with channels-last (opt-in for speed)"),
     "cuda_graphs": Option(help="replay full-batch training steps from CUDA graphs (graph_safe methods; opt-in)"),
+    "threads": Option(minimum=1, maximum=1024, help="torch CPU threads of the run (part of the config hash: "
+                                                    "CPU results depend on it)"),
 }
 
 #: Keys that may differ between a checkpoint and a resumed run (resume can extend a run).

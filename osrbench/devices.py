@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import platform
 import resource
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -47,9 +49,15 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def threads() -> int:
-    """torch's CPU thread count: a seeded CPU run's numbers depend on it (reduction order)."""
-    return torch.get_num_threads()
+@contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """torch's CPU thread count set to ``n`` (config key ``threads``) for a run, then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def reset_peak_memory(device: torch.device) -> None:

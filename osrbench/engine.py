@@ -164,7 +164,8 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None,
     device = devices.pick_device(req.device)
     data = session.load_data(p.dataset, p.split, p.config["image_size"], req.data_root)
     try:
-        return _train_and_evaluate(p, reg, data, device, ckpt, log)
+        with devices.cpu_threads(p.config["threads"]):
+            return _train_and_evaluate(p, reg, data, device, ckpt, log)
     except MethodFailed as exc:
         if not isinstance(exc, session.MethodRaised):  # the others are the host's findings
             _write_error(p, getattr(exc, "stage", "evaluation"), exc, getattr(exc, "details", None))
@@ -235,7 +236,7 @@ def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.
         method=p.spec.name, dataset=p.dataset.name, protocol=p.split.protocol, split=p.split.index, seed=req.seed,
         config=cfg, config_hash=p.config_hash, split_hash=p.split.hash, metrics=ev.metrics, recipe=p.recipe,
         plugin={"name": plugin.name, "distribution": plugin.distribution, "version": plugin.version},
-        threads=devices.threads(), known_classes=tuple(p.split.known), unknown_classes=tuple(p.split.unknown),
+        threads=cfg["threads"], known_classes=tuple(p.split.known), unknown_classes=tuple(p.split.unknown),
         counts={"train": len(data.train_x), "known": len(data.known_x), "unknown": len(data.unknown_x)},
         image_shape=tuple(s.ctx.image_shape), f1_rule=ev.f1_rule, scores=tuple(ev.scores.names),
         history=tuple(history), adaptations=s.call("adaptations()", s.method.adaptations),

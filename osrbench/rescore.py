@@ -27,6 +27,8 @@ RESCORE_METRICS = ("auroc", "oscr", "fpr95_known", "aupr_in", "aupr_out")
 
 def scores_from_checkpoint(rec: Record, device: str = "cpu", data_root: Path | None = None) -> Scores:
     """The test-set scores of ``rec``'s run, recomputed from its final checkpoint."""
+    from torch import get_num_threads as torch_threads
+
     from osrbench import checkpoints, devices, evaluation, plugins, protocols, session
 
     folder = Path(rec.dir)
@@ -48,10 +50,12 @@ def scores_from_checkpoint(rec: Record, device: str = "cpu", data_root: Path | N
         raise UserError(f"{folder}: checkpoint is at epoch {ckpt.get('epoch')}, not the final {cfg['epochs']}")
     dev = devices.pick_device(device)
     data = session.load_data(ds, split, cfg["image_size"], data_root)
-    s = session.open_session(spec, cfg, data, num_classes=split.num_known, dataset=ds.name, device=dev,
-                             seed=rec.seed, call=session.guarded(rec.method))
-    s.restore(ckpt)
-    return evaluation.evaluate(s.method, data, dev, cfg["normalize"], split.num_known, s.precision, s.call).scores
+    with devices.cpu_threads(cfg.get("threads", torch_threads())):  # the run's thread count: the same numbers
+        s = session.open_session(spec, cfg, data, num_classes=split.num_known, dataset=ds.name, device=dev,
+                                 seed=rec.seed, call=session.guarded(rec.method))
+        s.restore(ckpt)
+        return evaluation.evaluate(s.method, data, dev, cfg["normalize"], split.num_known, s.precision,
+                                   s.call).scores
 
 
 def available_scores(rec: Record) -> list[str]:

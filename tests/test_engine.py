@@ -89,7 +89,7 @@ def test_record_holds_what_a_reader_needs(tmp_path):
     assert "_path" not in on_disk and "dir" not in on_disk  # the folder is where it lies, not what it says
     assert on_disk["plugin"] == {"name": "softmax", "distribution": "osrbench-softmax",
                                  "version": on_disk["versions"]["plugin"]["version"]}
-    assert on_disk["schema"] == records.SCHEMA and on_disk["threads"] == torch.get_num_threads()
+    assert on_disk["schema"] == records.SCHEMA and on_disk["threads"] == on_disk["config"]["threads"] == 1
     assert records.read_record(rec.dir) == rec
     assert on_disk["counts"] == {"train": 722, "known": 358, "unknown": 238}
     assert set(on_disk["metrics"]) >= {"acc", "auroc", "oscr", "macro_f1", "fpr95_known", "fpr95_ood"}
