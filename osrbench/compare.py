@@ -2,9 +2,11 @@
 
 Pure functions: no terminal, no plotting. The conventions every table and export follows:
 
-- A record belongs to the *config group* ``(method, dataset, protocol, recipe, config_hash)``.
-  Records of different groups are never averaged together (:func:`group_records`,
-  :func:`check_single_config`).
+- A record belongs to the *config group* ``(method, dataset, protocol, recipe, config_hash,
+  plugin distribution, plugin version)``. Records of different groups are never averaged together
+  (:func:`group_records`, :func:`check_single_config`): neither records of two configs nor those
+  of two plugins that registered the same method name (an impostor) or of two versions of one
+  plugin (an upgrade).
 - Seeds are averaged within a split first; the mean and the sample standard deviation (ddof 1)
   are then taken over splits, as the papers report them.
 - Paired comparisons use the per-split (seed-averaged) values of two methods on the splits both
@@ -47,6 +49,11 @@ class MixedConfigs(UserError, ValueError):
     """Records of one method with different configs were about to be averaged together."""
 
 
+class MixedPlugins(MixedConfigs):
+    """Records of one method made by different plugin distributions or versions were about to be
+    averaged together."""
+
+
 # ------------------------------------------------------------------------------------ groups
 
 
@@ -59,14 +66,39 @@ class GroupKey:
     protocol: str
     recipe: str | None
     config_hash: str
+    #: The plugin that registered the method when the record was made (``None``: not recorded).
+    plugin_distribution: str | None = None
+    plugin_version: str | None = None
 
     @property
     def short_hash(self) -> str:
         return self.config_hash[:8]
 
+    @property
+    def plugin(self) -> tuple[str | None, str | None]:
+        return self.plugin_distribution, self.plugin_version
+
+    @property
+    def plugin_label(self) -> str:
+        """``"osrbench-softmax 0.2.0"``; ``"unknown plugin"`` for a record that does not name it."""
+        return plugin_label(self.plugin_distribution, self.plugin_version)
+
+
+def plugin_label(distribution: str | None, version: str | None) -> str:
+    if not distribution and not version:
+        return "unknown plugin"
+    return f"{distribution or '?'} {version or '?'}"
+
+
+def plugin_identity(rec: Record) -> tuple[str | None, str | None]:
+    """``(distribution, version)`` of the plugin that registered the record's method."""
+    plugin = rec.plugin or {}
+    dist, version = plugin.get("distribution"), plugin.get("version")
+    return (None if dist is None else str(dist)), (None if version is None else str(version))
+
 
 def group_key(rec: Record) -> GroupKey:
-    return GroupKey(rec.method, rec.dataset, rec.protocol, rec.recipe, rec.config_hash)
+    return GroupKey(rec.method, rec.dataset, rec.protocol, rec.recipe, rec.config_hash, *plugin_identity(rec))
 
 
 def group_records(records: Iterable[Record]) -> dict[GroupKey, list[Record]]:
@@ -77,11 +109,57 @@ def group_records(records: Iterable[Record]) -> dict[GroupKey, list[Record]]:
     return out
 
 
-def check_single_config(records: Iterable[Record]) -> None:
-    """Raise :class:`MixedConfigs` unless every method has exactly one config group."""
+def _runs_text(recs: Sequence[Record]) -> str:
+    splits, seeds = {r.split for r in recs}, {r.seed for r in recs}
+    return (f"split{'s' if len(splits) > 1 else ''} {split_list(sorted(splits))}, "
+            f"seed{'s' if len(seeds) > 1 else ''} {split_list(sorted(seeds))}")
+
+
+def mixed_plugins_message(method: str, recs: Sequence[Record],
+                          installed: tuple[str | None, str | None] | None = None) -> str | None:
+    """The one line saying that ``method``'s records come from several plugins (``None`` when they do not)."""
+    by_plugin: dict[tuple[str | None, str | None], list[Record]] = {}
+    for rec in recs:
+        by_plugin.setdefault(plugin_identity(rec), []).append(rec)
+    if len(by_plugin) < 2:
+        return None
+    order = sorted(by_plugin, key=lambda p: (p[0] or "", p[1] or ""))
+    dists = {d for d, _ in by_plugin}
+    if len(dists) == 1 and None not in dists:
+        what = f"{len(by_plugin)} versions of plugin {next(iter(dists))}"
+        parts = [f"{v or '?'}: {_runs_text(by_plugin[(d, v)])}" for d, v in order]
+    else:
+        what = f"{len(by_plugin)} different plugins"
+        parts = [f"{plugin_label(d, v)}: {_runs_text(by_plugin[(d, v)])}" for d, v in order]
+    if installed is not None and installed in by_plugin:
+        hint = (f"the installed plugin is {plugin_label(*installed)}: re-run the others with it "
+                "(remove their run folders or `osrbench run ... --force`)")
+    elif installed is not None:
+        hint = (f"the installed plugin is {plugin_label(*installed)}, which made none of them: "
+                "re-run them with it (remove their run folders or `osrbench run ... --force`)")
+    else:
+        hint = "re-run them all with the installed plugin"
+    return (f"records of {method!r} come from {what} ({'; '.join(parts)}); they are never averaged together: "
+            f"{hint}, or point --out at a folder holding one plugin's runs")
+
+
+def check_single_config(records: Iterable[Record],
+                        installed: Mapping[str, tuple[str | None, str | None]] | None = None) -> None:
+    """Raise :class:`MixedConfigs` unless every method has exactly one config group.
+
+    :class:`MixedPlugins` (a :class:`MixedConfigs`) when a method's records come from several
+    plugin distributions or versions; ``installed`` (method -> ``(distribution, version)`` of the
+    plugin installed now) lets its message say which records are the stale ones.
+    """
     by_method: dict[str, set[GroupKey]] = defaultdict(set)
+    recs_of: dict[str, list[Record]] = defaultdict(list)
     for rec in records:
         by_method[rec.method].add(group_key(rec))
+        recs_of[rec.method].append(rec)
+    for method, recs in recs_of.items():
+        line = mixed_plugins_message(method, recs, (installed or {}).get(method))
+        if line:
+            raise MixedPlugins(line)
     for method, keys in by_method.items():
         if len(keys) > 1:
             desc = "; ".join(f"{k.dataset}/{k.protocol} recipe {k.recipe} config {k.short_hash}"
@@ -342,14 +420,16 @@ class Comparison:
 
 
 def build(records: Sequence[Record], methods: Sequence[str], metrics: Sequence[str] = METRICS,
-          tie_tol: float = EXACT_TIE) -> Comparison:
-    """Aggregate records of one dataset and protocol; each method must have one config group."""
+          tie_tol: float = EXACT_TIE,
+          installed: Mapping[str, tuple[str | None, str | None]] | None = None) -> Comparison:
+    """Aggregate records of one dataset and protocol; each method must have one config group
+    (one config, made by one plugin distribution and version: see :func:`check_single_config`)."""
     if not records:
         raise ValueError("no records to compare")
     where = {(r.dataset, r.protocol) for r in records}
     if len(where) > 1:
         raise MixedConfigs(f"records from several datasets/protocols: {sorted(where)}")
-    check_single_config(records)
+    check_single_config(records, installed)
     methods = [m for m in methods if any(r.method == m for r in records)]
     by_method = {m: [r for r in records if r.method == m] for m in methods}
     summaries, pairs, spread = {}, {}, {}

@@ -35,8 +35,11 @@ def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapp
     for m in c.methods:
         recs = sorted(c.records[m], key=lambda r: (r.split, r.seed))
         versions = [r.versions for r in recs]
+        g = c.groups[m]
         methods[m] = {
-            "config_hash": c.groups[m].config_hash, "recipe": c.groups[m].recipe,
+            "config_hash": g.config_hash, "recipe": g.recipe,
+            # The one plugin that made every run of this method (compare.build refuses a mix).
+            "plugin": {"distribution": g.plugin_distribution, "version": g.plugin_version},
             "config": recs[0].config,
             "metrics": {metric: {"mean": c.summaries[metric][m].mean, "std": c.summaries[metric][m].std,
                                  "per_split": {str(k): v for k, v in c.summaries[metric][m].per_split.items()}}
@@ -45,7 +48,9 @@ def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapp
             "versions": versions[0],
             "versions_consistent": all(v == versions[0] for v in versions),
             "runs": [{"split": r.split, "seed": r.seed, "record_sha256": r.sha256,
-                      "created": r.created, "device": r.device} for r in recs],
+                      "created": r.created, "device": r.device,
+                      "plugin": dict(zip(("distribution", "version"), compare.plugin_identity(r)))}
+                     for r in recs],
         }
     return {
         "osrbench_export": EXPORT_VERSION, "dataset": c.dataset, "protocol": c.protocol,
@@ -69,13 +74,41 @@ def write_export(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def _plugin_problems(name: str, m: Mapping[str, Any]) -> list[str]:
+    """A method's ``plugin`` must name a distribution and version, and each of its runs the same one."""
+    plugin = m.get("plugin")
+    if plugin is None:
+        return []  # reported as a missing field
+    if not (isinstance(plugin, dict) and all(isinstance(plugin.get(k), str) and plugin.get(k)
+                                             for k in ("distribution", "version"))):
+        return [f"method {name!r}: plugin must name a distribution and a version"]
+    want = (plugin["distribution"], plugin["version"])
+    seen = []
+    runs = m.get("runs") if isinstance(m.get("runs"), list) else []
+    for run in runs:
+        got = run.get("plugin") if isinstance(run, dict) else None
+        ident = (got.get("distribution"), got.get("version")) if isinstance(got, dict) else None
+        if ident != want:
+            where = f"split {run.get('split')} seed {run.get('seed')}" if isinstance(run, dict) else "a run"
+            seen.append(f"{where}: {compare.plugin_label(*ident) if ident else 'no plugin'}")
+    versions = m.get("versions")
+    vp = versions.get("plugin") if isinstance(versions, dict) else None
+    if isinstance(vp, dict) and (vp.get("distribution"), vp.get("version")) != want:
+        seen.append(f"versions: {compare.plugin_label(vp.get('distribution'), vp.get('version'))}")
+    if not seen:
+        return []
+    return [f"method {name!r}: made by plugin {compare.plugin_label(*want)}, but not every run was "
+            f"({'; '.join(seen)})"]
+
+
 def validate_export(doc: Any) -> None:
     """Check an export bundle's structure, content hash and internal consistency.
 
     Raises :class:`ExportInvalid` listing every problem: wrong or missing fields, a content hash
     that does not match (the bundle was edited), means / stds that do not follow from the
     per-split values, per-split values on splits the bundle does not list, missing split hashes,
-    or methods evaluated on different splits under the same split index.
+    methods evaluated on different splits under the same split index, or a method whose runs (or
+    whose ``versions``) name another plugin distribution or version than its ``plugin``.
     """
     problems: list[str] = []
     if not isinstance(doc, dict):
@@ -101,9 +134,10 @@ def validate_export(doc: Any) -> None:
         if not isinstance(m, dict):
             problems.append(f"method {name!r} is not an object")
             continue
-        for key in ("config_hash", "metrics", "split_hashes", "versions"):
+        for key in ("config_hash", "metrics", "split_hashes", "versions", "plugin"):
             if key not in m:
                 problems.append(f"method {name!r}: field {key!r} missing")
+        problems.extend(_plugin_problems(name, m))
         if not isinstance(m.get("config_hash"), str) or not m.get("config_hash"):
             problems.append(f"method {name!r}: config_hash must be a non-empty string")
         hashes = m.get("split_hashes") or {}

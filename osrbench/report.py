@@ -2,9 +2,10 @@
 
 The paper table from every result record under a folder: methods as rows, datasets as columns,
 one table per protocol and metric, mean +- std over splits; Markdown, CSV, LaTeX (booktabs) or
-JSON. Records of different configs are never averaged together: a method with several config
-groups gets one row per group, labelled with its recipe and the config keys that tell the groups
-apart (the full hashes are listed below the tables).
+JSON. Records of different configs, or made by different plugin distributions or versions, are
+never averaged together: a method with several config groups gets one row per group, labelled with
+its recipe and the config keys (and the plugin, when that differs) that tell the groups apart (the
+full hashes are listed below the tables).
 
 Rescoring stored runs with another score is in :mod:`osrbench.rescore`, the export bundle in
 :mod:`osrbench.export`. The commands themselves (their flags and what they print) are in
@@ -156,7 +157,8 @@ def build_report(records: Iterable[Record], metrics: Sequence[str] = REPORT_METR
             dups = {}
         summ = {m: compare.summarize(recs, m).get(key.method) for m in metrics}
         cells.append(Cell(key, recs, {m: s for m, s in summ.items() if s is not None}, "", expected, dropped, dups))
-    # Variant labels: keys that differ between groups of one method/recipe/protocol on one dataset.
+    # Variant labels: keys that differ between groups of one method/recipe/protocol on one dataset,
+    # and the plugin (distribution and version) when the family's records come from several.
     families: dict[tuple, list[Cell]] = {}
     for cell in cells:
         families.setdefault((cell.key.protocol, cell.key.method, cell.key.recipe), []).append(cell)
@@ -168,8 +170,11 @@ def build_report(records: Iterable[Record], metrics: Sequence[str] = REPORT_METR
         for same in by_dataset.values():
             if len(same) > 1:
                 keys.update(compare.config_differences([c.config for c in same]))
+        show_plugin = len({c.key.plugin for c in family}) > 1
         for cell in family:
             cell.variant = ", ".join(f"{k}={_short(cell.config.get(k, '<unset>'))}" for k in sorted(keys))
+            if show_plugin:
+                cell.variant = (cell.variant + "; " if cell.variant else "") + cell.key.plugin_label
         for same in by_dataset.values():  # identical labels (hashes differ for another reason)
             labels = [c.variant for c in same]
             for c in same:
@@ -177,6 +182,16 @@ def build_report(records: Iterable[Record], metrics: Sequence[str] = REPORT_METR
                     c.variant = (c.variant + ", " if c.variant else "") + f"config {c.key.short_hash}"
     cells.sort(key=lambda c: (c.key.protocol, c.key.method, c.key.recipe or "", c.variant, c.key.dataset))
     return cells
+
+
+def plugin_warnings(cells: Sequence[Cell]) -> list[str]:
+    """One line per method and protocol whose records come from several plugin distributions or versions."""
+    plugins: dict[tuple[str, str], set[str]] = {}
+    for c in cells:
+        plugins.setdefault((c.key.protocol, c.key.method), set()).add(c.key.plugin_label)
+    return [f"records of {method!r} (protocol {protocol}) come from {len(labels)} different plugins "
+            f"({', '.join(sorted(labels))}); each has its own rows, never averaged together"
+            for (protocol, method), labels in plugins.items() if len(labels) > 1]
 
 
 def _short(value: Any) -> str:
@@ -304,7 +319,7 @@ def format_latex(cells: Sequence[Cell], metrics: Sequence[str], source: str = ""
 
 
 CSV_FIELDS = ("protocol", "dataset", "method", "recipe", "variant", "config_hash", "metric", "mean", "std",
-              "n_splits", "splits", "seeds", "per_split", "note")
+              "n_splits", "splits", "seeds", "per_split", "note", "plugin")
 
 
 def format_csv(cells: Sequence[Cell], metrics: Sequence[str]) -> str:
@@ -323,7 +338,7 @@ def format_csv(cells: Sequence[Cell], metrics: Sequence[str]) -> str:
                         "splits": " ".join(map(str, sorted(s.per_split))),
                         "seeds": " ".join(map(str, c.seeds)),
                         "per_split": " ".join(f"{k}:{v!r}" for k, v in sorted(s.per_split.items())),
-                        "note": _cell_note(c)})
+                        "note": _cell_note(c), "plugin": c.key.plugin_label})
     return buf.getvalue()
 
 
@@ -333,6 +348,7 @@ def report_doc(cells: Sequence[Cell], metrics: Sequence[str], source: str = "") 
         groups.append({
             "protocol": c.key.protocol, "dataset": c.key.dataset, "method": c.key.method,
             "recipe": c.key.recipe, "variant": c.variant, "config_hash": c.key.config_hash,
+            "plugin": {"distribution": c.key.plugin_distribution, "version": c.key.plugin_version},
             "config": dict(c.config), "splits": c.splits, "seeds": c.seeds, "n_runs": len(c.records),
             "expected_splits": c.expected_splits, "note": _cell_note(c),
             "metrics": {m: {"mean": s.mean, "std": s.std, "n": s.n,

@@ -21,13 +21,18 @@ VERSIONS = {"osrbench": "0.1.0", "torch": "x", "numpy": "y", "python": "z",
 
 
 def make_record(method, split, seed, values, *, dataset="digits", protocol="auroc", epochs=2,
-                recipe="arpl-release", root: Path | None = None, scores_rng=None):
-    """A result record as the engine writes it; on disk (with scores.npz) when ``root`` is given."""
+                recipe="arpl-release", root: Path | None = None, scores_rng=None, plugin=None):
+    """A result record as the engine writes it; on disk (with scores.npz) when ``root`` is given.
+
+    ``plugin``: the ``{"name", "distribution", "version"}`` that made it (default ``VERSIONS``')."""
     cfg = {"epochs": epochs, "batch_size": 64, "lr": 0.1}
+    plugin = dict(plugin or VERSIONS["plugin"])
+    versions = VERSIONS if plugin == VERSIONS["plugin"] else {**VERSIONS, "plugin": plugin}
     rec = Record(method=method, dataset=dataset, protocol=protocol, split=split, seed=seed, recipe=recipe,
                  config=cfg, config_hash=config_hash(method, cfg), split_hash=f"hash-of-split-{split}",
-                 metrics=dict(values), versions=VERSIONS, plugin=VERSIONS["plugin"], f1_rule=("msp", 0.5),
-                 scores=("score", "msp", "mls"), created="2026-01-01T00:00:00")
+                 metrics=dict(values), versions=versions, plugin=plugin, f1_rule=("msp", 0.5),
+                 scores=("score", "msp", "mls"), created="2026-01-01T00:00:00",
+                 counts={"train": 600, "known": 60, "unknown": 40}, wall_time_s={"train": 1.0, "eval": 0.1})
     if root is None:
         return rec
     folder = results.run_dir(root, method, dataset, protocol, split, seed, rec.config_hash)
@@ -386,12 +391,17 @@ def test_compare_with_jobs_trains_splits_at_once_and_reports_aggregate_throughpu
     assert "aggregate" not in capsys.readouterr().err  # nothing left to train
 
 
-def _fake_run(out: Path, method: str, split: int, value: float) -> None:
-    """A record where ``compare --no-run`` looks for it (no training, no data needed)."""
-    from osrbench import engine
+def _fake_run(out: Path, method: str, split: int, value: float, plugin=None) -> None:
+    """A record where ``compare --no-run`` looks for it (no training, no data needed), made by the
+    installed plugin of ``method`` unless ``plugin`` names another."""
+    from osrbench import engine, plugins
 
+    if plugin is None:
+        info = plugins.get().plugin_of("method", method)
+        plugin = {"name": info.name, "distribution": info.distribution, "version": info.version}
     p = engine.plan(engine.RunRequest(method, "cifar10", "osrci", split, 0, epochs=1, out=out))
-    rec = make_record(method, split, 0, {"auroc": value}, dataset="cifar10", protocol="osrci", epochs=1)
+    rec = make_record(method, split, 0, {"auroc": value}, dataset="cifar10", protocol="osrci", epochs=1,
+                      plugin=plugin)
     rec = rec.replace(config=p.config, config_hash=p.config_hash, split_hash=p.split.hash)
     assert records.write_record(p.dir, rec).dir / records.RESULT == p.result_path
 
@@ -415,3 +425,132 @@ def test_compare_no_run_warns_about_and_drops_duplicate_splits(tmp_path, capsys)
     export.validate_export(doc)
     assert doc["splits"] == [0, 2, 3, 4] and doc["dropped_duplicate_splits"] == {"1": 0} and doc["unique_splits"]
     assert doc["methods"]["arpl"]["metrics"]["auroc"]["mean"] == pytest.approx((0.85 + 0.87 + 0.88 + 0.89) / 4)
+
+
+# --------------------------------------------------------------------- plugin identity in groups
+
+V1 = {"name": "softmax", "distribution": "osrbench-softmax", "version": "0.1.0"}
+V2 = {"name": "softmax", "distribution": "osrbench-softmax", "version": "0.2.0"}
+IMPOSTOR = {"name": "evil", "distribution": "evil-softmax", "version": "0.1.0"}
+
+
+def test_two_plugin_versions_get_two_report_rows_and_compare_refuses_to_average_them():
+    old = [make_record("softmax", k, 0, {"auroc": v}, plugin=V1) for k, v in enumerate(AUROC)]
+    new = [make_record("softmax", k, 0, {"auroc": 0.5}, plugin=V2) for k in range(5)]
+    assert old[0].config_hash == new[0].config_hash  # same config: only the plugin version differs
+    assert len(compare.group_records(old + new)) == 2
+    cells = report.build_report(old + new, ["auroc"])
+    assert len(cells) == 2
+    assert [c.row for c in cells] == ["softmax (arpl-release; osrbench-softmax 0.1.0)",
+                                      "softmax (arpl-release; osrbench-softmax 0.2.0)"]
+    assert [round(c.metrics["auroc"].mean, 10) for c in cells] == [0.84, 0.5]
+    md = report.format_md(cells, ["auroc"])
+    assert "| softmax (arpl-release; osrbench-softmax 0.1.0) | 84.00 ± 3.16 |" in md
+    assert "| softmax (arpl-release; osrbench-softmax 0.2.0) | 50.00 ± 0.00 |" in md
+    assert {g["plugin"]["version"] for g in report.report_doc(cells, ["auroc"])["groups"]} == {"0.1.0", "0.2.0"}
+    assert report.plugin_warnings(cells) == [
+        "records of 'softmax' (protocol auroc) come from 2 different plugins (osrbench-softmax 0.1.0, "
+        "osrbench-softmax 0.2.0); each has its own rows, never averaged together"]
+    # A config difference and a plugin difference are both named.
+    longer = [make_record("softmax", k, 0, {"auroc": 0.6}, plugin=V2, epochs=5) for k in range(5)]
+    rows = sorted(c.row for c in report.build_report(old + longer, ["auroc"]))
+    assert rows == ["softmax (arpl-release; epochs=2; osrbench-softmax 0.1.0)",
+                    "softmax (arpl-release; epochs=5; osrbench-softmax 0.2.0)"]
+
+    # compare: splits 0-2 of the old version, 3-4 of the new one.
+    mixed = old[:3] + new[3:]
+    with pytest.raises(compare.MixedPlugins) as exc:
+        compare.build(mixed, ["softmax"], ["auroc"], installed={"softmax": ("osrbench-softmax", "0.2.0")})
+    assert str(exc.value) == (
+        "records of 'softmax' come from 2 versions of plugin osrbench-softmax (0.1.0: splits 0-2, seed 0; "
+        "0.2.0: splits 3,4, seed 0); they are never averaged together: the installed plugin is "
+        "osrbench-softmax 0.2.0: re-run the others with it (remove their run folders or "
+        "`osrbench run ... --force`), or point --out at a folder holding one plugin's runs")
+    assert isinstance(exc.value, compare.MixedConfigs)  # handled wherever a config mix is
+    with pytest.raises(compare.MixedPlugins, match="re-run them all with the installed plugin"):
+        compare.build(mixed, ["softmax"], ["auroc"])
+
+
+def test_an_impostor_plugin_under_the_same_method_name_is_never_averaged_with_the_genuine_one(tmp_path, capsys):
+    genuine = [make_record("softmax", k, 0, {"auroc": v}, plugin=V1, root=tmp_path / "a")
+               for k, v in enumerate(AUROC)]
+    impostor = [make_record("softmax", 0, 0, {"auroc": 0.99}, plugin=IMPOSTOR, root=tmp_path / "b")]
+    assert genuine[0].config_hash == impostor[0].config_hash
+    keys = list(compare.group_records(genuine + impostor))
+    assert [k.plugin for k in keys] == [("osrbench-softmax", "0.1.0"), ("evil-softmax", "0.1.0")]
+    with pytest.raises(compare.MixedPlugins, match=r"come from 2 different plugins \(evil-softmax 0.1.0: "
+                                                   r"split 0, seed 0; osrbench-softmax 0.1.0: splits 0-4, seed 0\)"):
+        compare.build(genuine + impostor, ["softmax"], ["auroc"])
+    assert cli.main(["report", "--runs", str(tmp_path), "--metrics", "auroc"]) == 0
+    cap = capsys.readouterr()
+    assert "| softmax (arpl-release; osrbench-softmax 0.1.0) | 84.00 ± 3.16 |" in cap.out  # unchanged
+    assert "| softmax (arpl-release; evil-softmax 0.1.0) | 99.00 ± 0.00 * |" in cap.out
+    assert "warning: records of 'softmax' (protocol auroc) come from 2 different plugins" in cap.err
+    assert cli.main(["report", "--runs", str(tmp_path), "--format", "csv", "--metrics", "auroc"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert sorted((r["plugin"], float(r["mean"])) for r in rows) == [
+        ("evil-softmax 0.1.0", 0.99), ("osrbench-softmax 0.1.0", results.mean_std(AUROC)[0])]
+
+
+def test_compare_cli_refuses_records_of_two_plugin_versions_in_one_line(monkeypatch, capsys):
+    from osrbench import plugins
+
+    info = plugins.get().plugin_of("method", "softmax")
+    here = {"name": info.name, "distribution": info.distribution, "version": info.version}
+    other = {**here, "version": here["version"] + ".post1"}
+    found: list[Record] = []
+    # Whatever the engine reads or trains: here splits 0-3 of the installed plugin, split 4 of another version.
+    monkeypatch.setattr(report, "collect", lambda *a, **kw: (list(found), []))
+    found[:] = [make_record("softmax", k, 0, {"auroc": 0.8 + 0.01 * k}, plugin=other if k == 4 else here)
+                for k in range(5)]
+    argv = ["compare", "softmax", "--dataset", "digits", "--no-run", "--metrics", "auroc"]
+    assert cli.main(argv) == 2
+    cap = capsys.readouterr()
+    v, dist = here["version"], here["distribution"]
+    assert cap.err.splitlines() == [
+        f"osrbench: error: records of 'softmax' come from 2 versions of plugin {dist} ({v}: splits 0-3, seed 0; "
+        f"{v}.post1: split 4, seed 0); they are never averaged together: the installed plugin is {dist} {v}: "
+        "re-run the others with it (remove their run folders or `osrbench run ... --force`), or point --out at "
+        "a folder holding one plugin's runs"]
+    assert cap.out == ""  # no table of averaged numbers
+    # An impostor distribution under the same method name: refused the same way.
+    found[0] = found[0].replace(plugin={"name": "evil", "distribution": "evil-softmax", "version": v})
+    found[4] = found[4].replace(plugin=here)
+    assert cli.main(argv) == 2
+    assert f"come from 2 different plugins (evil-softmax {v}: split 0, seed 0; {dist} {v}: splits 1-4, seed 0)" \
+        in capsys.readouterr().err
+    # All of one other version: compared (nothing is mixed), saying it is not the installed plugin's.
+    found[:] = [r.replace(plugin=other) for r in found]
+    assert cli.main(argv) == 0
+    cap = capsys.readouterr()
+    line = f"records of 'softmax' were made by plugin {dist} {v}.post1, the installed one is {dist} {v}"
+    assert f"note: {line}" in cap.out and f"warning: {line}" in cap.err
+
+
+def test_export_records_the_plugin_and_validate_checks_it_across_runs(tmp_path):
+    c = _comparison(tmp_path)
+    doc = export.write_export(tmp_path / "bundle.json", export.export_doc(c))
+    export.validate_export(doc)
+    sm = doc["methods"]["softmax"]
+    assert sm["plugin"] == {"distribution": "d", "version": "1"}
+    assert [r["plugin"] for r in sm["runs"]] == [{"distribution": "d", "version": "1"}] * 3
+
+    def rehash(d):
+        d["sha256"] = results.canonical_hash({k: v for k, v in d.items() if k != "sha256"}, 64)
+        return d
+
+    bad = json.loads((tmp_path / "bundle.json").read_text())
+    bad["methods"]["softmax"]["runs"][1]["plugin"]["version"] = "2"
+    with pytest.raises(export.ExportInvalid, match=r"method 'softmax': made by plugin d 1, but not every run was "
+                                                   r"\(split 1 seed 0: d 2\)"):
+        export.validate_export(rehash(bad))
+    bad = json.loads((tmp_path / "bundle.json").read_text())
+    bad["methods"]["arpl"]["plugin"] = {"distribution": "evil", "version": "1"}
+    with pytest.raises(export.ExportInvalid, match=r"method 'arpl': made by plugin evil 1, but not every run was "
+                                                   r"\(split 0 seed 0: d 1; split 1 seed 0: d 1; split 2 seed 0: d 1; "
+                                                   r"versions: d 1\)"):
+        export.validate_export(rehash(bad))
+    bad = json.loads((tmp_path / "bundle.json").read_text())
+    del bad["methods"]["arpl"]["plugin"]
+    with pytest.raises(export.ExportInvalid, match="method 'arpl': field 'plugin' missing"):
+        export.validate_export(rehash(bad))

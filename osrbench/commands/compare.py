@@ -35,7 +35,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         args.methods, splits, seeds, lambda m, k, s: request_from_args(args, m, k, s, "auto", False),
         run=not args.no_run, jobs=args.jobs, log=log)
     if records:
-        c = compare.build(records, args.methods, metric_names, report.tie_tol_from(args.tie_tol))
+        installed = _installed_plugins(reg, args.methods)
+        c = compare.build(records, args.methods, metric_names, report.tie_tol_from(args.tie_tol), installed)
+        for m, key in c.groups.items():  # one plugin per method, but maybe not the installed one
+            if m in installed and key.plugin != installed[m]:
+                line = (f"records of {m!r} were made by plugin {key.plugin_label}, the installed one is "
+                        f"{compare.plugin_label(*installed[m])}")
+                log(f"warning: {line}")
+                notes.append(f"note: {line}")
         print(compare.render_comparison(c, fmt=args.format, notes=notes))
         if args.plot:
             from osrbench import plots
@@ -54,6 +61,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
             log(f"  {line}")
         return EXIT_FAILED
     return 0
+
+
+def _installed_plugins(reg, methods) -> dict[str, tuple[str, str]]:
+    """method -> (distribution, version) of the plugin that registers it now."""
+    out = {}
+    for m in methods:
+        try:
+            info = reg.plugin_of("method", m)
+        except KeyError:
+            continue
+        out[m] = (info.distribution, info.version)
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:

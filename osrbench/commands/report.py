@@ -18,6 +18,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not recs:
         raise UserError(f"no result records under {args.runs} match the selection")
     cells = report.build_report(recs, metrics, args.unique_splits)
+    for line in report.plugin_warnings(cells):
+        log(f"warning: {line}")
     text = report.render_report(cells, metrics, args.format, str(args.runs), args.layout)
     if args.output:
         data = (text if text.endswith("\n") else text + "\n").encode()
