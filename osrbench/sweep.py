@@ -7,18 +7,26 @@ The library of the ``sweep`` command (:mod:`osrbench.commands.sweep`): one funct
 
 - Every request is planned first (a typo fails before anything runs); a run whose result record
   already exists with the same config hash is *skipped* (returned, not scheduled).
-- ``executor="local"``: the runs in this process (``jobs=1``) or in a pool of ``jobs`` worker
-  processes (several splits at once on one CPU or GPU).
-- ``executor="ray"``: one Ray task per run with ``num_cpus=threads`` and ``num_gpus=gpus_per_run``
-  (fractional: ``0.25`` puts four splits on one GPU). A task whose worker dies (killed, OOM, node
-  lost) is retried by Ray up to ``max_retries`` times and resumes from the run folder's last
-  checkpoint (the output folder must be shared storage on a cluster). A method that raises is a
-  failure of that run and is not retried. Ray is optional: ``pip install 'osrbench[ray]'``.
-- Each run uses ``threads`` CPU threads (default 1) whatever executor runs it: on the CPU the
-  result of a seeded run depends on torch's thread count (the reduction order of convolution
-  kernels changes with it), so it is fixed per run instead of derived from the core count. With the
-  same thread count the records (metrics, history, ``scores.npz``) are bit-identical whichever
-  executor ran them.
+- ``executor="local"``: the runs in this process (``jobs=1``) or in ``jobs`` worker processes
+  (several splits at once on one CPU or GPU). A worker process that dies (killed, out of memory)
+  costs only the run it was running: a new worker takes its place, the run is started again up to
+  ``max_retries`` times (resuming from its last checkpoint) and then counts as failed; the other
+  runs go on undisturbed.
+- ``executor="ray"``: one Ray task per run with ``num_cpus`` = the run's ``threads`` and
+  ``num_gpus=gpus_per_run`` (fractional: ``0.25`` puts four splits on one GPU). A task whose worker
+  dies (killed, OOM, node lost) is retried by Ray up to ``max_retries`` times and resumes from the
+  run folder's last checkpoint (the output folder must be shared storage on a cluster). A method
+  that raises is a failure of that run and is not retried. Ray is optional:
+  ``pip install 'osrbench[ray]'``.
+- A method that raises, and a run error (missing data, a bad checkpoint), fail only their own run
+  with every executor; the sweep goes on and returns the failures.
+- The CPU thread count of a run is its config key ``threads`` (default 1, part of the config hash;
+  ``engine.run`` applies it), not something the executor chooses: on the CPU the result of a
+  seeded run depends on torch's thread count (the reduction order of convolution kernels changes
+  with it), so it is fixed per run instead of derived from the core count. The records (metrics,
+  history, ``scores.npz``) of one config are therefore bit-identical whichever executor ran them,
+  and the same as ``osrbench run``'s and ``compare``'s. ``osrbench sweep --threads T`` is
+  ``--set threads=T`` for every run.
 
 Progress is reported through ``on_event(Event)``: ``plan`` (once), ``start``, ``retry`` (a task
 restarted on another worker), ``resume`` (a run continued from a checkpoint), ``done``, ``fail``,
@@ -30,18 +38,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import socket
 import time
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from osrbench.errors import MethodFailed, UserError, one_line
 
 if TYPE_CHECKING:  # the engine imports torch: imported where a run is planned or run, so that
     from osrbench import engine  # ``osrbench sweep --help`` does not
+    from osrbench.records import Record
 
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "Ray is not installed: pip install 'osrbench[ray]' (or: pip install 'ray>=2.9')"
@@ -77,7 +86,7 @@ class Stats:
     submitted: int = 0  # runs handed to the executor
     completed: int = 0
     failed: int = 0
-    retries: int = 0  # task restarts after a lost worker (Ray)
+    retries: int = 0  # restarts of a run after its worker process died (local pool, Ray)
     resumed: int = 0  # runs continued from a checkpoint
     images: int = 0  # training images seen by the runs this sweep trained (train count x epochs trained)
     wall_s: float = 0.0
@@ -107,21 +116,10 @@ class Event:
 # ------------------------------------------------------------------------------------ one run
 
 
-@contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    import torch
+def _run_one(req: engine.RunRequest, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run one request (resume from its checkpoint if any); what a local job or a Ray task returns.
 
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _run_one(req: engine.RunRequest, threads: int | None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run one request (resume from its checkpoint if any); what a local job or a Ray task returns."""
+    The run's CPU thread count is its config's ``threads``, set by ``engine.run`` for the run."""
     lines: list[str] = []
 
     def _log(msg: str) -> None:
@@ -132,20 +130,36 @@ def _run_one(req: engine.RunRequest, threads: int | None, log: Callable[[str], N
     from osrbench import engine
 
     t0 = time.perf_counter()
-    with _torch_threads(threads):
-        outcome = engine.run(req, log=_log)
+    outcome = engine.run(req, log=_log)
     return {"outcome": outcome, "log": lines, "pid": os.getpid(), "host": socket.gethostname(),
             "wall_s": time.perf_counter() - t0}
 
 
-def _pool_init(threads: int | None, jobs: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // jobs))
-
-
-def _pool_task(req: engine.RunRequest, threads: int | None) -> dict[str, Any]:
-    return _run_one(req, threads)
+def _worker_main(conn: Any) -> None:
+    """A local worker process: runs the requests it receives one at a time and sends back each
+    result (or the exception that ended the run); ``None`` or a closed pipe ends it."""
+    try:
+        while True:
+            try:
+                job = conn.recv()
+            except (EOFError, OSError):
+                return
+            if job is None:
+                return
+            index, req = job
+            try:
+                reply = (index, True, _run_one(req))
+            except BaseException as exc:  # noqa: BLE001 - sent back as this run's failure
+                reply = (index, False, exc)
+            try:
+                conn.send(reply)
+            except (EOFError, OSError):  # the driver is gone
+                return
+            except Exception as exc:  # noqa: BLE001 - the result or the exception does not pickle
+                conn.send((index, False, RuntimeError(f"{type(reply[2]).__name__} that cannot be sent back "
+                                                      f"to the sweep ({type(exc).__name__}: {exc})")))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the driver stops the sweep
+        return
 
 
 # ----------------------------------------------------------------------------------- progress
@@ -217,24 +231,23 @@ def execute(
     requests: Sequence[engine.RunRequest],
     executor: str = "local",
     jobs: int = 1,
-    threads: int | None = 1,
     address: str | None = None,
     gpus_per_run: float | None = None,
     max_retries: int = 2,
     on_event: Callable[[Event], None] | None = None,
-) -> tuple[list[dict[str, Any]], list[Failure]]:
+    threads: None = None,
+) -> tuple[list[Record], list[Failure]]:
     """Run every request that has no result yet; return the records (in request order) and the failures.
 
     :param executor: ``local`` (this process when ``jobs == 1``, else a pool of ``jobs`` processes)
         or ``ray`` (tasks on the Ray cluster at ``address``; ``None`` = the one this process is
         connected to, else a new local one; ``auto``; ``ray://host:port``).
-    :param threads: torch CPU threads per run, the same for every executor so that results are
-        identical whichever ran them (``None``: leave the thread count alone; pool workers then use
-        ``cores // jobs`` and Ray tasks their CPU request). A Ray task requests this many CPUs.
     :param gpus_per_run: Ray GPU request per task, fractional allowed (``None``: 1 when the cluster
         has GPUs and the runs are not pinned to ``cpu``, else 0).
-    :param max_retries: Ray restarts of a task whose worker died; the restart resumes from the
-        run's last checkpoint. Method errors are never retried.
+    :param max_retries: restarts of a run whose worker process died (a local pool worker or a Ray
+        worker); the restart resumes from the run's last checkpoint. Method errors are never retried.
+    :param threads: transitional, must be ``None``: a run's CPU thread count is its config key
+        ``threads`` (``--set threads=N``; a Ray task requests that many CPUs).
 
     Requests are planned before anything runs: an unknown name raises :class:`UserError`.
     Runs are always resumed from their checkpoint when one exists (``resume="auto"``); ``force``
@@ -244,8 +257,8 @@ def execute(
         raise SweepError(f"unknown executor {executor!r} (valid: {', '.join(EXECUTORS)})")
     if jobs < 1:
         raise SweepError(f"--jobs must be at least 1, got {jobs}")
-    if threads is not None and threads < 1:
-        raise SweepError(f"--threads must be at least 1, got {threads}")
+    if threads is not None:  # TODO: drop the parameter once report.collect no longer passes threads=None
+        raise TypeError("sweep.execute takes no threads: a run's CPU threads are its config key 'threads'")
     if max_retries < 0:
         raise SweepError(f"--max-retries must be 0 or more, got {max_retries}")
     if gpus_per_run is not None and gpus_per_run < 0:
@@ -277,14 +290,15 @@ def execute(
         else:
             todo.append(i)
     stats.submitted = len(todo)
-    progress.emit("plan", total=stats.total, executor=executor, jobs=jobs, threads=threads)
+    cpus = {i: int(plans[i].config["threads"]) for i in todo}  # a run's torch threads (engine.run sets them)
+    progress.emit("plan", total=stats.total, executor=executor, jobs=jobs, threads=sorted(set(cpus.values())))
     try:
         if todo and executor == "local" and jobs == 1:
-            _execute_in_process(reqs, todo, threads, progress)
+            _execute_in_process(reqs, todo, progress)
         elif todo and executor == "local":
-            _execute_pool(reqs, todo, jobs, threads, progress)
+            _execute_pool(reqs, todo, jobs, max_retries, progress)
         elif todo:
-            _execute_ray(ray, reqs, todo, threads, address, gpus_per_run, max_retries, progress)
+            _execute_ray(ray, reqs, todo, cpus, address, gpus_per_run, max_retries, progress)
     finally:
         stats.wall_s = time.perf_counter() - t0
     progress.emit("summary", stats=stats)
@@ -297,59 +311,147 @@ def execute(
     return records, [progress.failures[i] for i in sorted(progress.failures)]
 
 
-def _execute_in_process(reqs: list[engine.RunRequest], todo: list[int], threads: int | None,
-                        progress: _Progress) -> None:
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """What a run's exception means for the sweep: its message and :class:`Failure` kind."""
+    if isinstance(exc, MethodFailed):
+        return str(exc), "method"
+    if isinstance(exc, UserError):
+        return one_line(exc), "run"
+    return f"{type(exc).__name__}: {one_line(exc)}", "error"
+
+
+def _execute_in_process(reqs: list[engine.RunRequest], todo: list[int], progress: _Progress) -> None:
     for i in todo:
         progress.start(i, pid=os.getpid(), host=socket.gethostname())
         try:
-            out = _run_one(reqs[i], threads, log=lambda msg, i=i: progress.emit("log", i, msg))
-        except MethodFailed as exc:
-            progress.fail(i, str(exc), "method")
-            continue
-        except UserError as exc:
-            progress.fail(i, one_line(exc), "run")
+            out = _run_one(reqs[i], log=lambda msg, i=i: progress.emit("log", i, msg))
+        except Exception as exc:  # noqa: BLE001 - the run's failure; the sweep goes on
+            progress.fail(i, *_failure(exc))
             continue
         out["log"] = []  # reported as they came
         progress.done(i, out)
 
 
-def _execute_pool(reqs: list[engine.RunRequest], todo: list[int], jobs: int, threads: int | None,
-                  progress: _Progress) -> None:
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}" + (", e.g. out of memory" if name == "SIGKILL" else "")
+    return f"exit code {code}"
 
-    queue = deque(todo)
+
+@dataclass
+class _Worker:
+    """A local worker process, the pipe to it and the run it is running (``None``: idle)."""
+
+    proc: Any
+    conn: Any
+    index: int | None = None
+
+
+def _execute_pool(reqs: list[engine.RunRequest], todo: list[int], jobs: int, max_retries: int,
+                  progress: _Progress) -> None:
+    """``jobs`` worker processes, each running one run at a time.
+
+    Each worker has its own pipe, so the driver knows which run a dead worker was running: only
+    that run is affected. A new worker takes the dead one's place and the run starts again
+    (resuming from its last checkpoint) up to ``max_retries`` times, then fails (kind ``worker``);
+    the other runs keep running. (A ``concurrent.futures`` pool cannot do this: one dead worker
+    breaks the whole pool and fails every pending future without saying whose worker died.)
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait
+
     # spawn: a forked child of a process that has used OpenMP threads (or CUDA) can hang.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_pool_init,
-                             initargs=(threads, jobs)) as pool:
-        inflight: dict[Any, int] = {}
-        try:
-            while queue or inflight:
-                while queue and len(inflight) < jobs:  # at most `jobs` submitted: submitted = running
-                    i = queue.popleft()
-                    inflight[pool.submit(_pool_task, reqs[i], threads)] = i
-                    progress.start(i)
-                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    i = inflight.pop(fut)
-                    try:
-                        progress.done(i, fut.result())
-                    except MethodFailed as exc:
-                        progress.fail(i, str(exc), "method")
-                    except UserError as exc:
-                        progress.fail(i, one_line(exc), "run")
-                    except BrokenProcessPool:
-                        progress.fail(i, "a worker process died (run the sweep again to resume)", "worker")
-                        while queue:
-                            progress.fail(queue.popleft(), "not run: the process pool broke", "worker")
-                    except Exception as exc:  # noqa: BLE001 - reported as this run's failure
-                        progress.fail(i, f"{type(exc).__name__}: {exc}", "error")
-        except BaseException:
-            for fut in inflight:
-                fut.cancel()
-            raise
+    host = socket.gethostname()
+    queue = deque(todo)
+    deaths: dict[int, int] = {}  # run index -> how often its worker died
+    reasons: dict[int, str] = {}  # run index -> how its worker died last
+    workers: list[_Worker] = []
+
+    def spawn() -> _Worker:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, args=(child,), name="osrbench-sweep-worker")
+        proc.start()
+        child.close()
+        return _Worker(proc, parent)
+
+    def retire(w: _Worker) -> None:
+        w.proc.join()
+        w.conn.close()
+        workers.remove(w)
+
+    def bury(w: _Worker) -> None:
+        """``w`` died while running a run: retire it; retry the run or fail it."""
+        retire(w)
+        i, w.index = w.index, None
+        assert i is not None
+        n = deaths[i] = deaths.get(i, 0) + 1
+        reasons[i] = _exit_reason(w.proc.exitcode)
+        if n > max_retries:
+            progress.fail(i, f"its worker process died {n} time(s) (last: {reasons[i]}); run the sweep "
+                             "again to resume from the last checkpoint", "worker")
+        else:
+            queue.appendleft(i)  # next: it resumes from its last checkpoint
+
+    try:
+        while queue or any(w.index is not None for w in workers):
+            while queue and (len(workers) < jobs or any(w.index is None for w in workers)):
+                w = next((w for w in workers if w.index is None), None)
+                if w is None:
+                    w = spawn()
+                    workers.append(w)
+                i = w.index = queue.popleft()
+                if i in deaths:
+                    progress.stats.retries += 1
+                    progress.running.add(i)
+                    progress.emit("retry", i, f"restarted in a new worker process (pid {w.proc.pid}), attempt "
+                                  f"{deaths[i] + 1}: the previous one died ({reasons[i]})",
+                                  pid=w.proc.pid, host=host, attempt=deaths[i] + 1)
+                else:
+                    progress.start(i, pid=w.proc.pid, host=host)
+                try:
+                    w.conn.send((i, reqs[i]))
+                except OSError:  # it died before it got the run
+                    bury(w)
+            busy = [w for w in workers if w.index is not None]
+            ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]))
+            for w in busy:
+                if w.conn not in ready and w.proc.sentinel not in ready:
+                    continue
+                if not w.conn.poll():  # ended without an answer
+                    bury(w)
+                    continue
+                try:
+                    index, ok, payload = w.conn.recv()
+                except (EOFError, OSError):  # died before or while answering
+                    bury(w)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - an answer that cannot be unpickled here
+                    index, ok, payload = w.index, False, exc
+                w.index = None
+                if not w.proc.is_alive():  # answered, then died: not a failure of that run
+                    retire(w)
+                if ok:
+                    progress.done(index, payload)
+                else:
+                    progress.fail(index, *_failure(payload))
+    finally:
+        interrupted = any(w.index is not None for w in workers)
+        for w in workers:
+            try:
+                w.conn.send(None)  # read after its current run, if any
+            except OSError:
+                pass
+        for w in workers:
+            w.proc.join(timeout=10 if interrupted else None)  # Ctrl-C reaches the workers too
+            if w.proc.is_alive():  # still training: stop it; its last checkpoint stays for a rerun
+                w.proc.terminate()
+                w.proc.join()
+            w.conn.close()
 
 
 # ---------------------------------------------------------------------------------------- ray
@@ -386,9 +488,9 @@ class _Tracker:
         return out
 
 
-def _ray_task(req: engine.RunRequest, threads: int | None, index: int, tracker: Any) -> dict[str, Any]:
+def _ray_task(req: engine.RunRequest, index: int, tracker: Any) -> dict[str, Any]:
     tracker.started.remote(index, os.getpid(), socket.gethostname())
-    return _run_one(req, threads)
+    return _run_one(req)
 
 
 def _ray_failure(ray: Any, exc: BaseException, attempts: int) -> tuple[str, str]:
@@ -406,7 +508,7 @@ def _ray_failure(ray: Any, exc: BaseException, attempts: int) -> tuple[str, str]
             "run the sweep again to resume from the last checkpoint", "worker")
 
 
-def _execute_ray(ray: Any, reqs: list[engine.RunRequest], todo: list[int], threads: int | None,
+def _execute_ray(ray: Any, reqs: list[engine.RunRequest], todo: list[int], cpus: Mapping[int, int],
                  address: str | None, gpus_per_run: float | None, max_retries: int, progress: _Progress) -> None:
     started_here = False
     if not ray.is_initialized():
@@ -420,20 +522,20 @@ def _execute_ray(ray: Any, reqs: list[engine.RunRequest], todo: list[int], threa
     pending: list[Any] = []
     try:
         resources = ray.cluster_resources()
-        cpus = threads or 1
         if gpus_per_run is None:
             pinned_cpu = all(str(reqs[i].device or "auto").startswith("cpu") for i in todo)
             gpus_per_run = 1 if resources.get("GPU", 0) > 0 and not pinned_cpu else 0
         have_cpus, have_gpus = resources.get("CPU", 0), resources.get("GPU", 0)
-        if have_cpus < cpus:
-            raise SweepError(f"each run asks for {cpus} CPU(s) (--threads) but the Ray cluster has {have_cpus:g}")
+        most = max(cpus.values())
+        if have_cpus < most:
+            raise SweepError(f"a run asks for {most} CPU(s) (its config's threads) but the Ray cluster has "
+                             f"{have_cpus:g}")
         if gpus_per_run > have_gpus:
             raise SweepError(f"each run asks for {gpus_per_run:g} GPU(s) but the Ray cluster has {have_gpus:g}")
         tracker = ray.remote(num_cpus=0)(_Tracker).remote()
-        task = ray.remote(_ray_task).options(
-            num_cpus=cpus, num_gpus=gpus_per_run, max_retries=max_retries, retry_exceptions=False,
-        )
-        refs = {task.remote(reqs[i], threads, i, tracker): i for i in todo}
+        task = ray.remote(_ray_task)
+        refs = {task.options(num_cpus=cpus[i], num_gpus=gpus_per_run, max_retries=max_retries,  # threads = CPUs
+                             retry_exceptions=False).remote(reqs[i], i, tracker): i for i in todo}
         pending = list(refs)
         attempts: dict[int, int] = {}
 

@@ -71,6 +71,7 @@ def local_pool(tmp_path_factory):
     assert failures == []
     assert len(records) == len(METHODS) * len(SPLITS)
     assert len(events.kinds("start")) == len(records)
+    assert {r.threads for r in records} == {r.config["threads"] for r in records} == {1}  # the config default
     return out, records
 
 
@@ -191,6 +192,25 @@ def test_cli_rerun_of_a_finished_grid_schedules_nothing(capsys, tmp_path, local_
     assert "6 runs: 4 done already, 2 to run" in stdout and stdout.count("split 2 seed 0 ->") == 2
 
 
+def test_cli_threads_is_the_config_key_threads_of_every_run(capsys, tmp_path):
+    """``--threads T`` = ``--set threads=T``: the runs' config (and hash, and folder) say T; the
+    executor sets no thread count of its own."""
+    argv = ["sweep", "--methods", "softmax", "--datasets", "digits", "--splits", "0", "--epochs", "1", "--device",
+            "cpu", "--out", str(tmp_path), "--dry-run"]
+    dirs = {}
+    for extra in ([], ["--threads", "2"], ["--set", "threads=2"], ["--set", "threads=3", "--threads", "2"]):
+        assert cli.main([*argv, *extra]) == 0
+        out = capsys.readouterr().out
+        threads = 1 if not extra else 2
+        assert f"this process, {threads} thread(s) per run" in out, out
+        dirs[tuple(extra)] = out.split(" -> ")[1].strip()
+    (req,) = _requests(tmp_path, methods=("softmax",), splits=(0,), epochs=1, overrides={"threads": 2})
+    p = engine.plan(req)
+    assert p.config["threads"] == 2
+    assert dirs[()] != dirs[("--threads", "2")] == dirs[("--set", "threads=2")] == str(p.dir)
+    assert dirs[("--set", "threads=3", "--threads", "2")] == str(p.dir)  # --threads wins
+
+
 def _err(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
@@ -212,6 +232,7 @@ def _err(capsys):
         (["--methods", "softmax", "--datasets", "digits", "--jobs", "2", "--executor", "ray"], "--jobs applies to --executor local"),
         (["--methods", "softmax", "--datasets", "digits", "--gpus-per-run", "0.25"], "--gpus-per-run applies to --executor ray"),
         (["--methods", "softmax", "--datasets", "digits", "--grid", "{tmp}/grid.yaml"], "unknown key 'method'"),
+        (["--methods", "softmax", "--datasets", "digits", "--threads", "0"], "--threads must be at least 1"),
     ],
 )
 def test_bad_sweeps_are_one_line_and_exit_2_before_anything_runs(capsys, tmp_path, argv, expect):
@@ -232,3 +253,96 @@ def test_ray_executor_without_ray_says_how_to_install(capsys, monkeypatch, tmp_p
     with pytest.raises(sweep.SweepError, match="pip install 'osrbench\\[ray\\]'"):
         sweep.execute(_requests(tmp_path), executor="ray")
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------- failures, local executor
+
+DOOMED = """
+import os
+import signal
+
+import osrbench
+from osrbench_softmax.plugin import DEFAULTS, OPTIONS, RECIPES, Softmax
+
+
+class Doomed(Softmax):
+    \"\"\"Softmax whose process kills itself (SIGKILL, like the OOM killer) in epoch ``die_in_epoch``.\"\"\"
+
+    def train_step(self, phase, images, labels):
+        if self.epoch == self.cfg["die_in_epoch"]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().train_step(phase, images, labels)
+
+
+@osrbench.hookimpl
+def osrbench_register_methods(register):
+    register(osrbench.MethodSpec(name="doomed", factory=Doomed, defaults={**DEFAULTS, "die_in_epoch": -1},
+                                 recipes=RECIPES, default_recipe="arpl-release", options=OPTIONS))
+"""
+
+
+@pytest.fixture(scope="module")
+def doomed(tmp_path_factory):
+    """The method ``doomed``, an installed plugin (a module and its .dist-info on ``sys.path``), so
+    that the spawned ``--jobs`` workers load it from its entry point like any plugin."""
+    import importlib
+
+    from osrbench import plugins
+
+    site = tmp_path_factory.mktemp("site")
+    (site / "osrbench_doomed.py").write_text(DOOMED)
+    info = site / "osrbench_doomed-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: osrbench-doomed\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[osrbench]\ndoomed = osrbench_doomed\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(site))  # spawned workers start with this process's sys.path
+        importlib.invalidate_caches()
+        plugins.reset()
+        assert "doomed" in plugins.get().methods
+        yield "doomed"
+    importlib.invalidate_caches()
+    plugins.reset()
+
+
+def _failing_requests(out, data_root):
+    """A run whose loss becomes NaN (MethodFailed) and one whose data is missing (UserError)."""
+    nan = engine.RunRequest(method="softmax", dataset="digits", split=0, seed=0, epochs=1, device="cpu", out=out,
+                            progress=False, overrides={"lr": 1.0e10})
+    no_data = engine.RunRequest(method="softmax", dataset="mnist", split=0, seed=0, epochs=1, device="cpu", out=out,
+                                progress=False, data_root=data_root)
+    return [nan, no_data]
+
+
+def test_a_dead_worker_fails_only_its_own_run_and_the_others_go_on(tmp_path, doomed):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    # The reference: in this process, one run after the other; the sweep goes on after a method
+    # that fails and after a run error.
+    seq = tmp_path / "sequential"
+    good = _requests(seq, methods=(doomed,), splits=(0, 2))
+    events = Events()
+    reference, failures = sweep.execute([good[0], *_failing_requests(seq, empty), good[1]], executor="local",
+                                        jobs=1, on_event=events)
+    assert sorted(r.split for r in reference) == [0, 2]
+    assert [f.kind for f in failures] == ["method", "run"], failures
+    assert "became nan" in failures[0].message and "mnist" in failures[1].message
+    assert events.stats.completed == 2 and events.stats.failed == 2
+
+    # Two worker processes: split 1 kills its worker in its second epoch, every time it is tried.
+    pool = tmp_path / "pool"
+    good = _requests(pool, methods=(doomed,), splits=(0, 2))
+    (killer,) = _requests(pool, methods=(doomed,), splits=(1,), overrides={"die_in_epoch": 1})
+    events = Events()
+    records, failures = sweep.execute([good[0], killer, *_failing_requests(pool, empty), good[1]],
+                                      executor="local", jobs=2, max_retries=2, on_event=events)
+    assert [(f.request.split, f.kind) for f in failures] == [(1, "worker"), (0, "method"), (0, "run")], failures
+    assert "its worker process died 3 time(s) (last: killed by SIGKILL" in failures[0].message
+    _assert_same_records(records, reference)  # the other runs: as if nothing had happened
+    retries = events.kinds("retry")
+    assert [(e.request.split, e.info["attempt"]) for e in retries] == [(1, 2), (1, 3)]
+    assert "the previous one died (killed by SIGKILL" in retries[0].message
+    assert len({e.info["pid"] for e in events.kinds("start") + retries}) >= 3  # new workers replaced the dead
+    s = events.stats
+    assert (s.total, s.submitted, s.completed, s.failed, s.retries) == (5, 5, 2, 3, 2)
+    assert (engine.plan(killer).dir / checkpoints.CHECKPOINT).exists()  # kept for a rerun of the sweep

@@ -109,14 +109,21 @@ def _printer(quiet: bool) -> Callable[[Event], None]:
     return on_event
 
 
-def _describe(args: argparse.Namespace) -> str:
+def _describe(args: argparse.Namespace, threads: str) -> str:
     if args.executor == "local":
         how = "this process" if args.jobs == 1 else f"{args.jobs} worker processes"
-        return f"local executor, {how}, {args.threads} thread(s) per run"
+        return f"local executor, {how}, {threads} thread(s) per run"
     gpus = "auto" if args.gpus_per_run is None else f"{args.gpus_per_run:g}"
     where = args.address or ("connected cluster" if sweep.import_ray().is_initialized() else "new local cluster")
-    return (f"Ray executor ({where}), {args.threads} CPU + {gpus} GPU per run, "
+    return (f"Ray executor ({where}), {threads} CPU + {gpus} GPU per run, "
             f"{args.max_retries} retries")
+
+
+def _with_threads(requests: list[engine.RunRequest], threads: int | None) -> list[engine.RunRequest]:
+    """``--threads T``: ``--set threads=T`` for every run of the grid (it wins over ``--set`` and the file)."""
+    if threads is None:
+        return requests
+    return [dataclasses.replace(r, overrides={**r.overrides, "threads": threads}) for r in requests]
 
 
 # ------------------------------------------------------------------------------------- command
@@ -134,9 +141,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError("--jobs applies to --executor local (Ray places runs by their CPU/GPU requests)")
     args.jobs = args.jobs or 1
     args.max_retries = 2 if args.max_retries is None else args.max_retries
-    if args.jobs < 1 or args.threads < 1:
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         raise UsageError("--jobs and --threads must be at least 1")
-    requests = grid_requests(args)
+    requests = _with_threads(grid_requests(args), args.threads)
     if args.executor == "ray":
         sweep.import_ray()
     plans = [engine.plan(r) for r in requests]  # every name checked before anything runs
@@ -150,8 +157,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 raise UsageError(f"dataset {ds} is not ready in {root}: {problems[0]} (osrbench data download {ds})")
     distinct = {p.dir: p for p in plans}
     done = sum(p.existing_result() is not None for p in distinct.values())
-    print(f"sweep: {len(distinct)} runs: {done} done already, {len(distinct) - done} to run ({_describe(args)})",
-          flush=True)
+    threads = "/".join(map(str, sorted({p.config["threads"] for p in distinct.values()})))  # the configs' own
+    print(f"sweep: {len(distinct)} runs: {done} done already, {len(distinct) - done} to run "
+          f"({_describe(args, threads)})", flush=True)
     if args.dry_run:
         for p in distinct.values():
             if p.existing_result() is None:
@@ -166,7 +174,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         printer(ev)
 
     records, failures = sweep.execute(
-        requests, executor=args.executor, jobs=args.jobs, threads=args.threads, address=args.address,
+        requests, executor=args.executor, jobs=args.jobs, address=args.address,
         gpus_per_run=args.gpus_per_run, max_retries=args.max_retries, on_event=on_event,
     )
     s = summary[0]
@@ -202,9 +210,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="local (this machine; default) or ray (a Ray cluster; pip install 'osrbench[ray]')")
     p.add_argument("--jobs", type=int, metavar="N",
                    help="local: runs at once in N worker processes (default 1 = in this process)")
-    p.add_argument("--threads", type=int, default=1, metavar="T",
-                   help="torch CPU threads per run, and the CPUs a Ray task requests (default 1; CPU results "
-                        "depend on it, so keep it fixed to compare runs)")
+    p.add_argument("--threads", type=int, metavar="T",
+                   help="torch CPU threads per run, and the CPUs a Ray task requests: the same as --set threads=T "
+                        "for every run (config key threads, default 1; CPU results depend on it, so it is part "
+                        "of the config hash)")
     p.add_argument("--address", help="ray: cluster address: auto (a cluster started with `ray start`) or "
                                      "ray://HOST:10001 (default: start a local one)")
     p.add_argument("--gpus-per-run", type=float, metavar="G",
