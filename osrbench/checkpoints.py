@@ -1,24 +1,28 @@
 """The checkpoint file: one writer, one reader, verified by a content hash, loaded safely.
 
 A file is ``torch.save`` bytes, then ``OSRBENCH-SHA256:`` and the 64 hex digits of their sha256.
-Writing is atomic and keeps the checkpoint it replaces as ``checkpoint.prev.pt``, so a kill or a
-damaged file costs at most one checkpoint interval. Loading uses ``weights_only``: a crafted file
-cannot run code.
+The payload carries the run's identity (:class:`osrbench.records.RunIdentity`), which the engine
+checks before resuming. Writing is atomic, under a lock of the run folder (several processes may
+share one), keeps the checkpoint it replaces as ``checkpoint.prev.pt``, and first proves that safe
+loading can read the state back, so a method whose state cannot be resumed fails when it saves,
+not when it resumes. Loading uses ``weights_only``: a crafted file cannot run code.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
 import random
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from osrbench.errors import UserError
+from osrbench.errors import MethodFailed, UserError
 from osrbench.results import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
@@ -53,16 +57,44 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["generator"])
 
 
+class UnloadableState(MethodFailed):
+    """The method's ``state_dict()`` holds something safe loading refuses (it could never resume)."""
+
+    stage = "state_dict"
+
+
 def save(folder: Path, payload: dict[str, Any]) -> None:
     """Write a checkpoint atomically; the one it replaces becomes ``checkpoint.prev.pt``."""
     buf = io.BytesIO()
     torch.save({"format": FORMAT, **payload}, buf)
     blob = buf.getvalue()
+    try:
+        torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever safe loading refuses
+        raise UnloadableState(f"the method's state_dict() cannot be read back by safe loading "
+                              f"(torch.load weights_only=True), so the run could never resume: "
+                              f"{str(exc).splitlines()[0][:200]} (keep to tensors, numbers, str, lists and dicts)") from None
     blob += _TRAILER + hashlib.sha256(blob).hexdigest().encode()
-    current = Path(folder) / CHECKPOINT
-    if current.exists():
-        os.replace(current, Path(folder) / PREVIOUS)
-    atomic_write(current, lambda fh: fh.write(blob))
+    folder = Path(folder)
+    current = folder / CHECKPOINT
+    with _folder_lock(folder):
+        try:
+            os.replace(current, folder / PREVIOUS)
+        except FileNotFoundError:  # the first checkpoint
+            pass
+        atomic_write(current, lambda fh: fh.write(blob))
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock of a run folder (processes sharing it rotate checkpoints one at a time)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -80,21 +112,22 @@ def read(path: Path) -> dict[str, Any]:
         raise CorruptCheckpoint(f"{path}: checkpoint refused by safe loading ({type(exc).__name__})") from None
 
 
-def load_latest(folder: Path, warn: Callable[[str], None]) -> dict[str, Any] | None:
-    """The newest intact checkpoint of a run folder, falling back to the previous one."""
-    problems = []
+def load_latest(folder: Path, accept: Callable[[dict[str, Any], str], None] | None = None
+                ) -> tuple[dict[str, Any] | None, list[str]]:
+    """The newest intact checkpoint of a run folder that ``accept(ckpt, path)`` does not refuse
+    (by raising a UserError: a foreign file), falling back to the previous one; and one line per
+    file that was damaged or refused."""
+    problems: list[str] = []
     for name in (CHECKPOINT, PREVIOUS):
         path = Path(folder) / name
         if not path.exists():
             continue
         try:
             ckpt = read(path)
-        except CorruptCheckpoint as exc:
+            if accept is not None:
+                accept(ckpt, str(path))
+        except UserError as exc:
             problems.append(str(exc))
             continue
-        for p in problems:
-            warn(f"{p}; using {name} (epoch {ckpt['epoch']})")
-        return ckpt
-    if problems:
-        raise CorruptCheckpoint(problems[0] + "; no intact earlier checkpoint (use --force to start over)")
-    return None
+        return ckpt, problems
+    return None, problems

@@ -38,8 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MethodFailed as exc:
         print(f"osrbench: run failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("osrbench: interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a run says what it kept (errors.Interrupted)
+        print(f"osrbench: {getattr(exc, 'message', 'interrupted')}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -23,9 +23,9 @@ import osrbench
 from osrbench import checkpoints, devices, evaluation, graphs, plugins, protocols, records, results, session
 from osrbench import config as configmod
 from osrbench.datasets import DatasetSpec
-from osrbench.errors import MethodFailed, NonFiniteLoss, UserError
+from osrbench.errors import Interrupted, MethodFailed, NonFiniteLoss, UserError
 from osrbench.method import MethodSpec
-from osrbench.records import ERROR, Record
+from osrbench.records import ERROR, Record, RunIdentity
 
 
 @dataclass
@@ -43,7 +43,7 @@ class RunRequest:
     data_root: Path | None = None
     resume: str = "no"  # no | yes (a checkpoint must exist) | auto (continue if one exists)
     force: bool = False  # replace an existing result or unfinished run
-    checkpoint_every: int = 10
+    checkpoint_every: int = 1  # a kill costs at most one epoch (see README: checkpoint cost)
     progress: bool = True
     deterministic: bool = False
 
@@ -61,20 +61,41 @@ class Plan:
     config_hash: str
     resume_key: str
     dir: Path
+    identity: RunIdentity
 
     @property
     def result_path(self) -> Path:
         return self.dir / records.RESULT
 
-    def existing_result(self) -> Record | None:
-        """The stored record of exactly this run, if one exists and is intact."""
+    def stored_record(self, log: Callable[[str], None] = lambda msg: None) -> tuple[str, Record | None]:
+        """What the run folder's record is: ``none``, ``this`` (this run's), ``other-epochs`` (this
+        run with another epoch count, which only ``--resume``/``--force`` may replace). A damaged
+        record or another run's is reported through ``log`` and counts as ``none``."""
         if not self.result_path.exists():
-            return None
+            return "none", None
         try:
             rec = records.read_record(self.result_path)
-        except records.CorruptRecord:
-            return None
-        return rec if rec.config_hash == self.config_hash else None
+            self.identity.check(rec.identity.to_json(), str(self.result_path), ignore=("config_hash",))
+        except UserError as exc:
+            log(f"warning: {exc}")
+            return "none", None
+        if rec.config_hash == self.config_hash:
+            return "this", rec
+        if configmod.resume_key(rec.method, rec.config) == self.resume_key:
+            return "other-epochs", rec
+        log(f"warning: {self.result_path} holds a record of another config; it is not used")
+        return "none", None
+
+    def existing_result(self, log: Callable[[str], None] = lambda msg: None) -> Record | None:
+        """The stored record of exactly this run, if one exists, is intact and is this run's."""
+        kind, rec = self.stored_record(log)
+        return rec if kind == "this" else None
+
+    def check_checkpoint(self, ckpt: dict[str, Any], where: str) -> None:
+        """Refuse (:class:`records.ForeignFile`) a checkpoint that is not of this run (any epoch count)."""
+        self.identity.check(ckpt.get("identity"), where, ignore=("config_hash",))
+        if ckpt.get("resume_key") != self.resume_key:
+            raise records.ForeignFile(f"{where} was made with a different config; it is not used")
 
 
 @dataclass(frozen=True)
@@ -99,7 +120,10 @@ def plan(req: RunRequest, registry: plugins.Plugins | None = None) -> Plan:
     chash = configmod.config_hash(spec.name, cfg)
     rkey = configmod.resume_key(spec.name, cfg)
     folder = results.run_dir(req.out, spec.name, dataset.name, req.protocol, req.split, req.seed, rkey)
-    return Plan(req, spec, dataset, split, recipe, cfg, chash, rkey, folder)
+    plugin = reg.plugin_of("method", spec.name)
+    identity = RunIdentity(spec.name, plugin.distribution, plugin.version, dataset.name, req.protocol, req.split,
+                           split.hash, req.seed, chash)
+    return Plan(req, spec, dataset, split, recipe, cfg, chash, rkey, folder, identity)
 
 
 def _write_error(p: Plan, stage: str, exc: BaseException, extra: dict[str, Any] | None = None) -> None:
@@ -125,28 +149,34 @@ def _guard(p: Plan) -> session.Call:
 
 
 def _checkpoint_to_resume(p: Plan, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The checkpoint to continue from (``None``: start at epoch 0), by the request's resume rule.
+
+    Only this run's intact files count: a damaged or foreign record or checkpoint is reported and
+    ignored (and replaced when this run writes its own). A record of this run with another epoch
+    count, or an unfinished run, is continued only with ``--resume`` (``yes``/``auto``) and
+    replaced only with ``--force``, so that no result is silently replaced by another config. A
+    final checkpoint of exactly this config whose record is missing or damaged is evaluated again.
+    """
     req = p.request
     if req.force:
         return None
-    # A record here that is not this run's has another epoch count: only an explicit
-    # --resume may extend it, so that no record is silently replaced by another config.
-    other_record = p.result_path.exists()
-    if req.resume == "yes" or (req.resume == "auto" and not other_record):
-        ckpt = checkpoints.load_latest(p.dir, log)
-        if ckpt is None and req.resume == "yes":
-            raise UserError(f"no checkpoint to resume in {p.dir} (run without --resume to start)")
-    elif other_record or (p.dir / checkpoints.CHECKPOINT).exists():
+    kind, _ = p.stored_record(log)
+    ckpt, problems = checkpoints.load_latest(p.dir, p.check_checkpoint)
+    if req.resume == "yes" and ckpt is None:
+        why = problems[0] if problems else f"no checkpoint to resume in {p.dir}"
+        raise UserError(f"{why} (run without --resume to start, or --force to start over)")
+    for line in problems:
+        log(f"warning: {line}" + (f"; resuming from the intact one (epoch {ckpt['epoch']})" if ckpt else ""))
+    finished = ckpt is not None and ckpt["epoch"] == p.config["epochs"] and (
+        ckpt.get("identity", {}).get("config_hash") == p.config_hash)  # only its evaluation is missing
+    unfinished = ckpt is not None and not finished
+    if req.resume == "no" and (kind == "other-epochs" or unfinished) or (req.resume == "auto" and kind == "other-epochs"):
         raise UserError(
             f"{p.dir} already holds a run of this method/split/seed with another epoch count or an "
             "unfinished run; pass --resume to continue it or --force to replace it"
         )
-    else:
-        ckpt = None
-    if ckpt is not None:
-        if ckpt.get("resume_key") != p.resume_key:
-            raise UserError(f"checkpoint in {p.dir} was made with a different config; use --force to start over")
-        if ckpt["epoch"] > p.config["epochs"]:
-            raise UserError(f"checkpoint in {p.dir} is at epoch {ckpt['epoch']}, past --epochs {p.config['epochs']}")
+    if ckpt is not None and ckpt["epoch"] > p.config["epochs"]:
+        raise UserError(f"checkpoint in {p.dir} is at epoch {ckpt['epoch']}, past --epochs {p.config['epochs']}")
     return ckpt
 
 
@@ -157,7 +187,7 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None,
     log = log or (lambda msg: None)
     reg = registry or plugins.get()
     p = plan(req, reg)
-    existing = p.existing_result()
+    existing = p.existing_result(log)
     if existing is not None and not req.force:
         return Outcome(existing, trained=False)
     ckpt = _checkpoint_to_resume(p, log)
@@ -168,8 +198,13 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None,
             return _train_and_evaluate(p, reg, data, device, ckpt, log)
     except MethodFailed as exc:
         if not isinstance(exc, session.MethodRaised):  # the others are the host's findings
-            _write_error(p, getattr(exc, "stage", "evaluation"), exc, getattr(exc, "details", None))
+            _write_error(p, exc.stage, exc, getattr(exc, "details", None))
         raise
+    except KeyboardInterrupt:
+        last, _ = checkpoints.load_latest(p.dir, p.check_checkpoint)
+        kept = (f"the checkpoint of epoch {last['epoch']} in {p.dir} is kept (continue with --resume)" if last
+                else "no checkpoint had been written yet: the run starts over next time")
+        raise Interrupted(f"interrupted; {kept}") from None
 
 
 def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.device,
@@ -197,6 +232,7 @@ def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.
         sums: dict[str, torch.Tensor] = {}
 
         def add(phase: str, index: int, losses: dict[str, Any]) -> None:
+            session.check_losses(phase, losses)
             for name, value in losses.items():
                 key = f"{phase}/{name}"
                 value = value.detach() if torch.is_tensor(value) else torch.tensor(float(value), device=device)
@@ -213,14 +249,15 @@ def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.
                 f"loss term {bad[0]!r} became {row[bad[0]]} in epoch {epoch} (phase {bad[0].split('/')[0]!r}); "
                 f"the last good checkpoint in {p.dir} is kept"
             )
-            exc.stage, exc.details = f"train_step (epoch {epoch})", {"epoch": epoch, "losses": row}
+            exc.details = {"epoch": epoch, "losses": row}
             raise exc
         history.append({"epoch": epoch, **row})
         bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in row.items()}, refresh=False)
         done = epoch + 1
         if done % max(1, req.checkpoint_every) == 0 or done == cfg["epochs"]:
             checkpoints.save(p.dir, {
-                "method": p.spec.name, "resume_key": p.resume_key, "config": cfg, "epoch": done,
+                "identity": p.identity.to_json(), "method": p.spec.name, "resume_key": p.resume_key,
+                "config": cfg, "epoch": done,
                 "state": s.method.state_dict(), "rng": s.rng_state(), "history": history,
                 "elapsed": elapsed + time.perf_counter() - t0,
             })
@@ -229,7 +266,7 @@ def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.
 
     t1 = time.perf_counter()
     ev = evaluation.evaluate(s.method, data, device, cfg["normalize"], p.split.num_known, s.precision, s.call)
-    records.write_scores(p.dir, ev.scores)
+    scores_sha256 = records.write_scores(p.dir, ev.scores, p.identity)
     eval_time = time.perf_counter() - t1
     plugin = reg.plugin_of("method", p.spec.name)
     record = Record(
@@ -244,6 +281,7 @@ def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.
         wall_time_s={"train": train_time, "eval": eval_time}, peak_memory_mb=devices.peak_memory_mb(device),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         cuda_graph_steps=dict(step.counts) if isinstance(step, graphs.StepGraphs) else None,
+        scores_sha256=scores_sha256,
     )
     record = records.write_record(p.dir, record)
     (p.dir / ERROR).unlink(missing_ok=True)

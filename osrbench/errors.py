@@ -27,9 +27,22 @@ class UsageError(UserError):
 class MethodFailed(Exception):
     """The method's own code raised; the traceback is in the run folder's ``error.json``."""
 
+    #: Where in the run it failed (``error.json``'s ``stage``).
+    stage = "run"
+
 
 class NonFiniteLoss(MethodFailed):
     """A loss term or a score became NaN or infinite."""
+
+    stage = "train_step"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what was kept (the last checkpoint, or nothing)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def one_line(exc: BaseException) -> str:

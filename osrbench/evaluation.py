@@ -31,6 +31,8 @@ BATCH = 500
 class BadPrediction(MethodFailed):
     """``predict`` or ``f1_rule`` returned something that breaks the method contract."""
 
+    stage = "predict"
+
 
 @dataclass(frozen=True)
 class Outputs:

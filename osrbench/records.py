@@ -8,7 +8,11 @@ Each has one type, one writer and one reader here:
   does not match, and a record of a newer schema than this osrbench reads. The folder a record
   was read from is :attr:`Record.dir`, never part of the file.
 - :class:`Scores`: the test set's logits, labels, main score and named scores, as float64 arrays,
-  and which named score the main score is.
+  and which named score the main score is; written with the run's identity and a content hash,
+  which the record holds too (``scores_sha256``), so a swapped or edited scores file is refused.
+- :class:`RunIdentity`: what a file must say to belong to a run. The checkpoint carries it as
+  well; every reader compares it with the run it is reading for and refuses a foreign file in
+  one line (:class:`ForeignFile`).
 
 Torch-free: compare, report and export read records without importing torch.
 """
@@ -16,6 +20,9 @@ Torch-free: compare, report and export read records without importing torch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -34,6 +41,53 @@ SCHEMA = 2
 
 class CorruptRecord(UserError, ValueError):
     """A record or scores file that is truncated, not osrbench's, edited, or of a newer schema."""
+
+
+class ForeignFile(UserError):
+    """An intact file that belongs to another run (another split, seed, method, plugin, ...)."""
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What identifies a run; every file of a run carries it and every reader checks it."""
+
+    method: str
+    plugin_distribution: str
+    plugin_version: str
+    dataset: str
+    protocol: str
+    split: int
+    split_hash: str
+    seed: int
+    config_hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: Any) -> "RunIdentity | None":
+        """The identity a file states, or ``None`` when it states none (or not a valid one)."""
+        if not isinstance(doc, Mapping):
+            return None
+        try:
+            return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
+        except (KeyError, TypeError):
+            return None
+
+    def differences(self, other: "RunIdentity", ignore: tuple[str, ...] = ()) -> list[str]:
+        """``field other-value (expected self-value)`` for every field that differs."""
+        return [f"{f.name} {getattr(other, f.name)!r} (expected {getattr(self, f.name)!r})"
+                for f in dataclasses.fields(self) if f.name not in ignore and getattr(self, f.name) != getattr(other, f.name)]
+
+    def check(self, stated: Any, what: str, ignore: tuple[str, ...] = ()) -> None:
+        """Raise :class:`ForeignFile` unless ``stated`` (a file's identity, JSON) is this run's."""
+        other = self.from_json(stated)
+        if other is None:
+            raise ForeignFile(f"{what} states no run identity (written by an older osrbench or not by osrbench); "
+                              "it is not used")
+        diff = self.differences(other, ignore)
+        if diff:
+            raise ForeignFile(f"{what} belongs to another run ({'; '.join(diff[:3])}); it is not used")
 
 
 @dataclass(frozen=True)
@@ -68,6 +122,8 @@ class Record:
     peak_memory_mb: Mapping[str, float] = field(default_factory=dict)
     created: str = ""
     cuda_graph_steps: Mapping[str, int] | None = None
+    #: Content hash of the run's ``scores.npz`` (``None`` in schema-1 records).
+    scores_sha256: str | None = None
     schema: int = SCHEMA
     #: Content hash of the file it was read from (``None`` before it is written).
     sha256: str | None = field(default=None, compare=False)
@@ -93,15 +149,16 @@ class Record:
         known = {f.name for f in dataclasses.fields(cls)} - {"sha256", "dir"}
         kw = {k: v for k, v in doc.items() if k in known}
         if schema == 1:
-            kw.setdefault("plugin", dict(doc.get("versions", {}).get("plugin", {})))
+            versions = doc.get("versions")
+            kw.setdefault("plugin", dict(versions.get("plugin", {})) if isinstance(versions, Mapping) else {})
         kw["schema"] = schema
+        problem = _schema_problem(kw)
+        if problem:
+            raise CorruptRecord(f"{where}: not a valid osrbench record ({problem}); it is skipped")
         for key in ("known_classes", "unknown_classes", "image_shape", "scores", "history", "f1_rule"):
             if kw.get(key) is not None:
                 kw[key] = tuple(kw[key])
-        try:
-            return cls(**kw, sha256=doc.get("sha256"))
-        except TypeError as exc:  # a required field missing
-            raise CorruptRecord(f"{where}: not an osrbench record ({exc})") from None
+        return cls(**kw, sha256=doc.get("sha256"))
 
     def replace(self, **changes: Any) -> "Record":
         return dataclasses.replace(self, **changes)
@@ -109,6 +166,60 @@ class Record:
     @property
     def epochs(self) -> int:
         return int(self.config["epochs"])
+
+    @property
+    def identity(self) -> RunIdentity:
+        return RunIdentity(self.method, str(self.plugin.get("distribution", "?")), str(self.plugin.get("version", "?")),
+                           self.dataset, self.protocol, self.split, self.split_hash, self.seed, self.config_hash)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+#: What every reader of a record relies on: field -> (required, check). A record with a valid
+#: content hash that breaks one of these is reported and skipped, never a traceback later on.
+_FIELDS: dict[str, tuple[bool, Callable[[Any], bool]]] = {
+    "method": (True, lambda v: isinstance(v, str) and bool(v)),
+    "dataset": (True, lambda v: isinstance(v, str) and bool(v)),
+    "protocol": (True, lambda v: isinstance(v, str) and bool(v)),
+    "split": (True, lambda v: _is_int(v) and v >= 0),
+    "seed": (True, lambda v: _is_int(v) and v >= 0),
+    "config": (True, lambda v: isinstance(v, Mapping) and _is_int(v.get("epochs"))),
+    "config_hash": (True, lambda v: isinstance(v, str) and bool(v)),
+    "split_hash": (True, lambda v: isinstance(v, str)),
+    "metrics": (True, lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and (x is None or _is_num(x))
+                                                              for k, x in v.items())),
+    "counts": (True, lambda v: isinstance(v, Mapping) and all(_is_int(v.get(k)) for k in ("train", "known", "unknown"))),
+    "wall_time_s": (True, lambda v: isinstance(v, Mapping) and _is_num(v.get("train")) and _is_num(v.get("eval"))),
+    "history": (True, lambda v: isinstance(v, list) and all(isinstance(r, Mapping) for r in v)),
+    "scores": (True, lambda v: isinstance(v, list) and "score" in v and all(isinstance(x, str) for x in v)),
+    "recipe": (False, lambda v: v is None or isinstance(v, str)),
+    "plugin": (False, lambda v: isinstance(v, Mapping)),
+    "threads": (False, lambda v: v is None or (_is_int(v) and v >= 1)),
+    "f1_rule": (False, lambda v: v is None or (isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
+                                              and _is_num(v[1]))),
+    "known_classes": (False, lambda v: isinstance(v, list) and all(_is_int(x) for x in v)),
+    "unknown_classes": (False, lambda v: isinstance(v, list) and all(_is_int(x) for x in v)),
+    "image_shape": (False, lambda v: isinstance(v, list) and all(_is_int(x) for x in v)),
+    "device": (False, lambda v: isinstance(v, str)),
+    "created": (False, lambda v: isinstance(v, str)),
+    "scores_sha256": (False, lambda v: v is None or isinstance(v, str)),
+}
+
+
+def _schema_problem(doc: Mapping[str, Any]) -> str | None:
+    for name, (required, ok) in _FIELDS.items():
+        if name not in doc:
+            if required:
+                return f"field {name!r} missing"
+        elif not ok(doc[name]):
+            return f"field {name!r} has an invalid value"
+    return None
 
 
 def write_record(folder: Path, record: Record) -> Record:
@@ -130,14 +241,33 @@ def read_record(path: Path) -> Record:
     return Record.from_json(doc, str(path)).replace(dir=path.parent)
 
 
+def misplaced(rec: Record) -> str | None:
+    """Why ``rec`` does not lie in its own run folder (``<dataset>/<protocol>/<method>/split<i>-seed<s>-*``)."""
+    if rec.dir is None:
+        return None
+    parts = Path(rec.dir).parts[-4:]
+    want = (rec.dataset, rec.protocol, rec.method)
+    if len(parts) < 4 or tuple(parts[:3]) != want or not parts[3].startswith(f"split{rec.split}-seed{rec.seed}-"):
+        return (f"{rec.dir}: a record of {rec.method} {rec.dataset}/{rec.protocol} split {rec.split} seed {rec.seed} "
+                "lies in another run's folder (copied or moved); it is not used")
+    return None
+
+
 def iter_records(root: Path, on_error: Callable[[str], None] | None = None) -> Iterator[Record]:
-    """Every valid record under ``root``, in path order; corrupt ones are reported and skipped."""
+    """Every valid record under ``root`` in its own run folder, in path order; a corrupt or
+    misplaced one is reported through ``on_error`` and skipped."""
     for path in sorted(Path(root).rglob(RESULT)):
         try:
-            yield read_record(path)
+            rec = read_record(path)
         except CorruptRecord as exc:
             if on_error:
                 on_error(str(exc))
+            continue
+        problem = misplaced(rec)
+        if problem is None:
+            yield rec
+        elif on_error:
+            on_error(problem)
 
 
 # ------------------------------------------------------------------------------------ scores
@@ -186,6 +316,11 @@ class Scores:
             out[f"known_score_{k}"], out[f"unknown_score_{k}"] = self.known[k], self.unknown[k]
         return out
 
+    @property
+    def sha256(self) -> str:
+        """Content hash of every array (name, dtype, shape and bytes), in name order."""
+        return arrays_hash(self.to_arrays())
+
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "Scores":
         known = {"score": arrays["known_score"]}
@@ -208,17 +343,50 @@ def main_score_name(known: Mapping[str, np.ndarray], unknown: Mapping[str, np.nd
     return "score"
 
 
-def write_scores(folder: Path, scores: Scores) -> None:
-    results.write_npz(Path(folder) / SCORES, scores.to_arrays())
+def arrays_hash(arrays: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
 
 
-def read_scores(folder: Path) -> Scores:
-    """The scores file of a run folder; :class:`CorruptRecord` when it is missing parts or unreadable."""
+def write_scores(folder: Path, scores: Scores, identity: RunIdentity) -> str:
+    """Write ``folder/scores.npz`` with the run's identity and content hash; returns the hash."""
+    arrays = scores.to_arrays()
+    digest = arrays_hash(arrays)
+    stamp = {"identity": np.array(json.dumps(identity.to_json(), sort_keys=True)), "sha256": np.array(digest)}
+    results.write_npz(Path(folder) / SCORES, {**arrays, **stamp})
+    return digest
+
+
+def read_scores(folder: Path, record: Record | None = None) -> Scores:
+    """The verified scores file of a run folder (of ``record``'s run, when given).
+
+    :class:`CorruptRecord` when it is missing, unreadable or edited (content hash);
+    :class:`ForeignFile` when it is another run's or not the one ``record`` was written with.
+    """
     path = Path(folder) / SCORES
     try:
         with np.load(path, allow_pickle=False) as z:
-            return Scores.from_arrays({k: z[k] for k in z.files})
+            arrays = {k: z[k] for k in z.files}
+        stated, digest = arrays.pop("identity", None), arrays.pop("sha256", None)
+        scores = Scores.from_arrays(arrays)
     except FileNotFoundError:
         raise CorruptRecord(f"{path}: no scores file") from None
-    except (OSError, ValueError, KeyError) as exc:
-        raise CorruptRecord(f"{path}: unreadable scores file ({type(exc).__name__}: {exc})") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise CorruptRecord(f"{path}: unreadable scores file ({type(exc).__name__})") from None
+    if digest is not None and str(digest) != arrays_hash(arrays):
+        raise CorruptRecord(f"{path}: content hash mismatch (the scores were modified or damaged)")
+    if record is not None:
+        if record.scores_sha256 is not None and (digest is None or str(digest) != record.scores_sha256):
+            raise ForeignFile(f"{path}: not the scores file this run's record was written with (hash differs); "
+                              "it is not used")
+        if stated is not None:
+            try:
+                doc = json.loads(str(stated))
+            except ValueError:
+                doc = None
+            record.identity.check(doc, str(path))
+    return scores

@@ -65,7 +65,7 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
             if ev.kind == "summary":
                 summary.append(ev.info["stats"])
 
-        done, failed = sweep.execute(reqs, jobs=jobs, threads=None, on_event=on_event)
+        done, failed = sweep.execute(reqs, jobs=jobs, on_event=on_event)
         if summary and summary[0].images:
             st = summary[0]
             log(f"osrbench: {st.completed} run(s) trained in {jobs} processes at once: {st.images_per_s:,.0f} "

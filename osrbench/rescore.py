@@ -46,6 +46,7 @@ def scores_from_checkpoint(rec: Record, device: str = "cpu", data_root: Path | N
     if not path.exists():
         raise UserError(f"{folder}: neither scores.npz nor {checkpoints.CHECKPOINT} to rescore from")
     ckpt = checkpoints.read(path)
+    rec.identity.check(ckpt.get("identity"), str(path))  # the final checkpoint of exactly this run
     if ckpt.get("epoch") != cfg["epochs"]:
         raise UserError(f"{folder}: checkpoint is at epoch {ckpt.get('epoch')}, not the final {cfg['epochs']}")
     dev = devices.pick_device(device)
@@ -75,7 +76,7 @@ def rescore_record(rec: Record, name: str, from_checkpoint: bool = False, device
 
     folder = Path(rec.dir)
     if (folder / records.SCORES).exists() and not from_checkpoint:
-        scores, source = records.read_scores(folder), records.SCORES
+        scores, source = records.read_scores(folder, rec), records.SCORES
     else:
         from osrbench import checkpoints
 

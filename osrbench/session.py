@@ -39,6 +39,32 @@ class MethodRaised(MethodFailed):
     """The method's own code raised (the original exception is the cause)."""
 
 
+class BadLosses(MethodFailed):
+    """``train_step`` returned something other than a dict of named 0-d loss terms."""
+
+    stage = "train_step"
+
+
+def check_losses(phase: str, losses: Any) -> None:
+    """Raise :class:`BadLosses` unless ``losses`` is a dict of str -> 0-d tensor (or number).
+
+    Metadata only (type, shape): no host synchronisation. The conformance suite checks more.
+    """
+    where = f"train_step({phase!r}, ...)"
+    if not isinstance(losses, Mapping):
+        raise BadLosses(f"{where} returned {type(losses).__name__}; it must return a dict of named loss terms")
+    for key, value in losses.items():
+        if not isinstance(key, str) or not key:
+            raise BadLosses(f"{where} returned a loss named {key!r}; names must be non-empty str")
+        if torch.is_tensor(value):
+            if value.dim() != 0:
+                raise BadLosses(f"{where} returned loss {key!r} of shape {tuple(value.shape)}, expected a 0-d tensor")
+            if value.is_complex() or not (value.is_floating_point() or value.dtype in (torch.int64, torch.int32)):
+                raise BadLosses(f"{where} returned loss {key!r} of dtype {value.dtype}, expected a float tensor")
+        elif not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise BadLosses(f"{where} returned loss {key!r} as {type(value).__name__}, expected a 0-d tensor")
+
+
 def guarded(method: str, on_error: Callable[[str, BaseException], str] | None = None) -> Call:
     """A ``call`` whose method exceptions become one :class:`MethodRaised` line.
 
@@ -50,7 +76,7 @@ def guarded(method: str, on_error: Callable[[str, BaseException], str] | None = 
             return fn(*args)
         except (KeyboardInterrupt, MethodFailed, UserError):
             raise
-        except Exception as exc:  # noqa: BLE001 - any failure of the method's code
+        except BaseException as exc:  # noqa: BLE001 - any failure of the method's code, SystemExit included
             note = on_error(stage, exc) if on_error else ""
             raise MethodRaised(f"method {method!r} raised in {stage}: {type(exc).__name__}: {exc}{note}") from exc
 

@@ -60,14 +60,16 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path):
     blob = bytearray((folder / checkpoints.CHECKPOINT).read_bytes())
     blob[len(blob) // 2] ^= 0xFF  # one flipped byte
     (folder / checkpoints.CHECKPOINT).write_bytes(bytes(blob))
-    warnings = []
-    ckpt = checkpoints.load_latest(folder, warnings.append)
+    ckpt, problems = checkpoints.load_latest(folder)
     assert ckpt["epoch"] == 2
-    assert len(warnings) == 1 and "content hash mismatch" in warnings[0] and "checkpoint.prev.pt" in warnings[0]
+    assert len(problems) == 1 and "content hash mismatch" in problems[0] and "checkpoint.pt" in problems[0]
     # Resuming from the older checkpoint retrains the last epoch to the same result.
     (folder / records.RESULT).unlink()
-    resumed = engine.run(engine.RunRequest(**{**req.__dict__, "resume": "yes"}), log=lambda m: None).record
+    warnings = []
+    resumed = engine.run(engine.RunRequest(**{**req.__dict__, "resume": "yes"}), log=warnings.append).record
     assert resumed.metrics == straight.metrics
+    assert len(warnings) == 2 and "content hash mismatch" in warnings[0] and "epoch 2" in warnings[0]
+    assert warnings[1].startswith("resuming softmax")
 
 
 class _Exploit:

@@ -53,8 +53,8 @@ def make_record(method, split, seed, values, *, dataset="digits", protocol="auro
                   "known_score_msp": msp(logits_k), "unknown_score_msp": msp(logits_u),
                   "known_score_mls": logits_k.max(1), "unknown_score_mls": logits_u.max(1)}
         scores = Scores.from_arrays(arrays)
-        records.write_scores(folder, scores)
-        rec = rec.replace(metrics=evaluation.score_metrics(scores, "score", rec.f1_rule))
+        digest = records.write_scores(folder, scores, rec.identity)
+        rec = rec.replace(metrics=evaluation.score_metrics(scores, "score", rec.f1_rule), scores_sha256=digest)
     return records.write_record(folder, rec)
 
 
