@@ -2,6 +2,12 @@
 
 ``OSRBENCH_PLUGINS``: comma-separated entry-point names to load (set but empty = load none).
 ``OSRBENCH_DISABLE_PLUGINS``: comma-separated entry-point names never to load.
+
+Built-in plugins are those of the distributions shipped with osrbench
+(:data:`BUILTIN_DISTRIBUTIONS`). A method or dataset name, or an entry-point name, that a built-in
+plugin and another plugin both claim stays the built-in one's; the other plugin's claim is
+refused and reported (``osrbench plugins``, its status). Where no built-in plugin is among the
+claimants, the name is unusable and the message names every claimant.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
 import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -22,6 +29,15 @@ from osrbench.method import MethodSpec
 from osrbench.errors import UserError
 
 GROUP = "osrbench"
+
+#: The distributions shipped in the osrbench repository: the host (its datasets) and the built-in
+#: method plugins. Names one of them registers are never taken over by another plugin.
+BUILTIN_DISTRIBUTIONS = frozenset({"osrbench", "osrbench-softmax", "osrbench-arpl", "osrbench-dias"})
+
+
+def normalise_distribution(name: str) -> str:
+    """A distribution name as packaging compares them (PEP 503: lowercase, runs of ``-_.`` as ``-``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 class UnknownName(UserError, LookupError):
@@ -38,8 +54,16 @@ class PluginInfo:
     error: str | None = None
     traceback: str | None = field(default=None, repr=False)
 
+    @property
+    def builtin(self) -> bool:
+        """Shipped with osrbench (:data:`BUILTIN_DISTRIBUTIONS`)."""
+        return normalise_distribution(self.distribution) in BUILTIN_DISTRIBUTIONS
+
+    def add_error(self, message: str) -> None:
+        self.error = message if not self.error else f"{self.error}; {message}"
+
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "traceback"}
+        return {**{k: v for k, v in self.__dict__.items() if k != "traceback"}, "builtin": self.builtin}
 
 
 def _names(var: str) -> set[str] | None:
@@ -61,7 +85,8 @@ class Plugins:
         self.methods: dict[str, MethodSpec] = {}
         self.datasets: dict[str, DatasetSpec] = {}
         self.origin: dict[str, str] = {}  # "method:NAME" / "dataset:NAME" -> plugin name
-        self.conflicts: dict[str, list[str]] = {}  # name -> plugins that both registered it
+        self.conflicts: dict[str, list[str]] = {}  # "method:NAME" -> plugins that all registered it, none built in
+        self.refused: dict[str, list[str]] = {}  # "method:NAME" -> plugins refused it (a built-in one has it)
         from osrbench import __version__
 
         self._add(builtin, PluginInfo("osrbench", "osrbench", __version__))
@@ -76,11 +101,37 @@ class Plugins:
 
     def _load_entry_points(self) -> None:
         allow, block = _names("OSRBENCH_PLUGINS"), _names("OSRBENCH_DISABLE_PLUGINS") or set()
+        chosen: list[tuple[metadata.EntryPoint, PluginInfo]] = []
+        by_name: dict[str, list[tuple[metadata.EntryPoint, PluginInfo]]] = {}
         for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
-            if ep.name in self.infos or ep.name in block or (allow is not None and ep.name not in allow):
+            if ep.name in block or (allow is not None and ep.name not in allow):
                 continue
             dist = ep.dist
             info = PluginInfo(ep.name, dist.metadata["Name"] if dist else "?", dist.version if dist else "?")
+            by_name.setdefault(ep.name, []).append((ep, info))
+        for name, claims in by_name.items():
+            taken = self.infos.get(name)  # the host's own name
+            if taken is not None:
+                winner = None
+            else:
+                builtins = [c for c in claims if c[1].builtin]
+                winner = builtins[0] if len(builtins) == 1 else (claims[0] if len(claims) == 1 else None)
+            if winner is not None:
+                chosen.append(winner)
+            elif taken is None:  # no built-in among several claimants: none is loaded
+                dists = ", ".join(repr(i.distribution) for _, i in claims)
+                for _, info in claims:
+                    info.error = (f"entry point name {name!r} is declared by several distributions ({dists}); "
+                                  "none of them is loaded (uninstall the ones you do not want)")
+            for ep, info in claims:
+                if winner is not None and info is winner[1]:
+                    continue
+                if info.error is None:
+                    owner = taken or winner[1]  # type: ignore[index]
+                    info.error = (f"refused: entry point name {name!r} belongs to the built-in plugin "
+                                  f"{owner.name!r} ({owner.distribution}); rename this plugin's entry point")
+                self.infos[f"{name} ({info.distribution})"] = info
+        for ep, info in chosen:
             try:
                 plugin = ep.load()
                 self.pm.register(plugin, name=ep.name)
@@ -95,9 +146,12 @@ class Plugins:
         """Call each plugin's implementation alone, so one failure discards only its own specs.
 
         Each call goes through pluggy's hook caller (a subset caller holding that one plugin), so
-        hook-call monitors and tracing on ``self.pm`` see every call with its arguments.
+        hook-call monitors and tracing on ``self.pm`` see every call with its arguments. Names are
+        assigned once every plugin has registered, so the outcome of a clash does not depend on the
+        order plugins load in: see :meth:`_assign`.
         """
         everyone = self.pm.get_plugins()
+        claims: dict[str, list[tuple[PluginInfo, Any]]] = {}
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
             info = self.infos[impl.plugin_name]
             alone = self.pm.subset_hook_caller(hook, remove_plugins=[p for p in everyone if p is not impl.plugin])
@@ -113,27 +167,50 @@ class Plugins:
             try:
                 alone(register=register)
             except Exception as exc:  # noqa: BLE001 - recorded and reported, never fatal
-                info.error = f"{hook} failed: {_one_line(exc)}"
+                info.add_error(f"{hook} failed: {_one_line(exc)}")
                 info.traceback = traceback.format_exc()
                 continue
             for spec in got:
-                key = f"{label}:{spec.name}"
-                if key in self.origin and self.origin[key] != info.name:
-                    first = self.origin[key]
-                    self.conflicts[key] = [first, info.name]
-                    info.error = f"{label} {spec.name!r} is also registered by plugin {first!r}"
-                    continue
-                into[spec.name] = spec
-                self.origin[key] = info.name
-                getattr(info, label + "s").append(spec.name)
+                mine = claims.setdefault(spec.name, [])
+                if any(other is info for other, _ in mine):  # registered twice by one plugin: the last wins
+                    mine[:] = [(o, s) for o, s in mine if o is not info]
+                mine.append((info, spec))
+        for name, mine in claims.items():
+            self._assign(label, name, mine, into)
+
+    def _assign(self, label: str, name: str, claims: list[tuple[PluginInfo, Any]], into: dict[str, Any]) -> None:
+        """Give ``name`` to its one claimant; of several, to the one built-in claimant (the others are
+        refused, with a status saying so); with no or several built-in claimants the name is unusable
+        (the first keeps its listing, :meth:`_lookup` refuses it naming every claimant)."""
+        key = f"{label}:{name}"
+        builtins = [c for c in claims if c[0].builtin]
+        if len(claims) > 1 and len(builtins) == 1:
+            winner = builtins[0]
+            for info, _ in claims:
+                if info is not winner[0]:
+                    info.add_error(f"{label} {name!r} refused: the built-in plugin {winner[0].name!r} "
+                                   f"({winner[0].distribution}) provides it; rename it in this plugin")
+                    self.refused.setdefault(key, []).append(info.name)
+            claims = [winner]
+        elif len(claims) > 1:
+            self.conflicts[key] = [info.name for info, _ in claims]
+            first = claims[0][0].name
+            for info, _ in claims[1:]:
+                info.add_error(f"{label} {name!r} is also registered by plugin {first!r}")
+            claims = claims[:1]
+        info, spec = claims[0]
+        into[name] = spec
+        self.origin[key] = info.name
+        getattr(info, label + "s").append(name)
 
     def _lookup(self, label: str, name: str, table: dict[str, Any]) -> Any:
         key = f"{label}:{name}"
         if key in self.conflicts:
-            a, b = self.conflicts[key]
+            names = self.conflicts[key]
+            listed = ", ".join(repr(n) for n in names[:-1]) + f" and {names[-1]!r}"
             raise UnknownName(
-                f"{label} {name!r} is registered by two plugins, {a!r} and {b!r}; "
-                f"disable one with OSRBENCH_DISABLE_PLUGINS={b}"
+                f"{label} {name!r} is registered by {len(names)} plugins, {listed}, none of them built in; "
+                f"keep the one you mean: uninstall the others or disable them with OSRBENCH_DISABLE_PLUGINS"
             )
         if name not in table:
             close = difflib.get_close_matches(name, list(table), n=1)

@@ -75,13 +75,82 @@ def test_allow_and_block_lists(site, monkeypatch):
     assert "toy-msp" not in reg.methods and "softmax" in reg.methods
 
 
-def test_duplicate_method_names_name_both_plugins(site):
+def test_a_third_party_plugin_cannot_take_a_built_in_name(site, capsys):
+    """Issue 15.4: an impostor registering ``softmax`` is refused; the genuine plugin keeps the name."""
     _dist(site, "copycatplug", "zz-copy", "copycat_mod", GOOD.format(method="softmax"))
     importlib.invalidate_caches()
     reg = plugins.Plugins()
-    assert "also registered by plugin 'softmax'" in reg.infos["zz-copy"].error
-    with pytest.raises(plugins.UnknownName, match=r"registered by two plugins, 'softmax' and 'zz-copy'"):
-        reg.method("softmax")
+    assert reg.method("softmax") is not None
+    assert reg.plugin_of("method", "softmax").distribution == "osrbench-softmax"
+    assert reg.infos["softmax"].error is None and reg.infos["softmax"].methods == ["softmax"]
+    error = reg.infos["zz-copy"].error
+    assert "method 'softmax' refused" in error and "built-in plugin 'softmax' (osrbench-softmax)" in error
+    assert "OSRBENCH_DISABLE_PLUGINS" not in error and reg.infos["zz-copy"].methods == []
+    assert "method:softmax" not in reg.conflicts and reg.refused["method:softmax"] == ["zz-copy"]
+    # the order plugins load in does not matter: an impostor sorted before the genuine one loses too
+    _dist(site, "aaplug", "aa-copy", "aa_copy_mod", GOOD.format(method="softmax"))
+    importlib.invalidate_caches()
+    reg = plugins.Plugins()
+    assert reg.plugin_of("method", "softmax").distribution == "osrbench-softmax"
+    assert "refused" in reg.infos["aa-copy"].error
+    # osrbench plugins names the conflict in the impostor's status
+    plugins.reset()
+    from osrbench import cli
+
+    assert cli.main(["plugins", "--json"]) == 0
+    infos = {i["name"]: i for i in json.loads(capsys.readouterr().out)}
+    assert infos["zz-copy"]["error"].startswith("method 'softmax' refused: the built-in plugin 'softmax'")
+    assert infos["softmax"]["error"] is None and infos["softmax"]["builtin"] is True
+    assert infos["zz-copy"]["builtin"] is False
+
+
+def test_a_built_in_dataset_name_stays_the_hosts(site):
+    source = """
+import osrbench
+from osrbench.datasets import DatasetSpec
+
+@osrbench.hookimpl
+def osrbench_register_datasets(register):
+    register(DatasetSpec(name="cifar10", load=None, table="mnist", num_classes=10, image_size=32))
+"""
+    _dist(site, "fakedata", "fakedata", "fakedata_mod", source)
+    importlib.invalidate_caches()
+    reg = plugins.Plugins()
+    assert reg.plugin_of("dataset", "cifar10").name == "osrbench" and reg.dataset("cifar10").load is not None
+    assert "dataset 'cifar10' refused" in reg.infos["fakedata"].error
+
+
+def test_an_entry_point_named_like_a_built_in_plugin_is_refused(site):
+    """A third-party distribution declaring the entry point ``softmax`` must not shadow the genuine one."""
+    _dist(site, "impostor", "softmax", "impostor_mod", GOOD.format(method="softmax"))
+    _dist(site, "hostname", "osrbench", "hostname_mod", GOOD.format(method="toy-host"))
+    importlib.invalidate_caches()
+    reg = plugins.Plugins()
+    assert reg.infos["softmax"].distribution == "osrbench-softmax"
+    assert reg.plugin_of("method", "softmax").distribution == "osrbench-softmax"
+    refused = reg.infos["softmax (impostor)"]
+    assert refused.distribution == "impostor" and "built-in plugin 'softmax' (osrbench-softmax)" in refused.error
+    assert "toy-host" not in reg.methods and "refused" in reg.infos["osrbench (hostname)"].error
+
+
+def test_a_name_two_third_party_plugins_register_names_both(site):
+    _dist(site, "copya", "copy-a", "copy_a_mod", GOOD.format(method="toy-msp"))
+    _dist(site, "copyb", "copy-b", "copy_b_mod", GOOD.format(method="toy-msp"))
+    importlib.invalidate_caches()
+    reg = plugins.Plugins()
+    assert "also registered by plugin 'copy-a'" in reg.infos["copy-b"].error
+    with pytest.raises(plugins.UnknownName, match=r"registered by 2 plugins, 'copy-a' and 'copy-b'"):
+        reg.method("toy-msp")
+
+
+def test_builtin_distributions_are_the_ones_this_repository_ships():
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(plugins.__file__).resolve().parents[1]
+    shipped = {tomllib.loads((root / "pyproject.toml").read_text())["project"]["name"]}
+    shipped |= {tomllib.loads(p.read_text())["project"]["name"] for p in root.glob("plugins/*/pyproject.toml")}
+    assert {plugins.normalise_distribution(n) for n in shipped} == plugins.BUILTIN_DISTRIBUTIONS
 
 
 def test_cli_lists_a_broken_plugin_and_still_runs_the_good_one(site, tmp_path):
