@@ -2,12 +2,17 @@
 
 Order (later wins): engine defaults < method defaults < recipe ``"*"`` < recipe[dataset] <
 the dataset's own epoch count (registry) < ``--epochs`` < ``--set key=value``. A ``--set`` key
-must exist in the merged defaults, and its YAML value must match the default's type.
+must exist in the merged defaults, and its YAML value must match the default's type (a float key
+also takes text ``float()`` reads, such as ``1e-3``; numbers must be finite; an empty value or
+null only where the default is None). ``--set`` text is bounded before it is parsed
+(:func:`safe_yaml`: :data:`MAX_SET_CHARS`, no anchors or aliases, :data:`MAX_YAML_DEPTH`), and
+``image_size`` by :data:`MAX_IMAGE_SIZE`.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Mapping, Sequence
 
 import yaml
@@ -37,7 +42,8 @@ ENGINE_DEFAULTS: dict[str, Any] = {
 ENGINE_OPTIONS: dict[str, Option] = {
     "epochs": Option(minimum=1, help="training epochs"),
     "batch_size": Option(minimum=1, help="training batch size"),
-    "image_size": Option(minimum=0, help="images are resized to this square size; 0 = the dataset's reference size"),
+    "image_size": Option(minimum=0, help="images are resized to this square size; 0 = the dataset's reference "
+                                         "size; at most 512 (MAX_IMAGE_SIZE: every image is held in memory)"),
     "augment": Option(choices=("dataset", "none", "crop_flip"),
                       help="training augmentation; dataset = the dataset's reference augmentation"),
     "normalize": Option(choices=("none", "cifar"), help="input normalisation (cifar: the MLS-paper recipe)"),
@@ -48,6 +54,10 @@ ENGINE_OPTIONS: dict[str, Option] = {
     "threads": Option(minimum=1, maximum=1024, help="torch CPU threads of the run (part of the config hash: "
                                                     "CPU results depend on it)"),
 }
+
+#: The largest ``image_size``: a whole dataset is held in memory at that size (digits at 4096 px
+#: would take 30 GB), so larger sizes are refused before any image is resized.
+MAX_IMAGE_SIZE = 512
 
 #: Keys that may differ between a checkpoint and a resumed run (resume can extend a run).
 RESUMABLE_CHANGES = ("epochs",)
@@ -62,26 +72,78 @@ def _suggest(name: str, valid: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+#: The longest ``--set`` value (characters): a config value is a number, a name or a short list.
+MAX_SET_CHARS = 4096
+#: The deepest nesting of lists and mappings a YAML text may have (``--set`` values, grid files).
+MAX_YAML_DEPTH = 32
+
+
+def safe_yaml(text: str, what: str, max_chars: int = MAX_SET_CHARS, error: type[Exception] = ConfigError) -> Any:
+    """``yaml.safe_load(text)`` within bounds checked before anything is built: at most ``max_chars``
+    characters, no anchors or aliases (``&a`` / ``*a``: a few lines of them expand to gigabytes),
+    at most :data:`MAX_YAML_DEPTH` levels of nesting. Anything else raises ``error`` naming ``what``."""
+    if len(text) > max_chars:
+        raise error(f"{what}: {len(text):,} characters of YAML; at most {max_chars:,} are allowed")
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # events only: nothing is expanded
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise error(f"{what}: YAML anchors and aliases (&name, *name) are not allowed; write the values out")
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise error(f"{what}: YAML nested deeper than {MAX_YAML_DEPTH} levels")
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+        return yaml.safe_load(text)
+    except UserError:
+        raise
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise error(f"{what}: not valid YAML{at} ({type(exc).__name__})") from None
+    except (RecursionError, MemoryError, ValueError, OverflowError) as exc:
+        # ValueError/OverflowError: a timestamp or number YAML recognises but Python cannot build
+        raise error(f"{what}: cannot read the YAML ({type(exc).__name__})") from None
+
+
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["lr=0.01", "milestones=[10, 20]"]`` -> ``{"lr": 0.01, "milestones": [10, 20]}``."""
+    """``["lr=0.01", "milestones=[10, 20]"]`` -> ``{"lr": 0.01, "milestones": [10, 20]}``.
+
+    Each value is YAML read by :func:`safe_yaml` (bounded size, no aliases); ``key=`` gives None,
+    which only a key whose default is None accepts (checked by :func:`resolve`).
+    """
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse value {text!r}") from None
+            raise ConfigError(f"--set expects key=value, got {pair[:80]!r}")
+        out[key.strip()] = safe_yaml(text, f"--set {key.strip()[:80]}")
     return out
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a message stays one short line whatever the value)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _finite(value: Any) -> bool:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return all(math.isfinite(v) for v in items if isinstance(v, float))
+
+
 def _check_type(key: str, value: Any, default: Any) -> Any:
-    if default is None or value is None:
+    if default is None or value is None:  # None for a key that needs a value: resolve() says so
         return value
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as text: take what float() reads
+            try:
+                value = float(value.strip())
+            except ValueError:
+                pass
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif isinstance(default, int):
@@ -92,7 +154,9 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise ConfigError(f"config key {key!r} expects {type(default).__name__}, got {value!r}")
+        raise ConfigError(f"config key {key!r} expects {type(default).__name__}, got {_shown(value)}")
+    if not _finite(value):
+        raise ConfigError(f"config key {key!r} must be a finite number, got {_shown(value)}")
     return value
 
 
@@ -136,7 +200,7 @@ def _check_value(spec: MethodSpec, key: str, value: Any, option: Option, default
     if why is None:
         return
     head = f"plugin bug: {source} of " if source else ""
-    what = f"{head}method {spec.name!r}, config key {key!r}: {value!r}"
+    what = f"{head}method {spec.name!r}, config key {key!r}: {_shown(value)}"
     if why == "choices":
         bad = [v for v in (value if isinstance(value, (list, tuple)) else [value]) if v not in option.choices]
         hint = _suggest(bad[0], [str(c) for c in option.choices]) if isinstance(bad[0], str) else ""
@@ -198,11 +262,18 @@ def resolve(
         cfg[key] = _check_type(key, value, defaults[key])
         sources.pop(key, None)
     validate(spec, cfg, sources)
+    for key, value in (overrides or {}).items():  # what no option caught: --set key= / key=null
+        if value is None and defaults[key] is not None:
+            raise ConfigError(f"method {spec.name!r}, config key {key!r}: None (an empty value or null) is not "
+                              f"allowed; it needs a {type(defaults[key]).__name__} (default {defaults[key]!r})")
     # The dataset's own values replace the placeholders 0 and "dataset".
     if cfg["image_size"] == 0:
         cfg["image_size"] = dataset.image_size
     if cfg["augment"] == "dataset":
         cfg["augment"] = dataset.augment
+    if isinstance(cfg["image_size"], int) and cfg["image_size"] > MAX_IMAGE_SIZE:
+        raise ConfigError(f"method {spec.name!r}, config key 'image_size': {cfg['image_size']} is out of range "
+                          f"(at most {MAX_IMAGE_SIZE}: every image of the dataset is held in memory at that size)")
     if cfg["augment"] not in ("none", "crop_flip") or not isinstance(cfg["image_size"], int) or cfg["image_size"] < 1:
         raise ConfigError(f"dataset {dataset.name!r} declares augment {dataset.augment!r} and image size "
                           f"{dataset.image_size!r}; expected none or crop_flip and a positive integer (plugin bug)")

@@ -81,16 +81,58 @@ def get_split(spec: DatasetSpec, protocol: str, index: int, reg: Registry | None
     return OpenSetSplit(spec.name, protocol, index, known, unknown)
 
 
-def parse_indices(text: str, upper: int) -> list[int]:
-    """Parse ``0-4``, ``1,3`` or ``2`` into split indices below ``upper``."""
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            out.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise SplitError(f"cannot read split list {text!r} (use forms like 0-4, 1,3 or 2)") from None
-    bad = [i for i in out if not 0 <= i < upper]
-    if bad or not out:
-        raise SplitError(f"split {bad[0] if bad else text} out of range (valid: 0-{upper - 1})")
-    return sorted(dict.fromkeys(out))
+#: Seeds run from 0 to this (the range every generator the host seeds accepts).
+MAX_SEED = 2**31 - 1
+#: The most indices one list (``--splits``, ``--seeds``) may name: each one is at least a run.
+MAX_INDICES = 10_000
+#: The longest index list text.
+MAX_INDEX_TEXT = 10_000
+
+
+class SeedError(UserError, ValueError):
+    """A seed outside 0 .. :data:`MAX_SEED`."""
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` if it is an int in 0 .. :data:`MAX_SEED`; a :class:`SeedError` otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        shown = repr(seed) if len(repr(seed)) <= 40 else repr(seed)[:37] + "..."
+        raise SeedError(f"seed {shown} out of range (valid: 0-{MAX_SEED})")
+    return seed
+
+
+def parse_indices(text: str, upper: int, what: str = "split", limit: int = MAX_INDICES) -> list[int]:
+    """Parse ``0-4``, ``1,3`` or ``2`` into sorted distinct indices below ``upper`` (``what``: ``split``
+    or ``seed``, for the messages).
+
+    Every bound is checked before a list is built: each index in ``0 .. upper - 1``, ranges that
+    run forwards, both ends of a range given (``1-`` is an error), at most ``limit`` indices.
+    """
+    shown = repr(text) if len(repr(text)) <= 60 else repr(text)[:57] + "..."
+    form = "use forms like 0-4, 1,3 or 2"
+    if not isinstance(text, str) or len(text) > MAX_INDEX_TEXT:
+        raise SplitError(f"cannot read {what} list {shown} ({form})")
+    ranges: list[tuple[int, int]] = []
+    for part in text.split(","):
+        lo_text, sep, hi_text = part.strip().partition("-")
+        try:
+            lo = int(lo_text)
+            hi = int(hi_text) if sep else lo
+        except ValueError:
+            raise SplitError(f"cannot read {what} list {shown} ({form})") from None
+        if hi < lo:
+            raise SplitError(f"{what} range {part.strip()!r} runs backwards (write {hi}-{lo})")
+        for i in (lo, hi):
+            if not 0 <= i < upper:
+                raise SplitError(f"{what} {i} out of range (valid: 0-{upper - 1})")
+        ranges.append((lo, hi))
+    merged: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    count = sum(hi - lo + 1 for lo, hi in merged)
+    if count > limit:
+        raise SplitError(f"{what} list {shown} names {count:,} {what}s; at most {limit:,} are allowed")
+    return [i for lo, hi in merged for i in range(lo, hi + 1)]
