@@ -43,7 +43,10 @@ class RunRequest:
     data_root: Path | None = None
     resume: str = "no"  # no | yes (a checkpoint must exist) | auto (continue if one exists)
     force: bool = False  # replace an existing result or unfinished run
-    checkpoint_every: int = 1  # a kill costs at most one epoch (see README: checkpoint cost)
+    #: Checkpoint every N epochs; ``None``: after the first epoch, then after every epoch that ends
+    #: ``checkpoint_interval`` seconds or more after the last checkpoint (and always after the last).
+    checkpoint_every: int | None = None
+    checkpoint_interval: float = 60.0
     progress: bool = True
     deterministic: bool = False
 
@@ -227,7 +230,7 @@ def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.
     steps = len(s.phases) * len(s.stream)
     bar = tqdm(total=cfg["epochs"] * steps, initial=start * steps, disable=not req.progress,
                desc=f"{p.spec.name}/{p.dataset.name}/s{p.split.index}", unit="step", leave=False)
-    t0 = time.perf_counter()
+    t0 = last_saved = time.perf_counter()
     for epoch in range(start, cfg["epochs"]):
         sums: dict[str, torch.Tensor] = {}
 
@@ -254,13 +257,18 @@ def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.
         history.append({"epoch": epoch, **row})
         bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in row.items()}, refresh=False)
         done = epoch + 1
-        if done % max(1, req.checkpoint_every) == 0 or done == cfg["epochs"]:
+        if req.checkpoint_every:
+            due = done % req.checkpoint_every == 0
+        else:  # a kill costs at most the first epoch, or one interval plus one epoch
+            due = epoch == start or time.perf_counter() - last_saved >= req.checkpoint_interval
+        if due or done == cfg["epochs"]:
             checkpoints.save(p.dir, {
                 "identity": p.identity.to_json(), "method": p.spec.name, "resume_key": p.resume_key,
                 "config": cfg, "epoch": done,
                 "state": s.method.state_dict(), "rng": s.rng_state(), "history": history,
                 "elapsed": elapsed + time.perf_counter() - t0,
             })
+            last_saved = time.perf_counter()
     bar.close()
     train_time = elapsed + time.perf_counter() - t0
 

@@ -113,10 +113,18 @@ def test_an_interrupt_says_which_checkpoint_is_kept(tmp_path, capsys, at_epoch):
         assert checkpoints.read(ckpt)["epoch"] == 1
 
 
-def test_checkpoints_come_every_epoch_by_default():
-    assert engine.RunRequest("softmax", "digits").checkpoint_every == 1
+@pytest.mark.parametrize(("every", "interval", "saved"), [(None, 60.0, [1, 4]), (None, 0.0, [1, 2, 3, 4]),
+                                                          (2, 60.0, [2, 4]), (3, 0.0, [3, 4])])
+def test_when_checkpoints_are_written(tmp_path, monkeypatch, every, interval, saved):
+    epochs = []
+    real = checkpoints.save
+    monkeypatch.setattr(checkpoints, "save", lambda folder, payload: (epochs.append(payload["epoch"]),
+                                                                      real(folder, payload)))
+    engine.run(engine.RunRequest("softmax", "digits", epochs=4, out=tmp_path, device="cpu", progress=False,
+                                 checkpoint_every=every, checkpoint_interval=interval))
+    assert epochs == saved  # default: the first epoch, then every 60 s (digits epochs take ~1 s), the last
     args = cli.build_parser().parse_args(["run", "--method", "softmax", "--dataset", "digits"])
-    assert args.checkpoint_every == 1
+    assert args.checkpoint_every is None and args.checkpoint_interval == 60.0
 
 
 def test_a_folder_holding_only_the_previous_checkpoint_is_an_unfinished_run(tmp_path, capsys):
