@@ -22,6 +22,11 @@ class DataNotFound(UserError):
     """A dataset's files are missing or unreadable; the message says how to get them."""
 
 
+class BadData(DataNotFound, ValueError):
+    """Data that cannot make an open-set split: an empty part, a known class without training
+    images (a one-class file), images and labels of different lengths, the wrong dtype or shape."""
+
+
 @dataclass(frozen=True)
 class OpenSetData:
     """One split of one dataset, ready for the engine.
@@ -43,14 +48,18 @@ class OpenSetData:
 
         for name in ("train_x", "known_x", "unknown_x"):
             t = getattr(self, name)
-            if t.dtype != torch.uint8 or t.dim() != 4:
-                raise ValueError(f"{name} must be a uint8 (N, C, H, W) tensor, got {t.dtype} {tuple(t.shape)}")
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 4:
+                got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+                raise BadData(f"{name} must be a uint8 (N, C, H, W) tensor, got {got}")
         if not (self.train_x.shape[1:] == self.known_x.shape[1:] == self.unknown_x.shape[1:]):
-            raise ValueError("train, known and unknown images must share (C, H, W)")
+            raise BadData("train, known and unknown images must share (C, H, W)")
         if len(self.train_x) != len(self.train_y) or len(self.known_x) != len(self.known_y):
-            raise ValueError("images and labels differ in length")
-        if min(len(self.train_x), len(self.known_x), len(self.unknown_x)) == 0:
-            raise ValueError("a split part is empty: check the data files and the split's class ids")
+            raise BadData("images and labels differ in length")
+        empty = [part for part, t in (("training", self.train_x), ("known test", self.known_x),
+                                      ("unknown test", self.unknown_x)) if len(t) == 0]
+        if empty:
+            raise BadData(f"the split has no {empty[0]} images: the data files hold none of its classes "
+                          "(one-class or damaged files? check the data and the split's class ids)")
 
     def resized(self, size: int) -> "OpenSetData":
         """The same split with every image resized to (size, size) (a no-op at that size)."""
@@ -123,6 +132,11 @@ def select(
     """
     import torch
 
+    if len(set(known)) < 2:
+        raise BadData(f"a split needs at least 2 known classes, got {list(known)}")
+    for name, y in (("training", train_y), ("test", test_y)):
+        if y.numel() == 0:
+            raise BadData(f"the dataset has no {name} images (empty or damaged data files)")
     lut = torch.full((int(max(train_y.max(), test_y.max(), max(known))) + 1,), -1, dtype=torch.int64)
     lut[torch.as_tensor(list(known))] = torch.arange(len(known))
     train_lab = lut[train_y.long()]
@@ -133,6 +147,13 @@ def select(
         unknown_x, unknown_y = test_x, test_y
     assert unknown_y is not None
     keep_unknown = torch.isin(unknown_y.long(), torch.as_tensor(list(unknown), dtype=torch.int64))
+    per_class = torch.bincount(train_lab[keep_train], minlength=len(known))
+    absent = [int(known[i]) for i in range(len(known)) if int(per_class[i]) == 0]
+    if absent:
+        present = sorted({int(c) for c in torch.unique(train_y).tolist()})
+        raise BadData(f"known class(es) {absent} have no training images (the training data holds only "
+                      f"class(es) {present[:10]}{' ...' if len(present) > 10 else ''}); "
+                      "a one-class or damaged data file?")
     return OpenSetData(
         train_x=train_x[keep_train],
         train_y=train_lab[keep_train],

@@ -118,6 +118,65 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, count=expected, offset=header).reshape(dims)
 
 
+def idx_header(path: Path, magic: int) -> tuple[int, ...]:
+    """The dimensions an idx file (optionally gzipped) announces, checked against its size without
+    reading the data: the magic number, a whole header, and header + data bytes = the file's
+    (uncompressed) size. For a ``.gz`` file the size is the gzip trailer's (ISIZE, mod 2**32).
+    :class:`DataNotFound` naming the file when any of it is wrong."""
+    bad = f"{path} is not a valid idx file"
+    ndim = magic & 0xFF
+    header_len = 4 + 4 * ndim
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                header = f.read(header_len)
+            with open(path, "rb") as raw:
+                raw.seek(0, 2)
+                if raw.tell() < 18:
+                    raise DataNotFound(f"{path}: a gzip file of {raw.tell()} bytes (truncated; delete it and fetch it again)")
+                raw.seek(-4, 2)
+                size = int.from_bytes(raw.read(4), "little")  # ISIZE: uncompressed length mod 2**32
+            modulus = 2**32
+        else:
+            with open(path, "rb") as f:
+                header = f.read(header_len)
+            size, modulus = path.stat().st_size, None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataNotFound(f"cannot read {path}: {type(exc).__name__}: {exc} (corrupt or truncated file; "
+                           "delete it and fetch it again)") from exc
+    if len(header) < 4:
+        raise DataNotFound(f"{bad}: only {len(header)} bytes (truncated; delete it and fetch it again)")
+    found = int.from_bytes(header[:4], "big")
+    if found != magic:
+        raise DataNotFound(f"{bad}: magic number {found}, expected {magic} (wrong or corrupt file)")
+    if len(header) < header_len:
+        raise DataNotFound(f"{bad}: header truncated ({len(header)} bytes)")
+    dims = tuple(int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = header_len + int(np.prod(dims, dtype=np.int64))
+    if modulus and expected % modulus != size:
+        raise DataNotFound(f"{bad}: header announces {dims} = {expected:,} bytes uncompressed but the gzip trailer "
+                           f"says {size:,} (truncated or corrupt; delete it and fetch it again)")
+    if not modulus and expected != size:
+        raise DataNotFound(f"{bad}: header announces {dims} = {expected - header_len} bytes of data but the file "
+                           f"holds {size - header_len} (truncated or corrupt; delete it and fetch it again)")
+    return dims
+
+
+def idx_pair_problems(images: Path, labels: Path, num_classes: int) -> list[str]:
+    """What :func:`read_idx_pair` would refuse, found cheaply: both headers against the file sizes
+    (the images are not read), the labels read in full (small) and checked for range and count."""
+    try:
+        dims = idx_header(images, IDX_IMAGES_MAGIC)
+        y = read_idx(labels, IDX_LABELS_MAGIC)
+        if len(y) != dims[0]:
+            raise DataNotFound(f"{images} holds {dims[0]} images but {labels} holds {len(y)} labels "
+                               "(mismatched or truncated files)")
+        check_labels(y, num_classes, labels)
+    except DataNotFound as exc:
+        return [str(exc).splitlines()[0]]
+    return []
+
+
 def read_idx_pair(images: Path, labels: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 1, H, W) uint8 and labels (N,) int64 from an idx images/labels pair."""
     x = read_idx(images, IDX_IMAGES_MAGIC)
@@ -192,6 +251,56 @@ def cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
         raise DataNotFound(f"{path}: malformed CIFAR batch ({exc}); delete it and fetch it again") from exc
     check_labels(y, num_classes, path)
     return x, y
+
+
+def cifar_batch_problems(path: Path, label_key: str, num_classes: int) -> list[str]:
+    """What :func:`cifar_batch` would refuse (it is read, with the safe unpickler: a batch is 30 MB,
+    a fraction of a second): a damaged pickle, missing keys, wrong sizes, labels out of range."""
+    try:
+        cifar_batch(path, label_key, num_classes)
+    except DataNotFound as exc:
+        return [str(exc).splitlines()[0]]
+    return []
+
+
+# --------------------------------------------------------------------------------------------
+# MATLAB v5 files (SVHN)
+
+
+def mat_v5_problem(path: Path) -> str | None:
+    """Why a MATLAB v5 file is damaged, from its structure alone (None when whole): the 128-byte
+    header, then every top-level element's tag (type, byte count) walked to the end of the file, so
+    a truncated or padded file is found without reading its data."""
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(128)
+            if len(head) < 128 or not head.startswith(b"MATLAB"):
+                return f"{path} is not a MATLAB .mat file (no MATLAB header; corrupt or wrong file)"
+            endian = {b"IM": "<", b"MI": ">"}.get(head[126:128])
+            if endian is None:
+                if b"7.3" in head[:116]:
+                    return f"{path} is a MATLAB 7.3 (HDF5) file; the official v5 file is expected"
+                return f"{path}: damaged MATLAB header (no byte-order mark)"
+            pos, elements = 128, 0
+            while pos < size:
+                if size - pos < 8:
+                    break  # final padding
+                f.seek(pos)
+                kind, nbytes = struct.unpack(endian + "II", f.read(8))
+                step = 8 if kind >> 16 else 8 + nbytes  # a small element holds its data in the tag
+                if pos + step > size:
+                    return (f"{path} is truncated: element {elements + 1} announces {nbytes:,} bytes at offset "
+                            f"{pos:,} but the file ends at {size:,} (delete it and fetch it again)")
+                pos += step
+                elements += 1
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or type(exc).__name__}"
+    if not elements:
+        return f"{path} holds no variables (truncated; delete it and fetch it again)"
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from osrbench.datasets import OpenSetData
 from osrbench.data._files import (
     build_open_set,
     cifar_batch,
+    cifar_batch_problems,
     concat,
     download_hint,
     missing_line,
@@ -44,17 +45,27 @@ def _check(folder: Path, names: tuple[str, ...], hint: str) -> list[str]:
     return [missing_line(name, folder, hint) for name in names if not (folder / name).is_file()]
 
 
-def _cifar10_problems(root: Path, cli_name: str) -> list[str]:
+def _damaged(folder: Path, names: tuple[str, ...], label_key: str, num_classes: int) -> list[str]:
+    """Of batch files that are all present: each one's problems when read with the safe unpickler
+    (the pickle's structure, its keys, image bytes = 3072 per label, labels in range)."""
+    return [line for name in names for line in cifar_batch_problems(folder / name, label_key, num_classes)]
+
+
+def _cifar10_problems(root: Path, cli_name: str, deep: bool = True) -> list[str]:
     root = Path(root)
     hint = download_hint(cli_name, root, f"fetch {CIFAR10_URL} by hand and unpack it in {root}")
-    return _check(root / CIFAR10_DIR, CIFAR10_TRAIN + (CIFAR10_TEST,), hint)
+    names = CIFAR10_TRAIN + (CIFAR10_TEST,)
+    missing = _check(root / CIFAR10_DIR, names, hint)
+    return missing if missing or not deep else _damaged(root / CIFAR10_DIR, names, "labels", 10)
 
 
-def _cifar100_problems(root: Path, cli_name: str) -> list[str]:
+def _cifar100_problems(root: Path, cli_name: str, deep: bool = True) -> list[str]:
     root = Path(root)
     hint = download_hint(cli_name, root, f"fetch {CIFAR100_URL} by hand and unpack it in {root}")
     # only the test file is read (unknowns come from CIFAR-100 test)
-    return _check(root / CIFAR100_DIR, (CIFAR100_TEST,), hint)
+    names = (CIFAR100_TEST,)
+    missing = _check(root / CIFAR100_DIR, names, hint)
+    return missing if missing or not deep else _damaged(root / CIFAR100_DIR, names, "fine_labels", 100)
 
 
 def _cifar10_arrays(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -69,13 +80,13 @@ def _cifar10_arrays(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 
 
 def check_cifar10(root: Path) -> list[str]:
-    """One line per missing CIFAR-10 batch file (empty = ready)."""
+    """One line per missing CIFAR-10 batch file, else per damaged one (empty = ready)."""
     return _cifar10_problems(root, "cifar10")
 
 
 def load_cifar10(root: Path, split: Any, image_size: int) -> OpenSetData:
     """CIFAR-10 train (known) / test (known and unknown), (N, 3, S, S) uint8."""
-    raise_if(check_cifar10(root))
+    raise_if(_cifar10_problems(root, "cifar10", deep=False))  # reading the batches checks the rest
     train_x, train_y, test_x, test_y = _cifar10_arrays(root)
     return build_open_set(train_x, train_y, test_x, test_y, split, image_size)
 
@@ -106,7 +117,7 @@ def check_cifar_plus(root: Path) -> list[str]:
 
 def load_cifar_plus(root: Path, split: Any, image_size: int) -> OpenSetData:
     """CIFAR+N: ``split.known`` are CIFAR-10 ids, ``split.unknown`` CIFAR-100 fine-label ids."""
-    raise_if(check_cifar_plus(root))
+    raise_if(_cifar10_problems(root, "cifar+10", deep=False) + _cifar100_problems(root, "cifar+10", deep=False))
     train_x, train_y, test_x, test_y = _cifar10_arrays(root)
     unk_x, unk_y = cifar_batch(Path(root) / CIFAR100_DIR / CIFAR100_TEST, "fine_labels", 100)
     return build_open_set(train_x, train_y, test_x, test_y, split, image_size, unknown_x=unk_x, unknown_y=unk_y)

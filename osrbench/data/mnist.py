@@ -26,6 +26,7 @@ from osrbench.data._files import (
     build_open_set,
     download_hint,
     find_file,
+    idx_pair_problems,
     missing_line,
     raise_if,
     read_idx_pair,
@@ -62,6 +63,14 @@ def _problems(folder: Path, hint: Callable[[str], str]) -> list[str]:
     return [missing_line(f"{name} (or {name}.gz)", folder, hint(name)) for name in _missing(folder)]
 
 
+def _header_problems(folder: Path) -> list[str]:
+    """Of a folder holding all four files: what their idx headers, sizes and labels say is wrong
+    (the images are not read; see :func:`osrbench.data._files.idx_pair_problems`)."""
+    paths = [find_file(folder, name) for name in IDX_FILES]
+    assert all(p is not None for p in paths)
+    return idx_pair_problems(paths[0], paths[1], 10) + idx_pair_problems(paths[2], paths[3], 10)
+
+
 def _load_folder(folder: Path, split: Any, image_size: int) -> OpenSetData:
     paths = [find_file(folder, name) for name in IDX_FILES]
     assert all(p is not None for p in paths)
@@ -79,11 +88,11 @@ def mnist_dir(root: Path) -> Path:
 
 
 def check_mnist(root: Path) -> list[str]:
-    """One line per missing idx file under ``ROOT/MNIST/raw`` (empty = ready)."""
+    """One line per missing idx file under ``ROOT/MNIST/raw``, else per damaged one (empty = ready)."""
     def hint(name: str) -> str:
         return download_hint("mnist", Path(root), f"fetch {MNIST_URL}{name}.gz by hand and place it there")
 
-    return _problems(mnist_dir(root), hint)
+    return _problems(mnist_dir(root), hint) or _header_problems(mnist_dir(root))
 
 
 def load_mnist(root: Path, split: Any, image_size: int) -> OpenSetData:
@@ -124,10 +133,12 @@ def _fashion_folder(root: Path) -> Path | None:
 
 
 def check_fashion_mnist(root: Path) -> list[str]:
-    """Empty when ROOT/FashionMNIST/raw or the system folder holds all four idx files;
-    otherwise one line per file missing from ROOT's folder, plus how to get the system copy."""
-    if _fashion_folder(root) is not None:
-        return []
+    """Empty when ROOT/FashionMNIST/raw or the system folder holds all four intact idx files;
+    the header problems of the folder that would be read; otherwise one line per file missing
+    from ROOT's folder, plus how to get the system copy."""
+    folder = _fashion_folder(root)
+    if folder is not None:
+        return _header_problems(folder)
     local, system = fashion_dirs(root)
     def hint(name: str) -> str:
         return (f"run `osrbench data download fashion-mnist --data-root {root}`, or "

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from osrbench.datasets import DataNotFound, OpenSetData
-from osrbench.data._files import build_open_set, download_hint, raise_if, run_download
+from osrbench.data._files import build_open_set, download_hint, mat_v5_problem, raise_if, run_download
 
 SUBDIR = "svhn"
 FILES = ("train_32x32.mat", "test_32x32.mat")
@@ -33,8 +33,7 @@ def find(root: Path, name: str) -> Path | None:
     return None
 
 
-def check(root: Path) -> list[str]:
-    """One line per missing .mat file (empty = ready)."""
+def _missing(root: Path) -> list[str]:
     root = Path(root)
     return [
         f"missing {name} in {root / SUBDIR} (or directly in {root}) "
@@ -42,6 +41,38 @@ def check(root: Path) -> list[str]:
         for name in FILES
         if find(root, name) is None
     ]
+
+
+def mat_problems(path: Path) -> list[str]:
+    """What :func:`read_mat` would refuse, found without reading the images: the file's structure
+    (header and element tags to the end, :func:`osrbench.data._files.mat_v5_problem`), the shapes and
+    types of ``X`` and ``y`` from the variable headers, and the labels (small) read in full."""
+    import scipy.io
+
+    why = mat_v5_problem(path)
+    if why is not None:
+        return [why]
+    try:
+        found = {name: (shape, kind) for name, shape, kind in scipy.io.whosmat(str(path))}
+        if "X" not in found or "y" not in found:
+            return [f"{path} has no X / y variables (found {sorted(found)})"]
+        (x_shape, x_kind), (y_shape, _) = found["X"], found["y"]
+        n = int(np.prod(y_shape))
+        if len(x_shape) != 4 or x_shape[2] != 3 or x_shape[3] != n or x_kind != "uint8":
+            return [f"{path}: X has shape {x_shape} {x_kind}, expected (H, W, 3, {n}) uint8"]
+        y = np.asarray(scipy.io.loadmat(str(path), variable_names=("y",))["y"]).reshape(-1)
+    except Exception as exc:  # ValueError, OSError, MatReadError, zlib errors, ...
+        return [f"cannot read {path}: {type(exc).__name__}: {exc} (corrupt or truncated file; "
+                "delete it and fetch it again)"]
+    if len(y) and (y.min() < 0 or y.max() > 10):  # read_mat's rule
+        return [f"{path}: labels outside 1..10 (found {y.min()}..{y.max()}; corrupt file?)"]
+    return []
+
+
+def check(root: Path) -> list[str]:
+    """One line per missing .mat file, else per damaged one (empty = ready)."""
+    missing = _missing(root)
+    return missing or [line for name in FILES for line in mat_problems(find(root, name))]  # type: ignore[arg-type]
 
 
 def read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +98,7 @@ def read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load(root: Path, split: Any, image_size: int) -> OpenSetData:
     """SVHN train (known digits) / test (known and unknown digits), (N, 3, S, S) uint8."""
-    raise_if(check(root))
+    raise_if(_missing(root))  # reading the files checks the rest
     train_x, train_y = read_mat(find(root, FILES[0]))  # type: ignore[arg-type]
     test_x, test_y = read_mat(find(root, FILES[1]))  # type: ignore[arg-type]
     return build_open_set(train_x, train_y, test_x, test_y, split, image_size)

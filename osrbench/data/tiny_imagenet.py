@@ -209,13 +209,36 @@ def scan(root: Path) -> Layout:
     return Layout(base=base, wnids=tuple(wnids), train=tuple(train), val=tuple(val))
 
 
+#: The first bytes of the image formats the tree may hold (JPEG, PNG).
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+
+
+def _header_problems(layout: Layout) -> list[str]:
+    """Images that are empty or do not start like a JPEG or PNG (8 bytes read per file)."""
+    bad: list[str] = []
+    for path, _ in layout.train + layout.val:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+        except OSError as exc:
+            bad.append(f"{path.relative_to(layout.base)} ({exc.strerror})")
+            continue
+        if not head.startswith(_MAGIC):
+            bad.append(f"{path.relative_to(layout.base)} ({'empty' if not head else 'not a JPEG or PNG'})")
+    if not bad:
+        return []
+    return [f"{len(bad)} image file(s) in {layout.base} are damaged: {_few(bad)} "
+            f"(unzip the official archive again: {URL})"]
+
+
 def check(root: Path) -> list[str]:
-    """One line per problem with the tree (empty = ready). Lists files; decodes nothing."""
+    """One line per problem with the tree (empty = ready). Lists files and reads the first bytes of
+    each image (a JPEG or PNG signature); decodes nothing."""
     try:
-        scan(root)
+        layout = scan(root)
     except DataNotFound as exc:
         return str(exc).splitlines()
-    return []
+    return _header_problems(layout)
 
 
 # --------------------------------------------------------------------------------------------
