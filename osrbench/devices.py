@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import re
 import resource
 from contextlib import contextmanager
 from typing import Iterator
@@ -12,16 +13,34 @@ import torch
 from osrbench.errors import UserError
 
 
+#: The device names a run accepts: the host's kernels, checkpoints and precision policy are
+#: written for the CPU and CUDA only (meta, mps, xla ... are refused before anything is built).
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:[0-9]{1,3})?)$")
+VALID_DEVICES = "auto, cpu, cuda, cuda:N"
+
+
+def check_device_name(name: str | None) -> None:
+    """A :class:`UserError` unless ``name`` is one of ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (no torch call)."""
+    if name in (None, ""):
+        return
+    if not isinstance(name, str) or not DEVICE_RE.match(name):
+        shown = repr(name) if len(repr(name)) <= 40 else repr(name)[:37] + "..."
+        raise UserError(f"unknown device {shown} (valid: {VALID_DEVICES})")
+
+
 def pick_device(name: str | None) -> torch.device:
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; a user error when unusable."""
+    check_device_name(name)
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r} (valid: auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"device {name!r} does not exist: this machine has {count} CUDA device(s) "
+                            f"(valid: cuda:0-cuda:{count - 1})")
     return dev
 
 

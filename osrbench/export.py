@@ -16,7 +16,9 @@ from typing import Any, Mapping
 from osrbench import compare, results
 from osrbench.errors import UserError
 
-EXPORT_VERSION = 1
+#: 2: each method and run names the plugin distribution and version that made it. Version-1
+#: bundles (without them) still validate, without the plugin checks.
+EXPORT_VERSION = 2
 
 
 class ExportInvalid(UserError, ValueError):
@@ -102,6 +104,21 @@ def _plugin_problems(name: str, m: Mapping[str, Any]) -> list[str]:
 
 
 def validate_export(doc: Any) -> None:
+    """Check an export bundle's structure, content hash and internal consistency (:func:`_validate`).
+
+    A bundle edited by hand may hold anything where a field should be: whatever the structure,
+    the only exception this raises is :class:`ExportInvalid`.
+    """
+    try:
+        _validate(doc)
+    except ExportInvalid:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a structure the checks did not foresee is still an invalid bundle
+        raise ExportInvalid(f"malformed bundle: a field has the wrong structure ({type(exc).__name__}: "
+                            f"{str(exc)[:120]})") from None
+
+
+def _validate(doc: Any) -> None:
     """Check an export bundle's structure, content hash and internal consistency.
 
     Raises :class:`ExportInvalid` listing every problem: wrong or missing fields, a content hash
@@ -113,8 +130,9 @@ def validate_export(doc: Any) -> None:
     problems: list[str] = []
     if not isinstance(doc, dict):
         raise ExportInvalid("not an osrbench export (not a JSON object)")
-    if doc.get("osrbench_export") != EXPORT_VERSION:
-        problems.append(f"osrbench_export must be {EXPORT_VERSION}, got {doc.get('osrbench_export')!r}")
+    version = doc.get("osrbench_export")
+    if version not in (1, EXPORT_VERSION):
+        problems.append(f"osrbench_export must be 1 or {EXPORT_VERSION}, got {version!r}")
     body = {k: v for k, v in doc.items() if k != "sha256"}
     if not isinstance(doc.get("sha256"), str) or results.canonical_hash(body, 64) != doc["sha256"]:
         problems.append("content hash (sha256) does not match: the bundle was modified or damaged")
@@ -134,13 +152,17 @@ def validate_export(doc: Any) -> None:
         if not isinstance(m, dict):
             problems.append(f"method {name!r} is not an object")
             continue
-        for key in ("config_hash", "metrics", "split_hashes", "versions", "plugin"):
+        for key in ("config_hash", "metrics", "split_hashes", "versions", *(("plugin",) if version != 1 else ())):
             if key not in m:
                 problems.append(f"method {name!r}: field {key!r} missing")
-        problems.extend(_plugin_problems(name, m))
+        if version != 1:
+            problems.extend(_plugin_problems(name, m))
         if not isinstance(m.get("config_hash"), str) or not m.get("config_hash"):
             problems.append(f"method {name!r}: config_hash must be a non-empty string")
         hashes = m.get("split_hashes") or {}
+        if not isinstance(hashes, dict) or not isinstance(m.get("metrics") or {}, dict):
+            problems.append(f"method {name!r}: metrics and split_hashes must be objects")
+            continue
         for metric, v in (m.get("metrics") or {}).items():
             try:
                 per = {str(k): float(x) for k, x in v["per_split"].items()}

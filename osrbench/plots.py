@@ -13,7 +13,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from osrbench import compare, records
+from osrbench import compare, records, results
+from osrbench.errors import UserError
 from osrbench.records import Record
 
 SCORES_FILE = records.SCORES
@@ -34,7 +35,29 @@ def roc_curve(known_scores: Sequence[float], unknown_scores: Sequence[float]) ->
     return np.r_[0.0, fpr], np.r_[0.0, tpr]
 
 
+class PlotsUnavailable(UserError):
+    """``--plot`` without matplotlib installed."""
+
+
+def require_matplotlib() -> None:
+    """A one-line :class:`PlotsUnavailable` saying how to install matplotlib when it cannot be imported."""
+    try:
+        import matplotlib.figure  # noqa: F401
+        from matplotlib.backends import backend_agg  # noqa: F401
+    except ImportError as exc:
+        raise PlotsUnavailable(f"--plot needs matplotlib, which cannot be imported ({exc.name or 'matplotlib'}): "
+                               "pip install 'osrbench[plot]'") from None
+
+
+def check_plot_dir(out_dir: Path) -> Path:
+    """Before any run (nothing is created): matplotlib is importable and ``out_dir`` is, or can be
+    made, a folder files can be written in; a one-line :class:`~osrbench.errors.UserError` otherwise."""
+    require_matplotlib()
+    return results.check_writable_dir(Path(out_dir), "--plot folder")
+
+
 def _figure(width: float = 5.0, height: float = 4.0):
+    require_matplotlib()
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
@@ -42,10 +65,7 @@ def _figure(width: float = 5.0, height: float = 4.0):
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from osrbench.results import atomic_write
-
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI))
+    results.atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI))  # OSError -> one line
     return path
 
 
@@ -116,7 +136,7 @@ def _load_scores(rec: Record) -> tuple[np.ndarray, np.ndarray, str] | None:
     """The run's main known and unknown scores and the name of that score (``score`` if unnamed)."""
     if rec.dir is None or not (Path(rec.dir) / SCORES_FILE).exists():
         return None
-    scores = records.read_scores(rec.dir)
+    scores = records.read_scores(rec.dir, rec)
     known, unknown = scores.pick("score")
     return known, unknown, scores.main
 
@@ -127,7 +147,8 @@ def comparison_plots(c: compare.Comparison, out_dir: Path, log=None) -> list[Pat
     Curves and histograms use each method's lowest seed on the split (its stored ``scores.npz``);
     a record without a score file is skipped with a message through ``log``.
     """
-    out_dir = Path(out_dir)
+    require_matplotlib()
+    out_dir = results.ensure_dir(Path(out_dir), "--plot folder")
     written: list[Path] = []
     tag = f"{c.dataset}/{c.protocol}"
     for k in c.splits:

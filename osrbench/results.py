@@ -29,22 +29,112 @@ def canonical_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write a file through ``write(fh)`` into a temporary file, fsync, then rename into place."""
+class OutputError(UserError, OSError):
+    """An output path that cannot be written: a file where a folder is needed, no permission, a full disk."""
+
+
+def os_problem(path: Path, exc: OSError) -> OutputError:
+    """The one-line error of an ``OSError`` on an output path: the path and the system's reason."""
+    return OutputError(f"cannot write {path}: {exc.strerror or type(exc).__name__}")
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux says it (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _probe(folder: Path) -> None:
+    """Create and remove a temporary file in ``folder``: raises the OSError a real write would."""
+    fd, probe = tempfile.mkstemp(prefix=".osrbench-probe.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_writable_dir(path: Path, what: str = "output folder") -> Path:
+    """Check, before any work and without creating anything, that ``path`` is a folder files can be
+    written in, or can be created as one: an :class:`OutputError` naming the path and the reason
+    otherwise (a file, ``/dev/null``, no permission, a read-only file system)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is not a folder (it is a file or a device)")
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise OutputError(f"{what} {path} cannot be created: {existing} is not a folder")
+    try:
+        _probe(existing)
+    except OSError as exc:
+        raise OutputError(f"{what} {path} is not writable ({existing}: {exc.strerror or type(exc).__name__})") from None
+    return path
+
+
+def ensure_dir(path: Path, what: str = "output folder") -> Path:
+    """:func:`check_writable_dir`, then create the folder (and its parents)."""
+    check_writable_dir(path, what)
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        _probe(Path(path))
+    except OSError as exc:
+        raise os_problem(Path(path), exc) from None
+    return Path(path)
+
+
+def check_output_file(path: Path, what: str = "output file") -> Path:
+    """Refuse, before any work, an output file that is a folder or whose folder cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give a file name (e.g. {path / 'out.json'})")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"{what} {path} is not a regular file (a device?); give a file name")
+    check_writable_dir(path.parent, f"the folder of {what} {path},")
+    return path
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Write a file through ``write(fh)`` into a temporary file, fsync, then rename into place.
+
+    The file gets the permissions of a plain new file (``0666`` less the umask: readable by the
+    group where the umask allows), not ``mkstemp``'s ``0600``. An ``OSError`` (a folder in the
+    way, no permission, a full disk) becomes an :class:`OutputError` naming the path; the
+    temporary file is removed and a file already at ``path`` is left as it was.
+    """
+    path = Path(path)
+    try:  # the checks and the temporary file: an OSError here leaves nothing behind
+        if path.is_dir():
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        if path.exists() and not path.is_file():  # never rename a file over a device (/dev/null) or a pipe
+            raise OutputError(f"cannot write {path}: not a regular file (a device?); give a file name")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise os_problem(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(exc, OSError) and not isinstance(exc, UserError):
+            raise os_problem(path, exc) from None
         raise
 
 

@@ -9,12 +9,15 @@ of :mod:`osrbench.testing`, and a README. It passes the suite unmodified.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from string import Template
 from osrbench.errors import UserError
 
 #: Lowercase letters, digits and single hyphens, starting with a letter (``energy``, ``my-osr2``).
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+#: The longest plugin name: it becomes a folder, a package and a class name (file systems allow 255 bytes).
+MAX_NAME = 40
 
 
 def package_name(name: str) -> str:
@@ -217,6 +220,9 @@ class ScaffoldError(UserError):
 
 
 def validate_name(name: str) -> None:
+    if len(name) > MAX_NAME:
+        raise ScaffoldError(f"plugin name of {len(name)} characters is too long: at most {MAX_NAME} "
+                            "(it becomes a folder, a package and a class name)")
     if not NAME_RE.match(name):
         raise ScaffoldError(
             f"invalid plugin name {name!r}: use lowercase letters, digits and single hyphens, starting with a "
@@ -256,8 +262,12 @@ def new_plugin(name: str, parent: Path = Path("."), check_installed: bool = True
         f"{fields['package']}/plugin.py": PLUGIN,
         "tests/test_conformance.py": TEST,
     }
-    for rel, template in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(template.substitute(fields))
+    try:
+        for rel, template in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(template.substitute(fields))
+    except OSError as exc:  # --dir is a file, not writable, or the disk is full: leave nothing half-written
+        shutil.rmtree(root, ignore_errors=True)
+        raise ScaffoldError(f"cannot write {root}: {exc.strerror or type(exc).__name__}") from None
     return root

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from osrbench.commands._options import add_run_options, check_epochs, log, request_from_args
+from osrbench.commands._checks import check_jobs, check_run_args, check_table_format, check_tie_tol
+from osrbench.commands._options import add_run_options, log, request_from_args
 from osrbench.errors import EXIT_FAILED
 
 
@@ -16,8 +17,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     spec = reg.dataset(args.dataset)
     n = protocols.num_splits(spec, args.protocol)
     splits = protocols.parse_indices(args.splits, n)
-    seeds = protocols.parse_indices(args.seeds, 2**31)
-    check_epochs(args.epochs)
+    seeds = protocols.parse_indices(args.seeds, protocols.MAX_SEED + 1, "seed")
+    # every flag checked before anything is trained: a bad --format must not waste hours of training
+    check_run_args(args, writes=not args.no_run)
+    check_jobs(args.jobs)
+    check_table_format(args.format)
+    check_tie_tol(args.tie_tol)
+    if args.plot:
+        from osrbench import plots
+
+        plots.check_plot_dir(args.plot)
+    if args.export:
+        from osrbench import results
+
+        results.check_output_file(args.export, "--export")
     metric_names = report.parse_metrics(args.metrics, compare.METRICS)
     notes, dropped = [], {}
     if args.unique_splits:

@@ -7,8 +7,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from osrbench import compare, export, report
+from osrbench import compare, export, report, results
+from osrbench.commands._checks import check_tie_tol
 from osrbench.errors import UserError
+
+#: The largest file ``--validate`` reads (an export bundle is a few hundred kB).
+MAX_BUNDLE_BYTES = 100_000_000
 
 if TYPE_CHECKING:  # the engine imports torch; registering a command must not
     from osrbench import engine
@@ -17,8 +21,10 @@ if TYPE_CHECKING:  # the engine imports torch; registering a command must not
 def cmd_export(args: argparse.Namespace) -> int:
     if args.validate:
         try:
+            if Path(args.validate).stat().st_size > MAX_BUNDLE_BYTES:
+                raise UserError(f"{args.validate}: larger than {MAX_BUNDLE_BYTES:,} bytes, not an export bundle")
             doc = json.loads(Path(args.validate).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise UserError(f"{args.validate}: cannot read an export bundle ({type(exc).__name__})") from None
         try:
             export.validate_export(doc)
@@ -31,6 +37,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UserError("export needs methods and --dataset (or --validate FILE)")
     if not args.output:
         raise UserError("export needs --output FILE")
+    results.check_output_file(args.output, "--output")
+    check_tie_tol(args.tie_tol)
     from osrbench import config as configmod
     from osrbench import engine
 

@@ -111,7 +111,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     rows = []
     for spec in specs:
         problems = spec.check(Path(root))
-        rows.append([spec.name, "ready" if not problems else "missing", spec.licence])
+        rows.append([spec.name, "ready" if not problems else "not ready", spec.licence])
         missing += bool(problems)
         for line in problems:
             rows.append(["", line, ""])

@@ -14,6 +14,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from osrbench import results
 
     metrics = report.parse_metrics(args.metrics, report.REPORT_METRICS)
+    if args.output:
+        results.check_output_file(args.output, "--output")
     recs = report.select(report.read_runs(args.runs, log), args.dataset, args.protocol, args.method)
     if not recs:
         raise UserError(f"no result records under {args.runs} match the selection")

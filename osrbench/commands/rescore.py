@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from osrbench import compare, report, rescore
+from osrbench.commands._checks import check_table_format
 from osrbench.commands._options import log, tabulate
 from osrbench.compare import GroupKey
 from osrbench.errors import UserError
@@ -16,6 +17,11 @@ from osrbench.records import Record
 def cmd_rescore(args: argparse.Namespace) -> int:
     name = args.score
     rescore.check_score_name(name)
+    check_table_format(args.format)
+    if args.from_checkpoint:
+        from osrbench.devices import check_device_name
+
+        check_device_name(args.device)
     metric_names = report.parse_metrics(args.metrics, rescore.RESCORE_METRICS)
     recs = report.select(report.read_runs(args.runs, log), args.dataset, args.protocol, args.method)
     if not recs:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from osrbench.commands._options import add_run_options, check_epochs, log, pct, request_from_args, tabulate
+from osrbench.commands._checks import check_run_args
+from osrbench.commands._options import add_run_options, log, pct, request_from_args, tabulate
 from osrbench.metrics import METRICS
 
 #: Metrics ``run`` prints besides the catalogue's headline ones.
@@ -15,9 +16,10 @@ METRIC_ORDER = tuple(name for name, m in METRICS.items() if m.headline or name i
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from osrbench import engine
+    from osrbench import engine, protocols
 
-    check_epochs(args.epochs)
+    protocols.check_seed(args.seed)
+    check_run_args(args)
     req = request_from_args(args, args.method, args.split, args.seed, "yes" if args.resume else "no", args.force)
     rec = engine.run(req, log=log).record
     m = rec.metrics

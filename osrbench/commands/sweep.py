@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from osrbench import sweep
+from osrbench.commands._checks import check_run_args
 from osrbench.commands._options import add_run_options, request_from_args
 from osrbench.errors import EXIT_FAILED, UsageError
 from osrbench.sweep import EXECUTORS, GRID_KEYS, Event, Stats, SweepError, label
@@ -43,7 +44,7 @@ def _indices(value: Any, upper: int, key: str) -> list[int]:
         value = ",".join(map(str, value))
     if not isinstance(value, str):
         raise SweepError(f"grid key {key!r}: cannot read {value!r}")
-    return protocols.parse_indices(value, upper)
+    return protocols.parse_indices(value, upper, key.rstrip("s"))
 
 
 def grid_requests(args: argparse.Namespace) -> list[engine.RunRequest]:
@@ -143,6 +144,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     args.max_retries = 2 if args.max_retries is None else args.max_retries
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         raise UsageError("--jobs and --threads must be at least 1")
+    check_run_args(args, writes=not args.dry_run)  # --device, --out: before any plan or run
     requests = _with_threads(grid_requests(args), args.threads)
     if args.executor == "ray":
         sweep.import_ray()

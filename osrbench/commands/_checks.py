@@ -1,0 +1,48 @@
+"""Checks the commands make on their flags before anything is planned, allocated, trained or written.
+
+Each raises a one-line :class:`~osrbench.errors.UsageError` (or another
+:class:`~osrbench.errors.UserError`), so a bad flag costs nothing: ``--format nosuch`` must not
+end hours of training with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from osrbench.commands._options import check_epochs
+from osrbench.errors import UsageError
+
+
+def check_run_args(args: argparse.Namespace, writes: bool = True) -> None:
+    """What a training command checks before anything is planned, allocated or written: the epoch
+    count, the device's name, and (``writes``) that ``--out`` is or can be made a writable folder."""
+    from osrbench import results
+    from osrbench.devices import check_device_name
+
+    check_epochs(args.epochs)
+    check_device_name(args.device)
+    if writes:
+        results.check_writable_dir(args.out or Path("runs"), "--out")
+
+
+def check_jobs(jobs: int) -> None:
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
+
+
+def check_table_format(fmt: str) -> str:
+    """``fmt`` if tabulate knows it (``--format``); a one-line usage error listing the formats otherwise."""
+    from tabulate import tabulate_formats
+
+    if fmt not in tabulate_formats:
+        shown = repr(fmt) if len(repr(fmt)) <= 40 else repr(fmt)[:37] + "..."
+        raise UsageError(f"unknown table format {shown} (valid: {', '.join(sorted(tabulate_formats))})")
+    return fmt
+
+
+def check_tie_tol(points: float | None) -> None:
+    """``--tie-tol``: a finite number of percentage points in [0, 100]."""
+    if points is not None and not (math.isfinite(points) and 0 <= points <= 100):
+        raise UsageError(f"--tie-tol must be a number of % points in [0, 100], got {points}")
