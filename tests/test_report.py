@@ -272,7 +272,7 @@ def test_export_round_trips_and_tampering_is_detected(tmp_path, capsys):
     again = json.loads(out.read_text())
     assert again == doc
     export.validate_export(again)
-    assert doc["osrbench_export"] == 1 and doc["splits"] == [0, 1, 2]
+    assert doc["osrbench_export"] == export.EXPORT_VERSION == 2 and doc["splits"] == [0, 1, 2]
     sm = doc["methods"]["softmax"]
     assert sm["config_hash"] == c.groups["softmax"].config_hash and sm["split_hashes"]["2"] == "hash-of-split-2"
     assert sm["metrics"]["auroc"]["mean"] == pytest.approx(c.summaries["auroc"]["softmax"].mean)
@@ -554,3 +554,14 @@ def test_export_records_the_plugin_and_validate_checks_it_across_runs(tmp_path):
     del bad["methods"]["arpl"]["plugin"]
     with pytest.raises(export.ExportInvalid, match="method 'arpl': field 'plugin' missing"):
         export.validate_export(rehash(bad))
+    # A version-1 bundle (written before bundles named plugins) still validates, without them.
+    old = json.loads((tmp_path / "bundle.json").read_text())
+    old["osrbench_export"] = 1
+    for m in old["methods"].values():
+        del m["plugin"]
+        for r in m["runs"]:
+            del r["plugin"]
+    export.validate_export(rehash(old))
+    old["osrbench_export"] = 3
+    with pytest.raises(export.ExportInvalid, match="osrbench_export must be 1 or 2, got 3"):
+        export.validate_export(rehash(old))
