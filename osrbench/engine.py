@@ -9,6 +9,7 @@ evaluation :mod:`osrbench.evaluation`, the files :mod:`osrbench.checkpoints` and
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 import traceback
@@ -23,7 +24,7 @@ import osrbench
 from osrbench import checkpoints, devices, evaluation, graphs, plugins, protocols, records, results, session
 from osrbench import config as configmod
 from osrbench.datasets import DatasetSpec
-from osrbench.errors import Interrupted, MethodFailed, NonFiniteLoss, UserError
+from osrbench.errors import Interrupted, MethodFailed, NonFiniteLoss, UsageError, UserError
 from osrbench.method import MethodSpec
 from osrbench.records import ERROR, Record, RunIdentity
 
@@ -114,7 +115,18 @@ class Outcome:
         return self.record.epochs - (self.resumed_from or 0) if self.trained else 0
 
 
+def _check_request(req: RunRequest) -> None:
+    """What a request says beyond names and config: the seed and the checkpoint schedule."""
+    protocols.check_seed(req.seed)
+    if req.checkpoint_every is not None and (not isinstance(req.checkpoint_every, int) or req.checkpoint_every < 1):
+        raise UsageError(f"--checkpoint-every must be a positive number of epochs, got {req.checkpoint_every!r}")
+    if not (isinstance(req.checkpoint_interval, (int, float)) and math.isfinite(req.checkpoint_interval)
+            and req.checkpoint_interval >= 0):
+        raise UsageError(f"--checkpoint-interval must be a number of seconds >= 0, got {req.checkpoint_interval!r}")
+
+
 def plan(req: RunRequest, registry: plugins.Plugins | None = None) -> Plan:
+    _check_request(req)
     reg = registry or plugins.get()
     spec = reg.method(req.method)
     dataset = reg.dataset(req.dataset)

@@ -28,7 +28,11 @@ def add_run_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> 
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default runs/)")
     p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
-    p.add_argument("--checkpoint-every", type=int, default=10, metavar="N", help="checkpoint every N epochs")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="checkpoint every N epochs (default: after the first epoch, then once SECONDS have "
+                        "passed since the last checkpoint, see --checkpoint-interval; always after the last)")
+    p.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="with the default --checkpoint-every: seconds between checkpoints (default 60)")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -44,7 +48,8 @@ def request_from_args(
         method=method, dataset=args.dataset, protocol=args.protocol, split=split, seed=seed,
         recipe=args.recipe, epochs=args.epochs, overrides=parse_overrides(args.overrides),
         device=args.device, out=args.out, data_root=args.data_root, resume=resume, force=force,
-        checkpoint_every=args.checkpoint_every, progress=not args.quiet, deterministic=args.deterministic,
+        checkpoint_every=args.checkpoint_every, checkpoint_interval=args.checkpoint_interval,
+        progress=not args.quiet, deterministic=args.deterministic,
     )
 
 
