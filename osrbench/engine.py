@@ -118,6 +118,7 @@ class Outcome:
 def _check_request(req: RunRequest) -> None:
     """What a request says beyond names and config: the seed and the checkpoint schedule."""
     protocols.check_seed(req.seed)
+    devices.check_device_name(req.device)
     if req.checkpoint_every is not None and (not isinstance(req.checkpoint_every, int) or req.checkpoint_every < 1):
         raise UsageError(f"--checkpoint-every must be a positive number of epochs, got {req.checkpoint_every!r}")
     if not (isinstance(req.checkpoint_interval, (int, float)) and math.isfinite(req.checkpoint_interval)
@@ -233,7 +234,7 @@ def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.
         s.restore(ckpt)
         start, history, elapsed = ckpt["epoch"], list(ckpt["history"]), ckpt["elapsed"]
         log(f"resuming {p.spec.name} on {p.dataset.name} split {p.split.index} from epoch {start}")
-    p.dir.mkdir(parents=True, exist_ok=True)
+    results.ensure_dir(p.dir, "run folder")
     devices.reset_peak_memory(device)
     step = s.build_step()
 

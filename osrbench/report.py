@@ -401,7 +401,7 @@ def resolve_splits(dataset: str, protocol: str, split_text: str, seed_text: str,
 
     spec = plugins.get().dataset(dataset)
     splits = protocols.parse_indices(split_text, protocols.num_splits(spec, protocol))
-    seeds = protocols.parse_indices(seed_text, 2**31)
+    seeds = protocols.parse_indices(seed_text, protocols.MAX_SEED + 1, "seed")
     dropped: dict[int, int] = {}
     if unique:
         splits, dropped = compare.unique_splits(spec, protocol, splits)

@@ -235,7 +235,6 @@ def execute(
     gpus_per_run: float | None = None,
     max_retries: int = 2,
     on_event: Callable[[Event], None] | None = None,
-    threads: None = None,
 ) -> tuple[list[Record], list[Failure]]:
     """Run every request that has no result yet; return the records (in request order) and the failures.
 
@@ -246,8 +245,6 @@ def execute(
         has GPUs and the runs are not pinned to ``cpu``, else 0).
     :param max_retries: restarts of a run whose worker process died (a local pool worker or a Ray
         worker); the restart resumes from the run's last checkpoint. Method errors are never retried.
-    :param threads: transitional, must be ``None``: a run's CPU thread count is its config key
-        ``threads`` (``--set threads=N``; a Ray task requests that many CPUs).
 
     Requests are planned before anything runs: an unknown name raises :class:`UserError`.
     Runs are always resumed from their checkpoint when one exists (``resume="auto"``); ``force``
@@ -257,8 +254,6 @@ def execute(
         raise SweepError(f"unknown executor {executor!r} (valid: {', '.join(EXECUTORS)})")
     if jobs < 1:
         raise SweepError(f"--jobs must be at least 1, got {jobs}")
-    if threads is not None:  # TODO: drop the parameter once report.collect no longer passes threads=None
-        raise TypeError("sweep.execute takes no threads: a run's CPU threads are its config key 'threads'")
     if max_retries < 0:
         raise SweepError(f"--max-retries must be 0 or more, got {max_retries}")
     if gpus_per_run is not None and gpus_per_run < 0:

@@ -12,8 +12,9 @@ import osrbench
 from osrbench import cli
 from osrbench.errors import EXIT_FAILED, EXIT_USER, MethodFailed, UserError, one_line
 
-#: Exceptions that are neither: the conformance suite's findings are pytest assertions.
-NOT_CLI_ERRORS = {"osrbench.testing.ConformanceError", "osrbench.testing._Skip"}
+#: Exceptions that are neither: the conformance suite's findings are pytest assertions; an
+#: interrupt (exit 130) is a KeyboardInterrupt that says what it kept.
+NOT_CLI_ERRORS = {"osrbench.testing.ConformanceError", "osrbench.testing._Skip", "osrbench.errors.Interrupted"}
 
 
 def _exception_classes():
