@@ -235,6 +235,8 @@ def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.
         start, history, elapsed = ckpt["epoch"], list(ckpt["history"]), ckpt["elapsed"]
         log(f"resuming {p.spec.name} on {p.dataset.name} split {p.split.index} from epoch {start}")
     results.ensure_dir(p.dir, "run folder")
+    for tmp in results.remove_orphans(p.dir):
+        log(f"removed {tmp.name}, a temporary file a killed process left in {p.dir}")
     devices.reset_peak_memory(device)
     step = s.build_step()
 

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -101,6 +102,39 @@ def check_output_file(path: Path, what: str = "output file") -> Path:
     return path
 
 
+#: Who writes a temporary file (``<host>-<pid>``, in its name): a later run removes the ones whose
+#: writer died before renaming them (:func:`remove_orphans`).
+_WRITER = f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Remove the temporary files in ``folder`` left by writers on this host that are no longer
+    alive (killed between creating and renaming them); returns what was removed."""
+    host = socket.gethostname().replace(".", "_")
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        writer = tmp.name.rsplit(".", 3)[-3] if tmp.name.count(".") >= 4 else ""
+        who, _, pid = writer.rpartition("-")
+        if who != host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
     """Write a file through ``write(fh)`` into a temporary file, fsync, then rename into place.
 
@@ -116,7 +150,7 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
         if path.exists() and not path.is_file():  # never rename a file over a device (/dev/null) or a pipe
             raise OutputError(f"cannot write {path}: not a regular file (a device?); give a file name")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_WRITER}.", suffix=".tmp", dir=path.parent)
     except OutputError:
         raise
     except OSError as exc:

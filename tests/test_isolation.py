@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,24 @@ def test_processes_saving_checkpoints_in_one_folder_do_not_race(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     assert checkpoints.read(tmp_path / checkpoints.CHECKPOINT)["epoch"] == 9
     assert checkpoints.read(tmp_path / checkpoints.PREVIOUS)["epoch"] in range(10)
+
+
+def test_a_temporary_file_left_by_a_killed_writer_is_removed_by_the_next_run(tmp_path):
+    import subprocess
+    import sys
+
+    from osrbench import results
+
+    req = engine.RunRequest("softmax", "digits", epochs=1, out=tmp_path, device="cpu", progress=False)
+    folder = engine.plan(req).dir
+    folder.mkdir(parents=True)
+    # A writer that dies between creating its temporary file and renaming it (as a kill -9 would).
+    code = ("import sys, tempfile; from osrbench import results; "
+            "tempfile.mkstemp(prefix=f'.result.json.{results._WRITER}.', suffix='.tmp', dir=sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, str(folder)], check=True)
+    (orphan,) = folder.glob(".*.tmp")
+    live = results.tempfile.mkstemp(prefix=f".scores.npz.{results._WRITER}.", suffix=".tmp", dir=folder)[1]
+    logs = []
+    engine.run(req, log=logs.append)
+    assert not orphan.exists() and any(orphan.name in line for line in logs)
+    assert Path(live).exists()  # this process is alive: its file may still be being written
