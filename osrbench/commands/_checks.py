@@ -11,7 +11,6 @@ import argparse
 import math
 from pathlib import Path
 
-from osrbench.commands._options import check_epochs
 from osrbench.errors import UsageError
 
 
@@ -25,6 +24,11 @@ def check_run_args(args: argparse.Namespace, writes: bool = True) -> None:
     check_device_name(args.device)
     if writes:
         results.check_writable_dir(args.out or Path("runs"), "--out")
+
+
+def check_epochs(epochs: int | None) -> None:
+    if epochs is not None and epochs < 1:
+        raise UsageError(f"--epochs must be positive, got {epochs}")
 
 
 def check_jobs(jobs: int) -> None:

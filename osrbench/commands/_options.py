@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from osrbench.errors import UsageError
-
 if TYPE_CHECKING:  # the engine imports torch; registering a command must not
     from osrbench import engine
 
@@ -51,11 +49,6 @@ def request_from_args(
         checkpoint_every=args.checkpoint_every, checkpoint_interval=args.checkpoint_interval,
         progress=not args.quiet, deterministic=args.deterministic,
     )
-
-
-def check_epochs(epochs: int | None) -> None:
-    if epochs is not None and epochs < 1:
-        raise UsageError(f"--epochs must be positive, got {epochs}")
 
 
 def tabulate(rows: list[list[Any]], headers: Sequence[str], fmt: str = "simple") -> str:
