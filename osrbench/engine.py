@@ -164,7 +164,7 @@ def _guard(p: Plan) -> session.Call:
     return session.guarded(p.spec.name, record)
 
 
-def _checkpoint_to_resume(p: Plan, log: Callable[[str], None]) -> dict[str, Any] | None:
+def _checkpoint_to_resume(p: Plan, kind: str, log: Callable[[str], None]) -> dict[str, Any] | None:
     """The checkpoint to continue from (``None``: start at epoch 0), by the request's resume rule.
 
     Only this run's intact files count: a damaged or foreign record or checkpoint is reported and
@@ -172,11 +172,11 @@ def _checkpoint_to_resume(p: Plan, log: Callable[[str], None]) -> dict[str, Any]
     count, or an unfinished run, is continued only with ``--resume`` (``yes``/``auto``) and
     replaced only with ``--force``, so that no result is silently replaced by another config. A
     final checkpoint of exactly this config whose record is missing or damaged is evaluated again.
+    ``kind`` is what :meth:`Plan.stored_record` found.
     """
     req = p.request
     if req.force:
         return None
-    kind, _ = p.stored_record(log)
     ckpt, problems = checkpoints.load_latest(p.dir, p.check_checkpoint)
     if req.resume == "yes" and ckpt is None:
         why = problems[0] if problems else f"no checkpoint to resume in {p.dir}"
@@ -184,9 +184,9 @@ def _checkpoint_to_resume(p: Plan, log: Callable[[str], None]) -> dict[str, Any]
     for line in problems:
         log(f"warning: {line}" + (f"; resuming from the intact one (epoch {ckpt['epoch']})" if ckpt else ""))
     finished = ckpt is not None and ckpt["epoch"] == p.config["epochs"] and (
-        ckpt.get("identity", {}).get("config_hash") == p.config_hash)  # only its evaluation is missing
+        ckpt["identity"]["config_hash"] == p.config_hash)  # only its evaluation is missing
     unfinished = ckpt is not None and not finished
-    if req.resume == "no" and (kind == "other-epochs" or unfinished) or (req.resume == "auto" and kind == "other-epochs"):
+    if req.resume != "yes" and (kind == "other-epochs" or (req.resume == "no" and unfinished)):
         raise UserError(
             f"{p.dir} already holds a run of this method/split/seed with another epoch count or an "
             "unfinished run; pass --resume to continue it or --force to replace it"
@@ -203,10 +203,10 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None,
     log = log or (lambda msg: None)
     reg = registry or plugins.get()
     p = plan(req, reg)
-    existing = p.existing_result(log)
-    if existing is not None and not req.force:
+    kind, existing = p.stored_record(log)
+    if kind == "this" and not req.force:
         return Outcome(existing, trained=False)
-    ckpt = _checkpoint_to_resume(p, log)
+    ckpt = _checkpoint_to_resume(p, kind, log)
     device = devices.pick_device(req.device)
     data = session.load_data(p.dataset, p.split, p.config["image_size"], req.data_root)
     try:
