@@ -3,7 +3,7 @@
 :func:`predict` runs :meth:`Method.predict` over an image set in chunks and returns float64 numpy
 outputs, checking every chunk against the Prediction contract (shapes, dtypes, no autograd graph,
 finite values); :func:`evaluate` does it for a split's knowns and unknowns and computes the metrics
-with :func:`score_metrics`, which is also what rescoring a stored run calls. The engine, rescore,
+with :meth:`osrbench.records.Scores.metrics`, which is also what rescoring a stored run calls. The engine, rescore,
 the conformance suite and the benchmarks all come through here.
 """
 
@@ -16,7 +16,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from osrbench import metrics
 from osrbench.data.stream import to_input
 from osrbench.datasets import OpenSetData
 from osrbench.devices import Precision
@@ -139,16 +138,4 @@ def evaluate(method: Method, data: OpenSetData, device: torch.device, normalize:
     scores = Scores(known.logits, unknown.logits, data.known_y.numpy(), data.unknown_ids.numpy(), k_scores, u_scores,
                     main_score_name(k_scores, u_scores))
     rule = check_f1_rule(call("f1_rule()", method.f1_rule), scores.names)
-    return Evaluation(scores, rule, score_metrics(scores, "score", rule))
-
-
-def score_metrics(scores: Scores, name: str = "score", f1_rule: Sequence[Any] | None = None) -> dict[str, float]:
-    """Every metric of a run with score ``name``; macro-F1 thresholds the score its rule names."""
-    known, unknown = scores.pick(name)
-    labels, known_pred, unknown_pred = scores.known_labels, scores.known_pred, scores.unknown_pred
-    out = metrics.evaluate(known, known_pred, labels, unknown, unknown_pred)
-    if f1_rule:  # METHODS.md §6.5: the rule names its own score, whichever score ranks the rest
-        rule_name, threshold = f1_rule
-        ks, us = scores.pick(rule_name)
-        out["macro_f1"] = metrics.macro_f1(labels, known_pred, ks, unknown_pred, us, threshold)
-    return out
+    return Evaluation(scores, rule, scores.metrics("score", rule))

@@ -25,11 +25,11 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from osrbench import results
+from osrbench import metrics, results
 from osrbench.errors import UserError
 
 RESULT = "result.json"
@@ -314,6 +314,18 @@ class Scores:
                "known_labels": self.known_labels, "unknown_ids": self.unknown_ids, "main": np.array(self.main)}
         for k in self.names[1:]:
             out[f"known_score_{k}"], out[f"unknown_score_{k}"] = self.known[k], self.unknown[k]
+        return out
+
+    def metrics(self, name: str = "score", f1_rule: Sequence[Any] | None = None) -> dict[str, float]:
+        """Every metric of the run with score ``name``; macro-F1 thresholds the score its rule names
+        (METHODS.md §6.5: the rule names its own score, whichever score ranks the rest)."""
+        known, unknown = self.pick(name)
+        labels, known_pred, unknown_pred = self.known_labels, self.known_pred, self.unknown_pred
+        out = metrics.evaluate(known, known_pred, labels, unknown, unknown_pred)
+        if f1_rule:
+            rule_name, threshold = f1_rule
+            ks, us = self.pick(rule_name)
+            out["macro_f1"] = metrics.macro_f1(labels, known_pred, ks, unknown_pred, us, threshold)
         return out
 
     @property

@@ -69,11 +69,9 @@ def rescore_record(rec: Record, name: str, from_checkpoint: bool = False, device
     """``{"metrics", "source", "main_score"}`` of one record rescored with score ``name``.
 
     The scores come from the run's ``scores.npz``, or from its final checkpoint (``from_checkpoint``
-    or when the score file is missing); the metrics from :func:`osrbench.evaluation.score_metrics`,
+    or when the score file is missing); the metrics from :meth:`osrbench.records.Scores.metrics`,
     macro-F1 keeping the run's own rule.
     """
-    from osrbench import evaluation
-
     folder = Path(rec.dir)
     if (folder / records.SCORES).exists() and not from_checkpoint:
         scores, source = records.read_scores(folder, rec), records.SCORES
@@ -83,7 +81,7 @@ def rescore_record(rec: Record, name: str, from_checkpoint: bool = False, device
         scores, source = scores_from_checkpoint(rec, device, data_root), checkpoints.CHECKPOINT
     if name not in scores.names:
         raise UserError(f"run {folder} stored no score {name!r} (available: {', '.join(scores.names)})")
-    return {"metrics": evaluation.score_metrics(scores, name, rec.f1_rule), "source": source,
+    return {"metrics": scores.metrics(name, rec.f1_rule), "source": source,
             "main_score": scores.main}
 
 

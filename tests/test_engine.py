@@ -172,7 +172,6 @@ def test_nan_loss_stops_with_epoch_and_term_and_keeps_the_last_checkpoint(tmp_pa
 
 @pytest.mark.parametrize("method", ["softmax", "dias"])
 def test_rescoring_from_the_checkpoint_reproduces_the_stored_scores_bit_for_bit(tmp_path, method):
-    from osrbench import evaluation
     from osrbench.rescore import scores_from_checkpoint
 
     if method not in plugins.get().methods:
@@ -182,4 +181,4 @@ def test_rescoring_from_the_checkpoint_reproduces_the_stored_scores_bit_for_bit(
     assert again.main == stored.main and again.names == stored.names == list(rec.scores)
     for name, array in stored.to_arrays().items():
         assert np.array_equal(array, again.to_arrays()[name]), name
-    assert evaluation.score_metrics(again, "score", rec.f1_rule) == rec.metrics
+    assert again.metrics("score", rec.f1_rule) == rec.metrics

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from osrbench import cli, compare, evaluation, export, metrics, plots, records, report, results
+from osrbench import cli, compare, export, metrics, plots, records, report, results
 from osrbench.config import config_hash
 from osrbench.records import Record, Scores
 
@@ -54,7 +54,7 @@ def make_record(method, split, seed, values, *, dataset="digits", protocol="auro
                   "known_score_mls": logits_k.max(1), "unknown_score_mls": logits_u.max(1)}
         scores = Scores.from_arrays(arrays)
         digest = records.write_scores(folder, scores, rec.identity)
-        rec = rec.replace(metrics=evaluation.score_metrics(scores, "score", rec.f1_rule), scores_sha256=digest)
+        rec = rec.replace(metrics=scores.metrics("score", rec.f1_rule), scores_sha256=digest)
     return records.write_record(folder, rec)
 
 

@@ -171,3 +171,28 @@ def test_help_runs_as_a_program_without_torch():
 
 # The import-cycle check of this package's modules (metrics, protocols, registry, ...) is the general
 # one in tests/test_architecture.py: no cycle anywhere in osrbench/.
+
+
+def test_results_are_read_compared_reported_and_rescored_without_torch(tmp_path):
+    """A machine without torch can read runs: records, compare, report, export and rescoring from
+    stored scores (only rescoring from a checkpoint rebuilds the network)."""
+    import numpy as np
+
+    from osrbench import records
+
+    scores = records.Scores(np.eye(3)[[0, 1, 2, 0]] + 0.1, np.full((2, 3), 0.3), np.array([0, 1, 2, 0]),
+                            np.array([7, 8]), {"score": np.array([0.9, 0.8, 0.7, 0.6])},
+                            {"score": np.array([0.65, 0.2])})
+    np.savez(tmp_path / "scores.npz", **scores.to_arrays())
+    out = _run_without_torch(
+        f"""
+        import numpy as np
+        import osrbench.compare, osrbench.export, osrbench.report
+        from osrbench import records, rescore
+        with np.load({str(tmp_path / "scores.npz")!r}) as z:
+            scores = records.Scores.from_arrays({{k: z[k] for k in z.files}})
+        print(json.dumps({{"auroc": scores.metrics()["auroc"],
+                          "torch": sorted(m for m in sys.modules if m.partition(".")[0] in ("torch", "torchvision"))}}))
+        """
+    )
+    assert out["torch"] == [] and out["auroc"] == scores.metrics()["auroc"] == 7 / 8
