@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml)))
 DEMO_METHODS ?= softmax arpl-cs dias
 DEMO_EPOCHS ?= 2
+# Runs trained at once (the records are the same whatever the count: threads is a config key).
+DEMO_JOBS ?= 2
 
 .PHONY: demo test bench install clean
 
@@ -23,7 +25,7 @@ install: $(BIN)/osrbench
 
 ## Compare the three built-in methods on the embedded digits dataset over the 5 auroc splits.
 demo: install
-	$(BIN)/osrbench compare $(DEMO_METHODS) --dataset digits --splits 0-4 --epochs $(DEMO_EPOCHS) --metrics auroc,oscr,acc --out runs/demo --quiet
+	$(BIN)/osrbench compare $(DEMO_METHODS) --dataset digits --splits 0-4 --epochs $(DEMO_EPOCHS) --metrics auroc,oscr,acc --out runs/demo --quiet --jobs $(DEMO_JOBS)
 
 ## The test suite (what CI runs).
 test: $(VENV)/.test-extras
