@@ -328,11 +328,6 @@ class Scores:
             out["macro_f1"] = metrics.macro_f1(labels, known_pred, ks, unknown_pred, us, threshold)
         return out
 
-    @property
-    def sha256(self) -> str:
-        """Content hash of every array (name, dtype, shape and bytes), in name order."""
-        return arrays_hash(self.to_arrays())
-
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "Scores":
         known = {"score": arrays["known_score"]}
