@@ -173,7 +173,7 @@ class _Progress:
         self.stats = stats
         self.running: set[int] = set()
         self.finished: set[int] = set()
-        self.records: dict[int, dict[str, Any]] = {}
+        self.records: dict[int, Record] = {}
         self.failures: dict[int, Failure] = {}
 
     def emit(self, kind: str, index: int | None = None, message: str = "", **info: Any) -> None:

@@ -29,7 +29,7 @@ from torch import nn
 import osrbench
 from osrbench.method import Context, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
-from osrbench.models import Classifier32, make_gan, sample_noise
+from osrbench.models import GAN_MODES, Classifier32, make_gan, sample_noise
 from osrbench.training import OPTIM_DEFAULTS, OPTIM_OPTIONS, bce, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
 
 CITATION = (
@@ -73,7 +73,7 @@ CS_OPTIONS: dict[str, Option] = {
     "gan_lr": Option(exclusive_minimum=0, help="Adam learning rate of G and D (constant)"),
     "gan_betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas of G and D"),
     "nz": Option(minimum=1, help="noise dimension of G"),
-    "gan_mode": Option(choices=("auto", "reference", "wrap", "native"),
+    "gan_mode": Option(choices=("auto", *GAN_MODES),
                        help="GAN networks for the image size (osrbench.models.resolve_gan_mode)"),
 }
 

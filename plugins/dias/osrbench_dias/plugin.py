@@ -39,7 +39,7 @@ import torch
 import osrbench
 from osrbench.method import Context, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
-from osrbench.models import Classifier32, make_gan, resolve_gan_mode, sample_noise
+from osrbench.models import GAN_MODES, Classifier32, make_gan, resolve_gan_mode, sample_noise
 from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, set_lr
 
 from osrbench_dias import losses
@@ -98,7 +98,7 @@ OPTIONS: dict[str, Option] = {
     "gan_lr": Option(exclusive_minimum=0, help="Adam learning rate of G and D (constant)"),
     "gan_betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas of G and D"),
     "nz": Option(minimum=1, help="noise dimension of G"),
-    "gan_mode": Option(choices=("auto", "reference", "wrap", "native"),
+    "gan_mode": Option(choices=("auto", *GAN_MODES),
                        help="GAN networks for the image size (reference = G32/D of the release)"),
     "legacy_zero_grad": Option(help="PyTorch 1.x zero_grad (zeroed, not freed, gradients) as in the release"),
 }
