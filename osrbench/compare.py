@@ -90,15 +90,8 @@ def plugin_label(distribution: str | None, version: str | None) -> str:
     return f"{distribution or '?'} {version or '?'}"
 
 
-def plugin_identity(rec: Record) -> tuple[str | None, str | None]:
-    """``(distribution, version)`` of the plugin that registered the record's method."""
-    plugin = rec.plugin or {}
-    dist, version = plugin.get("distribution"), plugin.get("version")
-    return (None if dist is None else str(dist)), (None if version is None else str(version))
-
-
 def group_key(rec: Record) -> GroupKey:
-    return GroupKey(rec.method, rec.dataset, rec.protocol, rec.recipe, rec.config_hash, *plugin_identity(rec))
+    return GroupKey(rec.method, rec.dataset, rec.protocol, rec.recipe, rec.config_hash, *rec.plugin_id)
 
 
 def group_records(records: Iterable[Record]) -> dict[GroupKey, list[Record]]:
@@ -120,7 +113,7 @@ def mixed_plugins_message(method: str, recs: Sequence[Record],
     """The one line saying that ``method``'s records come from several plugins (``None`` when they do not)."""
     by_plugin: dict[tuple[str | None, str | None], list[Record]] = {}
     for rec in recs:
-        by_plugin.setdefault(plugin_identity(rec), []).append(rec)
+        by_plugin.setdefault(rec.plugin_id, []).append(rec)
     if len(by_plugin) < 2:
         return None
     order = sorted(by_plugin, key=lambda p: (p[0] or "", p[1] or ""))

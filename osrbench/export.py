@@ -51,7 +51,7 @@ def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapp
             "versions_consistent": all(v == versions[0] for v in versions),
             "runs": [{"split": r.split, "seed": r.seed, "record_sha256": r.sha256,
                       "created": r.created, "device": r.device,
-                      "plugin": dict(zip(("distribution", "version"), compare.plugin_identity(r)))}
+                      "plugin": dict(zip(("distribution", "version"), r.plugin_id))}
                      for r in recs],
         }
     return {

@@ -168,9 +168,16 @@ class Record:
         return int(self.config["epochs"])
 
     @property
+    def plugin_id(self) -> tuple[str | None, str | None]:
+        """``(distribution, version)`` of the plugin that registered the method (``None``: not recorded)."""
+        dist, version = self.plugin.get("distribution"), self.plugin.get("version")
+        return (None if dist is None else str(dist)), (None if version is None else str(version))
+
+    @property
     def identity(self) -> RunIdentity:
-        return RunIdentity(self.method, str(self.plugin.get("distribution", "?")), str(self.plugin.get("version", "?")),
-                           self.dataset, self.protocol, self.split, self.split_hash, self.seed, self.config_hash)
+        dist, version = self.plugin_id
+        return RunIdentity(self.method, dist or "?", version or "?", self.dataset, self.protocol, self.split,
+                           self.split_hash, self.seed, self.config_hash)
 
 
 def _is_int(v: Any) -> bool:
