@@ -32,21 +32,28 @@ _LAZY = {
     "Method": "osrbench.method",
     "MethodSpec": "osrbench.method",
     "Prediction": "osrbench.method",
+    "Features": "osrbench.method",
+    "ScoreSpec": "osrbench.scoring",
+    "View": "osrbench.scoring",
     "DatasetSpec": "osrbench.datasets",
     "OpenSetData": "osrbench.datasets",
 }
 
 if TYPE_CHECKING:
     from osrbench.datasets import DatasetSpec, OpenSetData
-    from osrbench.method import Context, Method, MethodSpec, Prediction
+    from osrbench.method import Context, Features, Method, MethodSpec, Prediction
+    from osrbench.scoring import ScoreSpec, View
 
 __all__ = [
     "Context",
     "DatasetSpec",
+    "Features",
     "Method",
     "MethodSpec",
     "OpenSetData",
     "Prediction",
+    "ScoreSpec",
+    "View",
     "__version__",
     "hookimpl",
 ]

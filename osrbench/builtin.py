@@ -1,4 +1,5 @@
-"""The host's own hook implementations: the datasets described by ``registry.yaml``."""
+"""The host's own hook implementations: the datasets described by ``registry.yaml`` and the
+built-in post-hoc scorers (:mod:`osrbench.scorers`)."""
 
 from osrbench import hookimpl
 from osrbench.registry import builtin_datasets
@@ -7,4 +8,12 @@ from osrbench.registry import builtin_datasets
 @hookimpl
 def osrbench_register_datasets(register):
     for spec in builtin_datasets():
+        register(spec)
+
+
+@hookimpl
+def osrbench_register_scores(register):
+    from osrbench.scorers import BUILTIN_SCORERS
+
+    for spec in BUILTIN_SCORERS:
         register(spec)

@@ -15,6 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     from osrbench.datasets import DatasetSpec
     from osrbench.method import MethodSpec
+    from osrbench.scoring import ScoreSpec
 
 hookspec = pluggy.HookspecMarker("osrbench")
 
@@ -43,4 +44,23 @@ def osrbench_register_datasets(register: Callable[["DatasetSpec"], None]) -> Non
         ``table`` names the split table of ``splits.yaml`` it uses (``mnist`` for any 10-class
         set) and its ``load(root, split, image_size)`` returns uint8 tensors. The built-in
         datasets of ``registry.yaml`` are registered through this hook by ``osrbench.builtin``.
+    """
+
+
+@hookspec
+def osrbench_register_scores(register: Callable[["ScoreSpec"], None]) -> None:
+    """Register post-hoc scorers usable with ``osrbench score --scorer`` and ``compare --score``.
+
+    :param register: call it once per scorer with an :class:`osrbench.ScoreSpec`: a name, what it
+        needs (logits, features, head, input gradients), an optional fit on training-set
+        statistics, its parameters with an optional tuning grid, and a score function (higher =
+        more likely known). Names clash as method names do. The built-in scorers (MSP, MLS,
+        energy, ODIN, Mahalanobis, KNN, ViM, ReAct, GEN, OpenMax) are registered through this hook
+        by ``osrbench.scorers``.
+
+    Use in a plugin::
+
+        @osrbench.hookimpl
+        def osrbench_register_scores(register):
+            register(ScoreSpec(name="maxcos", needs={"features"}, fit=class_means, score=max_cosine))
     """

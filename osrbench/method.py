@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -63,6 +63,19 @@ class Prediction:
     scores: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class Features:
+    """Output of :meth:`Method.features` for a batch of N images.
+
+    :param penultimate: (N, D) the features the logits are computed from (classifier32: the pooled
+        feature ``f``); ``Method.head(penultimate)`` gives ``logits`` back.
+    :param logits: (N, K) the same logits :meth:`Method.predict` returns.
+    """
+
+    penultimate: torch.Tensor
+    logits: torch.Tensor
+
+
 class Method(abc.ABC):
     """Base class of an open-set recognition method.
 
@@ -101,6 +114,38 @@ class Method(abc.ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
+    # ----------------------------------------------------------------- optional, after training
+    # A method implements these by overriding them; :func:`implements` says which it did.
+
+    def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Optional fit stage, called once after the last epoch (before evaluation).
+
+        ``batches`` is one pass over the split's training images in file order, unaugmented and
+        unshuffled, as ``(images, labels)`` prepared exactly like :meth:`predict`'s images (float,
+        normalised as the run's ``normalize``). Whatever it learns (class means, Weibull models)
+        must go into :meth:`state_dict`: the engine checkpoints the fitted state, and a resume or a
+        rescore loads it instead of fitting again. Set networks to eval mode and use
+        ``torch.no_grad()`` as in ``predict``.
+        """
+        raise NotImplementedError
+
+    def features(self, images: torch.Tensor) -> Features:
+        """Optional: penultimate features and logits of a batch, networks in eval mode.
+
+        Post-hoc scorers that need features (Mahalanobis, KNN, ViM, ReAct) or input gradients
+        (ODIN) call it. Do **not** decorate it with ``torch.no_grad()``: the host calls it under
+        ``no_grad`` itself, except for input-gradient scorers, which need a graph back to ``images``.
+        """
+        raise NotImplementedError
+
+    def head(self, penultimate: torch.Tensor) -> torch.Tensor:
+        """Optional, with :meth:`features`: the map from penultimate features to logits.
+
+        ReAct clips features and applies it; ViM needs it to be affine (``W f + b``) and reads W
+        and b from it. Like ``features``, it must stay differentiable.
+        """
+        raise NotImplementedError
+
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The method's optimisers; default: those held directly as attributes of the method.
 
@@ -120,6 +165,11 @@ class Method(abc.ABC):
     def adaptations(self) -> dict[str, Any]:
         """Choices this run made that no release covers (recorded in the result record)."""
         return {}
+
+
+def implements(method: Method, name: str) -> bool:
+    """Whether ``method`` overrides the optional :class:`Method` hook ``name`` (fit, features, head)."""
+    return getattr(type(method), name) is not getattr(Method, name)
 
 
 @dataclass(frozen=True)

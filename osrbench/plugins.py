@@ -26,6 +26,7 @@ import pluggy
 from osrbench import builtin, hookspecs
 from osrbench.datasets import DatasetSpec
 from osrbench.method import MethodSpec
+from osrbench.scoring import ScoreSpec
 from osrbench.errors import UserError
 
 GROUP = "osrbench"
@@ -51,6 +52,7 @@ class PluginInfo:
     version: str
     methods: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    scorers: list[str] = field(default_factory=list)
     error: str | None = None
     traceback: str | None = field(default=None, repr=False)
 
@@ -84,6 +86,7 @@ class Plugins:
         self.infos: dict[str, PluginInfo] = {}
         self.methods: dict[str, MethodSpec] = {}
         self.datasets: dict[str, DatasetSpec] = {}
+        self.scorers: dict[str, ScoreSpec] = {}
         self.origin: dict[str, str] = {}  # "method:NAME" / "dataset:NAME" -> plugin name
         self.conflicts: dict[str, list[str]] = {}  # "method:NAME" -> plugins that all registered it, none built in
         self.refused: dict[str, list[str]] = {}  # "method:NAME" -> plugins refused it (a built-in one has it)
@@ -94,6 +97,7 @@ class Plugins:
             self._load_entry_points()
         self._call("osrbench_register_datasets", DatasetSpec, self.datasets, "dataset")
         self._call("osrbench_register_methods", MethodSpec, self.methods, "method")
+        self._call("osrbench_register_scores", ScoreSpec, self.scorers, "scorer")
 
     def _add(self, plugin: object, info: PluginInfo) -> None:
         self.infos[info.name] = info
@@ -223,6 +227,9 @@ class Plugins:
 
     def dataset(self, name: str) -> DatasetSpec:
         return self._lookup("dataset", name, self.datasets)
+
+    def scorer(self, name: str) -> ScoreSpec:
+        return self._lookup("scorer", name, self.scorers)
 
     def plugin_of(self, label: str, name: str) -> PluginInfo:
         return self.infos[self.origin[f"{label}:{name}"]]

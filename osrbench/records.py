@@ -34,6 +34,7 @@ from osrbench.errors import UserError
 
 RESULT = "result.json"
 SCORES = "scores.npz"
+POSTHOC = "posthoc.npz"
 ERROR = "error.json"
 #: Version of the record's JSON layout. 1: before ``schema``, ``plugin`` and ``threads`` existed.
 SCHEMA = 2
@@ -124,6 +125,9 @@ class Record:
     cuda_graph_steps: Mapping[str, int] | None = None
     #: Content hash of the run's ``scores.npz`` (``None`` in schema-1 records).
     scores_sha256: str | None = None
+    #: ``osrbench evaluate``: weights trained elsewhere, ``{"layout", "files": [{"name", "sha256"}]}``;
+    #: ``None`` for a run trained here.
+    external_weights: Mapping[str, Any] | None = None
     schema: int = SCHEMA
     #: Content hash of the file it was read from (``None`` before it is written).
     sha256: str | None = field(default=None, compare=False)
@@ -136,8 +140,9 @@ class Record:
         for key in ("known_classes", "unknown_classes", "image_shape", "scores", "history", "f1_rule"):
             if doc[key] is not None:
                 doc[key] = list(doc[key])
-        if doc["cuda_graph_steps"] is None:
-            del doc["cuda_graph_steps"]
+        for key in ("cuda_graph_steps", "external_weights"):  # absent rather than null: older readers
+            if doc[key] is None:
+                del doc[key]
         return doc
 
     @classmethod
@@ -216,6 +221,8 @@ _FIELDS: dict[str, tuple[bool, Callable[[Any], bool]]] = {
     "device": (False, lambda v: isinstance(v, str)),
     "created": (False, lambda v: isinstance(v, str)),
     "scores_sha256": (False, lambda v: v is None or isinstance(v, str)),
+    "external_weights": (False, lambda v: v is None or (isinstance(v, Mapping) and isinstance(v.get("layout"), str)
+                                                        and isinstance(v.get("files"), list))),
 }
 
 
@@ -404,3 +411,81 @@ def read_scores(folder: Path, record: Record | None = None) -> Scores:
                 doc = None
             record.identity.check(doc, str(path))
     return scores
+
+
+# ------------------------------------------------------------------------------ post-hoc scores
+@dataclass(frozen=True)
+class Posthoc:
+    """The post-hoc scores of a run (``osrbench score``), in ``posthoc.npz`` beside its scores file.
+
+    Per scorer name: its (N,) test scores, higher = more likely known (``known`` / ``unknown``),
+    and ``info``: the parameters it used, how they were tuned, the scorer's plugin. The file is
+    bound to the run's identity and to the ``scores.npz`` it was computed against (whose logits
+    give the closed-set predictions), so a retrained run never shows another network's scores.
+    """
+
+    known: Mapping[str, np.ndarray] = field(default_factory=dict)
+    unknown: Mapping[str, np.ndarray] = field(default_factory=dict)
+    info: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.known)
+
+    def merged(self, other: "Posthoc") -> "Posthoc":
+        """These scores with ``other``'s added (``other`` wins where both have a scorer)."""
+        return Posthoc({**self.known, **other.known}, {**self.unknown, **other.unknown}, {**self.info, **other.info})
+
+    def metrics(self, name: str, scores: Scores) -> dict[str, float]:
+        """Every metric of scorer ``name`` (no macro-F1: a scorer has no threshold rule); the closed-set
+        predictions are ``scores``' logits'."""
+        if name not in self.known:
+            raise UserError(f"no post-hoc score {name!r} stored (stored: {', '.join(self.names) or 'none'}); "
+                            f"compute it with: osrbench score --scorer {name}")
+        return metrics.evaluate(self.known[name], scores.known_pred, scores.known_labels, self.unknown[name],
+                                scores.unknown_pred)
+
+
+def write_posthoc(folder: Path, posthoc: Posthoc, record: Record) -> None:
+    """Write ``folder/posthoc.npz`` atomically, bound to ``record``'s identity and scores file."""
+    arrays = {}
+    for name in posthoc.names:
+        arrays[f"known/{name}"], arrays[f"unknown/{name}"] = posthoc.known[name], posthoc.unknown[name]
+    arrays["info"] = np.array(json.dumps(posthoc.info, sort_keys=True))
+    stamp = {"identity": np.array(json.dumps(record.identity.to_json(), sort_keys=True)),
+             "scores_sha256": np.array(record.scores_sha256 or ""), "sha256": np.array(arrays_hash(arrays))}
+    results.write_npz(Path(folder) / POSTHOC, {**arrays, **stamp})
+
+
+def read_posthoc(folder: Path, record: Record) -> Posthoc:
+    """The verified post-hoc scores of ``record``'s run; empty when it has none yet.
+
+    :class:`CorruptRecord` when the file is unreadable or edited; :class:`ForeignFile` when it is
+    another run's or was computed against another scores file (the run was trained again).
+    """
+    path = Path(folder) / POSTHOC
+    if not path.exists():
+        return Posthoc()
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        stated, against, digest = (str(arrays.pop(k)) for k in ("identity", "scores_sha256", "sha256"))
+        info = json.loads(str(arrays["info"]))
+        names = [k[len("known/"):] for k in arrays if k.startswith("known/")]
+        known = {n: arrays[f"known/{n}"] for n in names}
+        unknown = {n: arrays[f"unknown/{n}"] for n in names}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise CorruptRecord(f"{path}: unreadable post-hoc scores file ({type(exc).__name__})") from None
+    if digest != arrays_hash(arrays):
+        raise CorruptRecord(f"{path}: content hash mismatch (the post-hoc scores were modified or damaged)")
+    try:
+        doc = json.loads(stated)
+    except ValueError:
+        doc = None
+    record.identity.check(doc, str(path))
+    if against != (record.scores_sha256 or ""):
+        raise ForeignFile(f"{path}: computed against another scores file of this run (it was evaluated again); "
+                          "score it again with osrbench score --force")
+    if not isinstance(info, dict) or set(info) != set(names):
+        raise CorruptRecord(f"{path}: its scorer list does not match its scores")
+    return Posthoc(known, unknown, info)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import osrbench
-from osrbench.method import Context, Method, MethodSpec, Option, Prediction
+from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import GAN_MODES, Classifier32, make_gan, sample_noise
 from osrbench.training import OPTIM_DEFAULTS, OPTIM_OPTIONS, bce, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
@@ -244,6 +244,15 @@ class ARPL(Method):
         logits = arpl_logits(self.net.pooled(images, 0), self.rp.points)
         scores = logit_scores(logits)
         return Prediction(logits=logits, score=scores["mls"], scores=scores)
+
+    def features(self, images: torch.Tensor) -> Features:
+        self.net.eval()
+        f = self.net.pooled(images, 0)
+        return Features(penultimate=f, logits=arpl_logits(f, self.rp.points))
+
+    def head(self, penultimate: torch.Tensor) -> torch.Tensor:
+        # ARPL's logits are distances to the reciprocal points, not affine in f (ViM does not apply).
+        return arpl_logits(penultimate, self.rp.points)
 
     def f1_rule(self) -> tuple[str, float]:
         # The ARPL release has no macro-F1 rule. For head-to-head macro-F1 with DIAS, osrbench

@@ -37,7 +37,7 @@ from typing import Any, Mapping
 import torch
 
 import osrbench
-from osrbench.method import Context, Method, MethodSpec, Option, Prediction
+from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import GAN_MODES, Classifier32, make_gan, resolve_gan_mode, sample_noise
 from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, set_lr
@@ -306,6 +306,14 @@ class DIAS(Method):
         logits = self.net(images, 0)
         scores = logit_scores(logits, self.cfg["temperature"])
         return Prediction(logits=logits, score=scores["msp"], scores=scores)
+
+    def features(self, images: torch.Tensor) -> Features:
+        self.net.eval()
+        f = self.net.pooled(images, 0)
+        return Features(penultimate=f, logits=self.net.head(f))
+
+    def head(self, penultimate: torch.Tensor) -> torch.Tensor:
+        return self.net.head(penultimate)
 
     def f1_rule(self) -> tuple[str, float]:
         # θ = α/K + (1 − α) − 0.05 with the release's smoothing α (= alpha_hard, 0.5), on MSP.

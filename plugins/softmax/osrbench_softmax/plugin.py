@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 import osrbench
-from osrbench.method import Context, Method, MethodSpec, Option, Prediction
+from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32
 from osrbench.training import OPTIM_DEFAULTS, OPTIM_OPTIONS, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
@@ -81,6 +81,14 @@ class Softmax(Method):
         logits = self.net(images)
         scores = logit_scores(logits)
         return Prediction(logits=logits, score=scores[self.cfg["score"]], scores=scores)
+
+    def features(self, images: torch.Tensor) -> Features:
+        self.net.eval()
+        f = self.net.pooled(images)
+        return Features(penultimate=f, logits=self.net.head(f))
+
+    def head(self, penultimate: torch.Tensor) -> torch.Tensor:
+        return self.net.head(penultimate)
 
     def f1_rule(self) -> tuple[str, float]:
         # The DIAS rule thresholds MSP; it applies to any softmax-trained network.

@@ -1,0 +1,2 @@
+"""Placeholder: the math of the built-in scorers (being written)."""
+OPENOOD: dict = {}
