@@ -277,14 +277,13 @@ def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.
         else:  # a kill costs at most the first epoch, or one interval plus one epoch
             due = epoch == start or time.perf_counter() - last_saved >= req.checkpoint_interval
         if due or done == cfg["epochs"]:
-            checkpoints.save(p.dir, {
-                "identity": p.identity.to_json(), "method": p.spec.name, "resume_key": p.resume_key,
-                "config": cfg, "epoch": done,
-                "state": s.method.state_dict(), "rng": s.rng_state(), "history": history,
-                "elapsed": elapsed + time.perf_counter() - t0,
-            })
+            checkpoints.save(p.dir, _payload(p, s, done, history, elapsed + time.perf_counter() - t0))
             last_saved = time.perf_counter()
     bar.close()
+    if s.fits and not (ckpt is not None and start == cfg["epochs"] and ckpt.get("fitted")):
+        s.fit()  # once, after the last epoch; its state is checkpointed, so a resume does not fit again
+        payload = _payload(p, s, cfg["epochs"], history, elapsed + time.perf_counter() - t0)
+        checkpoints.save(p.dir, {**payload, "fitted": True})
     train_time = elapsed + time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -309,6 +308,14 @@ def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.
     record = records.write_record(p.dir, record)
     (p.dir / ERROR).unlink(missing_ok=True)
     return Outcome(record, trained=True, resumed_from=start if ckpt is not None else None)
+
+
+def _payload(p: Plan, s: session.Session, done: int, history: list[dict[str, float]],
+             elapsed: float) -> dict[str, Any]:
+    """A checkpoint of the run after ``done`` epochs (``fitted``: and after the fit stage)."""
+    return {"identity": p.identity.to_json(), "method": p.spec.name, "resume_key": p.resume_key,
+            "config": p.config, "epoch": done, "fitted": False, "state": s.method.state_dict(),
+            "rng": s.rng_state(), "history": history, "elapsed": elapsed}
 
 
 def _versions(plugin: plugins.PluginInfo) -> dict[str, Any]:

@@ -419,7 +419,8 @@ class Posthoc:
     """The post-hoc scores of a run (``osrbench score``), in ``posthoc.npz`` beside its scores file.
 
     Per scorer name: its (N,) test scores, higher = more likely known (``known`` / ``unknown``),
-    and ``info``: the parameters it used, how they were tuned, the scorer's plugin. The file is
+    and ``info``: the parameters it used, how they were tuned, the scorer's plugin; a scorer that
+    does not apply to the method has only ``info`` (``{"not_applicable": why}``). The file is
     bound to the run's identity and to the ``scores.npz`` it was computed against (whose logits
     give the closed-set predictions), so a retrained run never shows another network's scores.
     """
@@ -430,7 +431,12 @@ class Posthoc:
 
     @property
     def names(self) -> list[str]:
+        """Scorers with stored scores."""
         return list(self.known)
+
+    def not_applicable(self, name: str) -> str | None:
+        """Why scorer ``name`` does not apply to this run's method (``None``: it does, or was not tried)."""
+        return self.info.get(name, {}).get("not_applicable")
 
     def merged(self, other: "Posthoc") -> "Posthoc":
         """These scores with ``other``'s added (``other`` wins where both have a scorer)."""
@@ -439,6 +445,9 @@ class Posthoc:
     def metrics(self, name: str, scores: Scores) -> dict[str, float]:
         """Every metric of scorer ``name`` (no macro-F1: a scorer has no threshold rule); the closed-set
         predictions are ``scores``' logits'."""
+        why = self.not_applicable(name)
+        if why:
+            raise UserError(f"scorer {name!r} does not apply to this run's method: {why}")
         if name not in self.known:
             raise UserError(f"no post-hoc score {name!r} stored (stored: {', '.join(self.names) or 'none'}); "
                             f"compute it with: osrbench score --scorer {name}")
@@ -486,6 +495,6 @@ def read_posthoc(folder: Path, record: Record) -> Posthoc:
     if against != (record.scores_sha256 or ""):
         raise ForeignFile(f"{path}: computed against another scores file of this run (it was evaluated again); "
                           "score it again with osrbench score --force")
-    if not isinstance(info, dict) or set(info) != set(names):
+    if not isinstance(info, dict) or {n for n, v in info.items() if "not_applicable" not in v} != set(names):
         raise CorruptRecord(f"{path}: its scorer list does not match its scores")
     return Posthoc(known, unknown, info)

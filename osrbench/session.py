@@ -14,18 +14,21 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
 
 from osrbench import checkpoints, graphs
 from osrbench.data.randaugment import ops_for
-from osrbench.data.stream import TrainStream, derive_seed
+from osrbench.data.stream import TrainStream, derive_seed, to_input
 from osrbench.datasets import DataNotFound, DatasetSpec, OpenSetData
 from osrbench.devices import Precision
 from osrbench.errors import MethodFailed, UserError
-from osrbench.method import Context, Method, MethodSpec
+from osrbench.method import Context, Method, MethodSpec, implements
+
+#: Images per batch of the fit stage's pass (the same chunking as evaluation).
+FIT_BATCH = 500
 
 #: ``call(stage, fn, *args)``: how a session calls into the method (the engine records failures).
 Call = Callable[..., Any]
@@ -171,6 +174,24 @@ class Session:
 
     def rng_state(self) -> dict[str, Any]:
         return checkpoints.rng_state(self.generator)
+
+    @property
+    def fits(self) -> bool:
+        """The method has a fit stage (:meth:`Method.fit`)."""
+        return implements(self.method, "fit")
+
+    def fit_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The fit stage's pass: every training image once, in file order, unaugmented, prepared as
+        ``predict``'s images are (float, normalised as the run's ``normalize``), with its label."""
+        images, labels = self.stream.images, self.stream.labels
+        for start in range(0, len(images), FIT_BATCH):
+            x = to_input(images[start:start + FIT_BATCH].to(self.device), self.config["normalize"])
+            yield self.precision.inputs(x), labels[start:start + FIT_BATCH]
+
+    def fit(self) -> None:
+        """Run the method's fit stage once (after the last epoch; the caller checkpoints the result)."""
+        with self.precision.autocast():
+            self.call("fit(batches)", self.method.fit, self.fit_batches())
 
 
 def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData, *, num_classes: int,

@@ -236,7 +236,8 @@ def test_checks_that_need_a_failed_one_are_skipped_and_check_method_lists_the_fa
     report = info.value.report
     assert {r.name: r.status for r in report.results} == {
         "register": "passed", "spec": "passed", "train": "failed", "predict": "skipped", "sign": "skipped",
-        "determinism": "skipped", "state": "skipped", "graphs": "skipped", "engine": "failed",
+        "determinism": "skipped", "state": "skipped", "features": "skipped", "fit": "skipped", "graphs": "skipped",
+        "engine": "failed",
     }
     assert "broke 2 contract(s)" in str(info.value) and "train: train_step('train', ...)" in str(info.value)
     assert check_method("tiny", registry=reg, raise_on_failure=False).ok is False

@@ -22,8 +22,10 @@ from typing import Any, Callable, Iterator
 
 import pluggy
 import pytest
+import torch
 
 from osrbench import builtin, engine, hookspecs, plugins, session, testing
+from osrbench.scoring import View
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "PLUGINS.md"
@@ -128,10 +130,37 @@ def test_osrbench_register_datasets():
     assert p.split.num_known == 6 and data.known_y.max() == 5 and data.train_x.shape[1:] == (3, 8, 8)
 
 
+SCORES_PLUGIN = """
+import torch
+import osrbench
+
+@osrbench.hookimpl
+def osrbench_register_scores(register):
+    register(osrbench.ScoreSpec(name="hooked-margin", score=lambda view, fitted, params:
+                                view.logits.topk(2, 1).values.diff(dim=1).squeeze(1).neg()))
+    register(osrbench.ScoreSpec(name="msp", score=lambda view, fitted, params: view.logits[:, 0]))
+"""
+
+
+def test_osrbench_register_scores():
+    # Through the host's own manager, from an installed distribution: a new scorer is usable; a
+    # built-in name stays the built-in scorer's; the host's scorers come through the hook too.
+    with _installed("hooked-scores", "hooked_scores_mod", SCORES_PLUGIN):
+        reg = plugins.Plugins()
+    info = reg.infos["hooked-scores"]
+    assert info.scorers == ["hooked-margin"] and "scorer 'msp' refused" in info.error
+    assert reg.plugin_of("scorer", "msp").name == "osrbench"
+    assert {"msp", "energy", "odin", "openmax", "hooked-margin"} <= set(reg.scorers)
+    logits = torch.tensor([[3.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    margin = reg.scorer("hooked-margin").score(View(logits), None, {})
+    assert margin.tolist() == [2.0, 0.0]
+
+
 #: hookspec name -> the test that calls it.
 HOOK_TESTS: dict[str, Callable[[], None]] = {
     "osrbench_register_methods": test_osrbench_register_methods,
     "osrbench_register_datasets": test_osrbench_register_datasets,
+    "osrbench_register_scores": test_osrbench_register_scores,
 }
 
 

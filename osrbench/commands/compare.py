@@ -32,6 +32,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         results.check_output_file(args.export, "--export")
     metric_names = report.parse_metrics(args.metrics, compare.METRICS)
+    if args.score and args.score not in reg.scorers:  # else a score the runs stored: known once they are read
+        from osrbench.rescore import check_score_name
+
+        check_score_name(args.score)
     notes, dropped = [], {}
     if args.unique_splits:
         splits, dropped = compare.unique_splits(spec, args.protocol, splits)
@@ -47,6 +51,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     records, failures = report.collect(
         args.methods, splits, seeds, lambda m, k, s: request_from_args(args, m, k, s, "auto", False),
         run=not args.no_run, jobs=args.jobs, log=log)
+    if records and args.score:
+        from osrbench import rescore
+
+        records = rescore.with_score(records, args.score, device=args.device,
+                                     data_root=args.data_root)
+        what = ("post-hoc scorer" if args.score in reg.scorers else "stored score")
+        notes.append(f"note: every run scored with {what} {args.score!r}"
+                     + (" (no macro-F1: a scorer has no threshold rule)" if args.score in reg.scorers else ""))
     if records:
         installed = _installed_plugins(reg, args.methods)
         c = compare.build(records, args.methods, metric_names, report.tie_tol_from(args.tie_tol), installed)
@@ -103,6 +115,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep only the first of splits with the same class sets (the osrci duplicates)")
     p.add_argument("--tie-tol", type=float, default=0.0, metavar="POINTS",
                    help="paired differences up to this many %% points count as ties (default 0: exact)")
+    p.add_argument("--score", metavar="NAME",
+                   help="compare under one score: a post-hoc scorer (osrbench list --scorers; computed where "
+                        "missing) or a score the runs stored (e.g. mls)")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write ROC, histogram and per-split bar PNGs to DIR")
     p.add_argument("--export", type=Path, metavar="FILE", help="write the comparison's JSON export bundle")
     p.set_defaults(func=cmd_compare)

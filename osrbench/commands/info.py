@@ -30,6 +30,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"Config keys of {spec.name} (--set KEY=VALUE; engine keys first, then the method's own)")
         print(tabulate(rows, ["key", "default", "type", "allowed", "help"]))
         return 0
+    if args.scorers:
+        rows = []
+        for name, sp in reg.scorers.items():
+            params = ", ".join(f"{k}={v}" + (f" (tuned over {list(sp.grid[k])})" if k in sp.grid else "")
+                               for k, v in sp.params.items()) or "-"
+            rows.append([name, reg.plugin_of("scorer", name).name, ", ".join(sorted(sp.needs)), params,
+                         sp.description])
+        print("Post-hoc scorers (osrbench score --scorer NAME; compare --score NAME)")
+        print(tabulate(rows, ["scorer", "plugin", "needs", "parameters (default)", "description"]))
+        return 0
     std = registry.load().standard_recipes
     rows = []
     for name, spec in sorted(reg.methods.items()):
@@ -63,8 +73,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps(infos, indent=2))
         return 0
     rows = [[i["name"], i["distribution"], i["version"], ", ".join(i["methods"]) or "-",
-             ", ".join(i["datasets"]) or "-", i["error"] or "ok"] for i in infos]
-    print(tabulate(rows, ["plugin", "distribution", "version", "methods", "datasets", "status"]))
+             ", ".join(i["datasets"]) or "-", ", ".join(i["scorers"]) or "-", i["error"] or "ok"] for i in infos]
+    print(tabulate(rows, ["plugin", "distribution", "version", "methods", "datasets", "scorers", "status"]))
     return 0
 
 
@@ -124,6 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="methods, datasets and protocols")
     p.add_argument("--options", metavar="METHOD",
                    help="instead: the config keys of METHOD with default, type, allowed values and help")
+    p.add_argument("--scorers", action="store_true", help="instead: the post-hoc scorers (osrbench score)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("plugins", help="installed plugins and their status")

@@ -46,11 +46,11 @@ def _vim_fit(train: View, p: Mapping[str, Any]):
     return posthoc.vim_fit(train.penultimate, w, b, dim)
 
 
-def _spec(name: str, score, needs=("logits",), fit=None, **kw: Any) -> ScoreSpec:
-    conf = posthoc.OPENOOD.get(name, {})
+def _spec(name: str, score, needs=("logits",), fit=None, conf: Mapping[str, Any] | None = None) -> ScoreSpec:
+    conf = posthoc.OPENOOD.get(name, {}) if conf is None else conf
     return ScoreSpec(name=name, score=score, needs=frozenset(needs), fit=fit, params=dict(conf.get("params", {})),
                      grid=dict(conf.get("grid", {})), description=conf.get("description", ""),
-                     citation=conf.get("citation", ""), adaptation=conf.get("adaptation", ""), **kw)
+                     citation=conf.get("citation", ""), adaptation=conf.get("adaptation", ""))
 
 
 BUILTIN_SCORERS: tuple[ScoreSpec, ...] = (
@@ -70,5 +70,6 @@ BUILTIN_SCORERS: tuple[ScoreSpec, ...] = (
           fit=lambda t, p: posthoc.react_fit(t.penultimate, p["percentile"])),
     _spec("openmax", lambda v, f, p: openmax.openmax_score(v.logits, f, p["alpha"]),
           fit=lambda t, p: openmax.fit_openmax(t.logits, t.labels, t.num_classes, p["tail_size"],
-                                               p["distance"], p["eu_weight"])),
+                                               p["distance"], p["eu_weight"]),
+          conf=openmax.OPENOOD_OPENMAX),
 )

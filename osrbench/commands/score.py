@@ -1,0 +1,129 @@
+"""``osrbench score``: post-hoc scorers applied to finished runs, and the method x scorer matrix."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from osrbench.commands._checks import check_table_format
+from osrbench.commands._options import log, tabulate
+from osrbench.errors import UserError
+
+#: The metrics of the matrix (a scorer has no macro-F1 rule).
+SCORE_METRICS = ("auroc", "oscr", "fpr95_known")
+#: The column of each run's own main score.
+OWN = "own"
+
+
+def scorer_names(reg: Any, text: str | None) -> list[str]:
+    """``--scorer a,b`` (default: every registered scorer), each checked (did-you-mean)."""
+    if not text or text == "all":
+        return list(reg.scorers)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        reg.scorer(n)
+    return list(dict.fromkeys(names))
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from osrbench import compare, plugins, records, report, rescore
+    from osrbench.devices import check_device_name
+
+    reg = plugins.get()
+    names = scorer_names(reg, args.scorer)
+    specs = [reg.scorer(n) for n in names]
+    check_table_format(args.format)
+    check_device_name(args.device)
+    metric_names = report.parse_metrics(args.metrics, SCORE_METRICS)
+    recs = report.select(report.read_runs(args.runs, log), args.dataset, args.protocol, args.method)
+    if not recs:
+        raise UserError(f"no result records under {args.runs} match the selection")
+    recs.sort(key=lambda r: (r.dataset, r.protocol, r.method, r.config_hash, r.split, r.seed))
+    # scorer -> records whose metrics are that scorer's (OWN: the run's own main score)
+    by_scorer: dict[str, list[Any]] = {OWN: list(recs), **{n: [] for n in names}}
+    not_applicable: dict[tuple[Any, str], str] = {}
+    for rec in recs:
+        t0 = time.perf_counter()
+        ph = rescore.ensure_posthoc(rec, specs, compute=True, force=args.force, device=args.device,
+                                    data_root=args.data_root, tune=not args.no_tune)
+        scores = records.read_scores(Path(rec.dir), rec)
+        for n in names:
+            why = ph.not_applicable(n)
+            if why:
+                not_applicable[(compare.group_key(rec), n)] = why
+            else:
+                by_scorer[n].append(rec.replace(metrics=ph.metrics(n, scores)))
+        log(f"scored {rec.method} {rec.dataset}/{rec.protocol} split {rec.split} seed {rec.seed} "
+            f"({time.perf_counter() - t0:.1f} s)")
+    print(render_matrix(recs, by_scorer, names, metric_names, not_applicable, args.format))
+    return 0
+
+
+def render_matrix(recs: list[Any], by_scorer: dict[str, list[Any]], names: list[str], metric_names: list[str],
+                  not_applicable: dict[tuple[Any, str], str], fmt: str = "simple") -> str:
+    """Per metric, methods x scorers (mean +- sample std over splits, %), then each scorer against
+    the run's own score (paired over splits)."""
+    from osrbench import compare
+
+    groups = compare.group_records(recs)
+    cols = [OWN, *names]
+    out = []
+    for m in metric_names:
+        rows = []
+        for key in groups:
+            row = [f"{key.method} ({key.recipe or 'no recipe'}, {key.short_hash})", f"{key.dataset}/{key.protocol}"]
+            for col in cols:
+                if (key, col) in not_applicable:
+                    row.append("n/a")
+                    continue
+                mine = [r for r in by_scorer[col] if compare.group_key(r) == key]
+                s = compare.summarize(mine, m).get(key.method)
+                row.append("-" if s is None else f"{compare._pct(s.mean)} +- {compare._pct(s.std)}")
+            rows.append(row)
+        arrow = "lower is better" if m in compare.LOWER_IS_BETTER else "higher is better"
+        out.append(f"{compare.SHORT.get(m, m)} ({arrow}), %, mean +- sample std over splits; "
+                   f"'{OWN}' = the run's own score")
+        out.append(tabulate(rows, ["method (recipe, config)", "dataset/protocol", *cols], fmt))
+        out.append("")
+    rows = []
+    for key in groups:
+        own = {m: compare.summarize([r for r in by_scorer[OWN] if compare.group_key(r) == key], m).get(key.method)
+               for m in metric_names}
+        for n in names:
+            if (key, n) in not_applicable:
+                rows.append([key.method, n, *(["n/a"] * len(metric_names)),
+                             not_applicable[(key, n)]])
+                continue
+            cells = []
+            for m in metric_names:
+                s = compare.summarize([r for r in by_scorer[n] if compare.group_key(r) == key], m).get(key.method)
+                if s is None or own[m] is None:
+                    cells.append("-")
+                    continue
+                p = compare.paired(s.per_split, own[m].per_split, m)
+                cells.append(f"{compare._signed(p.mean_diff)} ({p.wins}/{p.ties}/{p.losses}, "
+                             f"p {compare._p(p.p_wilcoxon)})")
+            rows.append([key.method, n, *cells, ""])
+    out.append("each scorer - the run's own score, paired over splits: mean difference in points "
+               "(wins/ties/losses, exact Wilcoxon signed-rank p, two-sided)")
+    out.append(tabulate(rows, ["method", "scorer", *(compare.SHORT.get(m, m) for m in metric_names), "note"], fmt))
+    return "\n".join(out)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="apply post-hoc scorers (energy, ODIN, KNN, OpenMax, ...) to finished runs")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
+    p.add_argument("--scorer", help="comma-separated scorer names (default: all; osrbench list --scorers)")
+    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--protocol", help="only this protocol")
+    p.add_argument("--method", action="append", help="only this method (repeatable)")
+    p.add_argument("--metrics", help=f"comma-separated metrics (default {','.join(SCORE_METRICS)})")
+    p.add_argument("--no-tune", action="store_true",
+                   help="use each scorer's default parameters (default: tune them on held-out known training classes)")
+    p.add_argument("--force", action="store_true", help="score again even where posthoc.npz has the scorer")
+    p.add_argument("--device", default="cpu", help="device to score on (default cpu)")
+    p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
+    p.add_argument("--format", default="simple", help="table format (tabulate): simple, github, latex, ...")
+    p.set_defaults(func=cmd_score)
