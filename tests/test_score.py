@@ -1,0 +1,155 @@
+"""``osrbench score`` and ``compare --score``: every built-in scorer on real digits runs, stored and bound."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from osrbench import cli, engine, plugins, records, scoring
+from osrbench.method import implements
+
+SCORERS = ("msp", "mls", "energy", "gen", "odin", "mahalanobis", "knn", "vim", "react", "openmax")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """softmax and arpl on digits, splits 0 and 1, one epoch each."""
+    out = tmp_path_factory.mktemp("runs")
+    recs = {}
+    for method in ("softmax", "arpl"):
+        for split in (0, 1):
+            req = engine.RunRequest(method=method, dataset="digits", split=split, epochs=1, out=out, device="cpu",
+                                    progress=False)
+            recs[method, split] = engine.run(req).record
+    return out, recs
+
+
+def _score(capsys, *argv):
+    code = cli.main(["score", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_every_builtin_scorer_is_registered():
+    assert tuple(plugins.get().scorers) == SCORERS
+
+
+def test_score_applies_every_scorer_stores_them_and_prints_the_matrix(runs, capsys):
+    out, recs = runs
+    code, text, err = _score(capsys, "--runs", str(out))
+    assert code == 0, err
+    assert "AUROC (higher is better)" in text and "FPR95 (lower is better)" in text
+    header = next(line for line in text.splitlines() if line.startswith("method (recipe, config)"))
+    assert header.split()[-11:] == ["own", *SCORERS]
+    softmax = records.read_posthoc(recs["softmax", 0].dir, recs["softmax", 0])
+    arpl = records.read_posthoc(recs["arpl", 0].dir, recs["arpl", 0])
+    assert set(softmax.info) == set(SCORERS) and set(softmax.names) <= set(SCORERS)
+    # ARPL's logits are distances to reciprocal points: not affine in the features, so ViM does not apply
+    assert "not affine" in arpl.not_applicable("vim") and "vim" not in arpl.names
+    assert "the method's head is not affine" in text
+    # independent of the scorer code: softmax's own float64 MSP and the maximum of its stored logits
+    stored = records.read_scores(recs["softmax", 0].dir, recs["softmax", 0])
+    assert np.array_equal(softmax.known["msp"], stored.known["msp"])
+    assert np.array_equal(softmax.unknown["mls"], stored.unknown_logits.max(1))
+    for name in softmax.names:
+        assert softmax.known[name].shape == stored.known["score"].shape
+        assert np.isfinite(softmax.known[name]).all() and np.isfinite(softmax.unknown[name]).all()
+    info = softmax.info["energy"]
+    assert info["tuned"] and info["params"]["temperature"] in (1, 10, 100, 1000)
+    assert [c["params"]["temperature"] for c in info["tuning"]["candidates"]] == [1, 10, 100, 1000]
+
+
+def test_scores_are_reused_and_recomputed_identically_with_force(runs, capsys):
+    out, recs = runs
+    _score(capsys, "--runs", str(out), "--method", "softmax", "--scorer", "knn,odin")
+    path = recs["softmax", 1].dir / records.POSTHOC
+    before, stamp = records.read_posthoc(path.parent, recs["softmax", 1]), path.stat().st_mtime_ns
+    code, text, _ = _score(capsys, "--runs", str(out), "--method", "softmax", "--scorer", "knn,odin")
+    assert code == 0 and path.stat().st_mtime_ns == stamp  # nothing to compute
+    code, _, _ = _score(capsys, "--runs", str(out), "--method", "softmax", "--scorer", "knn,odin", "--force")
+    again = records.read_posthoc(path.parent, recs["softmax", 1])
+    assert code == 0 and path.stat().st_mtime_ns != stamp
+    for name in ("knn", "odin"):
+        assert np.array_equal(before.known[name], again.known[name]) and before.info[name] == again.info[name]
+
+
+def test_no_tune_uses_the_defaults(runs, capsys):
+    out, recs = runs
+    code, _, _ = _score(capsys, "--runs", str(out), "--method", "arpl", "--scorer", "react", "--no-tune", "--force")
+    info = records.read_posthoc(recs["arpl", 0].dir, recs["arpl", 0]).info["react"]
+    assert code == 0 and info["params"] == {"percentile": 90} and info["tuning"] is None and not info["tuned"]
+
+
+def test_a_foreign_or_edited_posthoc_file_is_refused_in_one_line(runs, capsys, tmp_path):
+    out, recs = runs
+    copy = tmp_path / "runs"
+    shutil.copytree(out, copy)
+    _score(capsys, "--runs", str(out), "--method", "softmax", "--scorer", "msp")
+    a, b = recs["softmax", 0], recs["softmax", 1]
+    target = copy / b.dir.relative_to(out) / records.POSTHOC
+    shutil.copy(a.dir / records.POSTHOC, target)
+    code, _, err = _score(capsys, "--runs", str(copy), "--method", "softmax", "--scorer", "msp")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("osrbench: error: ") and "belongs to another run (split 0 (expected 1)" in last
+    assert "Traceback" not in err
+    with np.load(target) as z:
+        arrays = dict(z)
+    arrays["known/msp"] = arrays["known/msp"] * 0.5
+    np.savez(target, **arrays)
+    code, _, err = _score(capsys, "--runs", str(copy), "--method", "softmax", "--scorer", "msp")
+    assert code == 2 and "content hash mismatch" in err
+
+
+def test_an_unknown_scorer_is_one_line_with_a_hint(runs, capsys):
+    code, _, err = _score(capsys, "--runs", str(runs[0]), "--scorer", "enrgy")
+    assert code == 2 and "unknown scorer 'enrgy'" in err and "did you mean 'energy'?" in err
+
+
+def test_compare_under_one_scorer(runs, capsys):
+    out, recs = runs
+    code = cli.main(["compare", "softmax", "arpl", "--dataset", "digits", "--splits", "0-1", "--epochs", "1",
+                     "--out", str(out), "--no-run", "--score", "mahalanobis", "--metrics", "auroc,macro_f1"])
+    text = capsys.readouterr().out
+    assert code == 0 and "post-hoc scorer 'mahalanobis'" in text
+    ph = records.read_posthoc(recs["arpl", 1].dir, recs["arpl", 1])
+    stored = records.read_scores(recs["arpl", 1].dir, recs["arpl", 1])
+    value = ph.metrics("mahalanobis", stored)["auroc"]
+    assert f"{100 * value:.2f}" in text
+    assert "(no macro-F1: a scorer has no threshold rule)" in text
+    assert "macro-F1, higher" not in text and "macro-F1 (" not in text.split("threshold rule)")[1]
+
+
+def test_tuning_holds_out_known_training_classes_only():
+    labels = np.repeat(np.arange(6), 50)
+    h = scoring.holdout(labels, 6, seed=0)
+    assert len(h.held_out_classes) == 2 and set(h.known_classes) | set(h.held_out_classes) == set(range(6))
+    assert set(labels[h.unknown_idx]) == set(h.held_out_classes)
+    assert not set(labels[h.fit_idx]) & set(h.held_out_classes) and not set(h.fit_idx) & set(h.val_idx)
+    assert len(h.val_idx) == 4 * 10  # 20 % of each remaining class
+    assert scoring.holdout(labels, 6, seed=0).held_out_classes == h.held_out_classes
+    assert scoring.holdout(labels, 4, seed=0).held_out_classes.__len__() == 1
+
+
+def test_tuning_keeps_the_defaults_unless_a_candidate_clearly_beats_them():
+    """On a toy set where the held-out classes are far away, every temperature separates them
+    perfectly: the defaults stay. A scorer whose default is useless is replaced."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(40)
+    logits = torch.randn(120, 3, generator=g, dtype=torch.float64) + 8 * torch.nn.functional.one_hot(labels, 3)
+    view = scoring.View(logits, None, labels)
+    images = torch.zeros(120, 1, 1, 1, dtype=torch.uint8)
+    spec = plugins.get().scorer("energy")
+    tuned = scoring.tune(spec, view, images, None, lambda x: x, seed=0)
+    assert tuned.params == spec.params and len(tuned.report["candidates"]) == 4
+    flat = scoring.ScoreSpec("flat", lambda v, f, p: v.logits.max(1).values * p["w"], params={"w": 0.0},
+                             grid={"w": [0.0, 1.0]})
+    assert scoring.tune(flat, view, images, None, lambda x: x, seed=0).params == {"w": 1.0}
+
+
+def test_builtin_methods_expose_features_and_head():
+    for name in ("softmax", "arpl", "arpl-cs", "dias"):
+        method = plugins.get().method(name).factory()
+        assert implements(method, "features") and implements(method, "head") and not implements(method, "fit")
