@@ -121,9 +121,8 @@ class Network:
         return out.penultimate, self._cols(out.logits)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        if implements(self.method, "features"):
-            return self.features(images)[1]
-        return self._cols(self.method.predict(images).logits)
+        """Logits of float input images (differentiable under ``torch.enable_grad``)."""
+        return self.features(images)[1]
 
     def head(self, penultimate: torch.Tensor) -> torch.Tensor:
         """Logits of (possibly modified) penultimate features."""

@@ -242,8 +242,8 @@ OPENOOD: dict[str, dict] = {
                     "Adversarial Attacks (NeurIPS 2018); OpenOOD v1.5 mds postprocessor",
         "adaptation": "",
     },
-    "knn": {  # knn.yml: K 50, K_list [50, 100, 200, 500, 1000] (earlier revisions: [50])
-        "params": {"k": 50}, "grid": {"k": [50, 100, 200, 500, 1000]},
+    "knn": {  # knn.yml (0e99b9d6, 8b8343b7): K 50, K_list [50]: nothing to tune
+        "params": {"k": 50}, "grid": {},
         "description": "minus the squared distance to the k-th nearest normalised training feature",
         "citation": "Sun et al., Out-of-Distribution Detection with Deep Nearest Neighbors (ICML 2022); "
                     "OpenOOD v1.5 knn postprocessor",
