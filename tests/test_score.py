@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -153,3 +154,40 @@ def test_builtin_methods_expose_features_and_head():
     for name in ("softmax", "arpl", "arpl-cs", "dias"):
         method = plugins.get().method(name).factory()
         assert implements(method, "features") and implements(method, "head") and not implements(method, "fit")
+
+
+def test_the_guide_s_third_party_scorer_works_as_written(tmp_path, monkeypatch):
+    """The scorer plugin of docs/PLUGINS.md, installed as written (module and entry point): the
+    host registers it and it scores a toy problem's knowns above its unknowns."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "PLUGINS.md").read_text()
+    code = re.search(r"```python\n(# my_package/scores\.py.*?)```", guide, re.S).group(1)
+    (tmp_path / "my_package").mkdir()
+    (tmp_path / "my_package" / "__init__.py").write_text("")
+    (tmp_path / "my_package" / "scores.py").write_text(code)
+    info = tmp_path / "my_package-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-package\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[osrbench]\nmaxcos = my_package.scores\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    reg = plugins.Plugins()
+    assert reg.infos["maxcos"].error is None and reg.infos["maxcos"].scorers == ["maxcos"]
+    maxcos = reg.scorer("maxcos")
+    g = torch.Generator().manual_seed(0)
+    means = torch.eye(3, 8, dtype=torch.float64) * 5
+    labels = torch.arange(3).repeat_interleave(20)
+    train = scoring.View(torch.zeros(60, 3, dtype=torch.float64), means[labels] + torch.randn(60, 8, generator=g), labels)
+    fitted = scoring.fit(maxcos, maxcos.params, train)
+    known = scoring.View(torch.zeros(30, 3, dtype=torch.float64), means[labels[:30]] + torch.randn(30, 8, generator=g))
+    unknown = scoring.View(torch.zeros(30, 3, dtype=torch.float64), -means[labels[:30]] + torch.randn(30, 8, generator=g))
+    from osrbench.metrics import auroc
+
+    k = scoring.apply(maxcos, fitted, {}, known, None, lambda x: x)
+    u = scoring.apply(maxcos, fitted, {}, unknown, None, lambda x: x)
+    assert auroc(k, u) == 1.0
+    for name in ("my_package.scores", "my_package"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
