@@ -146,6 +146,28 @@ class Method(abc.ABC):
         """
         raise NotImplementedError
 
+    #: The release layouts :meth:`load_external` reads (names from :data:`osrbench.layouts.LAYOUTS`;
+    #: ``"osrbench"`` is the host's own and never listed here).
+    external_layouts: tuple[str, ...] = ()
+
+    def load_external(self, layout: str, weights: Mapping[str, torch.Tensor]) -> None:
+        """Optional: load weights trained elsewhere (``osrbench evaluate --layout LAYOUT``), after :meth:`setup`.
+
+        ``layout`` is one of :attr:`external_layouts`; ``weights`` holds every tensor of the files
+        the user gave, under the names they have in those files (nested dicts joined with ``.``).
+        Map them with :mod:`osrbench.layouts` (``module.`` prefixes, the releases' classifier32
+        and criterion layouts) and load them strictly: a missing, unexpected or misshapen key is a
+        :class:`osrbench.layouts.LayoutError` (one line naming them), never a partial load. Keys a
+        release saves but never uses are dropped with :func:`osrbench.layouts.drop`, so the record
+        says so; the host refuses files with keys that were neither read nor dropped. What the
+        files do not hold (optimiser states, networks only training uses) keeps its :meth:`setup`
+        value. The loaded state must be what :meth:`state_dict` then returns: the host checkpoints
+        it, so ``rescore --from-checkpoint`` rebuilds the run unchanged. The ``osrbench`` layout
+        (a ``checkpoint.pt`` or a ``state_dict()`` file) is the host's: it calls
+        :meth:`load_state_dict` for every method.
+        """
+        raise NotImplementedError
+
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The method's optimisers; default: those held directly as attributes of the method.
 
@@ -168,7 +190,8 @@ class Method(abc.ABC):
 
 
 def implements(method: Method, name: str) -> bool:
-    """Whether ``method`` overrides the optional :class:`Method` hook ``name`` (fit, features, head)."""
+    """Whether ``method`` overrides the optional :class:`Method` hook ``name`` (fit, features, head,
+    load_external)."""
     return getattr(type(method), name) is not getattr(Method, name)
 
 

@@ -20,13 +20,14 @@ detached 0-d tensors.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import osrbench
+from osrbench import layouts
 from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import GAN_MODES, Classifier32, make_gan, sample_noise
@@ -258,6 +259,23 @@ class ARPL(Method):
         # The ARPL release has no macro-F1 rule. For head-to-head macro-F1 with DIAS, osrbench
         # applies the DIAS rule (MSP > α/K + (1 − α) − 0.05) to the softmax of ARPL's logits.
         return "msp", dias_f1_threshold(self.num_classes)
+
+    # -------------------------------------------------------------------- external weights
+    #: ``osr.py --loss ARPLoss`` (``--cs`` for ARPL+CS) of the ARPL release.
+    external_layouts = ("arpl-release",)
+
+    def load_external(self, layout: str, weights: Mapping[str, torch.Tensor]) -> None:
+        """The ARPL release's network (``classifier32``; ``classifier32ABN`` for ARPL+CS) and its
+        ``ARPLoss`` criterion, whose ``points`` and ``radius`` become :attr:`rp`. The release does not
+        save ARPL+CS's GAN: G and D keep their set-up weights (evaluation does not use them)."""
+        net, criterion = layouts.arpl_release(weights)
+        if criterion is None:
+            raise layouts.LayoutError(
+                f"{'arpl-cs' if self.bn_branches == 2 else 'arpl'} needs the ARPL release's criterion as well as its "
+                "network: add --weights <name>__criterion.pth (ARPLoss: points, radius)")
+        kind = "classifier32ABN" if self.bn_branches == 2 else "classifier32"
+        layouts.load_module(self.net, net, f"the ARPL release network ({kind})")
+        layouts.load_module(self.rp, criterion, "the ARPL release criterion (ARPLoss)")
 
     # -------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

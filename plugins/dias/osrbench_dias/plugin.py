@@ -37,6 +37,7 @@ from typing import Any, Mapping
 import torch
 
 import osrbench
+from osrbench import layouts
 from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import GAN_MODES, Classifier32, make_gan, resolve_gan_mode, sample_noise
@@ -321,6 +322,28 @@ class DIAS(Method):
 
     def adaptations(self) -> dict[str, Any]:
         return {} if self.gan_mode == "reference" else {"gan_mode": self.gan_mode}
+
+    #: The DIAS release's ``save_checkpoint`` file (or its classifier's bare state dict).
+    external_layouts = ("dias-release",)
+
+    def load_external(self, layout: str, weights: Mapping[str, torch.Tensor]) -> None:
+        """The DIAS release checkpoint: ``net2_state_dict`` is C (:attr:`net`), ``net1_state_dict`` the
+        Copycat, ``netG_state_dict`` / ``netD_state_dict`` G and D. G and D are loaded when this run's
+        are the release's (``gan_mode`` reference) and dropped otherwise; what the file does not hold
+        (a bare classifier's Copycat, G, D; every optimiser) keeps its set-up state."""
+        parts = layouts.dias_release(weights)
+        layouts.load_module(self.net, parts["net"], "the DIAS release classifier (net2, classifier32ABN)")
+        if "copycat" in parts:
+            layouts.load_module(self.copycat, parts["copycat"], "the DIAS release Copycat (net1_state_dict)")
+        for part, module in (("G", self.G), ("D", self.D)):
+            if part not in parts:
+                continue
+            key = layouts.DIAS_NETWORKS[part]
+            if self.gan_mode == "reference":
+                layouts.load_module(module, parts[part], f"the DIAS release {part} ({key})")
+            else:
+                layouts.drop_prefix(weights, key + ".", f"the release's {part} (G32/D); this run's {part} is "
+                                                         f"gan_mode {self.gan_mode!r}, an adaptation")
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -7,11 +7,12 @@ run, so ``osrbench rescore`` can switch between them without retraining.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 import osrbench
+from osrbench import layouts
 from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32
@@ -89,6 +90,19 @@ class Softmax(Method):
 
     def head(self, penultimate: torch.Tensor) -> torch.Tensor:
         return self.net.head(penultimate)
+
+    #: The ARPL release trains this baseline too (``osr.py --loss Softmax``).
+    external_layouts = ("arpl-release",)
+
+    def load_external(self, layout: str, weights: Mapping[str, torch.Tensor]) -> None:
+        """The ARPL release's ``--loss Softmax`` network (``classifier32``; its criterion file, if
+        given, is empty: the ``Softmax`` criterion has no parameters)."""
+        net, criterion = layouts.arpl_release(weights)
+        if criterion is not None:
+            raise layouts.LayoutError(
+                "softmax reads the ARPL release's --loss Softmax files, whose criterion is empty; these files "
+                "hold an ARPLoss criterion (points, radius): evaluate them with --method arpl or arpl-cs")
+        layouts.load_module(self.net, net, "the ARPL release network (classifier32)")
 
     def f1_rule(self) -> tuple[str, float]:
         # The DIAS rule thresholds MSP; it applies to any softmax-trained network.
