@@ -1,0 +1,88 @@
+"""``osrbench evaluate``: weights trained elsewhere, evaluated on one split, as an "external weights" record."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from osrbench.commands._options import log, pct, tabulate
+from osrbench.commands.run import METRIC_ORDER
+
+#: The layouts (osrbench.layouts.LAYOUTS; repeated so that registering the command imports no torch).
+LAYOUT_NAMES = ("dias-release", "arpl-release", "osrbench")
+
+DESCRIPTION = """\
+Evaluate weights trained elsewhere on one split: the method is set up exactly as `osrbench run`
+would set it up (method, dataset, protocol, split, seed, recipe, --set), the files are loaded
+instead of training, and the run is evaluated and written like a run: result.json, scores.npz and a
+checkpoint.pt of the loaded state (so `rescore --from-checkpoint` and post-hoc scoring work on it).
+
+Layouts:
+  arpl-release  the ARPL release (iCGY96/ARPL): the network's <name>_.pth and, for ARPLoss, its
+                <name>__criterion.pth (points, radius); methods softmax (--loss Softmax), arpl,
+                arpl-cs (--cs). DataParallel 'module.' prefixes and the unused bn10 are handled.
+  dias-release  the DIAS release (wjun0830/Difficulty-Aware-Simulator): its
+                <item>_<epoch>_<batch>_checkpoint.pth.tar (net2 = the classifier, net1 = the Copycat,
+                G, D), or the classifier's bare state dict; method dias.
+  osrbench      an osrbench checkpoint.pt or a Method.state_dict() file; every method.
+The releases number their five trials in reverse: a file of item i is --split 4-i here (ARPL:
+--protocol osrci; DIAS: auroc or f1, after its runs/AUROC or runs/F1 folder).
+
+The record is marked "external weights" (its external_weights field: layout, file names and
+sha256, the keys not loaded and why). The files' hashes enter its config, so it has its own config
+hash and run folder and is never averaged with a run trained here. Its epochs is the recipe's (what
+the method was set up for; nothing is trained: history is empty, train time 0); trained_epochs in
+external_weights says what the files state, when they do. Files are read with
+torch.load(weights_only=True); a file that does not fit (a missing, unexpected or misshapen key) is
+one error line and nothing is written."""
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from osrbench import external, protocols, results
+    from osrbench.config import parse_overrides
+    from osrbench.devices import check_device_name
+
+    protocols.check_seed(args.seed)
+    external.check_layout(args.layout)
+    check_device_name(args.device)
+    results.check_writable_dir(args.out, "--out")
+    req = external.EvaluateRequest(
+        method=args.method, dataset=args.dataset, weights=tuple(args.weights or ()), layout=args.layout,
+        protocol=args.protocol, split=args.split, seed=args.seed, recipe=args.recipe,
+        overrides=parse_overrides(args.overrides), device=args.device, out=args.out, data_root=args.data_root,
+        force=args.force,
+    )
+    out = external.evaluate(req, log=log)
+    rec = out.record
+    ext = rec.external_weights or {}
+    files = ", ".join(f["name"] for f in ext.get("files", []))
+    m = rec.metrics
+    rows = [[k, pct(m[k])] for k in METRIC_ORDER if k in m]
+    when = (f"evaluated in {rec.wall_time_s['eval']:.1f} s" if out.evaluated
+            else "the stored record of these weights; --force evaluates them again")
+    print(f"{rec.method} on {rec.dataset} ({rec.protocol} split {rec.split}, seed {rec.seed}) -- external weights, "
+          f"layout {ext.get('layout')} ({files}); {rec.device}, {when}")
+    print(tabulate(rows, ["metric", "%"]))
+    print(f"record: {rec.dir}/result.json (external weights)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate weights trained elsewhere (ARPL / DIAS releases) on one split",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", required=True)
+    p.add_argument("--dataset", required=True, help="dataset name (osrbench list)")
+    p.add_argument("--protocol", default="auroc", help="split protocol: auroc, f1 or osrci (default auroc)")
+    p.add_argument("--split", type=int, default=0, help="split index (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the set-up (default 0)")
+    p.add_argument("--recipe", help="a named recipe of the method (osrbench list)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value); repeatable")
+    p.add_argument("--weights", action="append", metavar="FILE", required=True,
+                   help="a weights file; repeat it for the ARPL release's network and criterion files")
+    p.add_argument("--layout", required=True, metavar="LAYOUT", help=f"one of: {', '.join(LAYOUT_NAMES)}")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default runs/)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
+    p.add_argument("--force", action="store_true", help="evaluate again even if the record of these weights exists")
+    p.set_defaults(func=cmd_evaluate)
