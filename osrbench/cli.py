@@ -12,11 +12,11 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from osrbench.commands import compare, evaluate, export, info, new_plugin, report, rescore, run, sweep
+from osrbench.commands import compare, evaluate, export, info, new_plugin, report, rescore, run, score, sweep
 from osrbench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER, MethodFailed, UserError, one_line
 
 #: The command modules, in the order ``osrbench --help`` lists their commands.
-COMMANDS = (run, evaluate, compare, info, report, rescore, export, sweep, new_plugin)
+COMMANDS = (run, evaluate, compare, info, report, rescore, score, export, sweep, new_plugin)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -333,7 +333,7 @@ def tune(spec: ScoreSpec, train: View, train_images: torch.Tensor, network: Netw
         tried.append({"params": params, "auroc": float(auroc(s_val, s_unk))})
     ok = [t for t in tried if "auroc" in t]
     if not ok:
-        raise NotApplicable(f"no candidate parameters apply ({tried[0]['not_applicable']})")
+        raise NotApplicable(tried[0]["not_applicable"])  # the defaults' reason
     # The defaults stay unless a candidate beats them by more than TUNE_MARGIN: the held-out classes
     # were trained on, so the proxy saturates near 1.0 and small gains there are noise.
     best = max(ok, key=lambda t: t["auroc"])

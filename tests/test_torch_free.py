@@ -153,7 +153,7 @@ def test_help_lists_every_command_without_importing_torch():
         """
     )
     expected = ["compare", "data", "evaluate", "export", "list", "new-plugin", "plugins", "report", "rescore", "run",
-                "splits", "sweep"]
+                "score", "splits", "sweep"]
     assert out["code"] == 0 and out["torch"] == []
     assert out["commands"] == expected
     assert out["codes"] == {c: 0 for c in expected}  # each command's own --help too
