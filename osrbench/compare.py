@@ -491,7 +491,8 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
         g = c.groups[m]
         recs = c.records[m]
         cfg = recs[0].config
-        rows.append([m, g.recipe or "-", g.config_hash[:10], cfg.get("epochs", "-"),
+        recipe = (g.recipe or "-") + (" (external weights)" if recs[0].external_weights else "")
+        rows.append([m, recipe, g.config_hash[:10], cfg.get("epochs", "-"),
                      f"{len({r.split for r in recs})} x {len({r.seed for r in recs})}"])
     out.append("")
     out.append(table(rows, ["method", "recipe", "config hash", "epochs", "splits x seeds"]))

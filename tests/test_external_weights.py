@@ -581,3 +581,19 @@ def test_the_record_and_checkpoint_say_external(tmp_path, capsys):
     assert ckpt["external_weights"] == doc["external_weights"]
     assert ckpt["epoch"] == rec.epochs and ckpt["history"] == []
     assert ckpt["identity"] == rec.identity.to_json()
+
+
+def test_evaluate_applies_post_hoc_scorers_to_release_weights(capsys, tmp_path):
+    """DIAS release weights scored with MLS and Mahalanobis right away: the MLS scorer equals the
+    maximum of the stored logits, and the scores are stored bound to the external record."""
+    path, _ = dias_file(tmp_path)
+    out = tmp_path / "runs"
+    assert _evaluate(out, "dias", "dias-release", path, extra=("--scorer", "mls,mahalanobis")) == 0
+    text = capsys.readouterr().out
+    rec = _record(out)
+    ph = records.read_posthoc(rec.dir, rec)
+    scores = records.read_scores(rec.dir, rec)
+    assert ph.names == ["mls", "mahalanobis"]
+    assert np.array_equal(ph.known["mls"], scores.known_logits.max(1))
+    auroc = ph.metrics("mahalanobis", scores)["auroc"]
+    assert "post-hoc scorers" in text and f"{100 * auroc:.2f}" in text

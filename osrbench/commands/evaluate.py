@@ -44,6 +44,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     protocols.check_seed(args.seed)
     external.check_layout(args.layout)
+    specs = []
+    if args.scorer:
+        from osrbench import plugins
+        from osrbench.commands.score import scorer_names
+
+        reg = plugins.get()
+        specs = [reg.scorer(n) for n in scorer_names(reg, args.scorer)]
     check_device_name(args.device)
     results.check_writable_dir(args.out, "--out")
     req = external.EvaluateRequest(
@@ -63,6 +70,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{rec.method} on {rec.dataset} ({rec.protocol} split {rec.split}, seed {rec.seed}) -- external weights, "
           f"layout {ext.get('layout')} ({files}); {rec.device}, {when}")
     print(tabulate(rows, ["metric", "%"]))
+    if specs:
+        from osrbench import records, rescore
+        from osrbench.commands.score import SCORE_METRICS
+
+        ph = rescore.ensure_posthoc(rec, specs, force=args.force, device=args.device, data_root=args.data_root)
+        scores = records.read_scores(rec.dir, rec)
+        rows = []
+        for sp in specs:
+            why = ph.not_applicable(sp.name)
+            values = (["n/a"] * len(SCORE_METRICS) if why else
+                      [pct(ph.metrics(sp.name, scores)[k]) for k in SCORE_METRICS])
+            rows.append([sp.name, *values, why or ""])
+        print(f"post-hoc scorers (stored in {rec.dir}/posthoc.npz), %")
+        print(tabulate(rows, ["scorer", *SCORE_METRICS, "note"]))
     print(f"record: {rec.dir}/result.json (external weights)")
     return 0
 
@@ -84,5 +105,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default runs/)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
+    p.add_argument("--scorer", help="also apply these post-hoc scorers (comma-separated, or all; osrbench list --scorers)")
     p.add_argument("--force", action="store_true", help="evaluate again even if the record of these weights exists")
     p.set_defaults(func=cmd_evaluate)

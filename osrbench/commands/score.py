@@ -72,8 +72,10 @@ def render_matrix(recs: list[Any], by_scorer: dict[str, list[Any]], names: list[
     out = []
     for m in metric_names:
         rows = []
-        for key in groups:
-            row = [f"{key.method} ({key.recipe or 'no recipe'}, {key.short_hash})", f"{key.dataset}/{key.protocol}"]
+        for key, members in groups.items():
+            external = ", external weights" if members[0].external_weights else ""
+            row = [f"{key.method} ({key.recipe or 'no recipe'}, {key.short_hash}{external})",
+                   f"{key.dataset}/{key.protocol}"]
             for col in cols:
                 if (key, col) in not_applicable:
                     row.append("n/a")
