@@ -36,6 +36,9 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     # order of its kernels), so it is part of the config and has one default for run, compare
     # and sweep alike. 1: the 2-core machines run several processes at once (--jobs, sweeps).
     "threads": 1,
+    # float64 (default) or float32: the dtype the built-in methods compute MSP in; the releases use
+    # float32, where easy images saturate at 1.0 and tie (set float32 to reproduce their tables).
+    "score_dtype": "float64",
 }
 
 #: The allowed values of the engine's keys (``resolve`` checks them like a method's own options).
@@ -51,6 +54,8 @@ ENGINE_OPTIONS: dict[str, Option] = {
     "precision": Option(choices=("fp32", "bf16"),
                         help="fp32 (reference) or bf16 autocast with channels-last (opt-in for speed)"),
     "cuda_graphs": Option(help="replay full-batch training steps from CUDA graphs (graph_safe methods; opt-in)"),
+    "score_dtype": Option(choices=("float64", "float32"),
+                          help="dtype of the built-in methods' softmax scores; float32 = the releases' (saturates at 1.0)"),
     "threads": Option(minimum=1, maximum=1024, help="torch CPU threads of the run (part of the config hash: "
                                                     "CPU results depend on it)"),
 }

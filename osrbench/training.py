@@ -88,14 +88,16 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def logit_scores(logits: torch.Tensor, temperature: float = 1.0) -> dict[str, torch.Tensor]:
-    """The two scores every softmax-trained network offers, in float64 (higher = more likely known).
+def logit_scores(logits: torch.Tensor, temperature: float = 1.0, dtype: str = "float64") -> dict[str, torch.Tensor]:
+    """The two scores every softmax-trained network offers (higher = more likely known).
 
-    ``msp``: maximum softmax probability at ``temperature``; ``mls``: maximum logit. float64,
-    because float32 softmax saturates at exactly 1.0 on easy samples and creates ties
-    (METHODS.md §8.2, pitfall 8); the releases compute MSP in float32.
+    ``msp``: maximum softmax probability at ``temperature``; ``mls``: maximum logit. float64 by
+    default, because float32 softmax saturates at exactly 1.0 on easy samples and creates ties
+    (METHODS.md §8.2, pitfall 8). ``dtype="float32"`` (config key ``score_dtype``) computes them as
+    the releases do, ``torch.softmax`` of the float32 logits kept in float32, to reproduce their
+    published numbers exactly.
     """
-    z = logits.double()
+    z = logits.double() if dtype == "float64" else logits.float()
     return {"msp": F.softmax(z / temperature, dim=1).max(1).values, "mls": z.max(1).values}
 
 

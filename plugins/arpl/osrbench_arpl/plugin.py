@@ -243,7 +243,7 @@ class ARPL(Method):
     def predict(self, images: torch.Tensor) -> Prediction:
         self.net.eval()
         logits = arpl_logits(self.net.pooled(images, 0), self.rp.points)
-        scores = logit_scores(logits)
+        scores = logit_scores(logits, dtype=self.cfg["score_dtype"])
         return Prediction(logits=logits, score=scores["mls"], scores=scores)
 
     def features(self, images: torch.Tensor) -> Features:

@@ -55,11 +55,11 @@ DEFAULTS: dict[str, Any] = {
     "epochs": 200,
     "batch_size": 64,
     # sgd | adam. adam = the release's optional branch: Adam(adam_lr, betas, adam_weight_decay)
-    # for C and P with adam_milestones (the release uses max_epoch // 2 = 100 at its 200 epochs).
+    # for C and P with adam_milestones; [] = the release's one milestone at max_epoch // 2.
     "optim_mode": "sgd",
     "adam_lr": 1e-3,
     "adam_weight_decay": 0.0,
-    "adam_milestones": [100],
+    "adam_milestones": [],
     # losses (METHODS.md §6.2)
     "beta": 0.1,  # weight of the GAN fakes' uniform-target term (G: minus, C: plus)
     "lambda_fake": 0.1,  # weight of L_fake in the classifier step
@@ -89,7 +89,8 @@ OPTIONS: dict[str, Option] = {
     "optim_mode": Option(choices=("sgd", "adam"), help="optimiser of C and P (the release's --optimizer)"),
     "adam_lr": Option(exclusive_minimum=0, help="Adam learning rate of C and P (optim_mode adam)"),
     "adam_weight_decay": Option(minimum=0, help="Adam weight decay of C and P (optim_mode adam)"),
-    "adam_milestones": Option(minimum=0, help="multistep epochs of C and P (optim_mode adam)"),
+    "adam_milestones": Option(minimum=0, help="multistep epochs of C and P (optim_mode adam); [] = epochs // 2, "
+                                              "the release's"),
     "beta": Option(minimum=0, help="weight of the GAN fakes' uniform-target term (G: minus, C: plus)"),
     "lambda_fake": Option(minimum=0, help="weight of L_fake in the classifier step"),
     "lambda_pull": Option(minimum=0, help="weight of the Copycat's L1 imitation"),
@@ -130,7 +131,7 @@ def optimizer_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if mode == "adam":
         return {
             **cfg, "optimizer": "adam", "lr": cfg["adam_lr"], "weight_decay": cfg["adam_weight_decay"],
-            "milestones": list(cfg["adam_milestones"]),
+            "milestones": list(cfg["adam_milestones"]) or [cfg["epochs"] // 2],  # release: max_epoch // 2
         }
     raise ValueError(f"optim_mode must be sgd or adam, got {mode!r}")
 
@@ -149,8 +150,10 @@ class DIAS(Method):
         self.opt_cfg = optimizer_config(cfg)
         self._set_to_none = not cfg["legacy_zero_grad"]
 
-        # Construction order as in the release (net1 = Copycat, net2 = C, netG, netD), so the
-        # global RNG is consumed in the same order.
+        # Built in the release's order (net1 = Copycat, net2 = C, netG, netD). The initial weights
+        # still are not the release's draw for draw: the release also initialises its unused bn10
+        # and draws each two-branch BN weight twice. Same distributions; to start from the
+        # release's exact weights, load them (osrbench evaluate / load_external).
         self.copycat = ctx.place(Classifier32(k, in_channels=channels, bn_branches=2))
         self.net = ctx.place(Classifier32(k, in_channels=channels, bn_branches=2))
         self.gan_mode = resolve_gan_mode((h, w), cfg["gan_mode"])
@@ -305,7 +308,7 @@ class DIAS(Method):
     def predict(self, images: torch.Tensor) -> Prediction:
         self.net.eval()
         logits = self.net(images, 0)
-        scores = logit_scores(logits, self.cfg["temperature"])
+        scores = logit_scores(logits, self.cfg["temperature"], self.cfg["score_dtype"])
         return Prediction(logits=logits, score=scores["msp"], scores=scores)
 
     def features(self, images: torch.Tensor) -> Features:

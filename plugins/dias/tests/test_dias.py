@@ -392,6 +392,16 @@ def test_adam_mode_is_the_release_branch():
         make_method(optim_mode="rmsprop")
 
 
+@pytest.mark.parametrize(("epochs", "milestones", "drop_after"), [(10, [], 5), (31, [], 15), (10, [3], 3)])
+def test_adam_mode_drops_the_lr_at_half_the_epochs_as_the_release(epochs, milestones, drop_after):
+    """The release's Adam branch steps at max_epoch // 2 whatever the epoch count (not a fixed 100)."""
+    m = make_method(optim_mode="adam", epochs=epochs, adam_milestones=milestones)
+    m.end_epoch(drop_after - 2)
+    assert m.opt_c.param_groups[0]["lr"] == pytest.approx(1e-3)
+    m.end_epoch(drop_after - 1)
+    assert m.opt_c.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
 def test_predict_scores_msp_float64_and_max_logit():
     m = make_method()
     x, _ = batch(b=4)

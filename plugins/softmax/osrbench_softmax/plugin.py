@@ -80,7 +80,7 @@ class Softmax(Method):
     def predict(self, images: torch.Tensor) -> Prediction:
         self.net.eval()
         logits = self.net(images)
-        scores = logit_scores(logits)
+        scores = logit_scores(logits, dtype=self.cfg["score_dtype"])
         return Prediction(logits=logits, score=scores[self.cfg["score"]], scores=scores)
 
     def features(self, images: torch.Tensor) -> Features:
