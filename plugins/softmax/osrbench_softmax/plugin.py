@@ -1,5 +1,8 @@
 """Softmax baseline (METHODS.md §4): classifier32 trained with cross-entropy.
 
+The same plugin registers ``openmax`` (:mod:`osrbench_softmax.openmax`): this training, then a fit
+stage and the OpenMax score.
+
 Scores: ``msp`` (maximum softmax probability, computed in float64 so easy samples do not
 saturate at 1.0 and tie) or ``mls`` (maximum logit, the MLS paper). Both are stored with every
 run, so ``osrbench rescore`` can switch between them without retraining.
@@ -55,13 +58,17 @@ class Softmax(Method):
 
     def setup(self, ctx: Context) -> None:
         self.cfg = ctx.config
-        if self.cfg["score"] not in ("msp", "mls"):
-            raise ValueError(f"score must be msp or mls, got {self.cfg['score']!r}")
+        self.check_config(ctx)
         self.num_classes = ctx.num_classes
         self.net = ctx.place(Classifier32(ctx.num_classes, in_channels=ctx.image_shape[0]))
         self.opt = make_optimizer(self.net.parameters(), self.cfg)
         self.epoch = 0
         set_lr(self.opt, lr_at(0, self.cfg))
+
+    def check_config(self, ctx: Context) -> None:
+        """Refuse what the options cannot (subclasses check their own keys here; it draws no random number)."""
+        if self.cfg["score"] not in ("msp", "mls"):
+            raise ValueError(f"score must be msp or mls, got {self.cfg['score']!r}")
 
     def train_step(self, phase: str, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         self.net.train()
@@ -132,3 +139,6 @@ def osrbench_register_methods(register):
             options=OPTIONS,
         )
     )
+    from osrbench_softmax.openmax import OPENMAX_SPEC  # it subclasses Softmax: imported once this module is
+
+    register(OPENMAX_SPEC)
