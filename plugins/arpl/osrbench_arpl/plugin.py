@@ -16,6 +16,9 @@ is stored too (for the DIAS macro-F1 rule, see :meth:`ARPL.f1_rule`).
 
 Every train step is pure tensor code: no ``.item()``, no host synchronisation, losses returned as
 detached 0-d tensors.
+
+The release's other two losses, GCPL and RPL (same network, optimiser and ``train`` loop), build on
+:class:`ARPL` in :mod:`osrbench_arpl.gcpl_rpl` and are registered by this module's hook.
 """
 
 from __future__ import annotations
@@ -161,12 +164,18 @@ def fake_loss(features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 class ReciprocalPoints(nn.Module):
-    """The release's criterion parameters: ``points`` (K×D, 0.1·N(0, 1)) and ``radius`` (shape (1,), 0)."""
+    """The release's criterion parameters: ``points`` (K×D, 0.1·N(0, 1)) and ``radius`` (shape (1,), 0).
 
-    def __init__(self, num_classes: int, feat_dim: int = 128) -> None:
+    The release's ``Dist`` draws its centres as ``0.1 * torch.randn(K * num_centers, D)`` from the
+    global RNG, after the network; ARPLoss and RPLoss then add the radius (no draw), GCPLoss has
+    none (``radius=False``). ``num_centers`` > 1 (GCPL, RPL) stacks the centres class-major.
+    """
+
+    def __init__(self, num_classes: int, feat_dim: int = 128, num_centers: int = 1, radius: bool = True) -> None:
         super().__init__()
-        self.points = nn.Parameter(0.1 * torch.randn(num_classes, feat_dim))
-        self.radius = nn.Parameter(torch.zeros(1))
+        self.points = nn.Parameter(0.1 * torch.randn(num_classes * num_centers, feat_dim))
+        if radius:
+            self.radius = nn.Parameter(torch.zeros(1))
 
 
 # ------------------------------------------------------------------------------------ methods
@@ -176,6 +185,10 @@ class ARPL(Method):
     """Plain ARPL (§5.1): one pass per epoch, BN branch 0."""
 
     phases: tuple[str, ...] = ("arpl",)
+    #: The phase of the plain step (the release's ``train``: real images, BN branch 0).
+    plain_phase = "arpl"
+    #: The ``logit_scores`` entry that is the main score.
+    score_name = "mls"
     bn_branches = 1
     graph_safe = True  # pure tensor steps: CUDA graphs may replay them (osrbench.graphs)
 
@@ -189,7 +202,7 @@ class ARPL(Method):
         # Release order: network, (GAN), criterion (reciprocal points and radius).
         self.net = ctx.place(Classifier32(ctx.num_classes, in_channels=ctx.image_shape[0], bn_branches=self.bn_branches))
         self._build_gan(ctx)
-        self.rp = ReciprocalPoints(ctx.num_classes, self.net.feat_dim).to(ctx.device)
+        self.rp = self._build_criterion(ctx).to(ctx.device)
         # One optimiser over the backbone and {P, R} (weight decay acts on P and R, §10.12). The
         # unused fc never receives a gradient, so the optimiser never changes it (as in the release).
         self.opt = make_optimizer([{"params": self.net.parameters()}, {"params": self.rp.parameters()}], self.cfg)
@@ -198,6 +211,10 @@ class ARPL(Method):
 
     def _build_gan(self, ctx: Context) -> None:
         """No GAN in plain ARPL."""
+
+    def _build_criterion(self, ctx: Context) -> nn.Module:
+        """The loss's parameters, drawn after the network (and GAN) as in the release: P and R."""
+        return ReciprocalPoints(ctx.num_classes, self.net.feat_dim)
 
     def _train_mode(self) -> None:
         for m in self._modules_list():
@@ -208,16 +225,19 @@ class ARPL(Method):
         return [self.net]
 
     # -------------------------------------------------------------------- training
-    def _arpl_terms(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        f = self.net.pooled(images, 0)
+    def criterion_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of the pooled features (ARPL: :func:`arpl_loss`)."""
         _, loss = arpl_loss(
-            f, labels, self.rp.points, self.rp.radius, self.cfg["temp"], self.cfg["weight_pl"], self.cfg["margin"],
-            self.cfg["label_smoothing"],
+            features, labels, self.rp.points, self.rp.radius, self.cfg["temp"], self.cfg["weight_pl"],
+            self.cfg["margin"], self.cfg["label_smoothing"],
         )
         return loss
 
+    def _arpl_terms(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.criterion_loss(self.net.pooled(images, 0), labels)
+
     def arpl_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One plain ARPL step (real images, BN branch 0); returns the detached loss."""
+        """One plain step (the release's ``train``: real images, BN branch 0); returns the detached loss."""
         self._train_mode()
         loss = self._arpl_terms(images, labels)
         self.opt.zero_grad(set_to_none=True)
@@ -230,7 +250,7 @@ class ARPL(Method):
         """Hook before a plain-pass classifier step (ARPL+CS reproduces a zero_grad quirk there)."""
 
     def train_step(self, phase: str, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        if phase == "arpl":
+        if phase == self.plain_phase:
             return {"loss": self.arpl_step(images, labels)}
         raise ValueError(f"unknown phase {phase!r} (phases: {self.phases})")
 
@@ -242,14 +262,14 @@ class ARPL(Method):
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> Prediction:
         self.net.eval()
-        logits = arpl_logits(self.net.pooled(images, 0), self.rp.points)
+        logits = self.head(self.net.pooled(images, 0))
         scores = logit_scores(logits, dtype=self.cfg["score_dtype"])
-        return Prediction(logits=logits, score=scores["mls"], scores=scores)
+        return Prediction(logits=logits, score=scores[self.score_name], scores=scores)
 
     def features(self, images: torch.Tensor) -> Features:
         self.net.eval()
         f = self.net.pooled(images, 0)
-        return Features(penultimate=f, logits=arpl_logits(f, self.rp.points))
+        return Features(penultimate=f, logits=self.head(f))
 
     def head(self, penultimate: torch.Tensor) -> torch.Tensor:
         # ARPL's logits are distances to the reciprocal points, not affine in f (ViM does not apply).
@@ -426,6 +446,8 @@ class ARPLCS(ARPL):
 
 @osrbench.hookimpl
 def osrbench_register_methods(register):
+    from osrbench_arpl import gcpl_rpl  # builds on this module (ARPL, its options and recipes)
+
     register(
         MethodSpec(
             name="arpl",
@@ -450,3 +472,5 @@ def osrbench_register_methods(register):
             options=CS_OPTIONS,
         )
     )
+    for spec in gcpl_rpl.SPECS:
+        register(spec)
