@@ -35,6 +35,24 @@ PINNED = {
         ],
         "state_abs_sum": 59285.177145192545,
     },
+    # gcpl, rpl: plugins/arpl/tests/test_gcpl_rpl.py checks their steps against replicas of the
+    # release's GCPLoss / RPLoss and its optimiser.
+    "gcpl": {
+        "losses": [
+            {"gcpl/loss": 1.8232685179551467},
+            {"gcpl/loss": 1.8169929338710626},
+            {"gcpl/loss": 1.816676192369448},
+        ],
+        "state_abs_sum": 42287.904181327525,
+    },
+    "rpl": {
+        "losses": [
+            {"rpl/loss": 1.8218513647296513},
+            {"rpl/loss": 1.8209148253304805},
+            {"rpl/loss": 1.816172919320449},
+        ],
+        "state_abs_sum": 42274.63788834716,
+    },
     "arpl-cs": {
         "losses": [
             {"cs/loss": 2.5283302013444118, "cs/g": 0.4750063884762344, "cs/d": 1.474737286567688},
