@@ -183,7 +183,7 @@ def test_broken_options_are_plugin_bugs(spec, expect):
 
 # --------------------------------------------------------------------------- the installed methods
 
-INSTALLED = ("softmax", "arpl", "arpl-cs", "dias", "energy")
+INSTALLED = ("softmax", "openmax", "gcpl", "rpl", "arpl", "arpl-cs", "dias", "energy")
 
 
 @pytest.mark.parametrize("name", INSTALLED)

@@ -151,9 +151,10 @@ def test_tuning_keeps_the_defaults_unless_a_candidate_clearly_beats_them():
 
 
 def test_builtin_methods_expose_features_and_head():
-    for name in ("softmax", "arpl", "arpl-cs", "dias"):
+    for name in ("softmax", "openmax", "gcpl", "rpl", "arpl", "arpl-cs", "dias"):
         method = plugins.get().method(name).factory()
-        assert implements(method, "features") and implements(method, "head") and not implements(method, "fit")
+        assert implements(method, "features") and implements(method, "head")
+        assert implements(method, "fit") == (name == "openmax")  # only OpenMax learns after training
 
 
 def test_the_guide_s_third_party_scorer_works_as_written(tmp_path, monkeypatch):
