@@ -23,8 +23,13 @@ from osrbench.errors import MethodFailed
 from osrbench.method import Method, Prediction
 from osrbench.records import Scores, main_score_name
 
-#: Images per ``predict`` call.
+#: Images per ``predict`` call (and per batch of the fit stage and of post-hoc feature passes).
 BATCH = 500
+
+
+def model_inputs(images: torch.Tensor, device: torch.device, normalize: str, precision: Precision) -> torch.Tensor:
+    """uint8 images -> the float network inputs ``predict``, ``fit`` and the scorers receive."""
+    return precision.inputs(to_input(images.to(device), normalize))
 
 
 class BadPrediction(MethodFailed):
@@ -112,7 +117,7 @@ def predict(method: Method, images: torch.Tensor, device: torch.device, normaliz
     with torch.no_grad():
         for chunk in images.split(batch):
             with precision.autocast():
-                out = call("predict(images)", method.predict, precision.inputs(to_input(chunk.to(device), normalize)))
+                out = call("predict(images)", method.predict, model_inputs(chunk, device, normalize, precision))
             check_prediction(out, len(chunk), num_classes)
             logits.append(out.logits.detach().double().cpu())
             score.append(out.score.detach().double().cpu())

@@ -28,9 +28,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from osrbench.data.stream import CIFAR_STD, derive_seed, to_input
+from osrbench.data.stream import CIFAR_STD, derive_seed
 from osrbench.devices import Precision
 from osrbench.errors import MethodFailed, UserError
+from osrbench.evaluation import BATCH, model_inputs
 from osrbench.method import Method, implements
 
 #: What a scorer may need: ``logits`` (always available), ``features`` (penultimate features,
@@ -38,8 +39,6 @@ from osrbench.method import Method, implements
 #: ``input_grad`` (gradients with respect to the input images, through :attr:`View.network`).
 NEEDS = ("logits", "features", "head", "input_grad")
 
-#: Images per forward pass when extracting features or scoring with input gradients.
-BATCH = 500
 #: Share of the non-held-out classes' training images the scorer is validated on while tuning.
 VAL_FRACTION = 0.2
 #: At most this many validation and pseudo-unknown images each while tuning (bounds its cost).
@@ -192,18 +191,13 @@ def missing(spec: ScoreSpec, method: Method) -> str | None:
 
 
 # ------------------------------------------------------------------------------- extraction
-def inputs(images: torch.Tensor, device: torch.device, normalize: str, precision: Precision) -> torch.Tensor:
-    """uint8 images -> the float network inputs ``predict`` receives."""
-    return precision.inputs(to_input(images.to(device), normalize))
-
-
 def extract(method: Method, images: torch.Tensor, device: torch.device, normalize: str,
             precision: Precision, features: bool, labels: torch.Tensor | None = None) -> View:
     """Logits (and penultimate features) of every image, one unaugmented pass in order, float64 on the CPU."""
     logits, pen = [], []
     with torch.no_grad():
         for chunk in images.split(BATCH):
-            x = inputs(chunk, device, normalize, precision)
+            x = model_inputs(chunk, device, normalize, precision)
             with precision.autocast():
                 if features:
                     out = method.features(x)
@@ -378,7 +372,7 @@ def score_run(specs: Iterable[ScoreSpec], method: Method, data: Any, device: tor
     train, known, unknown = (View(v.logits, v.penultimate, v.labels, None, network) for v in (train, known, unknown))
 
     def prepare(images: torch.Tensor) -> torch.Tensor:
-        return inputs(images, device, normalize, precision)
+        return model_inputs(images, device, normalize, precision)
 
     for spec in usable:
         try:

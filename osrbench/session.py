@@ -21,14 +21,12 @@ import torch
 
 from osrbench import checkpoints, graphs
 from osrbench.data.randaugment import ops_for
-from osrbench.data.stream import TrainStream, derive_seed, to_input
+from osrbench.data.stream import TrainStream, derive_seed
 from osrbench.datasets import DataNotFound, DatasetSpec, OpenSetData
 from osrbench.devices import Precision
 from osrbench.errors import MethodFailed, UserError
+from osrbench.evaluation import BATCH, model_inputs
 from osrbench.method import Context, Method, MethodSpec, implements
-
-#: Images per batch of the fit stage's pass (the same chunking as evaluation).
-FIT_BATCH = 500
 
 #: ``call(stage, fn, *args)``: how a session calls into the method (the engine records failures).
 Call = Callable[..., Any]
@@ -184,9 +182,9 @@ class Session:
         """The fit stage's pass: every training image once, in file order, unaugmented, prepared as
         ``predict``'s images are (float, normalised as the run's ``normalize``), with its label."""
         images, labels = self.stream.images, self.stream.labels
-        for start in range(0, len(images), FIT_BATCH):
-            x = to_input(images[start:start + FIT_BATCH].to(self.device), self.config["normalize"])
-            yield self.precision.inputs(x), labels[start:start + FIT_BATCH]
+        for start in range(0, len(images), BATCH):
+            x = model_inputs(images[start:start + BATCH], self.device, self.config["normalize"], self.precision)
+            yield x, labels[start:start + BATCH]
 
     def fit(self) -> None:
         """Run the method's fit stage once (after the last epoch; the caller checkpoints the result)."""

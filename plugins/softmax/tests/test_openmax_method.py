@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from osrbench import checkpoints, config, devices, engine, plugins, records, session
+from osrbench import checkpoints, config, devices, engine, evaluation, plugins, records, session
 from osrbench.data.stream import to_input
 from osrbench.errors import MethodFailed
 from osrbench.models import Classifier32
@@ -146,7 +146,7 @@ def test_main_score_is_openmax_of_a_model_fitted_on_the_training_logits(runs):
     net.load_state_dict(_ckpt(recs["softmax"])["state"]["net"])
     net.eval()
     with devices.cpu_threads(1), torch.no_grad():
-        train_logits = torch.cat([net(to_input(x, "none")).double() for x in data.train_x.split(session.FIT_BATCH)])
+        train_logits = torch.cat([net(to_input(x, "none")).double() for x in data.train_x.split(evaluation.BATCH)])
     model = fit_openmax(train_logits, data.train_y, p.split.num_known, 20, "euclidean", 0.5)
     stored = _ckpt(rec)["state"]["openmax"]
     assert torch.equal(stored["means"], model.means) and torch.equal(stored["shape"], model.shape)
