@@ -272,6 +272,12 @@ def classifier32_state(weights: Mapping[str, torch.Tensor], prefix: str = "", wh
     return out
 
 
+def _problems(missing: Sequence[str], unexpected: Sequence[str], shapes: Sequence[str]) -> list[str]:
+    """The parts of a does-not-fit message: each kind counted, its first :data:`SHOWN` named."""
+    kinds = (("missing key(s)", missing), ("unexpected key(s)", unexpected), ("shape mismatch(es)", shapes))
+    return [f"{len(items)} {label}: {shown(items)}" for label, items in kinds if items]
+
+
 def check_strict(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str) -> None:
     """A :class:`LayoutError` naming, in one line, the keys ``state`` lacks, the ones it has beyond
     ``expected`` and the shapes that differ (the first :data:`SHOWN` of each, then a count)."""
@@ -279,13 +285,7 @@ def check_strict(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {list(state[k].shape)} (expected {list(expected[k].shape)})"
               for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {shown(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {shown(unexpected)}")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es): {shown(shapes)}")
+    problems = _problems(missing, unexpected, shapes)
     if not problems:
         return
     hint = ""
@@ -330,13 +330,7 @@ def check_state(state: Any, expected: Mapping[str, Any], what: str) -> None:
                                    and not in_optimizer(k)]
     shapes = [f"{k} {list(got[k].shape)} (expected {list(want[k].shape)})"
               for k in want if k in got and tuple(got[k].shape) != tuple(want[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {shown(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {shown(unexpected)}")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es): {shown(shapes)}")
+    problems = _problems(missing, unexpected, shapes)
     if problems:
         raise LayoutError(f"{what} does not fit the method's state: " + "; ".join(problems))
 
