@@ -69,6 +69,12 @@ def render_matrix(recs: list[Any], by_scorer: dict[str, list[Any]], names: list[
 
     groups = compare.group_records(recs)
     cols = [OWN, *names]
+    # (group, scorer, metric) -> its Summary over splits (None: not applicable or no value)
+    summary: dict[tuple[Any, str, str], Any] = {}
+    for col in cols:
+        for key, mine in compare.group_records(by_scorer[col]).items():
+            for m in metric_names:
+                summary[key, col, m] = compare.summarize(mine, m).get(key.method)
     out = []
     for m in metric_names:
         rows = []
@@ -77,12 +83,9 @@ def render_matrix(recs: list[Any], by_scorer: dict[str, list[Any]], names: list[
             row = [f"{key.method} ({key.recipe or 'no recipe'}, {key.short_hash}{external})",
                    f"{key.dataset}/{key.protocol}"]
             for col in cols:
-                if (key, col) in not_applicable:
-                    row.append("n/a")
-                    continue
-                mine = [r for r in by_scorer[col] if compare.group_key(r) == key]
-                s = compare.summarize(mine, m).get(key.method)
-                row.append("-" if s is None else f"{compare._pct(s.mean)} +- {compare._pct(s.std)}")
+                sm = summary.get((key, col, m))
+                row.append("n/a" if (key, col) in not_applicable else
+                           "-" if sm is None else f"{compare._pct(sm.mean)} +- {compare._pct(sm.std)}")
             rows.append(row)
         arrow = "lower is better" if m in compare.LOWER_IS_BETTER else "higher is better"
         out.append(f"{compare.SHORT.get(m, m)} ({arrow}), %, mean +- sample std over splits; "
@@ -91,22 +94,19 @@ def render_matrix(recs: list[Any], by_scorer: dict[str, list[Any]], names: list[
         out.append("")
     rows = []
     for key in groups:
-        own = {m: compare.summarize([r for r in by_scorer[OWN] if compare.group_key(r) == key], m).get(key.method)
-               for m in metric_names}
         for n in names:
             if (key, n) in not_applicable:
-                rows.append([key.method, n, *(["n/a"] * len(metric_names)),
-                             not_applicable[(key, n)]])
+                rows.append([key.method, n, *(["n/a"] * len(metric_names)), not_applicable[(key, n)]])
                 continue
             cells = []
             for m in metric_names:
-                s = compare.summarize([r for r in by_scorer[n] if compare.group_key(r) == key], m).get(key.method)
-                if s is None or own[m] is None:
+                sm, own = summary.get((key, n, m)), summary.get((key, OWN, m))
+                if sm is None or own is None:
                     cells.append("-")
                     continue
-                p = compare.paired(s.per_split, own[m].per_split, m)
-                cells.append(f"{compare._signed(p.mean_diff)} ({p.wins}/{p.ties}/{p.losses}, "
-                             f"p {compare._p(p.p_wilcoxon)})")
+                pr = compare.paired(sm.per_split, own.per_split, m)
+                cells.append(f"{compare._signed(pr.mean_diff)} ({pr.wins}/{pr.ties}/{pr.losses}, "
+                             f"p {compare._p(pr.p_wilcoxon)})")
             rows.append([key.method, n, *cells, ""])
     out.append("each scorer - the run's own score, paired over splits: mean difference in points "
                "(wins/ties/losses, exact Wilcoxon signed-rank p, two-sided)")
