@@ -49,7 +49,10 @@ def rebuilt(rec: Record, device: str = "cpu", data_root: Path | None = None) -> 
         raise UserError(f"{folder}: cannot rebuild the run ({one_line(exc)})") from None
     if split.hash != rec.split_hash:
         raise UserError(f"{folder}: split {rec.split} of {rec.protocol} changed since the run (hash)")
-    cfg = dict(rec.config)
+    from osrbench.config import ENGINE_DEFAULTS
+
+    # Engine keys added since the run default to the value that reproduces it (score_dtype float64).
+    cfg = {**ENGINE_DEFAULTS, **rec.config}
     path = folder / checkpoints.CHECKPOINT
     if not path.exists():
         raise UserError(f"{folder}: no {checkpoints.CHECKPOINT} to rebuild the run from")
@@ -59,7 +62,7 @@ def rebuilt(rec: Record, device: str = "cpu", data_root: Path | None = None) -> 
         raise UserError(f"{folder}: checkpoint is at epoch {ckpt.get('epoch')}, not the final {cfg['epochs']}")
     dev = devices.pick_device(device)
     data = session.load_data(ds, split, cfg["image_size"], data_root)
-    with devices.cpu_threads(cfg.get("threads", torch_threads())):  # the run's thread count: the same numbers
+    with devices.cpu_threads(rec.config.get("threads", torch_threads())):  # the run's thread count: the same numbers
         s = session.open_session(spec, cfg, data, num_classes=split.num_known, dataset=ds.name, device=dev,
                                  seed=rec.seed, call=session.guarded(rec.method))
         s.restore(ckpt)
