@@ -38,3 +38,16 @@ def test_a_run_with_score_dtype_float32_stores_the_releases_msp(tmp_path, method
                                            progress=False)).record
     assert default.config["score_dtype"] == "float64" and default.config_hash != rec.config_hash
     assert np.array_equal(records.read_scores(default.dir, default).known_logits, scores.known_logits)
+
+
+def test_a_run_recorded_before_score_dtype_existed_is_rebuilt_as_it_ran(tmp_path):
+    from osrbench import rescore
+
+    rec = engine.run(engine.RunRequest(method="softmax", dataset="digits", epochs=1, out=tmp_path, device="cpu",
+                                       progress=False)).record
+    old = records.write_record(rec.dir, rec.replace(config={k: v for k, v in rec.config.items() if k != "score_dtype"}))
+    assert "score_dtype" not in old.config
+    again = rescore.scores_from_checkpoint(old)
+    stored = records.read_scores(old.dir, old)
+    assert np.array_equal(again.known["msp"], stored.known["msp"])
+    rescore.check_reproduced(old, again, torch.device("cpu"))
