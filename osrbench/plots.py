@@ -1,4 +1,6 @@
-"""PNG figures of a comparison: ROC curves per split, score histograms, per-split metric bars.
+"""PNG figures of a comparison: ROC curves per split, score histograms, per-split metric bars;
+and of the statistics in :mod:`osrbench.analysis`: a critical-difference diagram of a rank test
+(:func:`plot_cd`) and a heatmap of AUROC per unknown and per known class (:func:`plot_class_heatmap`).
 
 matplotlib is imported only when a figure is drawn, and only through its object-oriented API
 (``matplotlib.figure.Figure`` rendered by the Agg canvas): no pyplot state, no GUI backend, so
@@ -8,14 +10,18 @@ plotting works on a headless machine and does not change the backend of a caller
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from osrbench import compare, records, results
+from osrbench import compare, records, results, stats
 from osrbench.errors import UserError
 from osrbench.records import Record
+
+if TYPE_CHECKING:
+    from osrbench import analysis
 
 SCORES_FILE = records.SCORES
 DPI = 100
@@ -175,3 +181,128 @@ def comparison_plots(c: compare.Comparison, out_dir: Path, log=None) -> list[Pat
                                  f"{compare.SHORT.get(metric, metric)} per split, {tag}",
                                  metric in compare.LOWER_IS_BETTER))
     return written
+
+
+# ------------------------------------------------------------------------- rank and class figures
+
+
+@dataclass(frozen=True)
+class CDLayout:
+    """Where a critical-difference diagram puts things (method indices into the mean ranks)."""
+
+    left: list[int]  # labelled on the left, top to bottom: the best half, best first
+    right: list[int]  # labelled on the right, top to bottom: the rest, worst first
+    bars: list[tuple[list[int], int]]  # (a clique of :func:`stats.cliques`, the bar's row below the axis)
+
+
+def _cd_layout(mean_ranks: Sequence[float], cd: float) -> CDLayout:
+    order = sorted(range(len(mean_ranks)), key=lambda i: mean_ranks[i])
+    half = math.ceil(len(order) / 2)
+    groups = stats.cliques(mean_ranks, cd) if math.isfinite(cd) else []
+    bars: list[tuple[list[int], int]] = []
+    ends: list[float] = []  # per row, the right end of its last bar: cliques that do not overlap share a row
+    for g in groups:
+        lo, hi = mean_ranks[g[0]], mean_ranks[g[-1]]
+        row = next((r for r, end in enumerate(ends) if end + 0.1 < lo), len(ends))
+        ends[row:row + 1] = [hi]
+        bars.append((g, row))
+    return CDLayout(order[:half], order[half:][::-1], bars)
+
+
+def plot_cd(ranks: analysis.Ranks, path: Path, title: str) -> Path:
+    """Demsar's (2006) critical-difference diagram of a Friedman test: the mean rank of each method
+    on an axis 1..k (1 = best, left), thick bars joining methods whose mean ranks differ by less
+    than the Nemenyi CD (:func:`stats.cliques`), and a bar of length CD; no bars when CD is NaN."""
+    fr = ranks.result
+    r, names, k, cd = list(fr.mean_ranks), list(fr.methods), len(fr.mean_ranks), fr.cd
+    lay = _cd_layout(r, cd)
+    labels = {i: f"{names[i]} ({r[i]:.2f})" for i in range(k)}
+    span = max(3.0, 0.6 * (k - 1))  # inches of rank axis
+    room = 0.3 + 0.075 * max((len(s) for s in labels.values()), default=1)  # inches of label each side
+    upi = max(k - 1, 1) / span  # rank units per inch
+    hi_x = max(k, 1 + cd) if math.isfinite(cd) else k  # a CD longer than the axis is drawn at its length
+    rows = 1 + max((row for _, row in lay.bars), default=-1)
+    base = 0.45 + 0.22 * rows  # depth of the first label, below the clique bars
+    depth = base + 0.4 * max(len(lay.left), len(lay.right), 1) + 0.1
+    top = -1.3 if math.isfinite(cd) else -0.7
+    fig = _figure(span * (hi_x - 1) / max(k - 1, 1) + 2 * room, 0.5 * (depth - top) + 0.4)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.set_xlim(1 - room * upi, hi_x + room * upi)
+    ax.set_ylim(depth, top)  # y grows downwards
+    ax.plot([1, k], [0, 0], c="k", lw=1)
+    for t in range(1, k + 1):
+        ax.plot([t, t], [0, -0.15], c="k", lw=1)
+        ax.text(t, -0.2, str(t), ha="center", va="bottom", fontsize=9)
+    for t in np.arange(1.5, k, 1.0):  # half-rank minor ticks
+        ax.plot([t, t], [0, -0.08], c="k", lw=0.7)
+    if math.isfinite(cd):
+        ax.plot([1, 1 + cd], [-0.95, -0.95], c="k", lw=1.5)
+        for x in (1, 1 + cd):
+            ax.plot([x, x], [-1.02, -0.88], c="k", lw=1.5)
+        ax.text(1 + cd / 2, -1.05, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
+    end = 0.1 * upi
+    for side, order in ((-1, lay.left), (1, lay.right)):
+        x_end = 1 - end if side < 0 else k + end
+        for n, i in enumerate(order):
+            y = base + 0.4 * n
+            ax.plot([r[i], r[i], x_end], [0, y, y], c="0.3", lw=0.9)
+            ax.text(x_end + side * 0.4 * end, y, labels[i], ha="right" if side < 0 else "left", va="center",
+                    fontsize=9)
+    ax.plot(r, [0] * k, "o", c="k", ms=4)
+    for g, row in lay.bars:
+        y = 0.3 + 0.22 * row
+        ax.plot([r[g[0]] - 0.05, r[g[-1]] + 0.05], [y, y], c="k", lw=4, solid_capstyle="round")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _class_matrix(by: Mapping[str, Mapping[int, tuple[float, int]]], classes: Sequence[int]) -> np.ndarray:
+    """methods x classes AUROC in %, NaN where a method has no value for a class."""
+    return np.array([[100 * d[c][0] if c in d else math.nan for c in classes] for d in by.values()],
+                    dtype=np.float64).reshape(len(by), len(classes))
+
+
+def plot_class_heatmap(b: analysis.ClassBreakdown, path: Path, title: str, annotate_max: int = 30) -> Path:
+    """AUROC (%) per unknown class and per known class, methods x class ids, on one colour scale
+    (vmin the lowest value, vmax 100); missing cells grey; values written in the cells unless a panel
+    has more than ``annotate_max`` classes."""
+    require_matplotlib()
+    import matplotlib
+
+    panels = [(role, list(getattr(b, role)), b.classes(role)) for role in ("unknown", "known")]
+    mats = [_class_matrix(getattr(b, role), classes) for role, _, classes in panels]
+    finite = np.concatenate([m[np.isfinite(m)] for m in mats])
+    vmin = min(float(finite.min()), 99.0) if finite.size else 50.0
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
+    cell = [0.42 if len(c) <= annotate_max else 0.07 for _, _, c in panels]
+    names = max((len(m) for _, ms, _ in panels for m in ms), default=4)
+    n_rows = max(len(ms) for _, ms, _ in panels) or 1
+    widths = [len(c) * w if c else 1.5 for (_, _, c), w in zip(panels, cell)]
+    same = panels[0][1] == panels[1][1]  # one set of method names on the left is enough
+    fig = _figure(sum(widths) + (1 if same else 2) * (0.3 + 0.07 * names) + 1.2, 0.32 * n_rows + 1.6)
+    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": widths})
+    im = named = None
+    for ax, (role, methods, classes), m in zip(axes, panels, mats):
+        ax.set_title(f"per {role} class", fontsize=9)
+        if not classes:
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+            continue
+        im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=100.0, aspect="auto",
+                       interpolation="nearest")
+        step = max(1, math.ceil(len(classes) / 60))
+        ax.set_xticks(range(0, len(classes), step), [str(c) for c in classes[::step]],
+                      fontsize=7 if len(classes) <= annotate_max else 6, rotation=0 if len(classes) <= 15 else 90)
+        ax.set_xlabel("class id", fontsize=8)
+        ax.set_yticks(range(len(methods)), methods if not (same and named) else [""] * len(methods), fontsize=8)
+        named = True
+        if len(classes) <= annotate_max:
+            for (y, x), v in np.ndenumerate(m):
+                if math.isfinite(v):  # light text on viridis' dark lower half
+                    dark = (v - vmin) / max(100.0 - vmin, 1e-9) < 0.6
+                    ax.text(x, y, f"{v:.1f}", ha="center", va="center", fontsize=6.5, c="w" if dark else "k")
+    if im is not None:
+        fig.colorbar(im, ax=list(axes), label="AUROC (%)", shrink=0.9)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
