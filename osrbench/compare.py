@@ -202,18 +202,28 @@ class Summary:
     per_split: dict[int, float]
     mean: float
     std: float
+    ddof: int = 1  # of ``std``: 1 sample (the papers'), 0 population (OpenOOD's, the MLS code's)
 
     @property
     def n(self) -> int:
         return len(self.per_split)
 
 
-def summarize(records: Iterable[Record], metric: str) -> dict[str, Summary]:
+def summarize(records: Iterable[Record], metric: str, ddof: int = 1) -> dict[str, Summary]:
     out = {}
     for method, values in per_split(records, metric).items():
-        m, s = mean_std(values.values())
-        out[method] = Summary(values, m, s)
+        m, s = mean_std(values.values(), ddof)
+        out[method] = Summary(values, m, s, ddof)
     return out
+
+
+#: ``--std`` choices: the std's ddof and how the tables name it.
+STD_CHOICES = {"ddof1": 1, "ddof0": 0}
+
+
+def std_label(ddof: int) -> str:
+    return ("sample std (ddof 1)" if ddof == 1
+            else "population std (ddof 0, as OpenOOD and the MLS code report it; not comparable with ddof 1)")
 
 
 # ------------------------------------------------------------------------- paired statistics
@@ -315,6 +325,9 @@ class Paired:
     p_wilcoxon: float
     t: float
     p_t: float
+    #: Holm-adjusted over every pair of the same metric's table (:func:`holm_adjust`).
+    p_wilcoxon_holm: float = math.nan
+    p_t_holm: float = math.nan
 
     @property
     def mean_diff(self) -> float:
@@ -334,7 +347,8 @@ class Paired:
                 "wins": self.wins, "ties": self.ties, "losses": self.losses, "tie_tol": self.tie_tol,
                 "lower_is_better": self.metric in LOWER_IS_BETTER,
                 "wilcoxon_statistic": num(self.wilcoxon_stat), "p_wilcoxon": num(self.p_wilcoxon),
-                "t": num(self.t), "p_paired_t": num(self.p_t)}
+                "t": num(self.t), "p_paired_t": num(self.p_t),
+                "p_wilcoxon_holm": num(self.p_wilcoxon_holm), "p_paired_t_holm": num(self.p_t_holm)}
 
 
 def paired(a_values: Mapping[int, float], b_values: Mapping[int, float], metric: str,
@@ -349,6 +363,16 @@ def paired(a_values: Mapping[int, float], b_values: Mapping[int, float], metric:
     w, pw, _ = wilcoxon_signed_rank(diffs)
     t, pt = paired_t(diffs)
     return Paired(a, b, metric, splits, diffs, wins, len(diffs) - wins - losses, losses, tol, w, pw, t, pt)
+
+
+def holm_adjust(pairs: Sequence[Paired]) -> list[Paired]:
+    """``pairs`` (one metric's table) with Holm-adjusted Wilcoxon and t p-values over all of them."""
+    from dataclasses import replace
+
+    from osrbench.stats import holm
+
+    hw, ht = holm([p.p_wilcoxon for p in pairs]), holm([p.p_t for p in pairs])
+    return [replace(p, p_wilcoxon_holm=w, p_t_holm=t) for p, w, t in zip(pairs, hw, ht)]
 
 
 # ------------------------------------------------------------------------------------- splits
@@ -410,11 +434,15 @@ class Comparison:
     records: dict[str, list[Record]]  # method -> records
     seed_std: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> method -> std
     tie_tol: float = EXACT_TIE
+    ddof: int = 1  # of the std over splits
+    #: The score every metric was computed with (``compare --score``); ``None``: each run's own.
+    score: str | None = None
 
 
 def build(records: Sequence[Record], methods: Sequence[str], metrics: Sequence[str] = METRICS,
           tie_tol: float = EXACT_TIE,
-          installed: Mapping[str, tuple[str | None, str | None]] | None = None) -> Comparison:
+          installed: Mapping[str, tuple[str | None, str | None]] | None = None, ddof: int = 1,
+          score: str | None = None) -> Comparison:
     """Aggregate records of one dataset and protocol; each method must have one config group
     (one config, made by one plugin distribution and version: see :func:`check_single_config`)."""
     if not records:
@@ -427,21 +455,21 @@ def build(records: Sequence[Record], methods: Sequence[str], metrics: Sequence[s
     by_method = {m: [r for r in records if r.method == m] for m in methods}
     summaries, pairs, spread = {}, {}, {}
     for metric in metrics:
-        summ = {m: s for m, s in summarize(records, metric).items() if m in by_method}
+        summ = {m: s for m, s in summarize(records, metric, ddof).items() if m in by_method}
         if not summ:
             continue
         summaries[metric] = {m: summ[m] for m in methods if m in summ}
         spread[metric] = seed_std(records, metric)
         present = [m for m in methods if m in summ]
-        pairs[metric] = [paired(summ[a].per_split, summ[b].per_split, metric, tie_tol, a, b)
-                         for i, a in enumerate(present) for b in present[i + 1:]]
+        pairs[metric] = holm_adjust([paired(summ[a].per_split, summ[b].per_split, metric, tie_tol, a, b)
+                                     for i, a in enumerate(present) for b in present[i + 1:]])
     first = records[0]
     return Comparison(
         dataset=first.dataset, protocol=first.protocol, methods=list(methods),
         splits=sorted({r.split for r in records}), seeds=sorted({r.seed for r in records}),
         metrics=list(summaries), summaries=summaries, pairs=pairs,
         groups={m: group_key(rs[0]) for m, rs in by_method.items()}, records=by_method,
-        seed_std=spread, tie_tol=max(tie_tol, EXACT_TIE),
+        seed_std=spread, tie_tol=max(tie_tol, EXACT_TIE), ddof=ddof, score=score,
     )
 
 
@@ -483,7 +511,7 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
     many_seeds = len(c.seeds) > 1
     markdown = fmt in ("github", "pipe")  # titles set apart so the tables render as tables
     out = [f"{c.dataset}, protocol {c.protocol}, splits {split_list(c.splits)} ({len(c.splits)}), "
-           f"seeds {split_list(c.seeds)}; values in %: mean +- sample std (ddof 1) over splits"
+           f"seeds {split_list(c.seeds)}; values in %: mean +- {std_label(c.ddof)} over splits"
            + ("; seeds averaged within a split first" if many_seeds else "")]
     out.extend(notes)
     rows = []
@@ -497,6 +525,7 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
     out.append("")
     out.append(table(rows, ["method", "recipe", "config hash", "epochs", "splits x seeds"]))
     max_n = 0
+    several = len(c.methods) > 2  # one pair: Holm changes nothing
     for metric in c.metrics:
         summ = c.summaries[metric]
         better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
@@ -519,10 +548,12 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
                 max_n = max(max_n, len(p.splits))
                 rows.append([f"{p.a} - {p.b}", f"{_signed(p.mean_diff)} +- {_pct(p.std_diff)}",
                              *(_signed(by[k]) if k in by else "-" for k in c.splits),
-                             f"{p.wins}/{p.ties}/{p.losses}", _p(p.p_wilcoxon), _p(p.p_t)])
+                             f"{p.wins}/{p.ties}/{p.losses}", _p(p.p_wilcoxon), _p(p.p_t),
+                             *((_p(p.p_wilcoxon_holm), _p(p.p_t_holm)) if several else ())])
             out.append("")
             out.append(table(rows, ["paired A - B", "mean diff +- std", *(f"split {k}" for k in c.splits),
-                                    "W/T/L", "p Wilcoxon", "p paired-t"]))
+                                    "W/T/L", "p Wilcoxon", "p paired-t",
+                                    *(("p Wilcoxon (Holm)", "p paired-t (Holm)") if several else ())]))
     if max_n:
         lower = [m for m in c.metrics if m in LOWER_IS_BETTER]
         out.append("")
@@ -533,5 +564,7 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
         out.append(f"  with {max_n} splits the smallest attainable p is {min_wilcoxon_p(max_n):.4g}"
                    + (", so no comparison can reach p < 0.05." if min_wilcoxon_p(max_n) >= 0.05 else "."))
         out.append("p paired-t: two-sided paired t-test on the same differences (df = splits - 1). "
-                   "Neither is corrected for multiple comparisons.")
+                   + ("Holm: each adjusted by Holm's step-down method over the table's "
+                      f"{len(c.methods) * (len(c.methods) - 1) // 2} pairs (one family per metric)."
+                      if several else "One pair: no multiple-comparison correction needed."))
     return "\n".join(out)

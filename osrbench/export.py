@@ -29,8 +29,10 @@ def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapping[int, int] | None = None) -> dict[str, Any]:
-    """The export bundle of a comparison (without its ``sha256``, which :func:`write_export` adds)."""
+def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapping[int, int] | None = None,
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The export bundle of a comparison (without its ``sha256``, which :func:`write_export` adds);
+    ``extra``: further sections (``intervals``, ``classes``, ``variance``) when compare computed them."""
     import osrbench
 
     methods = {}
@@ -58,13 +60,16 @@ def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapp
         "osrbench_export": EXPORT_VERSION, "dataset": c.dataset, "protocol": c.protocol,
         "splits": c.splits, "seeds": c.seeds, "unique_splits": unique_splits,
         "dropped_duplicate_splits": {str(k): v for k, v in (dropped or {}).items()},
-        "aggregation": "seeds averaged within a split; mean and sample std (ddof 1) over splits; fractions",
+        "aggregation": f"seeds averaged within a split; mean and {compare.std_label(c.ddof)} over splits; fractions",
+        "std_ddof": c.ddof, "score": c.score,
         "methods": methods,
         "paired": [p.as_dict() for metric in c.metrics for p in c.pairs.get(metric, [])],
         "paired_tests": {"wilcoxon": "two-sided exact Wilcoxon signed-rank on per-split differences A - B, "
                                      "zero differences dropped",
                          "paired_t": "two-sided paired t-test, df = splits - 1",
+                         "holm": "p_*_holm: Holm step-down adjustment over every pair of one metric",
                          "tie_tol": c.tie_tol},
+        **(extra or {}),
         "exporter": {"osrbench": osrbench.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -147,6 +152,10 @@ def _validate(doc: Any) -> None:
         problems.append("splits and seeds must be integers")
     if not doc["methods"]:
         problems.append("no methods")
+    ddof = doc.get("std_ddof", 1)  # before std_ddof existed every export was ddof 1
+    if ddof not in (0, 1):
+        problems.append(f"std_ddof must be 0 or 1, not {ddof!r}")
+        ddof = 1
     split_hash_seen: dict[str, tuple[str, str]] = {}
     for name, m in doc["methods"].items():
         if not isinstance(m, dict):
@@ -176,7 +185,7 @@ def _validate(doc: Any) -> None:
             extra = sorted(set(per) - splits)
             if extra:
                 problems.append(f"method {name!r}, {metric}: values for splits {extra} not in the bundle's splits")
-            m2, s2 = results.mean_std(per.values())
+            m2, s2 = results.mean_std(per.values(), ddof)
             if not (math.isclose(m2, mean, rel_tol=1e-9, abs_tol=1e-12) and math.isclose(s2, std, rel_tol=1e-9, abs_tol=1e-12)):
                 problems.append(f"method {name!r}, {metric}: mean/std do not follow from the per-split values")
             missing = sorted(set(per) - set(hashes))

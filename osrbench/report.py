@@ -145,7 +145,7 @@ def _registry_info(dataset: str, protocol: str, splits: Sequence[int],
 
 
 def build_report(records: Iterable[Record], metrics: Sequence[str] = REPORT_METRICS,
-                 unique_splits: bool = False) -> list[Cell]:
+                 unique_splits: bool = False, ddof: int = 1) -> list[Cell]:
     """One cell per config group; groups of a method that differ only in config get variant labels."""
     cells = []
     for key, recs in compare.group_records(records).items():
@@ -155,7 +155,7 @@ def build_report(records: Iterable[Record], metrics: Sequence[str] = REPORT_METR
             dropped = dups
             recs = [r for r in recs if r.split not in dups]
             dups = {}
-        summ = {m: compare.summarize(recs, m).get(key.method) for m in metrics}
+        summ = {m: compare.summarize(recs, m, ddof).get(key.method) for m in metrics}
         cells.append(Cell(key, recs, {m: s for m, s in summ.items() if s is not None}, "", expected, dropped, dups))
     # Variant labels: keys that differ between groups of one method/recipe/protocol on one dataset,
     # and the plugin (distribution and version) when the family's records come from several.
@@ -239,8 +239,13 @@ def _md_value(c: Cell | None, metric: str) -> str:
     return _pm(c.metrics.get(metric), " ± ") + _flag(c) if c and metric in c.metrics else "–"
 
 
+def _ddof(cells: Sequence[Cell]) -> int:
+    return next((s.ddof for c in cells for s in c.metrics.values()), 1)
+
+
 def format_md(cells: Sequence[Cell], metrics: Sequence[str], source: str = "", layout: str = "metric") -> str:
-    out = [f"osrbench report{' of ' + source if source else ''}: values in %, mean ± sample std over splits "
+    out = [f"osrbench report{' of ' + source if source else ''}: values in %, mean ± "
+           f"{compare.std_label(_ddof(cells))} over splits "
            "(seeds averaged within a split); * = incomplete or repeated splits (see the config table)."]
     for protocol, (rows, datasets, grid) in _layout(cells).items():
         if layout == "wide":
@@ -287,7 +292,8 @@ def _tex_value(c: Cell | None, metric: str) -> str:
 
 
 def format_latex(cells: Sequence[Cell], metrics: Sequence[str], source: str = "", layout: str = "metric") -> str:
-    out = [f"% osrbench report{' of ' + source if source else ''}; values in %, mean $\\pm$ sample std over splits",
+    out = [f"% osrbench report{' of ' + source if source else ''}; values in %, mean $\\pm$ "
+           f"{compare.std_label(_ddof(cells))} over splits",
            "% requires \\usepackage{booktabs}; $^*$ = incomplete or repeated splits"]
     for protocol, (rows, datasets, grid) in _layout(cells).items():
         if layout == "wide":
@@ -319,7 +325,7 @@ def format_latex(cells: Sequence[Cell], metrics: Sequence[str], source: str = ""
 
 
 CSV_FIELDS = ("protocol", "dataset", "method", "recipe", "variant", "config_hash", "metric", "mean", "std",
-              "n_splits", "splits", "seeds", "per_split", "note", "plugin")
+              "std_ddof", "n_splits", "splits", "seeds", "per_split", "note", "plugin")
 
 
 def format_csv(cells: Sequence[Cell], metrics: Sequence[str]) -> str:
@@ -334,7 +340,8 @@ def format_csv(cells: Sequence[Cell], metrics: Sequence[str]) -> str:
                 continue
             w.writerow({"protocol": c.key.protocol, "dataset": c.key.dataset, "method": c.key.method,
                         "recipe": c.key.recipe or "", "variant": c.variant, "config_hash": c.key.config_hash,
-                        "metric": metric, "mean": repr(s.mean), "std": repr(s.std), "n_splits": s.n,
+                        "metric": metric, "mean": repr(s.mean), "std": repr(s.std),
+                        "std_ddof": s.ddof, "n_splits": s.n,
                         "splits": " ".join(map(str, sorted(s.per_split))),
                         "seeds": " ".join(map(str, c.seeds)),
                         "per_split": " ".join(f"{k}:{v!r}" for k, v in sorted(s.per_split.items())),
@@ -356,7 +363,8 @@ def report_doc(cells: Sequence[Cell], metrics: Sequence[str], source: str = "") 
                         for m, s in c.metrics.items() if m in metrics},
         })
     return {"osrbench_report": 1, "source": source, "scale": "fraction",
-            "aggregation": "seeds averaged within a split; mean and sample std (ddof 1) over splits",
+            "aggregation": f"seeds averaged within a split; mean and {compare.std_label(_ddof(cells))} over splits",
+            "std_ddof": _ddof(cells),
             "metrics": list(metrics), "groups": groups}
 
 

@@ -205,12 +205,13 @@ def run_dir(out: Path, method: str, dataset: str, protocol: str, split: int, see
     return Path(out) / dataset / protocol / method / f"split{split}-seed{seed}-{config_hash[:10]}"
 
 
-def mean_std(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
+def mean_std(values: Iterable[float], ddof: int = 1) -> tuple[float, float]:
+    """Mean and standard deviation: sample (ddof 1, the default) or population (ddof 0, as OpenOOD
+    and the MLS code report it); 0 for a single value."""
     v = [float(x) for x in values]
     if not v:
         return math.nan, math.nan
     m = sum(v) / len(v)
     if len(v) == 1:
         return m, 0.0
-    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - ddof))

@@ -182,7 +182,7 @@ class Friedman:
             return float(x) if math.isfinite(x) else None
 
         return {"methods": self.methods, "mean_ranks": dict(zip(self.methods, self.mean_ranks)),
-                "blocks": self.n, "chi2": num(self.chi2), "p_friedman": num(self.p_chi2),
+                "n_blocks": self.n, "chi2": num(self.chi2), "p_friedman": num(self.p_chi2),
                 "iman_davenport_f": num(self.f), "p_iman_davenport": num(self.p_f),
                 "nemenyi_cd": num(self.cd), "alpha": self.alpha}
 

@@ -50,3 +50,13 @@ def check_tie_tol(points: float | None) -> None:
     """``--tie-tol``: a finite number of percentage points in [0, 100]."""
     if points is not None and not (math.isfinite(points) and 0 <= points <= 100):
         raise UsageError(f"--tie-tol must be a number of % points in [0, 100], got {points}")
+
+
+def check_stats_args(args: argparse.Namespace) -> None:
+    """compare's statistics flags (``--resamples``, ``--level``, ``--resolve``), before anything is trained."""
+    if args.resamples < 1:
+        raise UsageError(f"--resamples must be a positive number of bootstrap resamples, got {args.resamples}")
+    if not (math.isfinite(args.level) and 0 < args.level < 1):
+        raise UsageError(f"--level must be a confidence level in (0, 1), e.g. 0.95, got {args.level}")
+    if args.resolve is not None and not (math.isfinite(args.resolve) and 0 < abs(args.resolve) <= 100):
+        raise UsageError(f"--resolve must be a non-zero difference in % points, at most 100, got {args.resolve}")

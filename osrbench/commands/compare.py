@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from osrbench.commands._checks import check_jobs, check_run_args, check_table_format, check_tie_tol
+from osrbench import compare, stats
+
+from osrbench.commands._checks import (check_jobs, check_run_args, check_stats_args, check_table_format,
+                                       check_tie_tol)
 from osrbench.commands._options import add_run_options, log, request_from_args
 from osrbench.errors import EXIT_FAILED
 
@@ -23,6 +26,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     check_jobs(args.jobs)
     check_table_format(args.format)
     check_tie_tol(args.tie_tol)
+    check_stats_args(args)
     if args.plot:
         from osrbench import plots
 
@@ -61,7 +65,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      + (" (no macro-F1: a scorer has no threshold rule)" if args.score in reg.scorers else ""))
     if records:
         installed = _installed_plugins(reg, args.methods)
-        c = compare.build(records, args.methods, metric_names, report.tie_tol_from(args.tie_tol), installed)
+        c = compare.build(records, args.methods, metric_names, report.tie_tol_from(args.tie_tol), installed,
+                          ddof=compare.STD_CHOICES[args.std], score=args.score)
         for m, key in c.groups.items():  # one plugin per method, but maybe not the installed one
             if m in installed and key.plugin != installed[m]:
                 line = (f"records of {m!r} were made by plugin {key.plugin_label}, the installed one is "
@@ -69,16 +74,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 log(f"warning: {line}")
                 notes.append(f"note: {line}")
         print(compare.render_comparison(c, fmt=args.format, notes=notes))
+        extra = _statistics(c, args)
         if args.plot:
             from osrbench import plots
 
             written = plots.comparison_plots(c, args.plot, log=lambda m: log(f"warning: {m}"))
+            breakdown = extra.get("classes_obj") or analysis_breakdown(c)
+            written.append(plots.plot_class_heatmap(breakdown, args.plot / "classes_auroc.png",
+                                                    f"AUROC per class, {c.dataset}/{c.protocol}"))
             log(f"wrote {len(written)} plots to {args.plot}")
         if args.export:
             if failures:
                 log("osrbench: not exporting an incomplete comparison")
             else:
-                doc = export.write_export(args.export, export.export_doc(c, args.unique_splits, dropped))
+                sections = {k: v for k, v in extra.items() if not k.endswith("_obj")}
+                doc = export.write_export(args.export, export.export_doc(c, args.unique_splits, dropped, sections))
                 log(f"wrote {args.export} (sha256 {doc['sha256'][:12]})")
     if failures:
         log(f"{len(failures)} run(s) failed or missing:")
@@ -86,6 +96,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
             log(f"  {line}")
         return EXIT_FAILED
     return 0
+
+
+def analysis_breakdown(c):
+    from osrbench import analysis
+
+    return analysis.class_breakdown(c)
+
+
+def _statistics(c, args) -> dict:
+    """Print the statistics sections the flags ask for; their export sections (and objects, ``*_obj``)."""
+    from osrbench import analysis
+
+    out: dict = {}
+    resolve = None if args.resolve is None else args.resolve / 100.0
+    if len(c.seeds) > 1 or args.resolve is not None:
+        print()
+        print(analysis.render_variance(c, args.format, resolve))
+        out["variance"] = {m: {p.a + " - " + p.b: {"delta": p.delta, "split_var": p.var.split_var,
+                                                   "seed_var": p.var.seed_var, "power_now": p.power_now,
+                                                   "seeds_needed": p.seeds, "splits_needed": p.splits}
+                               for p in analysis.planner(c, m, resolve)} for m in c.metrics}
+    if args.ci:
+        iv = analysis.intervals(c, args.resamples, args.ci_seed, args.level)
+        print()
+        print(analysis.render_intervals(c, iv, args.format))
+        out["intervals"] = iv.as_dict()
+    if args.by_class:
+        b = analysis.class_breakdown(c)
+        print()
+        print(analysis.render_classes(b, args.format))
+        out["classes"], out["classes_obj"] = b.as_dict(), b
+    return out
 
 
 def _installed_plugins(reg, methods) -> dict[str, tuple[str, str]]:
@@ -118,6 +160,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score", metavar="NAME",
                    help="compare under one score: a post-hoc scorer (osrbench list --scorers; computed where "
                         "missing) or a score the runs stored (e.g. mls)")
-    p.add_argument("--plot", type=Path, metavar="DIR", help="write ROC, histogram and per-split bar PNGs to DIR")
+    p.add_argument("--std", choices=tuple(compare.STD_CHOICES), default="ddof1",
+                   help="std over splits: ddof1 = sample std (default, the papers'), ddof0 = population std "
+                        "(OpenOOD's and the MLS code's; labelled in the output)")
+    p.add_argument("--ci", action="store_true",
+                   help="confidence intervals: per split a stratified bootstrap over the test images, over splits "
+                        "a t-interval and a bootstrap of the mean, for every method and every pair A - B")
+    p.add_argument("--resamples", type=int, default=stats.RESAMPLES, metavar="N",
+                   help=f"bootstrap resamples for --ci (default {stats.RESAMPLES})")
+    p.add_argument("--ci-seed", type=int, default=0, metavar="N", help="seed of the --ci bootstrap (default 0)")
+    p.add_argument("--level", type=float, default=stats.LEVEL, help=f"--ci confidence level (default {stats.LEVEL})")
+    p.add_argument("--by-class", action="store_true",
+                   help="AUROC of the knowns against each unknown class and of each known class against the unknowns")
+    p.add_argument("--resolve", type=float, metavar="POINTS",
+                   help="seeds planner: the difference (in %% points) to resolve (default: each pair's observed "
+                        "difference; the planner shows with several seeds, or with this flag)")
+    p.add_argument("--plot", type=Path, metavar="DIR",
+                   help="write ROC, histogram, per-split bar and per-class AUROC heat-map PNGs to DIR")
     p.add_argument("--export", type=Path, metavar="FILE", help="write the comparison's JSON export bundle")
     p.set_defaults(func=cmd_compare)

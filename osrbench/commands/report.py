@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from osrbench import report
+from osrbench import compare, report
 from osrbench.commands._options import log
-from osrbench.errors import UserError
+from osrbench.errors import UsageError, UserError
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -16,13 +16,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     metrics = report.parse_metrics(args.metrics, report.REPORT_METRICS)
     if args.output:
         results.check_output_file(args.output, "--output")
+    if args.ranks and args.format not in ("md", "json"):
+        raise UsageError(f"--ranks goes with --format md or json, not {args.format}")
+    if args.plot:
+        from osrbench import plots
+
+        plots.check_plot_dir(args.plot)
     recs = report.select(report.read_runs(args.runs, log), args.dataset, args.protocol, args.method)
     if not recs:
         raise UserError(f"no result records under {args.runs} match the selection")
-    cells = report.build_report(recs, metrics, args.unique_splits)
+    cells = report.build_report(recs, metrics, args.unique_splits, compare.STD_CHOICES[args.std])
     for line in report.plugin_warnings(cells):
         log(f"warning: {line}")
     text = report.render_report(cells, metrics, args.format, str(args.runs), args.layout)
+    if args.ranks or args.plot:
+        from osrbench import analysis
+
+        ranks = [r for r in (analysis.rank_tests(cells, m) for m in metrics) if r is not None]
+        if not ranks:
+            log("warning: no ranks: they need at least 2 methods on at least 2 (dataset, protocol) blocks")
+        if args.ranks and args.format == "md":
+            text = text.rstrip("\n") + "\n" + analysis.render_ranks(ranks) + "\n"
+        elif args.ranks:  # json
+            import json
+
+            doc = report.report_doc(cells, metrics, str(args.runs))
+            text = json.dumps({**doc, "ranks": [r.as_dict() for r in ranks]}, indent=2)
+        if args.plot:
+            from osrbench import plots
+
+            for r in ranks:
+                path = plots.plot_cd(r, args.plot / f"cd_{r.metric}.png",
+                                     f"{compare.SHORT.get(r.metric, r.metric)}: mean rank over {r.result.n} "
+                                     "datasets/protocols")
+                log(f"wrote {path}")
     if args.output:
         data = (text if text.endswith("\n") else text + "\n").encode()
         results.atomic_write(args.output, lambda fh: fh.write(data))
@@ -44,5 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", help="only this protocol")
     p.add_argument("--method", action="append", help="only this method (repeatable)")
     p.add_argument("--unique-splits", action="store_true", help="keep only the first of splits with the same class sets")
+    p.add_argument("--std", choices=tuple(compare.STD_CHOICES), default="ddof1",
+                   help="std over splits: ddof1 = sample std (default), ddof0 = population std (OpenOOD's and the "
+                        "MLS code's; labelled in the output)")
+    p.add_argument("--ranks", action="store_true",
+                   help="md/json: Friedman test, mean ranks and Nemenyi critical difference of the methods over the "
+                        "report's (dataset, protocol) blocks, per metric")
+    p.add_argument("--plot", type=Path, metavar="DIR",
+                   help="write a critical-difference diagram PNG per metric (cd_<metric>.png) to DIR")
     p.add_argument("--output", "-o", type=Path, help="write to FILE instead of stdout")
     p.set_defaults(func=cmd_report)
