@@ -12,14 +12,19 @@ Pure functions: no terminal, no plotting. The conventions every table and export
 - Paired comparisons use the per-split (seed-averaged) values of two methods on the splits both
   have: the difference ``A - B`` per split, win / tie / loss counts (a win is "A better", which
   for a lower-is-better metric such as ``fpr95_known`` means lower), the exact two-sided Wilcoxon
-  signed-rank test and the two-sided paired t-test.
+  signed-rank test and the two-sided paired t-test, each also Holm-adjusted over every pair of the
+  metric's table (:func:`holm_adjust`).
+- ``--std ddof0`` (:data:`STD_CHOICES`) swaps the sample std for the population std; every table
+  names the one it shows (:func:`std_label`).
+
+Intervals, variance decomposition, per-class AUROC and rank tests are in :mod:`osrbench.analysis`.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -28,6 +33,7 @@ from osrbench import protocols
 from osrbench.datasets import DatasetSpec
 from osrbench.records import Record
 from osrbench.results import mean_std
+from osrbench.stats import average_ranks, holm
 
 # Read from the one catalogue, osrbench.metrics.METRICS (kept under these names for their readers).
 from osrbench.metrics import METRICS as CATALOGUE
@@ -229,21 +235,6 @@ def std_label(ddof: int) -> str:
 # ------------------------------------------------------------------------- paired statistics
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of ``x``, ties getting the average of their ranks."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(x.size)
-    sx = x[order]
-    i = 0
-    while i < x.size:
-        j = i
-        while j + 1 < x.size and sx[j + 1] == sx[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
-
-
 def wilcoxon_signed_rank(diffs: Sequence[float], zero_tol: float = EXACT_TIE) -> tuple[float, float, int]:
     """Two-sided Wilcoxon signed-rank test of paired differences: ``(statistic, p, n_used)``.
 
@@ -260,7 +251,7 @@ def wilcoxon_signed_rank(diffs: Sequence[float], zero_tol: float = EXACT_TIE) ->
     n = int(d.size)
     if n == 0:
         return 0.0, 1.0, 0
-    ranks = _average_ranks(np.abs(d))
+    ranks = average_ranks(np.abs(d))
     w_plus = float(ranks[d > 0].sum())
     total = n * (n + 1) / 2.0
     stat = min(w_plus, total - w_plus)
@@ -367,10 +358,6 @@ def paired(a_values: Mapping[int, float], b_values: Mapping[int, float], metric:
 
 def holm_adjust(pairs: Sequence[Paired]) -> list[Paired]:
     """``pairs`` (one metric's table) with Holm-adjusted Wilcoxon and t p-values over all of them."""
-    from dataclasses import replace
-
-    from osrbench.stats import holm
-
     hw, ht = holm([p.p_wilcoxon for p in pairs]), holm([p.p_t for p in pairs])
     return [replace(p, p_wilcoxon_holm=w, p_t_holm=t) for p, w, t in zip(pairs, hw, ht)]
 

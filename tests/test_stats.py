@@ -406,7 +406,7 @@ def test_friedman_perfect_agreement():
     assert fr.f == math.inf and fr.p_f == 0.0
     d = fr.as_dict()
     assert d["iman_davenport_f"] is None and d["p_iman_davenport"] == 0.0
-    assert d["mean_ranks"] == {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0} and d["blocks"] == n
+    assert d["mean_ranks"] == {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0} and d["n_blocks"] == n
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -35,6 +35,15 @@ def add_run_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> 
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_std_option(p: argparse.ArgumentParser) -> None:
+    """``--std``: which standard deviation over splits the tables show (and name)."""
+    from osrbench.compare import STD_CHOICES
+
+    p.add_argument("--std", choices=tuple(STD_CHOICES), default="ddof1",
+                   help="std over splits: ddof1 = sample std (default, the papers'), ddof0 = population std "
+                        "(OpenOOD's and the MLS code's; labelled in the output)")
+
+
 def request_from_args(
     args: argparse.Namespace, method: str, split: int, seed: int, resume: str = "auto", force: bool = False
 ) -> engine.RunRequest:

@@ -9,7 +9,7 @@ from osrbench import compare, stats
 
 from osrbench.commands._checks import (check_jobs, check_run_args, check_stats_args, check_table_format,
                                        check_tie_tol)
-from osrbench.commands._options import add_run_options, log, request_from_args
+from osrbench.commands._options import add_run_options, add_std_option, log, request_from_args
 from osrbench.errors import EXIT_FAILED
 
 
@@ -160,9 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score", metavar="NAME",
                    help="compare under one score: a post-hoc scorer (osrbench list --scorers; computed where "
                         "missing) or a score the runs stored (e.g. mls)")
-    p.add_argument("--std", choices=tuple(compare.STD_CHOICES), default="ddof1",
-                   help="std over splits: ddof1 = sample std (default, the papers'), ddof0 = population std "
-                        "(OpenOOD's and the MLS code's; labelled in the output)")
+    add_std_option(p)
     p.add_argument("--ci", action="store_true",
                    help="confidence intervals: per split a stratified bootstrap over the test images, over splits "
                         "a t-interval and a bootstrap of the mean, for every method and every pair A - B")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from osrbench import compare, report
-from osrbench.commands._options import log
+from osrbench.commands._options import add_std_option, log
 from osrbench.errors import UsageError, UserError
 
 
@@ -71,9 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", help="only this protocol")
     p.add_argument("--method", action="append", help="only this method (repeatable)")
     p.add_argument("--unique-splits", action="store_true", help="keep only the first of splits with the same class sets")
-    p.add_argument("--std", choices=tuple(compare.STD_CHOICES), default="ddof1",
-                   help="std over splits: ddof1 = sample std (default), ddof0 = population std (OpenOOD's and the "
-                        "MLS code's; labelled in the output)")
+    add_std_option(p)
     p.add_argument("--ranks", action="store_true",
                    help="md/json: Friedman test, mean ranks and Nemenyi critical difference of the methods over the "
                         "report's (dataset, protocol) blocks, per metric")
