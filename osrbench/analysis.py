@@ -28,6 +28,7 @@ from osrbench import compare, metrics, records, stats
 from osrbench.compare import Comparison
 from osrbench.errors import UserError
 from osrbench.records import Record
+from osrbench.results import json_number
 
 
 # ----------------------------------------------------------------------------- test samples
@@ -173,7 +174,7 @@ class Intervals:
 
     def as_dict(self) -> dict[str, Any]:
         def iv(i: stats.Interval) -> list[float | None]:
-            return [v if math.isfinite(v) else None for v in (i.low, i.high)]
+            return [json_number(i.low), json_number(i.high)]
 
         return {
             "level": self.level, "resamples": self.resamples, "seed": self.seed,
@@ -268,6 +269,20 @@ def planner(c: Comparison, metric: str, resolve: float | None = None) -> list[Pl
                         stats.seeds_needed(delta, v.split_var, v.seed_var, n),
                         stats.splits_needed(delta, v.split_var, v.seed_var, seeds_now)))
     return out
+
+
+def variance_doc(c: Comparison, resolve: float | None = None) -> dict[str, Any]:
+    """The export section: per metric, each method's and each pair's variances and the plan."""
+    def var(v: stats.Variance) -> dict[str, float | None]:
+        return {"split_var": json_number(v.split_var), "seed_var": json_number(v.seed_var)}
+
+    return {metric: {"methods": {m: var(v) for m, v in variance(c, metric).items()},
+                     "pairs": {f"{p.a} - {p.b}": {**var(p.var), "delta": json_number(p.delta), "power_now": json_number(p.power_now),
+                                                  "seeds_now": p.seeds_now, "seeds_needed": p.seeds,
+                                                  "splits_needed": p.splits}
+                               for p in planner(c, metric, resolve)},
+                     "power": stats.POWER, "alpha": stats.ALPHA}
+            for metric in c.metrics}
 
 
 # ------------------------------------------------------------------------ per-class breakdown
@@ -478,8 +493,8 @@ def render_ranks(ranks: Sequence[Ranks], fmt: str = "md") -> str:
         rows = [[fr.methods[i], f"{fr.mean_ranks[i]:.2f}"] for i in order]
         out.append(_table(rows, ["method", "mean rank"], "github" if md else "simple"))
         out.append("")
-        out.append(f"Friedman chi2 = {_num(fr.chi2)} (df {fr.k - 1}), p = {compare._p(fr.p_chi2)}; "
-                   f"Iman-Davenport F = {_num(fr.f)}, p = {compare._p(fr.p_f)}; Nemenyi CD = {fr.cd:.3f}.")
+        out.append(f"Friedman chi2 = {_fixed(fr.chi2)} (df {fr.k - 1}), p = {compare._p(fr.p_chi2)}; "
+                   f"Iman-Davenport F = {_fixed(fr.f)}, p = {compare._p(fr.p_f)}; Nemenyi CD = {fr.cd:.3f}.")
         groups = stats.cliques(fr.mean_ranks, fr.cd)
         if groups:
             out.append("Not told apart (mean ranks within CD): "
@@ -493,5 +508,5 @@ def render_ranks(ranks: Sequence[Ranks], fmt: str = "md") -> str:
     return "\n".join(out)
 
 
-def _num(x: float) -> str:
+def _fixed(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:.3f}"

@@ -32,7 +32,7 @@ import numpy as np
 from osrbench import protocols
 from osrbench.datasets import DatasetSpec
 from osrbench.records import Record
-from osrbench.results import mean_std
+from osrbench.results import json_number, mean_std
 from osrbench.stats import average_ranks, holm
 
 # Read from the one catalogue, osrbench.metrics.METRICS (kept under these names for their readers).
@@ -329,9 +329,7 @@ class Paired:
         return mean_std(self.diffs)[1]
 
     def as_dict(self) -> dict[str, Any]:
-        def num(x: float) -> float | None:
-            return None if x is None or not math.isfinite(x) else float(x)
-
+        num = json_number
         return {"a": self.a, "b": self.b, "metric": self.metric,
                 "per_split_diff": {str(k): v for k, v in zip(self.splits, self.diffs)},
                 "mean_diff": num(self.mean_diff), "std_diff": num(self.std_diff),

@@ -25,10 +25,6 @@ class ExportInvalid(UserError, ValueError):
     """An export bundle that fails :func:`validate_export`; the message lists every problem."""
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
 def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapping[int, int] | None = None,
                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The export bundle of a comparison (without its ``sha256``, which :func:`write_export` adds);

@@ -205,6 +205,11 @@ def run_dir(out: Path, method: str, dataset: str, protocol: str, split: int, see
     return Path(out) / dataset / protocol / method / f"split{split}-seed{seed}-{config_hash[:10]}"
 
 
+def json_number(x: float | None) -> float | None:
+    """``x`` as a JSON number: ``None`` for NaN, infinities and ``None`` (JSON has no NaN)."""
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
 def mean_std(values: Iterable[float], ddof: int = 1) -> tuple[float, float]:
     """Mean and standard deviation: sample (ddof 1, the default) or population (ddof 0, as OpenOOD
     and the MLS code report it); 0 for a single value."""

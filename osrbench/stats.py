@@ -178,8 +178,7 @@ class Friedman:
     alpha: float
 
     def as_dict(self) -> dict:
-        def num(x: float) -> float | None:
-            return float(x) if math.isfinite(x) else None
+        from osrbench.results import json_number as num
 
         return {"methods": self.methods, "mean_ranks": dict(zip(self.methods, self.mean_ranks)),
                 "n_blocks": self.n, "chi2": num(self.chi2), "p_friedman": num(self.p_chi2),

@@ -50,10 +50,8 @@ def runs(tmp_path):
     recs = []
     for k in range(3):
         for s in range(2):
-            rng = np.random.default_rng([k, s])
-            for m, shift in (("a", 0.8 + 0.02 * s), ("b", 0.3 + 0.3 * s), ("c", 0.0)):
-                recs.append(write_run(tmp_path, m, k, s, _scores(np.random.default_rng([k, s, len(m)]), shift + 0.1 * k)))
-            del rng
+            for i, (m, shift) in enumerate((("a", 0.8 + 0.02 * s), ("b", 0.3 + 0.3 * s), ("c", 0.0))):
+                recs.append(write_run(tmp_path, m, k, s, _scores(np.random.default_rng([k, s, i]), shift + 0.1 * k)))
     return recs
 
 

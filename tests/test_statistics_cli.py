@@ -49,7 +49,8 @@ def test_compare_statistics_sections_plots_and_export(runs, tmp_path, capsys):
         for u in next(r for r in recs if r.split == k).unknown_classes:
             expect[str(u)] = expect.get(str(u), 0) + 1
     assert {u: v["splits"] for u, v in doc["classes"]["unknown"]["dias"].items()} == expect
-    assert doc["variance"]["auroc"]["softmax - arpl-cs"]["seed_var"] >= 0
+    pair = doc["variance"]["auroc"]["pairs"]["softmax - arpl-cs"]
+    assert pair["seed_var"] >= 0 and pair["seeds_now"] == 2
 
 
 def test_the_same_ci_seed_gives_the_same_intervals(runs, capsys):

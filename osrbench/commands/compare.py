@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from osrbench import compare, stats
-
 from osrbench.commands._checks import (check_jobs, check_run_args, check_stats_args, check_table_format,
                                        check_tie_tol)
 from osrbench.commands._options import add_run_options, add_std_option, log, request_from_args
@@ -74,12 +73,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 log(f"warning: {line}")
                 notes.append(f"note: {line}")
         print(compare.render_comparison(c, fmt=args.format, notes=notes))
-        extra = _statistics(c, args)
+        sections, breakdown = _statistics(c, args)
         if args.plot:
-            from osrbench import plots
+            from osrbench import analysis, plots
 
             written = plots.comparison_plots(c, args.plot, log=lambda m: log(f"warning: {m}"))
-            breakdown = extra.get("classes_obj") or analysis_breakdown(c)
+            breakdown = breakdown or analysis.class_breakdown(c)
             written.append(plots.plot_class_heatmap(breakdown, args.plot / "classes_auroc.png",
                                                     f"AUROC per class, {c.dataset}/{c.protocol}"))
             log(f"wrote {len(written)} plots to {args.plot}")
@@ -87,7 +86,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
             if failures:
                 log("osrbench: not exporting an incomplete comparison")
             else:
-                sections = {k: v for k, v in extra.items() if not k.endswith("_obj")}
                 doc = export.write_export(args.export, export.export_doc(c, args.unique_splits, dropped, sections))
                 log(f"wrote {args.export} (sha256 {doc['sha256'][:12]})")
     if failures:
@@ -98,36 +96,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def analysis_breakdown(c):
-    from osrbench import analysis
-
-    return analysis.class_breakdown(c)
-
-
-def _statistics(c, args) -> dict:
-    """Print the statistics sections the flags ask for; their export sections (and objects, ``*_obj``)."""
+def _statistics(c: compare.Comparison, args: argparse.Namespace):
+    """Print the statistics sections the flags ask for; returns their export sections and the
+    per-class breakdown (``None`` when not asked for)."""
     from osrbench import analysis
 
     out: dict = {}
+    breakdown = None
     resolve = None if args.resolve is None else args.resolve / 100.0
     if len(c.seeds) > 1 or args.resolve is not None:
         print()
         print(analysis.render_variance(c, args.format, resolve))
-        out["variance"] = {m: {p.a + " - " + p.b: {"delta": p.delta, "split_var": p.var.split_var,
-                                                   "seed_var": p.var.seed_var, "power_now": p.power_now,
-                                                   "seeds_needed": p.seeds, "splits_needed": p.splits}
-                               for p in analysis.planner(c, m, resolve)} for m in c.metrics}
+        out["variance"] = analysis.variance_doc(c, resolve)
     if args.ci:
         iv = analysis.intervals(c, args.resamples, args.ci_seed, args.level)
         print()
         print(analysis.render_intervals(c, iv, args.format))
         out["intervals"] = iv.as_dict()
     if args.by_class:
-        b = analysis.class_breakdown(c)
+        breakdown = analysis.class_breakdown(c)
         print()
-        print(analysis.render_classes(b, args.format))
-        out["classes"], out["classes_obj"] = b.as_dict(), b
-    return out
+        print(analysis.render_classes(breakdown, args.format))
+        out["classes"] = breakdown.as_dict()
+    return out, breakdown
 
 
 def _installed_plugins(reg, methods) -> dict[str, tuple[str, str]]:
