@@ -1,0 +1,98 @@
+"""The plugin ``osrbench new-plugin`` writes installs and passes its own tests in a fresh venv, by
+the commands its README gives (:func:`osrbench.scaffold.setup_commands`).
+
+CI has no package index but PyPI and torch is large, so the fresh venv takes the third-party
+packages (torch, numpy, pluggy, pytest, pip, setuptools, ...) from this interpreter's
+site-packages: ``--system-site-packages`` would not do, since it exposes the base interpreter's
+site-packages, not this (.venv) one's. The venv gets a ``.pth`` line that adds a mirror of those
+directories: symlinks to every entry except osrbench's own (the host and the built-in plugins), so
+the venv starts without osrbench and its dist-infos and must install the host and the plugin itself.
+pip runs offline (``--no-index``): every dependency must already be satisfied, and
+``--no-build-isolation --check-build-dependencies`` builds with the mirrored setuptools after
+checking it meets the pyproject's ``setuptools>=68``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import site
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from osrbench import scaffold
+from osrbench.testing import CHECKS
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "fresh-osr"
+OFFLINE = ["--no-index", "--no-build-isolation", "--check-build-dependencies", "--quiet"]
+
+
+def _mirror(dest: Path) -> None:
+    """Symlink every entry of this interpreter's site-packages into ``dest``, osrbench's excepted."""
+    dest.mkdir()
+    for directory in dict.fromkeys(site.getsitepackages()):  # ordered, without duplicates
+        for entry in sorted(Path(directory).iterdir()) if Path(directory).is_dir() else ():
+            if "osrbench" in entry.name.lower() or (dest / entry.name).exists():
+                continue  # the host, the plugins and their editable finders; the first site dir wins
+            (dest / entry.name).symlink_to(entry)
+
+
+def _fresh_venv(where: Path, mirror: Path) -> Path:
+    """A venv (without pip of its own: the mirror has it) that sees the mirror; its python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True, timeout=120)
+    python = where / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    # addsitedir (not a bare path) so the mirror's own .pth files (setuptools' distutils hook) apply.
+    (Path(purelib) / "osrbench-test-mirror.pth").write_text(f"import site; site.addsitedir({str(mirror)!r})\n")
+    return python
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{shlex.join(argv)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="venv layout and symlinks of a POSIX system")
+def test_the_generated_plugin_passes_its_own_tests_in_a_fresh_venv(tmp_path):
+    t0 = time.perf_counter()
+    root = scaffold.new_plugin(NAME, tmp_path, check_installed=False)
+    mirror = tmp_path / "mirror"
+    _mirror(mirror)
+    python = _fresh_venv(tmp_path / "venv", mirror)
+    # Nothing of this test's environment may leak in: no PYTHONPATH, no virtualenv, no plugin filter.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "PYTEST", "OSRBENCH_", "PIP_", "VIRTUAL_ENV"))}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+
+    probe = [str(python), "-c", "import importlib.util as u; print(u.find_spec('osrbench'))"]
+    assert _run(probe, tmp_path, env).stdout.strip() == "None", "the fresh venv already sees osrbench"
+    _run([str(python), "-m", "pip", "install", *OFFLINE, "-e", str(ROOT)], tmp_path, env)  # the host
+
+    readme = (root / "README.md").read_text()
+    outputs = []
+    for command, _ in scaffold.setup_commands(NAME):
+        assert command in readme, f"the generated README does not give {command!r}"
+        argv = shlex.split(command)
+        if argv[0] == "pip":  # offline, see the module docstring
+            argv = ["python", "-m", "pip", argv[1], *OFFLINE, *argv[2:]]
+        outputs.append(_run([str(python), *argv[1:]], root, env).stdout)
+
+    _, pytest_out, report = outputs
+    # The mirror has pytest anyway: the extra itself must declare it, or a stranger's venv lacks it.
+    requires = [str(python), "-c", f"import importlib.metadata as m; print(m.requires('osrbench-{NAME}'))"]
+    assert "'pytest>=7; extra == \"test\"'" in _run(requires, root, env).stdout
+    assert f"{len(CHECKS)} passed" in pytest_out, pytest_out[-2000:]
+    assert "all checks passed" in report and all(f" {check} " in report for check in CHECKS), report
+    # Installed through its entry point, beside the host only (no built-in plugin leaked in).
+    listed = json.loads(_run([str(python.parent / "osrbench"), "plugins", "--json"], root, env).stdout)
+    assert {p["name"]: (p["methods"], p["error"]) for p in listed} == {"osrbench": ([], None), NAME: ([NAME], None)}
+    print(f"fresh-venv scaffold test: {time.perf_counter() - t0:.0f} s")
