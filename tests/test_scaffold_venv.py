@@ -1,5 +1,6 @@
 """The plugin ``osrbench new-plugin`` writes installs and passes its own tests in a fresh venv, by
-the commands its README gives (:func:`osrbench.scaffold.setup_commands`).
+the commands its README gives (:func:`osrbench.scaffold.setup_commands`); the plugins in this
+repository give one install section, the same in every README.
 
 CI has no package index but PyPI and torch is large, so the fresh venv takes the third-party
 packages (torch, numpy, pluggy, pytest, pip, setuptools, ...) from this interpreter's
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import site
 import subprocess
@@ -96,3 +98,32 @@ def test_the_generated_plugin_passes_its_own_tests_in_a_fresh_venv(tmp_path):
     listed = json.loads(_run([str(python.parent / "osrbench"), "plugins", "--json"], root, env).stdout)
     assert {p["name"]: (p["methods"], p["error"]) for p in listed} == {"osrbench": ([], None), NAME: ([NAME], None)}
     print(f"fresh-venv scaffold test: {time.perf_counter() - t0:.0f} s")
+
+
+# ----------------------------------------------------------- the repository's plugins: one install text
+
+PLUGIN_DIRS = sorted(p.parent for pattern in ("plugins/*/pyproject.toml", "examples/*/pyproject.toml")
+                     for p in ROOT.glob(pattern))
+
+
+def test_every_plugin_readme_has_the_same_install_section():
+    tomllib = pytest.importorskip("tomllib")
+    assert PLUGIN_DIRS, "no plugin found under plugins/ or examples/"
+    sections = {}
+    for folder in PLUGIN_DIRS:
+        rel = folder.relative_to(ROOT).as_posix()
+        project = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
+        (name,) = project["entry-points"]["osrbench"]
+        assert any(r.startswith("pytest") for r in project.get("optional-dependencies", {}).get("test", [])), \
+            f"{rel}/pyproject.toml has no test extra with pytest, which its README's [test] install promises"
+        readme = (folder / "README.md").read_text()
+        found = re.search(r"^## Install\n.*?(?=^## )", readme, re.S | re.M)
+        assert found, f"{rel}/README.md has no '## Install' section"
+        section = found.group(0)
+        for command in (f"pip install -e {rel} ", f"pip install -e '{rel}[test]' ", f"python -m pytest {rel}/tests "):
+            assert f"\n{command}" in section, f"{rel}/README.md does not give {command.strip()!r}"
+        assert "--no-deps" not in readme and readme.count("--no-build-isolation") == 1, \
+            f"{rel}/README.md: install advice outside its Install section"
+        # The same words everywhere once the folder and the plugin name are taken out (and the padding).
+        sections[rel] = re.sub(r" +#", " #", section.replace(rel, "FOLDER").replace(f'"{name}"', '"NAME"'))
+    assert len(set(sections.values())) == 1, "the Install sections differ: " + ", ".join(sections)
