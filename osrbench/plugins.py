@@ -8,12 +8,18 @@ Built-in plugins are those of the distributions shipped with osrbench
 plugin and another plugin both claim stays the built-in one's; the other plugin's claim is
 refused and reported (``osrbench plugins``, its status). Where no built-in plugin is among the
 claimants, the name is unusable and the message names every claimant.
+
+A plugin that fails to import, whose hook raises, or that names a hook wrongly (an
+``osrbench_*`` function that is no hook, or a hook function without ``@osrbench.hookimpl``) is
+reported in its status, and an unknown method, dataset or scorer name says which plugins had
+such a problem: the name may be the one they failed to register.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 import os
 import re
 import traceback
@@ -90,6 +96,9 @@ class Plugins:
         self.origin: dict[str, str] = {}  # "method:NAME" / "dataset:NAME" -> plugin name
         self.conflicts: dict[str, list[str]] = {}  # "method:NAME" -> plugins that all registered it, none built in
         self.refused: dict[str, list[str]] = {}  # "method:NAME" -> plugins refused it (a built-in one has it)
+        # (label or None for any, problem): what may have kept a plugin from registering a name (_lookup says it)
+        self.broken: list[tuple[str | None, str]] = []
+        self.hooks = sorted(n for n, c in vars(self.pm.hook).items() if not n.startswith("_") and c.has_spec())
         from osrbench import __version__
 
         self._add(builtin, PluginInfo("osrbench", "osrbench", __version__))
@@ -102,6 +111,51 @@ class Plugins:
     def _add(self, plugin: object, info: PluginInfo) -> None:
         self.infos[info.name] = info
         self.pm.register(plugin, name=info.name)
+        self._check_hook_names(plugin, info)
+
+    def _broken(self, info: PluginInfo, message: str, label: str | None = None) -> None:
+        """Record a problem that may have kept ``info``'s plugin from registering what it means to
+        (a ``label``: only names of that kind, e.g. ``method``)."""
+        info.add_error(message)
+        same = normalise_distribution(info.name) == normalise_distribution(info.distribution)
+        self.broken.append((label, f"plugin {info.name!r}{'' if same else f' ({info.distribution})'} {message}"))
+
+    def _check_hook_names(self, plugin: object, info: PluginInfo) -> None:
+        """Report the hook functions pluggy would silently never call.
+
+        ``@hookimpl`` functions whose name is no hook are what ``pm.check_pending()`` rejects (it
+        raises for the first only; this names each, per plugin, optional ones too: no plugin adds
+        hook specifications here). Unmarked ``osrbench_*`` functions pluggy does not even see.
+        """
+        hooks = self.hooks
+
+        def hint(name: str) -> str:
+            close = difflib.get_close_matches(name, hooks, n=1, cutoff=0.7)  # 0.6 takes osrbench_helper for one
+            return f" (did you mean {close[0]}?)" if close else f" (the hooks are {', '.join(hooks)})"
+
+        implemented = False
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            if caller.has_spec():
+                implemented = True
+            else:
+                self._broken(info, f"implements {caller.name}, which is not a hook{hint(caller.name)}")
+        for name in dir(plugin):
+            if not name.startswith(GROUP + "_") or self.pm.parse_hookimpl_opts(plugin, name) is not None:
+                continue
+            try:
+                attr = inspect.getattr_static(plugin, name)
+            except AttributeError:
+                continue
+            if not (inspect.isfunction(attr) or isinstance(attr, (staticmethod, classmethod))):
+                continue  # e.g. an imported module osrbench_x
+            if name in hooks:
+                self._broken(info, f"defines {name} without @osrbench.hookimpl, so it is never called")
+            else:
+                self._broken(info, f"defines {name}, which is not a hook{hint(name)}; "
+                                   "rename it with a leading underscore if it is a helper")
+        if not implemented and not info.error:
+            self._broken(info, f"implements no osrbench hook (one of {', '.join(hooks)}); does its entry point "
+                               "name the module that defines them?")
 
     def _load_entry_points(self) -> None:
         allow, block = _names("OSRBENCH_PLUGINS"), _names("OSRBENCH_DISABLE_PLUGINS") or set()
@@ -136,15 +190,17 @@ class Plugins:
                                   f"{owner.name!r} ({owner.distribution}); rename this plugin's entry point")
                 self.infos[f"{name} ({info.distribution})"] = info
         for ep, info in chosen:
+            self.infos[ep.name] = info
             try:
                 plugin = ep.load()
                 self.pm.register(plugin, name=ep.name)
             except BaseException as exc:  # noqa: BLE001 - a broken plugin must never take the host down
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                info.error = f"failed to load: {_one_line(exc)}"
+                self._broken(info, f"failed to load: {_one_line(exc)}")
                 info.traceback = traceback.format_exc()
-            self.infos[ep.name] = info
+                continue
+            self._check_hook_names(plugin, info)
 
     def _call(self, hook: str, kind: type, into: dict[str, Any], label: str) -> None:
         """Call each plugin's implementation alone, so one failure discards only its own specs.
@@ -171,7 +227,7 @@ class Plugins:
             try:
                 alone(register=register)
             except Exception as exc:  # noqa: BLE001 - recorded and reported, never fatal
-                info.add_error(f"{hook} failed: {_one_line(exc)}")
+                self._broken(info, f"failed in {hook}: {_one_line(exc)}", label)
                 info.traceback = traceback.format_exc()
                 continue
             for spec in got:
@@ -219,7 +275,9 @@ class Plugins:
         if name not in table:
             close = difflib.get_close_matches(name, list(table), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UnknownName(f"unknown {label} {name!r} (valid: {', '.join(sorted(table)) or 'none'}){hint}")
+            # the name may be one these plugins failed to register
+            why = "".join(f"; {problem}" for kind, problem in self.broken if kind in (None, label))
+            raise UnknownName(f"unknown {label} {name!r} (valid: {', '.join(sorted(table)) or 'none'}){hint}{why}")
         return table[name]
 
     def method(self, name: str) -> MethodSpec:

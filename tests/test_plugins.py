@@ -45,6 +45,7 @@ def site(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(path))
     yield path
     importlib.invalidate_caches()
+    plugins.reset()  # the process-wide plugins must not keep this test's
 
 
 def test_broken_plugins_are_reported_and_the_good_ones_load(site):
@@ -59,6 +60,61 @@ def test_broken_plugins_are_reported_and_the_good_ones_load(site):
     assert reg.infos["goodplug"].error is None and reg.infos["goodplug"].methods == ["toy-msp"]
     assert reg.infos["goodplug"].distribution == "goodplug" and reg.infos["goodplug"].version == "1.0"
     assert {"softmax", "toy-msp"} <= set(reg.methods)
+
+
+TYPO_HOOK = """
+import osrbench
+
+@osrbench.hookimpl
+def osrbench_register_method(register):
+    raise AssertionError("never called: no such hook")
+"""
+UNMARKED_HOOK = """
+import osrbench_softmax.plugin  # a module attribute named osrbench_*: no hook, not reported
+
+def osrbench_register_methods(register):
+    raise AssertionError("never called: not a hookimpl")
+
+def osrbench_helper():
+    pass
+"""
+NO_HOOK = "import osrbench\n"
+
+
+def test_hook_names_pluggy_would_never_call_are_reported(site, capsys):
+    """A hook-name typo, a hook without @hookimpl and a module with no hook are not shown as ok."""
+    import pluggy
+
+    _dist(site, "typoplug", "typo", "typo_mod", TYPO_HOOK)
+    _dist(site, "unmarkedplug", "unmarked", "unmarked_mod", UNMARKED_HOOK)
+    _dist(site, "nohookplug", "nohook", "nohook_mod", NO_HOOK)
+    _dist(site, "goodplug", "goodplug", "goodplug_mod", "import osrbench_softmax\n" + GOOD.format(method="toy-msp"))
+    importlib.invalidate_caches()
+    reg = plugins.Plugins()
+    assert reg.infos["typo"].error == ("implements osrbench_register_method, which is not a hook "
+                                       "(did you mean osrbench_register_methods?)")
+    assert reg.infos["unmarked"].error == (
+        "defines osrbench_helper, which is not a hook (the hooks are osrbench_register_datasets, "
+        "osrbench_register_methods, osrbench_register_scores); rename it with a leading underscore if it is a helper; "
+        "defines osrbench_register_methods without @osrbench.hookimpl, so it is never called")
+    assert reg.infos["nohook"].error.startswith("implements no osrbench hook (one of osrbench_register_datasets, ")
+    assert reg.infos["goodplug"].error is None and reg.infos["goodplug"].methods == ["toy-msp"]
+    with pytest.raises(pluggy.PluginValidationError, match="unknown hook 'osrbench_register_method'"):
+        reg.pm.check_pending()  # what pluggy rejects is what the typo's status names
+    plugins.reset()
+    from osrbench import cli
+
+    assert cli.main(["plugins"]) == 0
+    table = capsys.readouterr().out
+    assert "implements osrbench_register_method, which is not a hook (did you mean osrbench_register_methods?)" in table
+
+
+def test_the_shipped_plugins_pass_pluggys_check_and_name_every_hook_right(monkeypatch):
+    monkeypatch.setenv("OSRBENCH_PLUGINS", "softmax,arpl,dias")  # whatever else is installed aside
+    reg = plugins.Plugins()
+    reg.pm.check_pending()
+    assert set(reg.infos) == {"osrbench", "softmax", "arpl", "dias"}
+    assert not reg.broken and all(i.error is None for i in reg.infos.values())
 
 
 def test_allow_and_block_lists(site, monkeypatch):
@@ -165,3 +221,44 @@ def test_cli_lists_a_broken_plugin_and_still_runs_the_good_one(site, tmp_path):
                          env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "auroc" in run.stdout
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "evaluate", "list"])
+def test_an_unknown_method_says_which_plugins_failed_to_register(site, capsys, tmp_path, command):
+    """The method asked for may be one a broken plugin meant to register: the one error line says why."""
+    from osrbench import cli
+
+    _dist(site, "osrbench-mine", "mine", "mine_mod", "import torchx\n")
+    _dist(site, "typoplug", "typo", "typo_mod", TYPO_HOOK)
+    _dist(site, "brokenhook", "brokenhook", "brokenhook_mod", BAD_HOOK)
+    importlib.invalidate_caches()
+    plugins.reset()
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"")
+    argv = {"run": ["run", "--method", "openmax2", "--dataset", "digits", "--out", str(tmp_path)],
+            "compare": ["compare", "softmax", "openmax2", "--dataset", "digits", "--out", str(tmp_path)],
+            "evaluate": ["evaluate", "--method", "openmax2", "--dataset", "digits", "--weights", str(weights),
+                         "--layout", "osrbench", "--out", str(tmp_path)],
+            "list": ["list", "--options", "openmax2"]}[command]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("osrbench: error: unknown method 'openmax2' (valid: ")
+    assert err[0].endswith(
+        "; did you mean 'openmax'?"
+        "; plugin 'mine' (osrbench-mine) failed to load: ModuleNotFoundError: No module named 'torchx'"
+        "; plugin 'typo' (typoplug) implements osrbench_register_method, which is not a hook "
+        "(did you mean osrbench_register_methods?)"
+        "; plugin 'brokenhook' failed in osrbench_register_methods: RuntimeError: registration exploded")
+
+
+def test_an_unknown_name_is_not_blamed_on_a_hook_of_another_kind(site):
+    """A plugin whose methods hook raised cannot have hidden a dataset; one that failed to load could."""
+    _dist(site, "brokenhook", "brokenhook", "brokenhook_mod", BAD_HOOK)
+    importlib.invalidate_caches()
+    reg = plugins.Plugins()
+    with pytest.raises(plugins.UnknownName) as caught:
+        reg.dataset("digitz")
+    assert str(caught.value).endswith("; did you mean 'digits'?")
+    with pytest.raises(plugins.UnknownName, match="; plugin 'brokenhook' failed in osrbench_register_methods"):
+        reg.method("toy-msp")
