@@ -3,12 +3,15 @@
 Each command is a module of :mod:`osrbench.commands` that registers its own sub-parser(s).
 Errors a user can cause end with one line ``osrbench: error: ...`` and exit code 2; a method that
 raises ends its run with exit code 1 (its traceback is in the run folder's ``error.json``); an
-interrupt ends with 130. Building the parser imports no torch (``osrbench --help`` is quick).
+interrupt ends with 130; a reader that closes stdout early (``osrbench list | head -1``) ends the
+command quietly with 141, as a tool killed by SIGPIPE does. Building the parser imports no torch
+(``osrbench --help`` is quick).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -17,6 +20,10 @@ from osrbench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER, MethodFail
 
 #: The command modules, in the order ``osrbench --help`` lists their commands.
 COMMANDS = (run, evaluate, compare, info, report, rescore, score, export, sweep, new_plugin)
+
+#: The exit code when stdout is closed before the output is written: 128 + SIGPIPE, what a shell
+#: reports for a tool the signal ended (Python ignores SIGPIPE, so it sees BrokenPipeError instead).
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +38,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe would print a traceback
+        return code
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the flush at exit writes nowhere instead of failing again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # a stdout with no file descriptor (captured): nothing to flush at exit
+            pass
+        return EXIT_BROKEN_PIPE
     except UserError as exc:
         print(f"osrbench: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USER

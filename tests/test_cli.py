@@ -1,6 +1,9 @@
 """The command line: bad input gets one clear line and exit code 2; nothing on disk is lost."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -111,3 +114,21 @@ def test_data_check_names_the_missing_file(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "cifar-10-batches-py" in out and "osrbench data download cifar10" in out
     assert cli.main(["data", "check", "digits", "--data-root", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize("argv", [["list"], ["plugins", "--json"]])
+def test_a_reader_that_closes_stdout_early_ends_the_command_quietly(argv):
+    """``osrbench list | head -1``: no BrokenPipeError traceback, exit 141 (128 + SIGPIPE).
+
+    The pipe's read end is closed before the command starts, so its first write fails whatever the
+    pipe's buffer size (a reader that reads one line first could find all the output buffered)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "osrbench.cli", *argv], stdout=write,
+                                stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write)
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert err == "" and proc.returncode == cli.EXIT_BROKEN_PIPE
