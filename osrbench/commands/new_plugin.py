@@ -13,8 +13,9 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
     pkg = scaffold.package_name(args.name)
     print(f"wrote {root}/: pyproject.toml, README.md, {pkg}/plugin.py, tests/test_conformance.py")
     print("next:")
-    print(f"  pip install -e {root}")
-    print(f"  pytest {root}/tests")
+    print(f"  cd {root}")
+    for command, _ in scaffold.setup_commands(args.name):
+        print(f"  {command}")
     print(f"  osrbench compare {args.name} dias --dataset digits --epochs 2")
     return 0
 
