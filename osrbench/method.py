@@ -27,9 +27,13 @@ class Context:
         (GAN noise); its state is checkpointed by the engine.
     :param epochs: the number of epochs of the run.
     :param dataset: the dataset name (methods may branch on it only where the reference does).
-    :param steps_per_epoch: batches in one pass over the training stream.
+    :param steps_per_epoch: batches in one pass over the training stream (the last, partial
+        batch included).
     :param channels_last: the run's precision policy asks for channels-last tensors; networks
         built with :meth:`place` follow it.
+    :param train_size: training images in one pass: each phase of an epoch sees every one of them
+        once, so a phase's batches hold ``train_size`` images in all. The engine always sets it;
+        the default 0 only keeps Contexts built by hand (in a plugin's own tests) working.
     """
 
     num_classes: int
@@ -41,6 +45,7 @@ class Context:
     dataset: str = "digits"
     steps_per_epoch: int = 1
     channels_last: bool = False
+    train_size: int = 0
 
     def place(self, module: torch.nn.Module) -> torch.nn.Module:
         """Move a network to the run's device (and memory format, under the precision policy)."""

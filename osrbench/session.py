@@ -208,7 +208,7 @@ def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData,
     ctx = Context(
         num_classes=num_classes, image_shape=(3, *data.image_shape[1:]), device=device, config=cfg,
         generator=generator, epochs=cfg["epochs"], dataset=dataset, steps_per_epoch=len(stream),
-        channels_last=precision.bf16,
+        channels_last=precision.bf16, train_size=len(data.train_x),
     )
     method = call("factory()", _make, spec)
     if cfg["cuda_graphs"] and not getattr(method, "graph_safe", False):
