@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import random
+from collections import Counter, OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -63,8 +64,50 @@ class UnloadableState(MethodFailed):
     stage = "state_dict"
 
 
+#: What a method's ``state_dict()`` may hold, in words (the rule :func:`state_problem` checks).
+STATE_TYPES = ("tensors, bool, int, float, str, None, and lists, tuples and dicts (str or int keys: module, "
+               "optimiser and scheduler state_dicts) of those")
+_STATE_SCALARS = (bool, int, float, str, type(None))
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def state_problem(value: Any, path: str = "state_dict()") -> str | None:
+    """Where ``value`` holds something outside :data:`STATE_TYPES`, as ``state_dict()['extra'] is a
+    numpy.ndarray``; None when it holds none.
+
+    Exact types: numpy scalars subclass float and int but safe loading refuses them, and other
+    types it reads back (sets, bytes) do not come back as what a resume compares.
+    """
+    if torch.is_tensor(value) or type(value) in _STATE_SCALARS:
+        return None
+    if type(value) in (list, tuple, torch.Size):
+        return next((why for i, v in enumerate(value) if (why := state_problem(v, f"{path}[{i}]"))), None)
+    if type(value) in (dict, OrderedDict, Counter):  # torch's MultiStepLR keeps its milestones in a Counter
+        for key, v in value.items():
+            if type(key) not in (str, int):
+                return f"{path} has the key {key!r} of type {_type_name(key)} (keys must be str or int)"
+            why = state_problem(v, f"{path}[{key!r}]")
+            if why:
+                return why
+        return None
+    return f"{path} is a {_type_name(value)}"
+
+
 def save(folder: Path, payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically; the one it replaces becomes ``checkpoint.prev.pt``."""
+    """Write a checkpoint atomically; the one it replaces becomes ``checkpoint.prev.pt``.
+
+    A method state outside :data:`STATE_TYPES` is refused before anything is written, so the
+    checkpoint already there stays the run's last good one.
+    """
+    why = state_problem(payload.get("state"))
+    if why:
+        raise UnloadableState(f"the method's state_dict() cannot be read back by safe loading (torch.load "
+                              f"weights_only=True) as it was saved, so the run could never resume: {why}; keep to "
+                              f"{STATE_TYPES} (numpy: torch.from_numpy(a), a.item())")
     buf = io.BytesIO()
     torch.save({"format": FORMAT, **payload}, buf)
     blob = buf.getvalue()

@@ -47,13 +47,19 @@ class BadLosses(MethodFailed):
 
 
 def check_losses(phase: str, losses: Any) -> None:
-    """Raise :class:`BadLosses` unless ``losses`` is a dict of str -> 0-d tensor (or number).
+    """Raise :class:`BadLosses` unless ``losses`` is a non-empty dict of str -> 0-d tensor (or number).
 
+    Every term, a loss or a diagnostic (an accuracy, a margin), is averaged over the pass into the
+    record's history; the engine never sums or differentiates them. At least one is required: a
+    step without one is not logged, and the CUDA-graph host packs the terms into one tensor.
     Metadata only (type, shape): no host synchronisation. The conformance suite checks more.
     """
     where = f"train_step({phase!r}, ...)"
     if not isinstance(losses, Mapping):
         raise BadLosses(f"{where} returned {type(losses).__name__}; it must return a dict of named loss terms")
+    if not losses:
+        raise BadLosses(f"{where} returned an empty dict; it must return at least one named loss term "
+                        "(a detached 0-d tensor, e.g. {'loss': loss.detach()})")
     for key, value in losses.items():
         if not isinstance(key, str) or not key:
             raise BadLosses(f"{where} returned a loss named {key!r}; names must be non-empty str")
