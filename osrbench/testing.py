@@ -41,6 +41,7 @@ import random
 import re
 import tempfile
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ __all__ = [
     "ConformanceError",
     "ConformanceReport",
     "HOST_OPS",
+    "MASK_INDEXING_OPS",
     "MIN_AUROC",
     "TOY_DATASET",
     "check_method",
@@ -106,25 +108,32 @@ CHECK_DOCS: dict[str, str] = {
             "None, lists and str-keyed dicts of those), engine keys keep the engine's types, every recipe "
             "scope resolves through osrbench.config.resolve, the default recipe exists",
     "train": "setup(ctx) and two epochs of train_step over every phase's shuffled batches run; each "
-             "train_step returns a dict of detached, finite, 0-d float tensors",
+             "train_step returns a non-empty dict of named terms, each a detached, finite, 0-d float tensor; "
+             "diagnostic terms (an accuracy, a margin) are allowed and logged into the record's history like "
+             "the losses (the engine averages every term over the pass and never sums or differentiates them)",
     "predict": "predict returns a Prediction with finite (N, K) float logits, an (N,) score and (N,) named "
                "scores, no autograd graph, results independent of the batch split; f1_rule and "
                "adaptations are well formed",
-    "sign": f"on the separable toy problem the main score ranks knowns above unknowns (AUROC >= {MIN_AUROC})",
+    "sign": f"on the separable toy problem the main score and every named score rank knowns above unknowns "
+            f"(AUROC >= {MIN_AUROC}: higher = more likely known)",
     "determinism": "two fresh runs with the same seed and batches give identical logits and scores",
-    "state": "state_dict survives torch.save / torch.load(weights_only=True); a fresh setup + "
-             "load_state_dict predicts identically, and one more epoch from it equals the uninterrupted run",
+    "state": f"state_dict holds only {checkpoints.STATE_TYPES} (no numpy values: the engine refuses to checkpoint "
+             "them); it survives torch.save / torch.load(weights_only=True); a fresh setup + load_state_dict "
+             "predicts identically, and one more epoch from it equals the uninterrupted run",
     "features": "a method with features() returns osrbench.Features: (N, D) penultimate features and the logits "
                 "predict returns, differentiable with respect to the images (input-gradient scorers); with "
                 "head(), head(penultimate) gives the logits back; methods without features() pass",
     "fit": "a method with a fit stage receives every training image once, in file order, unaugmented, prepared "
-           "as predict's images, with its label; a fresh setup + load_state_dict of the fitted state_dict "
-           "predicts exactly as the fitted method (the engine resumes and rescores from it without fitting "
-           "again); methods without fit() pass",
-    "graphs": "a method that declares graph_safe reads no device value on the host and makes no tensor from "
-              "host data in train_step, runs the same operations in consecutive full batches (optimiser steps "
-              "aside), and trains identically through osrbench.graphs.StepGraphs (on CUDA: real graphs, "
-              "close to eager); methods that do not declare it pass (the engine runs them eagerly)",
+           "as predict's images, with its label; the fitted state_dict keeps to the state check's types, and a "
+           "fresh setup + load_state_dict of it predicts exactly as the fitted method (the engine resumes and "
+           "rescores from it without fitting again); methods without fit() pass",
+    "graphs": "a method that declares graph_safe reads no device value on the host, makes no value-dependent "
+              "shape (t[mask], nonzero, masked_select, unique) and no tensor from host data in train_step, runs "
+              "the same operations in consecutive full batches and in the same full batch of the next epoch "
+              "(optimiser steps aside), has all its optimiser state after the first "
+              "osrbench.graphs.StepGraphs.WARMUP full batches of each phase (none created later), and trains "
+              "identically through osrbench.graphs.StepGraphs (on CUDA: real graphs, close to eager); methods "
+              "that do not declare it pass (the engine runs them eagerly)",
     "engine": "one osrbench.engine.run (1 epoch) on the toy dataset completes and writes a record "
               "with finite metrics",
 }
@@ -430,6 +439,7 @@ class _Session:
             def snapshot() -> dict[str, Any]:
                 with _calling("state", "state_dict()"):
                     state = sess.method.state_dict()
+                _check_state_types("state", state)
                 buf = io.BytesIO()
                 try:
                     torch.save(state, buf)
@@ -465,12 +475,13 @@ def _prerequisite(check: str, exc: BaseException) -> BaseException:
 
 
 def _check_losses(check: str, phase: str, step: int, losses: Any) -> None:
+    """The engine's check of the loss terms (:func:`osrbench.session.check_losses`), then the suite's own."""
     where = f"train_step({phase!r}, ...)"
-    if not isinstance(losses, Mapping):
-        raise _fail(check, f"{where} returned {type(losses).__name__}; it must return a dict of named loss terms")
+    try:
+        session.check_losses(phase, losses)
+    except session.BadLosses as exc:
+        raise _fail(check, str(exc)) from None
     for key, value in losses.items():
-        if not isinstance(key, str):
-            raise _fail(check, f"{where} returned a loss named {key!r}; names must be str")
         if not torch.is_tensor(value):
             raise _fail(check, f"{where} returned loss {key!r} as {type(value).__name__}; return detached 0-d "
                                "tensors (a Python number forces a host synchronisation every step)")
@@ -482,6 +493,15 @@ def _check_losses(check: str, phase: str, step: int, losses: Any) -> None:
             raise _fail(check, f"{where} returned loss {key!r} of dtype {value.dtype}, expected a float tensor")
         if not torch.isfinite(value).item():
             raise _fail(check, f"{where} returned a non-finite loss {key!r} = {value.item()} at step {step}")
+
+
+def _check_state_types(check: str, state: Any) -> None:
+    """The engine's rule for what a checkpoint may carry (:func:`osrbench.checkpoints.state_problem`)."""
+    why = checkpoints.state_problem(state)
+    if why:
+        raise _fail(check, f"{why}; state_dict() may hold only {checkpoints.STATE_TYPES}, which "
+                           "torch.load(weights_only=True) reads back as saved (the engine refuses to checkpoint "
+                           "anything else; numpy: torch.from_numpy(a), a.item())")
 
 
 # ---------------------------------------------------------------------------------------- the checks
@@ -624,14 +644,18 @@ def _check_predict(s: _Session) -> str:
 
 def _check_sign(s: _Session) -> str:
     known, unknown = s.part("sign", "preds1")
-    value = metrics.auroc(known.score, unknown.score)
     acc = metrics.accuracy(s.data().known_y.numpy(), known.logits.argmax(1))
-    if value < MIN_AUROC:
-        flipped = " (below 0.5: is the score's sign reversed? higher must mean more likely known)" if value < 0.5 else ""
-        raise _fail("sign", f"AUROC of the main score on the separable toy problem is {value:.3f} < {MIN_AUROC}{flipped}; "
-                            f"closed-set accuracy {acc:.3f}")
-    named = ", ".join(f"{k} {metrics.auroc(known.named[k], unknown.named[k]):.3f}" for k in known.named)
-    return f"AUROC {value:.3f}" + (f" (named: {named})" if named else "") + f", accuracy {acc:.3f}"
+    # Every named score is stored and rescored by name, so each keeps the main score's convention.
+    values = {"score": metrics.auroc(known.score, unknown.score),
+              **{k: metrics.auroc(known.named[k], unknown.named[k]) for k in known.named}}
+    for name, value in values.items():
+        if value < MIN_AUROC:
+            what = "the main score" if name == "score" else f"the named score {name!r}"
+            flipped = " (below 0.5: is the score's sign reversed? higher must mean more likely known)" if value < 0.5 else ""
+            raise _fail("sign", f"AUROC of {what} on the separable toy problem is {value:.3f} < {MIN_AUROC}{flipped}; "
+                                f"closed-set accuracy {acc:.3f}")
+    named = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if k != "score")
+    return f"AUROC {values['score']:.3f}" + (f" (named: {named})" if named else "") + f", accuracy {acc:.3f}"
 
 
 def _check_determinism(s: _Session) -> str:
@@ -746,8 +770,11 @@ def _check_fit(s: _Session) -> str:
                            "unaugmented (the host's fit pass is broken)")
     fitted = s.predict_all("fit", sess)
     with _calling("fit", "state_dict() after fit"):
+        fitted_state = sess.method.state_dict()
+    _check_state_types("fit", fitted_state)
+    with _calling("fit", "torch.save(state_dict()) after fit"):
         buf = io.BytesIO()
-        torch.save(sess.method.state_dict(), buf)
+        torch.save(fitted_state, buf)
     state = torch.load(io.BytesIO(buf.getvalue()), map_location="cpu", weights_only=True)
     again = s.fresh("fit")
     again.restore({"state": state, "rng": sess.rng_state()})
@@ -761,12 +788,28 @@ def _check_fit(s: _Session) -> str:
 
 
 #: Operations a CUDA graph cannot record: they wait for a device value on the host (``.item()``,
-#: ``bool(t)``, data-dependent shapes) or make a tensor from host data (``torch.tensor(...)``).
+#: ``bool(t)``, shapes that depend on tensor values: ``nonzero``, ``masked_select``, ``unique``,
+#: ``bincount``) or make a tensor from host data (``torch.tensor(...)``). Indexing with a boolean
+#: mask (``t[mask]``, ``t[mask] = v``) is one too: see :data:`MASK_INDEXING_OPS`.
 HOST_OPS = frozenset({
     "aten::_local_scalar_dense", "aten::is_nonzero", "aten::equal", "aten::allclose", "aten::nonzero",
-    "aten::masked_select", "aten::_unique", "aten::_unique2", "aten::unique_dim", "aten::unique_consecutive",
-    "aten::lift_fresh",
+    "aten::argwhere", "aten::masked_select", "aten::_unique", "aten::_unique2", "aten::unique_dim",
+    "aten::unique_consecutive", "aten::unique_dim_consecutive", "aten::bincount", "aten::lift_fresh",
 })
+#: Indexing operations whose result shape depends on the values of a boolean (or uint8) index.
+MASK_INDEXING_OPS = frozenset({"aten::index.Tensor", "aten::index_put_", "aten::index_put", "aten::_index_put_impl_"})
+
+
+def _host_bound(ops: Sequence[tuple[str, Any]]) -> str | None:
+    """The first operation of a trace that a CUDA graph cannot record, in words (None if none)."""
+    for op, (args, _) in ops:
+        if op in HOST_OPS:
+            return op
+        indices = args[1] if op in MASK_INDEXING_OPS and len(args) > 1 else ()
+        if any(isinstance(i, tuple) and i[:1] == ("tensor",) and i[2] in ("torch.bool", "torch.uint8")
+               for i in indices or ()):
+            return f"{op} with a boolean mask index (t[mask], whose shape depends on the mask's values)"
+    return None
 
 
 def _describe(value: Any) -> Any:
@@ -819,6 +862,18 @@ def trace_ops() -> Iterator[list[tuple[str, Any]]]:
             h.remove()
 
 
+def _optimiser_state(method: Method) -> set[tuple[str, int, str]]:
+    """(optimiser, parameter index, state key) of every optimiser state entry the method has now."""
+    with _calling("graphs", "optimizers()"):
+        optimizers = list(method.optimizers())
+    found = set()
+    for i, opt in enumerate(optimizers):
+        index = {id(p): j for j, p in enumerate(p for group in opt.param_groups for p in group["params"])}
+        for param, state in opt.state.items():
+            found.update((f"{i} ({type(opt).__name__})", index.get(id(param), -1), key) for key in state)
+    return found
+
+
 def _check_graphs(s: _Session) -> str:
     from osrbench import graphs
 
@@ -830,35 +885,63 @@ def _check_graphs(s: _Session) -> str:
     batch = s.config()["batch_size"]
     warmup = graphs.StepGraphs.WARMUP
 
-    # 1 and 2: the two full batches after the warm-up (what StepGraphs records, then replays).
-    traces: dict[str, list[list[tuple[str, Any]]]] = {}
-    full: dict[str, int] = {}
+    # 1 and 2: the full batches as StepGraphs meets them. It runs each phase's first ``warmup`` of the
+    # run eagerly, records the next and replays that graph for every later one, in later epochs
+    # too (unless the optimisers' hyperparameters changed). So the two after the warm-up and the
+    # same position in epoch 1 must run the same operations, and no step after the warm-up may
+    # create optimiser state (a graph re-initialises it at every replay, so it never accumulates).
+    traces: dict[tuple[str, int], list[list[tuple[str, Any]]]] = {}  # (phase, epoch) -> traced steps
+    in_epoch: Counter[tuple[str, int]] = Counter()
+    in_run: Counter[str] = Counter()
+    epoch = 0
 
     def traced_step(phase: str, x: torch.Tensor, y: torch.Tensor) -> Any:
-        seen = full.get(phase, 0)
-        full[phase] = seen + (x.shape[0] == batch)
-        if x.shape[0] != batch or not warmup <= seen < warmup + 2:
+        if x.shape[0] != batch:  # partial batches run eagerly
             return method.train_step(phase, x, y)
-        with trace_ops() as ops:
+        position, warm = in_epoch[phase, epoch], in_run[phase] < warmup
+        in_epoch[phase, epoch] += 1
+        in_run[phase] += 1
+        if warm:
+            return method.train_step(phase, x, y)
+        before = _optimiser_state(method)
+        if position in ((warmup, warmup + 1) if epoch == 0 else (warmup,)):
+            with trace_ops() as ops:
+                out = method.train_step(phase, x, y)
+            traces.setdefault((phase, epoch), []).append(ops)
+        else:
             out = method.train_step(phase, x, y)
-        traces.setdefault(phase, []).append(ops)
+        created = sorted(_optimiser_state(method) - before)
+        if created:
+            name, index, key = created[0]
+            raise _fail("graphs", f"optimiser {name} created its state {key!r} for parameter {index} in a full batch of "
+                                  f"phase {phase!r} after the warm-up (epoch {epoch}); a CUDA graph recording that step "
+                                  "re-initialises the state at every replay, so it never accumulates: let every "
+                                  f"optimiser state exist after the first {warmup} full batches of each phase (every "
+                                  "parameter gets a gradient from the start; no clearing of optimiser state, no new "
+                                  "optimisers later), or drop graph_safe")
         return out
 
     sess.step = traced_step
-    s.epoch("graphs", sess, 0)
-    for phase, pair in traces.items():
-        host = next((op for op, _ in pair[0] if op in HOST_OPS), None)
+    for epoch in range(TOY_EPOCHS):
+        s.epoch("graphs", sess, epoch)
+    for (phase, _), steps in traces.items():
+        host = next(filter(None, map(_host_bound, steps)), None)
         if host:
             raise _fail("graphs", f"train_step({phase!r}, ...) runs {host}, which waits for a device value on the "
                                   "host or makes a tensor from host data; a CUDA graph cannot record it (remove "
-                                  ".item()/bool()/torch.tensor(...) from the step, or drop graph_safe)")
-        if len(pair) == 2 and pair[0] != pair[1]:
-            i = next((i for i, (a, b) in enumerate(zip(*pair)) if a != b), min(map(len, pair)))
-            show = lambda ops: ops[i][0] if i < len(ops) else "the end of the step"  # noqa: E731
-            raise _fail("graphs", f"two consecutive full batches of phase {phase!r} ran different operations (first "
-                                  f"difference at operation {i}: {show(pair[0])} vs {show(pair[1])}, or their scalar "
-                                  "arguments); a graph would replay the first one forever: keep Python-side state "
-                                  "out of the step's math, or drop graph_safe")
+                                  ".item()/bool()/torch.tensor(...) and value-dependent shapes such as t[mask], "
+                                  "nonzero(), unique() from the step, or drop graph_safe)")
+    for phase in method.phases:
+        first, later = traces.get((phase, 0), []), traces.get((phase, 1), [])
+        for pair, what in ((first[:2], f"two consecutive full batches of phase {phase!r}"),
+                           (first[:1] + later[:1], f"full batch {warmup + 1} of phase {phase!r} in epoch 0 and in epoch 1")):
+            if len(pair) == 2 and pair[0] != pair[1]:
+                i = next((i for i, (a, b) in enumerate(zip(*pair)) if a != b), min(map(len, pair)))
+                show = lambda ops: ops[i][0] if i < len(ops) else "the end of the step"  # noqa: E731
+                raise _fail("graphs", f"{what} ran different operations (first difference at "
+                                      f"operation {i}: {show(pair[0])} vs {show(pair[1])}, or their scalar arguments); "
+                                      "a graph would replay the first one forever: keep Python-side state (step or "
+                                      "epoch counters) out of the step's math, or drop graph_safe")
 
     # 3: the host's graph wrapper trains exactly as the eager loop (run A) did.
     sess = s.fresh("graphs")
@@ -883,12 +966,13 @@ def _check_graphs(s: _Session) -> str:
         if diff:
             raise _fail("graphs", f"training through osrbench.graphs.StepGraphs gave different {diff} on the {part} "
                                   "images than eager training (are the loss terms 0-d tensors of fixed names?)")
-    short = [p for p in method.phases if len(traces.get(p, ())) < 2]
+    short = [p for p in method.phases if len(traces.get((p, 0), ())) < 2]
     untraced = f"phases {short} not traced (fewer than {warmup + 2} full batches)" if short else ""
     traced = ""
     if len(short) < len(method.phases):
-        n = max(len(p[0]) for p in traces.values())
-        traced = f"up to {n} operations per step, none host-bound, stable across steps" + (f"; {untraced}" if short else "")
+        n = max(len(ops) for steps in traces.values() for ops in steps)
+        traced = (f"up to {n} operations per step, none host-bound, stable across steps and epochs, optimiser "
+                  f"state complete after the warm-up" + (f"; {untraced}" if short else ""))
     return f"{traced or untraced}; steps {counts}; identical to eager"
 
 

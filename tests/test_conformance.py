@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from osrbench import cli, plugins, scaffold, testing
+from osrbench import checkpoints, cli, engine, plugins, records, scaffold, session, testing
 from osrbench.method import Method, MethodSpec, Prediction
 from osrbench.testing import CHECKS, ConformanceError, check_method, run_check
 from osrbench.training import OPTIM_DEFAULTS, make_optimizer
@@ -28,13 +30,23 @@ TOY_OVERRIDES = {"gcpl": {"batch_size": 4}, "rpl": {"batch_size": 4}}
 # ------------------------------------------------------------------ the real methods pass the suite
 
 
+#: Named scores that keep the sign convention but do not rank the toy problem's knowns above its
+#: unknowns, so the ``sign`` check fails them: a finding for the method's maintainers, kept visible.
+TOY_SIGN_FINDINGS = {
+    "gcpl": "GCPL's named score mls (max of -distance to the prototypes) puts the toy's dim-noise unknowns, whose "
+            "features sit near the prototypes, above the knowns (AUROC 0.000; its msp and main score: 1.000)",
+}
+
+
 @pytest.mark.parametrize("check", CHECKS)
 @pytest.mark.parametrize("method", [*BUILTIN, "energy"])
-def test_installed_methods_conform(method, check):
+def test_installed_methods_conform(method, check, request):
     if method not in plugins.get().methods:
         if method == "energy":
             pytest.fail("the example plugin is not installed: pip install --no-deps -e examples/energy (make test does)")
         pytest.skip(f"plugin of {method!r} not installed")
+    if check == "sign" and method in TOY_SIGN_FINDINGS:
+        request.applymarker(pytest.mark.xfail(raises=ConformanceError, strict=True, reason=TOY_SIGN_FINDINGS[method]))
     result = run_check(method, check, overrides=TOY_OVERRIDES.get(method))
     assert result.ok
 
@@ -176,6 +188,78 @@ class ReadsOnHostUndeclared(ReadsOnHost):
     graph_safe = False
 
 
+class ReturnsNothing(Tiny):
+    def train_step(self, phase, x, y):
+        super().train_step(phase, x, y)
+        return {}
+
+
+class ReportsAccuracy(GraphSafeTiny):
+    """A diagnostic term beside the loss: allowed, logged like a loss (and packed with it under graphs)."""
+
+    def train_step(self, phase, x, y):
+        z = self.net(x)
+        loss = F.cross_entropy(z, y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach(), "acc": (z.argmax(1) == y).float().mean().detach()}
+
+
+class InvertedNamedScore(Tiny):
+    @torch.no_grad()
+    def predict(self, x):
+        out = super().predict(x)
+        return Prediction(out.logits, out.score, {"mls": -out.scores["mls"]})  # higher = more likely unknown
+
+
+class NumpyState(Tiny):
+    def state_dict(self):
+        return {**super().state_dict(), "stats": {"mean": np.float64(0.5)}}  # a float subclass safe loading refuses
+
+
+class MasksLabels(GraphSafeTiny):
+    def loss(self, x, y):
+        keep = y >= 0  # all True here, so the shapes never change on the toy: the op itself is the problem
+        return F.cross_entropy(self.net(x)[keep], y[keep])
+
+
+class WritesThroughMask(GraphSafeTiny):
+    def loss(self, x, y):
+        weight = torch.ones_like(y, dtype=torch.float32)
+        weight[y == 0] = torch.full_like(weight[:1], 2.0)  # index_put_ with a boolean mask
+        return (F.cross_entropy(self.net(x), y, reduction="none") * weight).mean()
+
+
+class GathersNonzero(GraphSafeTiny):
+    def loss(self, x, y):
+        (rows,) = torch.where(y >= 0)  # the one-argument where is nonzero
+        return F.cross_entropy(self.net(x)[rows], y[rows])
+
+
+class BranchesOnEpoch(GraphSafeTiny):
+    epoch = 0
+
+    def loss(self, x, y):
+        loss = super().loss(x, y)
+        return loss * 0.5 if self.epoch >= 1 else loss  # a graph recorded in epoch 0 replays the epoch-0 branch
+
+    def end_epoch(self, epoch):
+        self.epoch = epoch + 1
+
+    def state_dict(self):
+        return {**super().state_dict(), "epoch": self.epoch}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.epoch = state["epoch"]
+
+
+class RestartsOptimiser(GraphSafeTiny):
+    def end_epoch(self, epoch):
+        self.opt.state.clear()  # warm restarts: epoch 1 creates the momentum buffers anew, inside replayed steps
+
+
 def _registry(factory, name="tiny", defaults=None, recipes=None, default_recipe=None):
     reg = plugins.Plugins(entry_points=False)
     reg.methods[name] = MethodSpec(name, factory, defaults={**OPTIM_DEFAULTS, "lr": 0.05, **(defaults or {})},
@@ -202,7 +286,22 @@ def test_a_conforming_method_passes_every_check_and_leaves_the_rng_alone():
         (Reversed, "sign", r"^sign: AUROC .* is 0\.0\d\d < 0\.8 \(below 0\.5: is the score's sign reversed"),
         (Unseeded, "determinism", r"^determinism: two runs with seed 0 gave different logits"),
         (ForgetsOptimiser, "state", r"^state: resuming from state_dict and training one more epoch gave different"),
-        (PickledObject, "state", r"^state: state_dict\(\) is refused by torch.load\(weights_only=True\)"),
+        (PickledObject, "state", r"^state: state_dict\(\)\['note'\] is a [\w.]*Note; state_dict\(\) may hold only "
+                                 r"tensors, bool, int, float, str, None"),
+        (NumpyState, "state", r"^state: state_dict\(\)\['stats'\]\['mean'\] is a numpy\.float64; "),
+        (ReturnsNothing, "train", r"^train: train_step\('train', \.\.\.\) returned an empty dict; it must return at "
+                                  r"least one named loss term"),
+        (InvertedNamedScore, "sign", r"^sign: AUROC of the named score 'mls' on the separable toy problem is 0\.0\d\d "
+                                     r"< 0\.8 \(below 0\.5: is the score's sign reversed"),
+        (MasksLabels, "graphs", r"^graphs: train_step\('train', \.\.\.\) runs aten::index\.Tensor with a boolean "
+                                r"mask index \(t\[mask\], whose shape depends on the mask's values\), which waits"),
+        (WritesThroughMask, "graphs", r"^graphs: train_step\('train', \.\.\.\) runs aten::index_put_ with a boolean "
+                                      r"mask index"),
+        (GathersNonzero, "graphs", r"^graphs: train_step\('train', \.\.\.\) runs aten::nonzero, which waits"),
+        (BranchesOnEpoch, "graphs", r"^graphs: full batch 4 of phase 'train' in epoch 0 and in epoch 1 ran different "
+                                    r"operations \(first difference at operation \d+: "),
+        (RestartsOptimiser, "graphs", r"^graphs: optimiser 0 \(SGD\) created its state 'momentum_buffer' for "
+                                      r"parameter 0 in a full batch of phase 'train' after the warm-up \(epoch 1\)"),
         (Attached, "train", r"^train: train_step\('train', \.\.\.\) returned loss 'loss' with its autograd graph"),
         (FloatLoss, "train", r"^train: train_step\('train', \.\.\.\) returned loss 'loss' as float"),
         (BatchDependent, "predict", r"^predict: logits of an image depend on the other images of its batch"),
@@ -228,6 +327,108 @@ def test_graphs_passes_a_graph_safe_method_and_one_that_does_not_declare_it(fact
         assert "1 captured, 3 eager, 8 replayed" in message  # 6 full batches a pass, 2 epochs, warm-up 3
     else:
         assert message.startswith("not declared graph_safe")
+
+
+# ------------------------------------------------------ the engine's side of the contracts and the suite's
+
+
+def _toy_run(factory, tmp_path, epochs=1):
+    """A run request of ``factory`` on the suite's toy dataset, and the registry that knows both."""
+    reg = _registry(factory)
+    reg.datasets[testing.TOY_DATASET] = testing.toy_dataset_spec()
+    reg.origin[f"dataset:{testing.TOY_DATASET}"] = "osrbench"
+    req = engine.RunRequest(method="tiny", dataset=testing.TOY_DATASET, epochs=epochs, device="cpu",
+                            overrides={"batch_size": testing.TOY_BATCH}, out=tmp_path / "runs", data_root=tmp_path,
+                            progress=False, checkpoint_every=1)
+    return req, reg
+
+
+def test_diagnostic_terms_beside_the_loss_pass_and_are_logged_like_losses(tmp_path):
+    report = check_method("tiny", registry=_registry(ReportsAccuracy), checks=("train", "graphs", "engine"))
+    assert report.ok, str(report)
+    req, reg = _toy_run(ReportsAccuracy, tmp_path)
+    (row,) = engine.run(req, registry=reg).record.history
+    assert set(row) == {"epoch", "train/loss", "train/acc"} and 0 <= row["train/acc"] <= 1
+
+
+class RecordsContext(Tiny):
+    seen: list = []
+
+    def setup(self, ctx):
+        RecordsContext.seen.append(ctx)
+        super().setup(ctx)
+
+
+def test_context_says_how_many_training_images_a_pass_holds(tmp_path):
+    RecordsContext.seen.clear()
+    run_check("tiny", "train", registry=_registry(RecordsContext))
+    toy = testing.TOY_CLASSES * testing.TOY_TRAIN_PER_CLASS
+    assert {ctx.train_size for ctx in RecordsContext.seen} == {toy}
+    assert RecordsContext.seen[0].steps_per_epoch == -(-toy // testing.TOY_BATCH)
+    RecordsContext.seen.clear()
+    req, reg = _toy_run(RecordsContext, tmp_path)
+    rec = engine.run(req, registry=reg).record
+    assert [ctx.train_size for ctx in RecordsContext.seen] == [rec.counts["train"]] and rec.counts["train"] > 0
+
+
+def test_the_engine_refuses_a_step_without_loss_terms_in_one_line(tmp_path):
+    req, reg = _toy_run(ReturnsNothing, tmp_path)
+    with pytest.raises(session.BadLosses) as info:
+        engine.run(req, registry=reg)
+    message = str(info.value)
+    assert message.startswith("train_step('train', ...) returned an empty dict") and "\n" not in message
+    error = json.loads((engine.plan(req, reg).dir / records.ERROR).read_text())
+    assert error["stage"] == "train_step" and "returned an empty dict" in error["error"]
+
+
+class NumpyStateLater(Tiny):
+    """Its state_dict takes a numpy value only after the second epoch (a statistic computed late)."""
+
+    done = 0
+
+    def end_epoch(self, epoch):
+        self.done = epoch + 1
+
+    def state_dict(self):
+        state = super().state_dict()
+        return {**state, "stats": {"mean": np.float64(0.5)}} if self.done >= 2 else state
+
+
+def test_a_numpy_value_in_state_fails_the_run_when_it_is_saved_and_the_last_good_checkpoint_stays(tmp_path):
+    req, reg = _toy_run(NumpyStateLater, tmp_path, epochs=2)
+    with pytest.raises(checkpoints.UnloadableState) as info:
+        engine.run(req, registry=reg)
+    message = str(info.value)
+    assert "\n" not in message and "state_dict()['stats']['mean'] is a numpy.float64" in message
+    assert "cannot be read back by safe loading" in message and "torch.from_numpy" in message
+    folder = engine.plan(req, reg).dir
+    assert checkpoints.read(folder / checkpoints.CHECKPOINT)["epoch"] == 1  # epoch 1's, intact and resumable
+    assert not (folder / checkpoints.PREVIOUS).exists() and not (folder / records.RESULT).exists()
+    assert json.loads((folder / records.ERROR).read_text())["stage"] == "state_dict"
+
+
+@pytest.mark.parametrize(("state", "problem"), [
+    ({"net": {"w": torch.zeros(2)}, "opt": {"state": {0: {"step": torch.tensor(1.0)}}, "param_groups": [
+        {"lr": 0.1, "betas": (0.9, 0.99), "params": [0], "foreach": None}]}, "epoch": 3, "rng": (3, (1, 2), None)},
+     None),
+    ({"a": [1, np.arange(3)]}, "state_dict()['a'][1] is a numpy.ndarray"),
+    ({"a": {"b": np.int64(2)}}, "state_dict()['a']['b'] is a numpy.int64"),
+    ({"seen": {1, 2}}, "state_dict()['seen'] is a set"),
+    ({1.5: torch.zeros(1)}, "state_dict() has the key 1.5 of type float (keys must be str or int)"),
+])
+def test_state_problem_names_the_key_path_and_the_type(state, problem):
+    assert checkpoints.state_problem(state) == problem
+
+
+def test_a_real_module_and_optimiser_state_is_accepted():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    for opt in (torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9), torch.optim.Adam(net.parameters())):
+        net(torch.randn(4, 2)).sum().backward()
+        opt.step()
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, [1])
+        state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                 "gen": torch.Generator().get_state()}
+        assert checkpoints.state_problem(state) is None
 
 
 def test_checks_that_need_a_failed_one_are_skipped_and_check_method_lists_the_failures():
