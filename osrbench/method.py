@@ -96,6 +96,11 @@ class Method(abc.ABC):
     #: (``--set cuda_graphs=true``); see :mod:`osrbench.graphs`. The conformance suite checks them.
     graph_safe: bool = False
 
+    #: Named scores (keys of ``Prediction.scores``) that keep the sign convention but are not
+    #: expected to rank the conformance suite's toy unknowns below its knowns, each with the reason;
+    #: the ``sign`` check skips them and says so. Every other score must pass it.
+    sign_check_exempt: Mapping[str, str] = {}
+
     @abc.abstractmethod
     def setup(self, ctx: Context) -> None:
         """Build networks, optimisers and schedules for ``ctx``."""

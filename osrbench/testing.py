@@ -115,7 +115,8 @@ CHECK_DOCS: dict[str, str] = {
                "scores, no autograd graph, results independent of the batch split; f1_rule and "
                "adaptations are well formed",
     "sign": f"on the separable toy problem the main score and every named score rank knowns above unknowns "
-            f"(AUROC >= {MIN_AUROC}: higher = more likely known)",
+            f"(AUROC >= {MIN_AUROC}: higher = more likely known), except named scores the method lists in "
+            "sign_check_exempt with a reason, which the report shows",
     "determinism": "two fresh runs with the same seed and batches give identical logits and scores",
     "state": f"state_dict holds only {checkpoints.STATE_TYPES} (no numpy values: the engine refuses to checkpoint "
              "them); it survives torch.save / torch.load(weights_only=True); a fresh setup + load_state_dict "
@@ -377,9 +378,9 @@ class _Session:
             try:
                 spec = self.reg.method(self.name)
             except plugins.UnknownName as exc:
-                broken = [f"{i.name}: {i.error}" for i in self.reg.infos.values() if i.error]
-                hint = (" (plugins with errors: " + "; ".join(broken) + ")") if broken else (
-                    "; is the package installed (pip install -e .) with an [project.entry-points.osrbench] "
+                # The lookup's message already names the plugins that failed to load or register.
+                hint = "" if self.reg.broken else (
+                    "; is the package installed (pip install -e '.[test]') with an [project.entry-points.osrbench] "
                     "entry whose module has an @osrbench.hookimpl osrbench_register_methods?")
                 raise _fail("register", f"{str(exc).strip(chr(34) + chr(39))}{hint}") from None
             info = self.reg.plugin_of("method", self.name)
@@ -646,8 +647,13 @@ def _check_sign(s: _Session) -> str:
     known, unknown = s.part("sign", "preds1")
     acc = metrics.accuracy(s.data().known_y.numpy(), known.logits.argmax(1))
     # Every named score is stored and rescored by name, so each keeps the main score's convention.
+    exempt = dict(getattr(s.spec().factory(), "sign_check_exempt", {}) or {})
+    stray = sorted(set(exempt) - set(known.named))
+    if stray:
+        raise _fail("sign", f"sign_check_exempt names {stray}, which predict does not return as named scores "
+                            f"(it returns {sorted(known.named)})")
     values = {"score": metrics.auroc(known.score, unknown.score),
-              **{k: metrics.auroc(known.named[k], unknown.named[k]) for k in known.named}}
+              **{k: metrics.auroc(known.named[k], unknown.named[k]) for k in known.named if k not in exempt}}
     for name, value in values.items():
         if value < MIN_AUROC:
             what = "the main score" if name == "score" else f"the named score {name!r}"
@@ -655,7 +661,9 @@ def _check_sign(s: _Session) -> str:
             raise _fail("sign", f"AUROC of {what} on the separable toy problem is {value:.3f} < {MIN_AUROC}{flipped}; "
                                 f"closed-set accuracy {acc:.3f}")
     named = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if k != "score")
-    return f"AUROC {values['score']:.3f}" + (f" (named: {named})" if named else "") + f", accuracy {acc:.3f}"
+    skipped = "; ".join(f"{k}: {why}" for k, why in exempt.items())
+    return (f"AUROC {values['score']:.3f}" + (f" (named: {named})" if named else "") + f", accuracy {acc:.3f}"
+            + (f"; not sign-checked, as the method declares: {skipped}" if skipped else ""))
 
 
 def _check_determinism(s: _Session) -> str:

@@ -30,23 +30,13 @@ TOY_OVERRIDES = {"gcpl": {"batch_size": 4}, "rpl": {"batch_size": 4}}
 # ------------------------------------------------------------------ the real methods pass the suite
 
 
-#: Named scores that keep the sign convention but do not rank the toy problem's knowns above its
-#: unknowns, so the ``sign`` check fails them: a finding for the method's maintainers, kept visible.
-TOY_SIGN_FINDINGS = {
-    "gcpl": "GCPL's named score mls (max of -distance to the prototypes) puts the toy's dim-noise unknowns, whose "
-            "features sit near the prototypes, above the knowns (AUROC 0.000; its msp and main score: 1.000)",
-}
-
-
 @pytest.mark.parametrize("check", CHECKS)
 @pytest.mark.parametrize("method", [*BUILTIN, "energy"])
-def test_installed_methods_conform(method, check, request):
+def test_installed_methods_conform(method, check):
     if method not in plugins.get().methods:
         if method == "energy":
             pytest.fail("the example plugin is not installed: pip install --no-deps -e examples/energy (make test does)")
         pytest.skip(f"plugin of {method!r} not installed")
-    if check == "sign" and method in TOY_SIGN_FINDINGS:
-        request.applymarker(pytest.mark.xfail(raises=ConformanceError, strict=True, reason=TOY_SIGN_FINDINGS[method]))
     result = run_check(method, check, overrides=TOY_OVERRIDES.get(method))
     assert result.ok
 
@@ -213,6 +203,14 @@ class InvertedNamedScore(Tiny):
         return Prediction(out.logits, out.score, {"mls": -out.scores["mls"]})  # higher = more likely unknown
 
 
+class DeclaresInvertedNamedScore(InvertedNamedScore):
+    sign_check_exempt = {"mls": "stored for reference only"}
+
+
+class ExemptsAMissingScore(Tiny):
+    sign_check_exempt = {"mlss": "a typo"}
+
+
 class NumpyState(Tiny):
     def state_dict(self):
         return {**super().state_dict(), "stats": {"mean": np.float64(0.5)}}  # a float subclass safe loading refuses
@@ -317,6 +315,15 @@ def test_a_broken_contract_is_named(factory, check, message):
     reg = _registry(factory)
     with pytest.raises(ConformanceError, match=message):
         run_check("tiny", check, registry=reg)
+
+
+def test_a_named_score_the_method_exempts_is_not_sign_checked_and_the_report_says_why():
+    message = run_check("tiny", "sign", registry=_registry(DeclaresInvertedNamedScore)).message
+    assert "not sign-checked, as the method declares: mls: stored for reference only" in message
+    assert "named:" not in message  # the inverted mls is not among the checked scores
+    with pytest.raises(ConformanceError, match=r"^sign: sign_check_exempt names \['mlss'\], which predict does not "
+                                               r"return as named scores \(it returns \['mls'\]\)"):
+        run_check("tiny", "sign", registry=_registry(ExemptsAMissingScore))
 
 
 @pytest.mark.parametrize("factory", [GraphSafeTiny, ReadsOnHostUndeclared])

@@ -153,6 +153,10 @@ class GCPL(_CentreMethod):
 
     phases: tuple[str, ...] = ("gcpl",)
     plain_phase = method_name = "gcpl"
+    # The release scores MSP; mls is stored beside it for rescoring. Dim inputs map near the
+    # prototypes, so max(-d) ranks the toy's dim-noise unknowns above its knowns.
+    sign_check_exempt = {"mls": "max(-distance to the prototypes) ranks the toy's dim-noise unknowns, whose "
+                                "features sit near the prototypes, as known; the release's score is msp"}
     release_loss = "GCPLoss"
     release_keys = ("Dist.centers",)
 
