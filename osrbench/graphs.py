@@ -8,13 +8,14 @@ with one launch per batch. The recorded kernels are the eager step's kernels, so
 same; only the launch cost goes.
 
 What a method promises by setting ``graph_safe = True`` (the conformance suite's ``graphs``
-check verifies the first two on the CPU):
+check verifies the first three on the CPU; docs/PLUGINS.md, "CUDA graphs", says them once in full):
 
-1. ``train_step`` never reads a device value on the host (``.item()``, ``bool(t)``,
-   data-dependent shapes) and never makes a tensor from host data;
+1. ``train_step`` never reads a device value on the host (``.item()``, ``bool(t)``), makes no
+   value-dependent shape (``t[mask]``, ``nonzero``) and never makes a tensor from host data;
 2. with the same optimiser hyperparameters, every full batch of a phase runs the same operations
-   with the same scalar arguments (no Python-side counter inside the math);
-3. the state its step reads or writes (parameters, buffers, optimiser state, gradients zeroed in
+   with the same scalar arguments, in every epoch (no Python-side step or epoch counter inside the math);
+3. all optimiser state exists after the warm-up (none is created by a recorded step);
+4. the state its step reads or writes (parameters, buffers, optimiser state, gradients zeroed in
    place) stays alive between steps: nothing the graph recorded is freed by eager code.
 
 What the host does for it:
