@@ -489,7 +489,24 @@ def test_the_toy_problem_is_separable_and_sized_as_asked():
 def test_the_guide_documents_every_check():
     guide = (ROOT / "docs" / "PLUGINS.md").read_text()
     for name in CHECKS:
-        assert f"`{name}`" in guide, f"docs/PLUGINS.md does not describe the conformance check {name!r}"
+        assert f"| `{name}` | {testing.CHECK_DOCS[name]} |" in guide, \
+            f"docs/PLUGINS.md's conformance table does not state check {name!r} as CHECK_DOCS does"
+
+
+def test_the_guide_documents_every_context_field_and_every_helper_the_template_uses():
+    import dataclasses
+    import re
+
+    from osrbench import method
+
+    guide = (ROOT / "docs" / "PLUGINS.md").read_text()
+    for f in dataclasses.fields(method.Context):
+        assert f"| `{f.name}`" in guide, f"docs/PLUGINS.md's Context table lacks the field {f.name!r}"
+    template = Path(scaffold.__file__).read_text()  # the plugin.py template is a string in it
+    used = re.search(r"from osrbench\.training import ([^\n]+)", template).group(1)
+    helpers = guide.split("## Training helpers")[1].split("\n## ")[0]
+    for name in (n.strip() for n in used.split(",")):
+        assert f"`{name}" in helpers, f"the new-plugin template uses osrbench.training.{name}, which the guide's helpers table lacks"
 
 
 # --------------------------------------------------------------------------------- osrbench new-plugin
