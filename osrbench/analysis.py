@@ -76,8 +76,8 @@ def samples(rec: Record, score: str | None = None) -> Samples:
     """The per-sample outputs of ``rec``'s run under ``score``: its own main score (``None``), a
     score it stored (macro-F1 keeps the run's rule), or a post-hoc scorer's stored scores."""
     if rec.dir is None or not (Path(rec.dir) / records.SCORES).exists():
-        raise UserError(f"run {rec.dir} has no {records.SCORES}; per-sample statistics need it "
-                        "(re-create it with: osrbench rescore --from-checkpoint)")
+        raise UserError(f"run {rec.dir} has no {records.SCORES}; per-sample statistics (--ci, --by-class, --plot) "
+                        "need every run's test scores: run it again with --force")
     sc = records.read_scores(Path(rec.dir), rec)
     f1 = None
     if score is None or score in sc.known:
