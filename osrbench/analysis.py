@@ -367,8 +367,7 @@ def rank_tests(cells: Sequence[Any], metric: str, alpha: float = stats.ALPHA) ->
 # -------------------------------------------------------------------------------- rendering
 
 
-def _pct(x: float) -> str:
-    return "-" if not math.isfinite(x) else f"{100 * x:.2f}"
+_pct = compare._pct  # one number format for every table
 
 
 def _iv(i: stats.Interval | None, signed: bool = False) -> str:
@@ -429,8 +428,8 @@ def render_variance(c: Comparison, fmt: str = "simple", resolve: float | None = 
         out += _title(f"{compare.LABELS.get(metric, metric)}: split vs seed variance", fmt)
         rows = []
         for m, v in variance(c, metric).items():
-            rows.append([m, _pct(math.sqrt(v.split_var)) if math.isfinite(v.split_var) else "-",
-                         _pct(math.sqrt(v.seed_var)) if math.isfinite(v.seed_var) else "-",
+            rows.append([m, _pct(math.sqrt(v.split_var)),
+                         _pct(math.sqrt(v.seed_var)),
                          "-" if not math.isfinite(v.split_share) else f"{100 * v.split_share:.0f}%"])
         out.append(_table(rows, ["method", "split std", "seed std", "split share of variance"], fmt))
         plans = planner(c, metric, resolve)
@@ -440,8 +439,8 @@ def render_variance(c: Comparison, fmt: str = "simple", resolve: float | None = 
                 v = pl.var
                 resolvable = pl.delta != 0 and all(math.isfinite(x) for x in (pl.delta, v.split_var, v.seed_var))
                 rows.append([f"{pl.a} - {pl.b}", f"{100 * pl.delta:+.2f}",
-                             _pct(math.sqrt(v.split_var)) if math.isfinite(v.split_var) else "-",
-                             _pct(math.sqrt(v.seed_var)) if math.isfinite(v.seed_var) else "-",
+                             _pct(math.sqrt(v.split_var)),
+                             _pct(math.sqrt(v.seed_var)),
                              "-" if not math.isfinite(pl.power_now) else f"{100 * pl.power_now:.0f}% ({pl.seeds_now} seeds)",
                              *((_need(pl.seeds, "none: split variance alone too large"),
                                 _need(pl.splits, "more than 1000")) if resolvable else ("-", "-"))])
