@@ -281,6 +281,39 @@ def test_two_branch_bn_updates_only_the_chosen_branch(branch):
         assert int(m.bns[other].num_batches_tracked) == 0
 
 
+@pytest.mark.parametrize("entry, first", [("forward", 0), ("pooled", 0), ("features", 0), ("from_layer2", 3),
+                                          ("from_layer3", 6)])
+def test_each_entry_point_counts_the_batches_of_the_bns_it_ran_as_batchnorm_does(entry, first):
+    """The network counts its BNs' batches itself (one kernel per forward); the counts are torch's."""
+    model = Classifier32(K, bn_branches=2).train()
+    x = {"from_layer2": torch.rand(4, 128, 16, 16), "from_layer3": torch.rand(4, 128, 8, 8)}.get(
+        entry, torch.rand(4, 3, 32, 32))
+    getattr(model, entry)(x, 1)
+    getattr(model, entry)(x, 1)
+    assert [int(m.bns[1].num_batches_tracked) for m in _bns(model)] == [0] * first + [2] * (9 - first)
+    assert [int(m.bns[0].num_batches_tracked) for m in _bns(model)] == [0] * 9
+    model.eval()
+    getattr(model, entry)(x, 1)
+    assert [int(m.bns[1].num_batches_tracked) for m in _bns(model)] == [0] * first + [2] * (9 - first)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_uncounted_batchnorm_normalises_exactly_as_batchnorm(train):
+    from osrbench.models import UncountedBatchNorm2d
+
+    plain, ours = torch.nn.BatchNorm2d(4), UncountedBatchNorm2d(4)
+    with torch.no_grad():
+        plain.weight.normal_()
+        plain.bias.normal_()
+    ours.load_state_dict(plain.state_dict())
+    plain.train(train)
+    ours.train(train)
+    x = torch.randn(8, 4, 5, 5) * 2 + 3
+    assert torch.equal(plain(x), ours(x))
+    assert torch.equal(plain.running_mean, ours.running_mean) and torch.equal(plain.running_var, ours.running_var)
+    assert int(plain.num_batches_tracked) == int(train) and int(ours.num_batches_tracked) == 0
+
+
 def test_two_branch_bn_gradients_reach_only_the_chosen_branch():
     model = Classifier32(K, bn_branches=2).train()
     model(torch.rand(4, 3, 32, 32), bn=1).sum().backward()
@@ -328,7 +361,10 @@ def test_multibatchnorm_standalone():
     m.train()
     y = m(x, 2)
     torch.testing.assert_close(y, m.bns[2](x))
-    assert int(m.bns[2].num_batches_tracked) == 2
+    # MultiBatchNorm2d counts the batch; its branches alone do not (Classifier32 counts for them)
+    assert int(m.bns[2].num_batches_tracked) == 1
+    m(x, 2, count=False)
+    assert int(m.bns[2].num_batches_tracked) == 1
     assert int(m.bns[0].num_batches_tracked) == 0 and int(m.bns[1].num_batches_tracked) == 0
     with pytest.raises(ValueError):
         MultiBatchNorm2d(4, branches=0)

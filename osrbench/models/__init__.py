@@ -1,5 +1,6 @@
 """Networks shared by the built-in methods: the ``classifier32`` backbone and the DCGAN pair."""
 
+from osrbench.models.batchnorm import UncountedBatchNorm2d, count_batches
 from osrbench.models.classifier32 import Classifier32, MultiBatchNorm2d, init_classifier32_
 from osrbench.models.dcgan import (
     GAN_MODES,
@@ -20,6 +21,8 @@ __all__ = [
     "Generator",
     "MultiBatchNorm2d",
     "Resize2d",
+    "UncountedBatchNorm2d",
+    "count_batches",
     "init_classifier32_",
     "init_dcgan_",
     "make_gan",

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from osrbench.models.batchnorm import UncountedBatchNorm2d, count_batches
+
 __all__ = ["MultiBatchNorm2d", "Classifier32", "init_classifier32_"]
 
 #: LeakyReLU negative slope used after every BN.
@@ -40,11 +42,12 @@ DROPOUT_P = 0.2
 
 
 class MultiBatchNorm2d(nn.Module):
-    """``branches`` independent :class:`~torch.nn.BatchNorm2d` layers; one is used per call.
+    """``branches`` independent BatchNorm2d layers; one is used per call.
 
     Each branch has its own affine parameters and running statistics (eps 1e-5, momentum 0.1).
     ``forward(x, branch)`` normalises the whole batch with branch ``branch`` only, so a train-mode
-    call updates that branch's running statistics and leaves the others untouched.
+    call updates that branch's running statistics and batch count and leaves the others untouched;
+    ``count=False`` leaves the count to the caller.
     """
 
     def __init__(self, num_features: int, branches: int = 1) -> None:
@@ -53,14 +56,16 @@ class MultiBatchNorm2d(nn.Module):
             raise ValueError(f"branches must be >= 1, got {branches}")
         self.num_features = num_features
         self.bns = nn.ModuleList(
-            nn.BatchNorm2d(num_features, eps=1e-5, momentum=0.1) for _ in range(branches)
+            UncountedBatchNorm2d(num_features, eps=1e-5, momentum=0.1) for _ in range(branches)
         )
 
     @property
     def branches(self) -> int:
         return len(self.bns)
 
-    def forward(self, x: torch.Tensor, branch: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, branch: int = 0, count: bool = True) -> torch.Tensor:
+        if count:
+            count_batches([self.bns[branch]])
         return self.bns[branch](x)
 
     def extra_repr(self) -> str:
@@ -151,12 +156,21 @@ class Classifier32(nn.Module):
             raise ValueError(f"bn branch {bn} out of range: this network has {self.bn_branches} branch(es)")
 
     def _block(self, i: int, x: torch.Tensor, bn: int) -> torch.Tensor:
-        """Block ``i`` (0-based) = its leading Dropout2d, then three conv → BN → LeakyReLU."""
+        """Block ``i`` (0-based) = its leading Dropout2d, then three conv → BN → LeakyReLU.
+
+        The BNs do not count the batch themselves: the public entry points count it once for
+        every block they ran (:meth:`_count_batches`).
+        """
         dropout, layers = self._BLOCKS[i]
         x = getattr(self, dropout)(x)
         for conv, norm in layers:
-            x = F.leaky_relu(getattr(self, norm)(getattr(self, conv)(x), bn), LRELU_SLOPE)
+            x = F.leaky_relu(getattr(self, norm)(getattr(self, conv)(x), bn, count=False), LRELU_SLOPE)
         return x
+
+    def _count_batches(self, first_block: int, bn: int) -> None:
+        """``num_batches_tracked += 1`` on branch ``bn`` of every BN in blocks ``first_block``..3,
+        in train mode: what BatchNorm2d itself does per layer, in one foreach kernel."""
+        count_batches(getattr(self, norm).bns[bn] for _, layers in self._BLOCKS[first_block:] for _, norm in layers)
 
     def _block1(self, x: torch.Tensor, bn: int = 0) -> torch.Tensor:
         """Input Dropout2d + conv1..conv3: image → x1."""
@@ -183,6 +197,7 @@ class Classifier32(nn.Module):
         dropout, i.e. exactly what :meth:`from_layer2` / :meth:`from_layer3` consume.
         """
         self._check_bn(bn)
+        self._count_batches(0, bn)
         x1 = self._block1(x, bn)
         x2 = self._block2(x1, bn)
         f = self._pool(self._block3(x2, bn))
@@ -199,16 +214,19 @@ class Classifier32(nn.Module):
     def pooled(self, x: torch.Tensor, bn: int = 0) -> torch.Tensor:
         """Pooled feature ``f`` (B, feat_dim) of a batch of images; the head is not applied."""
         self._check_bn(bn)
+        self._count_batches(0, bn)
         return self._pool(self._block3(self._block2(self._block1(x, bn), bn), bn))
 
     def from_layer2(self, x1: torch.Tensor, bn: int = 0) -> torch.Tensor:
         """Logits from a block-1 map: Dropout2d + block 2 + block 3 + pool + head."""
         self._check_bn(bn)
+        self._count_batches(1, bn)
         return self.head(self._pool(self._block3(self._block2(x1, bn), bn)))
 
     def from_layer3(self, x2: torch.Tensor, bn: int = 0) -> torch.Tensor:
         """Logits from a block-2 map: Dropout2d + block 3 + pool + head."""
         self._check_bn(bn)
+        self._count_batches(2, bn)
         return self.head(self._pool(self._block3(x2, bn)))
 
     def head(self, f: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from osrbench.models.batchnorm import UncountedBatchNorm2d, count_batches
+
 __all__ = [
     "GAN_MODES",
     "Generator",
@@ -145,10 +147,10 @@ class Resize2d(nn.Module):
 def _generator_chain(nz: int, ngf: int, nc: int, depth: int) -> nn.Sequential:
     """ConvT nz→c (4×4) → BN → ReLU, ``depth - 1`` doublings, ConvT → nc → Sigmoid (4·2^depth px)."""
     c = ngf * min(8, 2 ** (depth + 1))
-    layers: list[nn.Module] = [nn.ConvTranspose2d(nz, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c), nn.ReLU(True)]
+    layers: list[nn.Module] = [nn.ConvTranspose2d(nz, c, 4, 1, 0, bias=False), UncountedBatchNorm2d(c), nn.ReLU(True)]
     for _ in range(depth - 1):
         c_next = max(1, c // 2)
-        layers += [nn.ConvTranspose2d(c, c_next, 4, 2, 1, bias=False), nn.BatchNorm2d(c_next), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(c, c_next, 4, 2, 1, bias=False), UncountedBatchNorm2d(c_next), nn.ReLU(True)]
         c = c_next
     layers += [nn.ConvTranspose2d(c, nc, 4, 2, 1, bias=False), nn.Sigmoid()]
     return nn.Sequential(*layers)
@@ -161,7 +163,7 @@ def _discriminator_chain(nc: int, ndf: int, n_down: int) -> tuple[nn.Sequential,
     layers: list[nn.Module] = [nn.Conv2d(nc, c, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
     for _ in range(n_down - 1):
         c_next = min(2 * c, cap)
-        layers += [nn.Conv2d(c, c_next, 4, 2, 1, bias=False), nn.BatchNorm2d(c_next), nn.LeakyReLU(0.2, inplace=True)]
+        layers += [nn.Conv2d(c, c_next, 4, 2, 1, bias=False), UncountedBatchNorm2d(c_next), nn.LeakyReLU(0.2, inplace=True)]
         c = c_next
     c_out = min(2 * c, cap)
     layers += [nn.Conv2d(c, c_out, 4, 1, 0, bias=False), nn.Sigmoid()]
@@ -203,6 +205,7 @@ class Generator(nn.Module):
         init_dcgan_(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        count_batches(self.main)  # one kernel for all its BNs
         return self.resize(self.main(z))
 
 
@@ -244,6 +247,7 @@ class Discriminator(nn.Module):
         init_dcgan_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        count_batches(self.main)  # one kernel for all its BNs
         h = self.main(self.resize(x))
         h = torch.flatten(self.avgpool(h), 1)
         return self.classifier(h).flatten()
