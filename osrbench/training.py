@@ -83,6 +83,27 @@ def lr_at(epoch: int, cfg: Mapping[str, Any]) -> float:
     raise ValueError(f"schedule must be multistep or mls-cosine, got {cfg['schedule']!r}")
 
 
+def zero_grad_in_place(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.zero_grad(set_to_none=False)`` (PyTorch 1.x's default) in one foreach kernel per
+    device and dtype.
+
+    The gradients stay allocated, zero-filled, so the optimiser keeps stepping parameters the next
+    loss does not reach (by momentum and weight decay), as the releases' PyTorch did. torch's own
+    ``zero_grad`` fills them one kernel per tensor unless the optimiser was built with ``foreach``.
+    """
+    grads: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                if p.grad.grad_fn is not None:
+                    p.grad.detach_()
+                else:
+                    p.grad.requires_grad_(False)
+                grads.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+    for same in grads.values():
+        torch._foreach_zero_(same)
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr

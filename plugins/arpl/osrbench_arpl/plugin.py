@@ -147,7 +147,7 @@ def arpl_loss(
     ``label_smoothing`` ε > 0 the CE target is the MLS convention (1 − ε / ε/(K−1)).
     """
     logits = arpl_logits(features, points)
-    ce = mls_smoothed_cross_entropy(logits / temp, labels, label_smoothing)
+    ce = mls_smoothed_cross_entropy(logits if temp == 1 else logits / temp, labels, label_smoothing)  # z / 1 == z
     own = (features - points[labels]).pow(2).mean(1)
     reg = (own - radius + margin).clamp_min(0).mean()
     return logits, ce + weight_pl * reg
@@ -327,8 +327,12 @@ class ARPLCS(ARPL):
         self.optD = torch.optim.Adam(self.D.parameters(), lr=self.cfg["gan_lr"], betas=betas)
         self.optG = torch.optim.Adam(self.G.parameters(), lr=self.cfg["gan_lr"], betas=betas)
         self._g_params = list(self.G.parameters())
-        # BN branch-1 affine parameters: only generated images reach them.
+        # BN branch-1 affine parameters: only generated images reach them. Their release-quirk
+        # gradient in the plain pass is zero: one persistent zero tensor each, made once (the
+        # optimisers never write into a gradient, and every backward here follows a zero_grad
+        # that drops it first).
         self._branch1_params = [p for name, p in self.net.named_parameters() if ".bns.1." in name]
+        self._branch1_zeros = [torch.zeros_like(p) for p in self._branch1_params]
         self._cs_started = False
 
     def _modules_list(self) -> list[nn.Module]:
@@ -346,9 +350,9 @@ class ARPLCS(ARPL):
         release either and stays untouched.
         """
         if self._cs_started:
-            for p in self._branch1_params:
+            for p, zero in zip(self._branch1_params, self._branch1_zeros):
                 if p.grad is None:
-                    p.grad = torch.zeros_like(p)
+                    p.grad = zero
 
     def noise(self, batch: int) -> torch.Tensor:
         """z ~ N(0, I), (batch, nz, 1, 1), drawn with the run's checkpointed generator."""

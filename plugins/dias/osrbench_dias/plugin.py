@@ -41,7 +41,7 @@ from osrbench import layouts
 from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import GAN_MODES, Classifier32, make_gan, resolve_gan_mode, sample_noise
-from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, set_lr
+from osrbench.training import OPTIM_DEFAULTS, logit_scores, lr_at, make_optimizer, set_lr, zero_grad_in_place
 
 from osrbench_dias import losses
 
@@ -185,7 +185,10 @@ class DIAS(Method):
         # keep a zero gradient in the classifier step, so SGD still applies momentum and weight
         # decay to them. For P, G and D freeing is equivalent (every parameter they train gets a
         # gradient in each of their steps; P's branch-1 BN never gets one).
-        self.opt_c.zero_grad(set_to_none=self._set_to_none)
+        if self._set_to_none:
+            self.opt_c.zero_grad(set_to_none=True)
+        else:
+            zero_grad_in_place(self.opt_c)  # one kernel, not one per gradient
 
     def _noise(self, batch: int) -> torch.Tensor:
         return sample_noise(batch, self.cfg["nz"], self.generator, self.device)
