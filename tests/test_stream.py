@@ -1,5 +1,6 @@
 """The device-resident seeded stream: determinism, batching, augmentation as tensor ops."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -90,3 +91,82 @@ def test_host_fallback_gives_the_same_batches():
     b = _all(TrainStream(x, y, 16, seed=5, augment="crop_flip", on_host=True), 1)
     for (xa, ya), (xb, yb) in zip(a, b):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+# --- issue 20: a pass is prepared in chunks (one gather and augmentation per chunk, one kernel per
+# batch); the batches must be those of the per-batch stream before it, bit for bit.
+
+#: sha256 of every batch (bytes, dtype, shape, strides) of two epochs x two phases, written by the
+#: per-batch stream before the chunked one (see _pass_hash).
+PER_BATCH_HASHES = {
+    "none": "6e2a87a92fe6df2dce259ad6f24e37ec2e91ab07c100958390b5c5a5b0b7eb2a",
+    "crop_flip": "6a05a6c355a189ae175db1fc799ed0c9f1411192ed782524cb9d098e641e5586",
+    "grey_crop_flip": "885ec33d0d732f2f0edf6f84c96129c2332e0fe45263a98ae9093811757feee2",
+    "cifar_norm": "2dacc368e5e2171e52313ecb3c98745c87f970d193e3c87aab340bb78adcf939",
+}
+STREAM_KWARGS = {
+    "none": {}, "crop_flip": {"augment": "crop_flip"}, "grey_crop_flip": {"augment": "crop_flip", "c": 1},
+    "cifar_norm": {"augment": "crop_flip", "normalize": "cifar"},
+}
+
+
+def _pass_hash(c=3, **kwargs):
+    import hashlib
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (200, c, 12, 12), generator=g, dtype=torch.uint8)
+    s = TrainStream(x, torch.arange(200) % 7, 32, seed=5, **kwargs)
+    h = hashlib.sha256()
+    for epoch in range(2):
+        for phase in range(2):
+            for xb, yb in s.batches(epoch, phase):
+                h.update(xb.contiguous().numpy().tobytes())
+                h.update(yb.numpy().tobytes())
+                h.update(str((xb.dtype, tuple(xb.shape), xb.stride())).encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("kind", sorted(PER_BATCH_HASHES))
+def test_batches_equal_the_per_batch_streams_bit_for_bit(kind):
+    assert _pass_hash(**STREAM_KWARGS[kind]) == PER_BATCH_HASHES[kind]
+
+
+@pytest.mark.parametrize("kwargs", [{"augment": "crop_flip"}, {"augment": "crop_flip", "randaugment": 9},
+                                    {"randaugment": 5, "randaugment_ops": "digits"}], ids=["crop_flip", "ra", "ra_digits"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_chunk_size_changes_no_batch(monkeypatch, kwargs, channels):
+    from osrbench.data import stream
+
+    x, y = _images(n=70, c=channels)
+    whole = TrainStream(x, y, 16, seed=2, **kwargs)
+    assert whole.chunk_images() >= 70  # the whole pass at once
+    a = _all(whole, 1, 1)
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 1)  # one batch per chunk, as before chunks
+    small = TrainStream(x, y, 16, seed=2, **kwargs)
+    assert small.chunk_images() == 16
+    b = _all(small, 1, 1)
+    assert [len(yb) for _, yb in a] == [len(yb) for _, yb in b] == [16, 16, 16, 16, 6]
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and xa.is_contiguous()
+
+
+def test_chunks_are_whole_batches_within_the_byte_budget():
+    from osrbench.data.stream import CHUNK_BYTES
+
+    x = torch.zeros(10, 1, 64, 64, dtype=torch.uint8)
+    s = TrainStream(x, torch.zeros(10, dtype=torch.long), 64, seed=0)
+    assert s.chunk_images() % 64 == 0 and s.chunk_images() * 3 * 64 * 64 <= CHUNK_BYTES
+    assert TrainStream(x, torch.zeros(10, dtype=torch.long), 64, seed=0, randaugment=9).chunk_images() * 8 * 3 * 64 * 64 <= CHUNK_BYTES
+    assert TrainStream(x, torch.zeros(10, dtype=torch.long), 64, seed=0, on_host=True).chunk_images() == 64
+
+
+def test_to_input_is_the_float32_division_whatever_the_default_dtype():
+    x = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)
+    want = (x.float() / 255).expand(-1, 3, -1, -1)
+    dtype = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        got = to_input(x)
+    finally:
+        torch.set_default_dtype(dtype)
+    assert got.dtype == torch.float32 and got.is_contiguous() and torch.equal(got, want)

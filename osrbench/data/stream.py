@@ -21,6 +21,9 @@ import torch.nn.functional as F
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 PAD = 4  # RandomCrop(S, padding=4), zero fill
+#: Bytes of augmented uint8 images a pass prepares at once on the device (a whole CIFAR-10 or
+#: MNIST split; Tiny-ImageNet at 64 px in ten chunks).
+CHUNK_BYTES = 128 * 2**20
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -35,11 +38,21 @@ def _cifar_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor(CIFAR_STD, device=device).view(1, 3, 1, 1))
 
 
+@functools.lru_cache(maxsize=None)
+def _scale(device: torch.device) -> torch.Tensor:
+    """255 as a float32 0-d tensor: uint8 / it is float32, float(x) / 255 in one kernel."""
+    return torch.tensor(255.0, dtype=torch.float32, device=device)
+
+
 def to_input(images: torch.Tensor, normalize: str = "none") -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float in [0, 1], grey replicated to 3 channels (METHODS.md §1)."""
-    x = images.float().div_(255.0)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
+    """uint8 (N, C, H, W) -> float32 in [0, 1], grey replicated to 3 channels (METHODS.md §1).
+
+    One kernel for a contiguous batch: the division reads the uint8 images, casts and divides in
+    float32, the same values as ``images.float() / 255``.
+    """
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    x = torch.div(images, _scale(images.device))
     if normalize == "cifar":
         mean, std = _cifar_stats(x.device)
         x = (x - mean) / std
@@ -111,7 +124,21 @@ class TrainStream:
         """Batches per pass (the last partial batch is kept)."""
         return math.ceil(len(self.images) / self.batch_size)
 
+    def chunk_images(self) -> int:
+        """Images a pass prepares at once: :data:`CHUNK_BYTES` of 3-channel uint8 images, in whole
+        batches (RandAugment works in float: an eighth as many; the host fallback: one batch)."""
+        if self.on_host:
+            return self.batch_size
+        per_image = 3 * math.prod(self.images.shape[2:]) * (8 if self.randaugment else 1)
+        return max(1, CHUNK_BYTES // max(1, per_image) // self.batch_size) * self.batch_size
+
     def batches(self, epoch: int, phase: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The pass's batches: every image once, in the pass's order, augmented with its draws.
+
+        The images of a chunk (the whole pass of a CIFAR-10 split) are gathered, augmented and
+        replicated to 3 channels in a few kernels; each batch is then a view of the chunk made a
+        float input in one kernel. The chunking changes no value: every operation is per image.
+        """
         n = len(self.images)
         g = torch.Generator().manual_seed(derive_seed(self.seed, 0, epoch, phase))
         perm = torch.randperm(n, generator=g)
@@ -123,8 +150,9 @@ class TrainStream:
             ra = RandAugmentDraws(n, self.randaugment, self.randaugment_ops, g)
         host_perm = perm
         perm, offsets, flips = perm.to(self.device), offsets.to(self.device), flips.to(self.device)
-        for start in range(0, n, self.batch_size):
-            sl = slice(start, start + self.batch_size)
+        chunk = self.chunk_images()
+        for first in range(0, n, chunk):
+            sl = slice(first, first + chunk)
             idx = perm[sl]
             if self.on_host:
                 x = self.images[host_perm[sl]].to(self.device, non_blocking=True)
@@ -134,4 +162,7 @@ class TrainStream:
                 x = ra.apply(x, sl)
             if self.augment == "crop_flip":
                 x = crop_flip(x, offsets[sl], flips[sl])
-            yield to_input(x, self.normalize), self.labels[idx]
+            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+            x, y = x.contiguous(), self.labels[idx]
+            for start in range(0, len(x), self.batch_size):
+                yield to_input(x[start:start + self.batch_size], self.normalize), y[start:start + self.batch_size]
