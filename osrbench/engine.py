@@ -247,20 +247,15 @@ def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.
                desc=f"{p.spec.name}/{p.dataset.name}/s{p.split.index}", unit="step", leave=False)
     t0 = last_saved = time.perf_counter()
     for epoch in range(start, cfg["epochs"]):
-        sums: dict[str, torch.Tensor] = {}
+        sums = session.LossSums(device)
 
         def add(phase: str, index: int, losses: dict[str, Any]) -> None:
             session.check_losses(phase, losses)
-            for name, value in losses.items():
-                key = f"{phase}/{name}"
-                value = value.detach() if torch.is_tensor(value) else torch.tensor(float(value), device=device)
-                sums[key] = sums[key] + value if key in sums else value.float()
+            sums.add(phase, losses)
             bar.update()
 
         s.run_epoch(epoch, add)
-        keys = list(sums)
-        means = (torch.stack([sums[k] for k in keys]) / len(s.stream)).tolist() if keys else []  # one host sync
-        row = dict(zip(keys, means))
+        row = sums.means(len(s.stream))  # one host sync
         bad = [k for k, v in row.items() if not np.isfinite(v)]
         if bad:
             exc = NonFiniteLoss(

@@ -72,6 +72,38 @@ def check_losses(phase: str, losses: Any) -> None:
             raise BadLosses(f"{where} returned loss {key!r} as {type(value).__name__}, expected a 0-d tensor")
 
 
+class LossSums:
+    """Each loss term summed over a pass on the device: one stack and one add per step, no host sync.
+
+    :meth:`means` reads them all back at once (the engine's one host synchronisation per epoch).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._sums: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
+
+    def add(self, phase: str, losses: Mapping[str, Any]) -> None:
+        values = [(v.detach() if torch.is_tensor(v) else torch.tensor(float(v))).to(self.device, torch.float32)
+                  for v in losses.values()]
+        key = (phase, tuple(losses))
+        packed = torch.stack(values) if len(values) > 1 else values[0].reshape(1)
+        if key in self._sums:
+            self._sums[key].add_(packed)
+        else:  # a stack is a new tensor; a single term is a view of the method's, so copy it
+            self._sums[key] = packed if len(values) > 1 else packed.clone()
+
+    def means(self, steps: int) -> dict[str, float]:
+        """``{"phase/term": sum / steps}`` of every term seen, in the order first seen."""
+        if not self._sums:
+            return {}
+        values = (torch.cat(list(self._sums.values())) / steps).tolist()
+        row: dict[str, float] = {}
+        names = [f"{phase}/{name}" for phase, terms in self._sums for name in terms]
+        for name, value in zip(names, values):
+            row[name] = row.get(name, 0.0) + value
+        return row
+
+
 def guarded(method: str, on_error: Callable[[str, BaseException], str] | None = None) -> Call:
     """A ``call`` whose method exceptions become one :class:`MethodRaised` line.
 

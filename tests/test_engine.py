@@ -182,3 +182,34 @@ def test_rescoring_from_the_checkpoint_reproduces_the_stored_scores_bit_for_bit(
     for name, array in stored.to_arrays().items():
         assert np.array_equal(array, again.to_arrays()[name]), name
     assert again.metrics("score", rec.f1_rule) == rec.metrics
+
+
+# --- the per-pass loss sums (issue 20): on the device, one stack and one add per step
+
+def test_loss_sums_are_the_float32_running_sums_of_every_term():
+    from osrbench.session import LossSums
+
+    sums = LossSums(torch.device("cpu"))
+    steps = [{"a": torch.tensor(0.1), "b": torch.tensor(2.0, dtype=torch.float64)}, {"a": torch.tensor(0.2), "b": 3},
+             {"a": torch.tensor(0.3), "b": torch.tensor(4, dtype=torch.int64)}]
+    for losses in steps:
+        sums.add("p", losses)
+    single = torch.tensor(1.5)
+    sums.add("q", {"only": single})
+    sums.add("q", {"only": torch.tensor(2.5)})
+    assert float(single) == 1.5  # the method's tensor is not the accumulator
+    want_a = float(torch.tensor(0.1) + torch.tensor(0.2) + torch.tensor(0.3))  # float32 additions in order
+    got = sums.means(3)
+    assert list(got) == ["p/a", "p/b", "q/only"]
+    assert got["p/a"] == pytest.approx(want_a / 3, rel=1e-7)
+    assert got["p/b"] == 3.0 and got["q/only"] == pytest.approx(4 / 3)
+
+
+def test_loss_sums_keep_terms_that_change_between_steps():
+    from osrbench.session import LossSums
+
+    sums = LossSums(torch.device("cpu"))
+    sums.add("p", {"a": torch.tensor(1.0), "b": torch.tensor(2.0)})
+    sums.add("p", {"a": torch.tensor(3.0)})  # a partial last batch may report fewer terms
+    assert sums.means(2) == {"p/a": 2.0, "p/b": 1.0}
+    assert LossSums(torch.device("cpu")).means(3) == {}
