@@ -14,6 +14,7 @@ from osrbench.models import (
     Discriminator,
     Generator,
     MultiBatchNorm2d,
+    UncountedBatchNorm2d,
     make_gan,
     resolve_gan_mode,
     sample_noise,
@@ -299,8 +300,6 @@ def test_each_entry_point_counts_the_batches_of_the_bns_it_ran_as_batchnorm_does
 
 @pytest.mark.parametrize("train", [True, False])
 def test_uncounted_batchnorm_normalises_exactly_as_batchnorm(train):
-    from osrbench.models import UncountedBatchNorm2d
-
     plain, ours = torch.nn.BatchNorm2d(4), UncountedBatchNorm2d(4)
     with torch.no_grad():
         plain.weight.normal_()
@@ -409,7 +408,7 @@ def test_g32_g64_layers_match_the_table():
     for g, n_bn in ((g32, 3), (g64, 4)):
         kinds = [type(m) for m in g.main]
         assert kinds[-2:] == [nn.ConvTranspose2d, nn.Sigmoid]
-        assert kinds.count(nn.BatchNorm2d) == n_bn and kinds.count(nn.ReLU) == n_bn
+        assert kinds.count(UncountedBatchNorm2d) == n_bn and kinds.count(nn.ReLU) == n_bn
         assert all(m.bias is None for m in g.modules() if isinstance(m, nn.ConvTranspose2d))
 
 
@@ -422,8 +421,8 @@ def test_discriminator_layers_and_spatial_sizes(size):
     kinds = [type(m) for m in d.main]
     assert kinds == [
         nn.Conv2d, nn.LeakyReLU,
-        nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU,
-        nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU,
+        nn.Conv2d, UncountedBatchNorm2d, nn.LeakyReLU,
+        nn.Conv2d, UncountedBatchNorm2d, nn.LeakyReLU,
         nn.Conv2d, nn.Sigmoid,
     ]
     assert all(m.negative_slope == 0.2 for m in d.main if isinstance(m, nn.LeakyReLU))
@@ -519,7 +518,7 @@ def test_wrap_mode_uses_g32_and_d32_with_fixed_resize(size, nc):
 def test_native_8px_chain_matches_the_spec():
     g = Generator(nc=1, image_size=8, mode="native")
     assert _conv_specs(g, nn.ConvTranspose2d) == [(100, 256, 4, 1, 0), (256, 1, 4, 2, 1)]
-    assert [type(m) for m in g.main] == [nn.ConvTranspose2d, nn.BatchNorm2d, nn.ReLU, nn.ConvTranspose2d, nn.Sigmoid]
+    assert [type(m) for m in g.main] == [nn.ConvTranspose2d, UncountedBatchNorm2d, nn.ReLU, nn.ConvTranspose2d, nn.Sigmoid]
     d = Discriminator(nc=1, image_size=8, mode="native")
     assert _conv_specs(d, nn.Conv2d) == [(1, 128, 4, 2, 1), (128, 256, 4, 1, 0)]
     assert [type(m) for m in d.main] == [nn.Conv2d, nn.LeakyReLU, nn.Conv2d, nn.Sigmoid]
@@ -645,3 +644,17 @@ def test_sample_noise_reproducible():
     big = sample_noise(4096, 100, torch.Generator().manual_seed(0), "cpu")
     assert abs(big.mean().item()) < 0.01 and abs(big.std().item() - 1) < 0.01
     assert sample_noise(3, 10, None, "cpu").shape == (3, 10, 1, 1)
+
+
+def test_the_gan_counts_its_bns_batches_as_batchnorm_does():
+    g, d, _ = make_gan(32, 3, "reference")
+    g.train()
+    d.train()
+    d(g(sample_noise(4, 100, None)))
+    d(g(sample_noise(4, 100, None)).detach())
+    bns = [m for net in (g, d) for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 5 and [int(m.num_batches_tracked) for m in bns] == [2] * 5
+    g.eval()
+    d.eval()
+    d(g(sample_noise(4, 100, None)))
+    assert [int(m.num_batches_tracked) for m in bns] == [2] * 5
