@@ -32,6 +32,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "randaugment": 0,  # RandAugment magnitude M of the MLS recipe; 0 = off
     "precision": "fp32",  # fp32 (reference) | bf16 (autocast + channels-last; opt-in for speed)
     "cuda_graphs": False,  # replay full-batch steps from CUDA graphs (graph_safe methods; opt-in)
+    "compile": False,  # torch.compile the method's networks (not the step; opt-in)
     # torch's CPU threads during the run: a seeded CPU run's numbers depend on it (the reduction
     # order of its kernels), so it is part of the config and has one default for run, compare
     # and sweep alike. 1: the 2-core machines run several processes at once (--jobs, sweeps).
@@ -54,6 +55,8 @@ ENGINE_OPTIONS: dict[str, Option] = {
     "precision": Option(choices=("fp32", "bf16"),
                         help="fp32 (reference) or bf16 autocast with channels-last (opt-in for speed)"),
     "cuda_graphs": Option(help="replay full-batch training steps from CUDA graphs (graph_safe methods; opt-in)"),
+    "compile": Option(help="torch.compile the method's networks (not the step); equal to eager up to rounding "
+                           "(opt-in; the first steps pay the compile time)"),
     "score_dtype": Option(choices=("float64", "float32"),
                           help="dtype of the built-in methods' softmax scores; float32 = the releases' (saturates at 1.0)"),
     "threads": Option(minimum=1, maximum=1024, help="torch CPU threads of the run (part of the config hash: "

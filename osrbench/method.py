@@ -186,6 +186,15 @@ class Method(abc.ABC):
         """
         return [v for v in vars(self).values() if isinstance(v, torch.optim.Optimizer)]
 
+    def networks(self) -> list[torch.nn.Module]:
+        """The method's networks; default: the ``torch.nn.Module`` objects held directly as attributes.
+
+        ``--set compile=true`` compiles each in place (``module.compile()``: its forward, or what
+        the module's own ``compile`` covers; state-dict keys unchanged). Override it if networks
+        live elsewhere (a list, a dict) or some must stay eager.
+        """
+        return [v for v in vars(self).values() if isinstance(v, torch.nn.Module)]
+
     def f1_rule(self) -> tuple[str, float] | None:
         """The method's macro-F1 rule: ``(score name, threshold)``; accept as known iff score > it.
 

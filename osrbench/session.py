@@ -230,6 +230,35 @@ class Session:
             self.call("fit(batches)", self.method.fit, self.fit_batches())
 
 
+def check_compiler(device: torch.device) -> None:
+    """Refuse ``compile=true`` on the CPU where inductor finds no C++ compiler (before any step)."""
+    if device.type != "cpu":
+        return
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception as exc:  # noqa: BLE001 - inductor raises its own error types here
+        raise UserError(f"compile=true on the CPU needs a C++ compiler, and torch found none ({type(exc).__name__}): "
+                        "install g++ or set CXX, or drop --set compile=true") from None
+
+
+def compile_networks(method: Method) -> None:
+    """``compile=true``: compile each of ``method.networks()`` in place (``module.compile()``).
+
+    Only the networks: a whole ``train_step`` breaks into many graphs (``zero_grad``, backward,
+    the seeded generator). Random operations (dropout) run torch's eager kernels inside the
+    compiled code (inductor's ``fallback_random``), so a compiled run draws the same masks and
+    noise as an eager one and differs from it by rounding only. Compiling happens at the first
+    call of each network, inside the run's thread setting.
+    """
+    import torch._inductor.config as inductor
+
+    inductor.fallback_random = True
+    for net in method.networks():
+        net.compile()
+
+
 def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData, *, num_classes: int,
                  dataset: str, device: torch.device, seed: int, deterministic: bool | None = False,
                  call: Call = _call) -> Session:
@@ -248,6 +277,11 @@ def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData,
         generator=generator, epochs=cfg["epochs"], dataset=dataset, steps_per_epoch=len(stream),
         channels_last=precision.bf16, train_size=len(data.train_x),
     )
+    if cfg["compile"] and cfg["cuda_graphs"]:
+        raise UserError("compile=true and cuda_graphs=true together are not supported yet: pick one "
+                        "(drop --set compile=true or --set cuda_graphs=true)")
+    if cfg["compile"]:
+        check_compiler(device)
     method = call("factory()", _make, spec)
     if cfg["cuda_graphs"] and not getattr(method, "graph_safe", False):
         raise UserError(f"method {spec.name!r} does not declare graph_safe, so its steps cannot be replayed "
@@ -256,4 +290,6 @@ def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData,
         raise UserError(f"cuda_graphs=true needs a CUDA device, and this run is on {device.type} "
                         "(drop --set cuda_graphs=true)")
     call("setup(ctx)", method.setup, ctx)
+    if cfg["compile"]:
+        call("networks() (compile=true)", compile_networks, method)
     return Session(spec, cfg, method, ctx, stream, precision, generator, call, phases=tuple(method.phases))

@@ -232,3 +232,12 @@ class Classifier32(nn.Module):
     def head(self, f: torch.Tensor) -> torch.Tensor:
         """Only the final Linear: pooled feature (B, feat_dim) → logits (B, K)."""
         return self.fc(f)
+
+    #: The entry points besides ``forward`` that the methods call (``compile`` compiles them too).
+    ENTRY_POINTS = ("features", "pooled", "from_layer2", "from_layer3")
+
+    def compile(self, *args, **kwargs) -> None:
+        """``nn.Module.compile`` (the forward) and each of :attr:`ENTRY_POINTS`, in place."""
+        super().compile(*args, **kwargs)
+        for name in self.ENTRY_POINTS:
+            setattr(self, name, torch.compile(getattr(type(self), name).__get__(self), *args, **kwargs))
