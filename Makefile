@@ -9,7 +9,7 @@ DEMO_EPOCHS ?= 2
 # Runs trained at once (the records are the same whatever the count: threads is a config key).
 DEMO_JOBS ?= 2
 
-.PHONY: demo test bench install clean
+.PHONY: demo test kernels bench install clean
 
 $(BIN)/osrbench: pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: install
 ## The test suite (what CI runs).
 test: $(VENV)/.test-extras
 	$(BIN)/python -m pytest -q
+
+## Kernel budgets per training batch (counts, not times: CI runs them); see benchmarks/test_kernels.py.
+kernels: $(VENV)/.test-extras
+	$(BIN)/python -m pytest benchmarks/test_kernels.py -q --benchmark-disable
 
 ## Speed benchmarks (pytest-benchmark); see benchmarks/README.md.
 bench: $(VENV)/.test-extras

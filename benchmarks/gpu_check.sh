@@ -1,42 +1,79 @@
 #!/usr/bin/env bash
-# GPU checks of issue 8 in one go (within 8 minutes on one H100): real CUDA graphs against eager
-# training (tests/test_graphs.py's cuda tests and the conformance suite's graphs check with torch's
-# liveness check), one epoch of each method on a CIFAR-10-sized split fed by the device stream
-# (eager and CUDA graphs) and by the releases' PIL DataLoader (fp32), the stream again under bf16,
-# and the policy check (AUROC under fp32 / bf16, eager / graphs). The tables are printed last.
+# GPU checks in one go, within 6 minutes on one H100/H200 (each step's time budget is below):
+#   1. CUDA tests: real CUDA graphs against eager (tests/test_graphs.py -k cuda; among them parameters
+#      eager vs graphed after an epoch that crosses a learning-rate milestone, 32-px reference GAN);
+#   2. the conformance suite on CUDA (its graphs check records real graphs with torch's liveness check);
+#   3. kernels per training batch on CUDA, eager and replayed (benchmarks/test_kernels.py);
+#   4. throughput of one epoch per method: osrbench's stream eager and replayed from CUDA graphs, and
+#      osrbench's same step fed by a PIL DataLoader like the releases' (fp32, then the stream in bf16),
+#      the median of several epochs each. This compares osrbench with itself under two feeds: it is
+#      not a comparison with the releases' own code;
+#   5. aggregate throughput of N runs at once (compare --jobs N vs --jobs 1; CUDA MPS if its daemon runs);
+#   6. the policy check (AUROC under fp32 / bf16, eager / graphs).
+# A step that fails or runs over its budget is FAILED in the table; the script goes on with the
+# next one and exits non-zero at the end. The tables are printed last; logs are in $LOG.
 #
-# Knobs (defaults are the GPU run): OSRBENCH_BENCH_DEVICE (cuda), OSRBENCH_BENCH_IMAGES (30000),
-# OSRBENCH_BENCH_METHODS (softmax arpl-cs dias), and for the policy check OSRBENCH_CHECK_METHODS
-# (softmax dias), OSRBENCH_CHECK_EPOCHS (10), OSRBENCH_CHECK_SEEDS (3).
-# A CPU smoke run of the script itself:
-#   OSRBENCH_BENCH_DEVICE=cpu OSRBENCH_BENCH_IMAGES=128 OSRBENCH_BENCH_METHODS=softmax \
-#   OSRBENCH_CHECK_METHODS=softmax OSRBENCH_CHECK_EPOCHS=1 OSRBENCH_CHECK_SEEDS=2 benchmarks/gpu_check.sh
-set -euo pipefail
+# Knobs (defaults are the GPU run): OSRBENCH_BENCH_DEVICE (cuda), OSRBENCH_BENCH_IMAGES (10000),
+# OSRBENCH_BENCH_ROUNDS (3), OSRBENCH_BENCH_METHODS (softmax arpl-cs dias), OSRBENCH_CHECK_JOBS (4),
+# OSRBENCH_CHECK_METHODS (softmax), OSRBENCH_CHECK_EPOCHS (5), OSRBENCH_CHECK_SEEDS (2).
+# OSRBENCH_CHECK_BUDGET_SCALE (1) multiplies every time budget. A CPU smoke run of the script itself
+# (the CUDA-only parts skip; a CPU is slower than the budgets assume):
+#   OSRBENCH_BENCH_DEVICE=cpu OSRBENCH_BENCH_IMAGES=128 OSRBENCH_BENCH_ROUNDS=1 OSRBENCH_BENCH_METHODS=softmax \
+#   OSRBENCH_CHECK_EPOCHS=1 OSRBENCH_CHECK_JOBS=2 OSRBENCH_CHECK_BUDGET_SCALE=4 benchmarks/gpu_check.sh
+set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-/tmp}/osrbench-gpu-check
 mkdir -p "$LOG"
-export OSRBENCH_BENCH_DEVICE=${OSRBENCH_BENCH_DEVICE:-cuda} OSRBENCH_BENCH_IMAGES=${OSRBENCH_BENCH_IMAGES:-30000}
-export OSRBENCH_BENCH_METHODS=${OSRBENCH_BENCH_METHODS:-softmax arpl-cs dias}
+: > "$LOG/steps.tsv"
+export OSRBENCH_BENCH_DEVICE=${OSRBENCH_BENCH_DEVICE:-cuda} OSRBENCH_BENCH_IMAGES=${OSRBENCH_BENCH_IMAGES:-10000}
+export OSRBENCH_BENCH_ROUNDS=${OSRBENCH_BENCH_ROUNDS:-3} OSRBENCH_BENCH_METHODS=${OSRBENCH_BENCH_METHODS:-softmax arpl-cs dias}
 DEVICE=$OSRBENCH_BENCH_DEVICE
-python -m pip install --quiet --no-deps --no-build-isolation -e . -e plugins/softmax -e plugins/arpl -e plugins/dias
-step() { echo "[gpu_check $(date +%T)] $*" >&2; }
-step "CUDA graph tests"
-python -m pytest tests/test_graphs.py -q -p no:cacheprovider -k cuda > "$LOG/graphs-tests.txt" 2>&1 || true
-step "conformance suite on $DEVICE"
-python -m osrbench.testing $OSRBENCH_BENCH_METHODS --device "$DEVICE" > "$LOG/conformance.txt" 2>&1 || true
-step "throughput fp32"
-python -m pytest benchmarks/test_throughput.py -q -p no:cacheprovider --benchmark-columns=mean \
-    --benchmark-json="$LOG/fp32.json" > "$LOG/fp32.txt" 2>&1 || true
-step "throughput bf16"
-OSRBENCH_BENCH_PRECISION=bf16 python -m pytest benchmarks/test_throughput.py -q -p no:cacheprovider \
-    -k stream --benchmark-columns=mean --benchmark-json="$LOG/bf16.json" > "$LOG/bf16.txt" 2>&1 || true
-step "policy check"
-python benchmarks/precision_check.py --device "$DEVICE" --methods ${OSRBENCH_CHECK_METHODS:-softmax dias} \
-    --epochs "${OSRBENCH_CHECK_EPOCHS:-10}" --seeds "${OSRBENCH_CHECK_SEEDS:-3}" > "$LOG/precision.txt" 2>&1 || true
-nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null || true
-echo "== CUDA graph tests"; tail -1 "$LOG/graphs-tests.txt"
+SCALE=${OSRBENCH_CHECK_BUDGET_SCALE:-1}
+TOTAL_BUDGET=$(( 360 * SCALE ))
+START=$(date +%s)
+PYTEST="python -m pytest -q -p no:cacheprovider"
+
+# step NAME BUDGET_S COMMAND...: run it under its budget, log its output, record ok / FAILED.
+step() {
+    local name=$1 budget=$(( $2 * SCALE )) t0 rc status
+    shift 2
+    echo "[gpu_check $(date +%T)] $name (budget ${budget}s)" >&2
+    t0=$(date +%s)
+    timeout "$budget" "$@" > "$LOG/$name.txt" 2>&1
+    rc=$?
+    if [ "$rc" -eq 0 ]; then status=ok
+    elif [ "$rc" -eq 124 ]; then status="FAILED (over budget)"
+    else status="FAILED (exit $rc)"; fi
+    printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$(( $(date +%s) - t0 ))" "$budget" >> "$LOG/steps.tsv"
+}
+
+step install 60 python -m pip install --quiet --no-deps --no-build-isolation -e . -e plugins/softmax -e plugins/arpl -e plugins/dias
+step cuda-tests 75 $PYTEST tests/test_graphs.py -k cuda -rs
+step conformance 60 python -m osrbench.testing $OSRBENCH_BENCH_METHODS --device "$DEVICE"
+step kernels 30 $PYTEST benchmarks/test_kernels.py --benchmark-disable
+step throughput-fp32 90 $PYTEST benchmarks/test_throughput.py --benchmark-columns=median \
+    --benchmark-json="$LOG/fp32.json"
+step throughput-bf16 30 env OSRBENCH_BENCH_PRECISION=bf16 $PYTEST benchmarks/test_throughput.py -k stream \
+    --benchmark-columns=median --benchmark-json="$LOG/bf16.json"
+step concurrency 45 python benchmarks/concurrency_check.py --device "$DEVICE" --jobs "${OSRBENCH_CHECK_JOBS:-4}" \
+    --epochs 3 --splits 0-4
+step policy 40 python benchmarks/precision_check.py --device "$DEVICE" --methods ${OSRBENCH_CHECK_METHODS:-softmax} \
+    --epochs "${OSRBENCH_CHECK_EPOCHS:-5}" --seeds "${OSRBENCH_CHECK_SEEDS:-2}"
+TOTAL=$(( $(date +%s) - START ))
+
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null
+echo "== CUDA tests"; grep -E "passed|failed|SKIPPED|Error" "$LOG/cuda-tests.txt" | tail -8
 echo "== conformance on $DEVICE"; grep -E "conformance of|graphs|FAILED|SKIPPED|all checks" "$LOG/conformance.txt" || tail -5 "$LOG/conformance.txt"
+echo "== kernels per training batch"; sed -n '/^kernels per training batch/,/^$/p' "$LOG/kernels.txt"
 for f in fp32 bf16; do
-    echo "== throughput $f"; sed -n '/^one epoch of/,/^$/p' "$LOG/$f.txt"; tail -1 "$LOG/$f.txt"
+    echo "== throughput $f"; sed -n '/^one epoch of/,/^$/p' "$LOG/throughput-$f.txt"
 done
-echo "== policies"; cat "$LOG/precision.txt"
+echo "== concurrent runs"; sed -n '/^concurrent runs/,$p' "$LOG/concurrency.txt"
+echo "== policies"; sed -n '/^policy check/,$p' "$LOG/policy.txt"
+echo "== steps (osrbench compared with itself; total ${TOTAL}s of a ${TOTAL_BUDGET}s budget)"
+python -c 'import sys, tabulate; rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+print(tabulate.tabulate(rows, headers=["step", "status", "seconds", "budget s"], disable_numparse=True))' "$LOG/steps.tsv"
+if grep -q FAILED "$LOG/steps.tsv" || [ "$TOTAL" -gt "$TOTAL_BUDGET" ]; then
+    [ "$TOTAL" -gt "$TOTAL_BUDGET" ] && echo "FAILED: the check took ${TOTAL}s, over its ${TOTAL_BUDGET}s budget"
+    exit 1
+fi

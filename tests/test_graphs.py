@@ -212,3 +212,51 @@ def test_a_cuda_graphed_run_resumes_exactly(tmp_path):
     b = np.load(f"{resumed.dir}/{records.SCORES}")
     assert np.array_equal(a["known_score"], b["known_score"]) and np.array_equal(a["unknown_score"], b["unknown_score"])
 
+
+@cuda
+@pytest.mark.parametrize("method", ["dias", "arpl-cs"])
+def test_cuda_graphed_training_equals_eager_across_a_learning_rate_milestone(method):
+    """Two epochs of the 32-px reference GAN with a milestone at epoch 1, so every phase's graph is
+    recorded again under the new rate; the eager run's optimisers are made capturable as well (the
+    graphed run's Adam math: its step count on the device). Parameters, buffers and optimiser state
+    must agree after it."""
+    from osrbench import config as configmod
+    from osrbench import protocols, session
+
+    reg = plugins.get()
+    if method not in reg.methods:
+        pytest.skip(f"{method} not installed")
+    spec, ds = reg.method(method), reg.dataset("digits")
+    split = protocols.get_split(ds, "auroc", 0)
+    runs = {}
+    for graphed in (False, True):
+        _, cfg = configmod.resolve(spec, ds, None, 2, {"image_size": 32, "milestones": [1], "cuda_graphs": graphed})
+        data = session.load_data(ds, split, 32)
+        s = session.open_session(spec, cfg, data, num_classes=split.num_known, dataset="digits",
+                                 device=torch.device("cuda"), seed=0, deterministic=True)
+        assert s.method.adaptations().get("gan_mode") is None  # the release's G32/D
+        s.build_step()
+        if not graphed:
+            graphs.make_capturable(s.method.optimizers())
+        for epoch in range(2):
+            s.run_epoch(epoch)
+        runs[graphed] = s
+    steps = runs[True].step.counts
+    assert steps["captured"] == 2 * len(runs[True].phases) and steps["replayed"] > 0, dict(steps)
+
+    def tensors(obj, prefix=""):
+        if torch.is_tensor(obj):
+            yield prefix, obj
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                yield from tensors(v, f"{prefix}.{k}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                yield from tensors(v, f"{prefix}.{i}")
+
+    eager, graphed = (dict(tensors(runs[g].method.state_dict())) for g in (False, True))
+    assert list(eager) == list(graphed)
+    worst = max(float((graphed[k].double() - v.double()).abs().max()) for k, v in eager.items() if v.is_floating_point())
+    for key, value in eager.items():
+        torch.testing.assert_close(graphed[key].to(value.device), value, rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, key=key: f"{key}: {m} (largest difference of any tensor {worst:.3g})")

@@ -1,0 +1,174 @@
+"""Kernels dispatched per training batch, counted on any device (a ``TorchDispatchMode``; no GPU needed).
+
+At the releases' batch size a classifier32 step is launch-bound on a GPU, so the number of kernels
+a batch launches is what decides its eager speed there, and it does not depend on the machine.
+
+What counts as a kernel: every aten operation that reaches the backend, except views (``view``,
+``permute``, ``expand``, ...), allocations (``empty*``, ``new_empty*``), ``detach``/``alias`` and
+the profiler's markers. Optimisers are counted as torch runs them on CUDA: their param groups are
+switched to ``foreach`` (CUDA's default; on the CPU each foreach op loops over the tensors, with the
+same math), and the step counts Adam keeps on the host there (0-d CPU tensors) launch nothing. On
+CUDA only operations that touch a CUDA tensor count. ``syncs`` counts reads of a device value on the
+host (``.item()``, ``bool(t)``, ``nonzero``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+#: Operations that only allocate or alias memory: no kernel runs.
+NOT_KERNELS = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "detach", "alias",
+               "lift_fresh", "set_", "_record_function_enter_new", "_record_function_exit", "resize_"}
+#: Operations that read a device value on the host.
+SYNCS = {"_local_scalar_dense", "nonzero", "equal", "is_nonzero"}
+
+
+@dataclass
+class KernelCount:
+    kernels: Counter = field(default_factory=Counter)
+    syncs: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.kernels.values())
+
+
+class KernelCounter(TorchDispatchMode):
+    """Counts the kernels (and host syncs) of the operations run inside it; see the module doc."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = torch.device(device)
+        self.count = KernelCount()
+        self._in_optimizer = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.overloadpacket.__name__
+        if func.is_view or name in NOT_KERNELS or func.namespace == "profiler":
+            return out
+        tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+        if self.device.type == "cuda":
+            on_device = any(t.device.type == "cuda" for t in tensors)
+        else:  # inside an optimiser, 0-d CPU tensors are what CUDA keeps on the host (Adam's steps)
+            on_device = not (self._in_optimizer and all(t.dim() == 0 for t in tensors))
+        if not on_device:
+            return out
+        self.count.kernels[name] += 1
+        if name in SYNCS:
+            self.count.syncs += 1
+        return out
+
+    def __enter__(self):
+        self._hooks = [register_optimizer_step_pre_hook(self._enter_optimizer),
+                       register_optimizer_step_post_hook(self._leave_optimizer)]
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any):
+        for h in self._hooks:
+            h.remove()
+        return super().__exit__(*exc)
+
+    def _enter_optimizer(self, *_: Any) -> None:
+        self._in_optimizer += 1
+
+    def _leave_optimizer(self, *_: Any) -> None:
+        self._in_optimizer -= 1
+
+
+def count(fn, device: torch.device) -> tuple[Any, KernelCount]:
+    """``fn()``'s result and the kernels it dispatched."""
+    counter = KernelCounter(device)
+    with counter:
+        result = fn()
+    return result, counter.count
+
+
+def foreach_like_cuda(optimizers: Iterable[torch.optim.Optimizer]) -> None:
+    """Run the optimisers' foreach implementations, as torch picks on CUDA (the math is the same)."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            if "foreach" in group:
+                group["foreach"] = True
+
+
+#: Training images of one CIFAR-10 split (6 known classes x 5,000): the stream's once-per-pass
+#: work (the shuffle and augmentation draws, the chunk's gather and crop) is spread over its batches.
+PASS_IMAGES = 30000
+BATCH = 64
+#: Full batches each phase runs before the counted one (momentum buffers, Adam state, ARPL+CS's
+#: branch-1 gradients: what a later batch of the run already has).
+WARMUP = 3
+
+
+def _images(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return (torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+            torch.randint(0, k, (n,), generator=g))
+
+
+def stream_per_batch(device: torch.device, images: int = PASS_IMAGES) -> tuple[float, KernelCount]:
+    """Kernels per batch of one crop-and-flip pass of ``images`` 32-px images, and the pass's count."""
+    from osrbench.data.stream import TrainStream
+
+    x, y = _images(images, 6)
+    stream = TrainStream(x, y, BATCH, seed=0, device=device, augment="crop_flip")
+    _, counted = count(lambda: sum(1 for _ in stream.batches(0)), device)
+    return counted.total / len(stream), counted
+
+
+@dataclass
+class MethodCount:
+    """Kernels of one steady full batch of every phase of a method, as the engine runs it."""
+
+    method: str
+    steps: dict[str, KernelCount]  # phase -> the step and the summing of its loss terms
+    stream: float  # per batch of each phase's pass
+
+    @property
+    def per_batch(self) -> float:
+        return sum(c.total for c in self.steps.values()) + self.stream * len(self.steps)
+
+    @property
+    def syncs(self) -> int:
+        return sum(c.syncs for c in self.steps.values())
+
+
+def method_per_batch(name: str, device: torch.device, stream: float, overrides: dict | None = None) -> MethodCount:
+    """Set ``name`` up as the engine does (32 px, batch 64, crop and flip) and count, per phase, one
+    full batch after :data:`WARMUP`: its ``train_step`` and the summing of its loss terms
+    (``session.LossSums``). With ``cuda_graphs`` the counted batch is a replay: what the host still
+    dispatches around the one graph launch (input copies, the loss terms' copy and sum)."""
+    from osrbench import config as configmod
+    from osrbench import plugins, session
+    from osrbench.datasets import OpenSetData
+
+    k = 6
+    reg = plugins.get()
+    spec = reg.method(name)
+    _, cfg = configmod.resolve(spec, reg.dataset("cifar10"),
+                               overrides={"batch_size": BATCH, "augment": "crop_flip", **(overrides or {})})
+    warm = WARMUP + (1 if cfg["cuda_graphs"] else 0)  # graphs: the batch after the warm-up is recorded
+    x, y = _images(BATCH * (warm + 1), k)
+    data = OpenSetData(x, y, x[:k], torch.arange(k), x[:k], torch.arange(k))
+    s = session.open_session(spec, cfg, data, num_classes=k, dataset="cifar10", device=device, seed=0)
+    if device.type != "cuda":
+        foreach_like_cuda(s.method.optimizers())
+    step = s.build_step()
+    sums = session.LossSums(device)
+    steps = {}
+    for index, phase in enumerate(s.phases):
+        batches = list(s.stream.batches(0, index))
+        for images, labels in batches[:warm]:
+            sums.add(phase, step(phase, images, labels))
+        images, labels = batches[warm]
+        _, steps[phase] = count(lambda: sums.add(phase, step(phase, images, labels)), device)
+    return MethodCount(name, steps, stream)

@@ -1,0 +1,62 @@
+"""Kernel budgets per training batch (issue 20): counts, not times, so they hold on any machine.
+
+A classifier32 step at batch 64 is launch-bound on a GPU: the kernels a batch dispatches decide
+its eager speed there. Counted with :mod:`benchmarks.kernels` on the CPU (optimisers as torch runs
+them on CUDA), for every built-in method: its steps (every phase), the summing of their loss terms
+and its share of the training stream. CI runs this file (``make kernels``); a count over its
+budget fails it. Run: ``make kernels`` (add ``OSRBENCH_BENCH_DEVICE=cuda`` on a GPU).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import kernels
+from benchmarks.conftest import DEVICE, KERNELS, METHODS
+
+#: Kernels per training batch (all phases, the stream included). Before issue 20: DIAS 1,078,
+#: ARPL+CS 741, Softmax 103, the stream 14 per batch (this counter; issue 20 counted 1,072 / 739 /
+#: 101 / 13 with its own).
+BUDGETS = {"softmax": 92, "arpl-cs": 660, "dias": 960}
+STREAM_BUDGET = 4
+#: The methods counted: those of OSRBENCH_BENCH_METHODS (default all three) that have a budget.
+COUNTED = [name for name in sorted(BUDGETS) if name in METHODS]
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return kernels.stream_per_batch(DEVICE)
+
+
+def test_stream_kernels_per_batch(benchmark, stream):
+    per_batch, counted = stream
+    benchmark.extra_info.update(kernels_per_batch=per_batch, pass_kernels=dict(counted.kernels))
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    KERNELS["stream"] = {"per batch": per_batch, "budget": STREAM_BUDGET}
+    assert counted.syncs == 0
+    assert per_batch <= STREAM_BUDGET, dict(counted.kernels)
+
+
+@pytest.mark.parametrize("name", COUNTED)
+def test_method_kernels_per_batch(benchmark, stream, name):
+    torch.manual_seed(0)
+    counted = benchmark.pedantic(kernels.method_per_batch, args=(name, DEVICE, stream[0]), rounds=1, iterations=1)
+    benchmark.extra_info.update(kernels_per_batch=counted.per_batch,
+                                steps={p: c.total for p, c in counted.steps.items()}, stream=counted.stream)
+    KERNELS[name] = {"per batch": counted.per_batch, "budget": BUDGETS[name],
+                     **{f"step {p}": c.total for p, c in counted.steps.items()}}
+    assert counted.syncs == 0, "a training step read a device value on the host"
+    assert counted.per_batch <= BUDGETS[name], {p: c.kernels.most_common(12) for p, c in counted.steps.items()}
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("name", COUNTED)
+def test_replayed_batch_dispatches_a_handful_of_kernels(benchmark, stream, name):
+    """A replayed batch is one graph launch plus the host's copies and sums around it."""
+    counted = benchmark.pedantic(kernels.method_per_batch, args=(name, DEVICE, stream[0], {"cuda_graphs": True}),
+                                 rounds=1, iterations=1)
+    KERNELS[f"{name} (graphs)"] = {"per batch": counted.per_batch, "budget": 8 * len(counted.steps),
+                                   **{f"step {p}": c.total for p, c in counted.steps.items()}}
+    assert counted.syncs == 0
+    assert counted.per_batch <= 8 * len(counted.steps), {p: dict(c.kernels) for p, c in counted.steps.items()}
