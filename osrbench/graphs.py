@@ -1,8 +1,8 @@
 """CUDA graphs of whole training steps (engine key ``cuda_graphs``).
 
 At the releases' batch size (64) a classifier32 step is launch-bound on a current GPU: one DIAS
-batch runs about 1,350 tensor operations over its two passes (four networks, forwards and
-backwards), its four optimisers not counted.
+batch dispatches about 900 kernels over its two passes (four networks, forwards, backwards and
+four optimisers; ``make kernels``).
 :class:`StepGraphs` records one full-batch ``train_step`` per phase as a CUDA graph and replays it
 with one launch per batch. The recorded kernels are the eager step's kernels, so the math is the
 same; only the launch cost goes.
