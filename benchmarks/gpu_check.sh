@@ -15,11 +15,13 @@
 #
 # Knobs (defaults are the GPU run): OSRBENCH_BENCH_DEVICE (cuda), OSRBENCH_BENCH_IMAGES (10000),
 # OSRBENCH_BENCH_ROUNDS (3), OSRBENCH_BENCH_METHODS (softmax arpl-cs dias), OSRBENCH_CHECK_JOBS (4),
-# OSRBENCH_CHECK_METHODS (softmax), OSRBENCH_CHECK_EPOCHS (5), OSRBENCH_CHECK_SEEDS (2).
+# OSRBENCH_CHECK_SPLITS (0-4, the concurrent runs' splits), OSRBENCH_CHECK_METHODS (softmax),
+# OSRBENCH_CHECK_EPOCHS (5), OSRBENCH_CHECK_SEEDS (2) of the policy check.
 # OSRBENCH_CHECK_BUDGET_SCALE (1) multiplies every time budget. A CPU smoke run of the script itself
-# (the CUDA-only parts skip; a CPU is slower than the budgets assume):
+# (the CUDA-only parts skip; the policy check's bf16 runs overrun there: CPUs emulate bf16):
 #   OSRBENCH_BENCH_DEVICE=cpu OSRBENCH_BENCH_IMAGES=128 OSRBENCH_BENCH_ROUNDS=1 OSRBENCH_BENCH_METHODS=softmax \
-#   OSRBENCH_CHECK_EPOCHS=1 OSRBENCH_CHECK_JOBS=2 OSRBENCH_CHECK_BUDGET_SCALE=4 benchmarks/gpu_check.sh
+#   OSRBENCH_CHECK_EPOCHS=1 OSRBENCH_CHECK_JOBS=2 OSRBENCH_CHECK_SPLITS=0-1 OSRBENCH_CHECK_BUDGET_SCALE=4 \
+#   benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-/tmp}/osrbench-gpu-check
@@ -56,7 +58,7 @@ step throughput-fp32 90 $PYTEST benchmarks/test_throughput.py --benchmark-column
 step throughput-bf16 30 env OSRBENCH_BENCH_PRECISION=bf16 $PYTEST benchmarks/test_throughput.py -k stream \
     --benchmark-columns=median --benchmark-json="$LOG/bf16.json"
 step concurrency 45 python benchmarks/concurrency_check.py --device "$DEVICE" --jobs "${OSRBENCH_CHECK_JOBS:-4}" \
-    --epochs 3 --splits 0-4
+    --epochs 3 --splits "${OSRBENCH_CHECK_SPLITS:-0-4}"
 step policy 40 python benchmarks/precision_check.py --device "$DEVICE" --methods ${OSRBENCH_CHECK_METHODS:-softmax} \
     --epochs "${OSRBENCH_CHECK_EPOCHS:-5}" --seeds "${OSRBENCH_CHECK_SEEDS:-2}"
 TOTAL=$(( $(date +%s) - START ))
