@@ -104,22 +104,42 @@ def foreach_like_cuda(optimizers: Iterable[torch.optim.Optimizer]) -> None:
 #: work (the shuffle and augmentation draws, the chunk's gather and crop) is spread over its batches.
 PASS_IMAGES = 30000
 BATCH = 64
+K = 6  # known classes, as in a CIFAR-10 split
 #: Full batches each phase runs before the counted one (momentum buffers, Adam state, ARPL+CS's
 #: branch-1 gradients: what a later batch of the run already has).
 WARMUP = 3
 
 
-def _images(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` seeded uint8 CIFAR-shaped images and labels of :data:`K` classes (speed does not depend on pixels)."""
     g = torch.Generator().manual_seed(0)
     return (torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
-            torch.randint(0, k, (n,), generator=g))
+            torch.randint(0, K, (n,), generator=g))
+
+
+def bench_session(name: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, overrides: dict | None = None):
+    """Method ``name`` set up by ``osrbench.session`` as the engine sets it up, on images ``x, y`` of
+    :data:`K` classes (batch 64, crop and flip, CIFAR-10's config, plus ``overrides``), with its step built."""
+    from osrbench import config as configmod
+    from osrbench import plugins, session
+    from osrbench.datasets import OpenSetData
+
+    k = K
+    reg = plugins.get()
+    spec = reg.method(name)
+    _, cfg = configmod.resolve(spec, reg.dataset("cifar10"),
+                               overrides={"batch_size": BATCH, "augment": "crop_flip", **(overrides or {})})
+    data = OpenSetData(x, y, x[:k], torch.arange(k), x[:k], torch.arange(k))
+    s = session.open_session(spec, cfg, data, num_classes=k, dataset="cifar10", device=device, seed=0)
+    s.build_step()
+    return s
 
 
 def stream_per_batch(device: torch.device, images: int = PASS_IMAGES) -> tuple[float, KernelCount]:
     """Kernels per batch of one crop-and-flip pass of ``images`` 32-px images, and the pass's count."""
     from osrbench.data.stream import TrainStream
 
-    x, y = _images(images, 6)
+    x, y = synthetic_images(images)
     stream = TrainStream(x, y, BATCH, seed=0, device=device, augment="crop_flip")
     _, counted = count(lambda: sum(1 for _ in stream.batches(0)), device)
     return counted.total / len(stream), counted
@@ -147,22 +167,15 @@ def method_per_batch(name: str, device: torch.device, stream: float, overrides: 
     full batch after :data:`WARMUP`: its ``train_step`` and the summing of its loss terms
     (``session.LossSums``). With ``cuda_graphs`` the counted batch is a replay: what the host still
     dispatches around the one graph launch (input copies, the loss terms' copy and sum)."""
-    from osrbench import config as configmod
-    from osrbench import plugins, session
-    from osrbench.datasets import OpenSetData
+    from osrbench import session
 
-    k = 6
-    reg = plugins.get()
-    spec = reg.method(name)
-    _, cfg = configmod.resolve(spec, reg.dataset("cifar10"),
-                               overrides={"batch_size": BATCH, "augment": "crop_flip", **(overrides or {})})
-    warm = WARMUP + (1 if cfg["cuda_graphs"] else 0)  # graphs: the batch after the warm-up is recorded
-    x, y = _images(BATCH * (warm + 1), k)
-    data = OpenSetData(x, y, x[:k], torch.arange(k), x[:k], torch.arange(k))
-    s = session.open_session(spec, cfg, data, num_classes=k, dataset="cifar10", device=device, seed=0)
+    graphed = bool((overrides or {}).get("cuda_graphs"))
+    warm = WARMUP + graphed  # graphs: the batch after the warm-up is recorded
+    x, y = synthetic_images(BATCH * (warm + 1))
+    s = bench_session(name, x, y, device, overrides)
     if device.type != "cuda":
         foreach_like_cuda(s.method.optimizers())
-    step = s.build_step()
+    step = s.step
     sums = session.LossSums(device)
     steps = {}
     for index, phase in enumerate(s.phases):

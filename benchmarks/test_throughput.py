@@ -17,34 +17,12 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks import kernels
 from benchmarks.conftest import DEVICE, IMAGES, METHODS, PRECISION, ROUNDS, THROUGHPUT, WORKERS
-from osrbench import config as configmod
-from osrbench import graphs, plugins, session
+from osrbench import graphs
 from osrbench.data.stream import TrainStream
-from osrbench.datasets import OpenSetData
 
-K = 6
-BATCH = 64
-
-
-def _data():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (IMAGES, 3, 32, 32), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, K, (IMAGES,), generator=g)
-    return x, y
-
-
-def _session(name, x, y, cuda_graphs=False):
-    """The method set up by osrbench.session exactly as the engine sets it up, with its step."""
-    reg = plugins.get()
-    spec = reg.method(name)
-    _, cfg = configmod.resolve(spec, reg.dataset("cifar10"),
-                               overrides={"precision": PRECISION, "cuda_graphs": cuda_graphs, "batch_size": BATCH,
-                                          "augment": "crop_flip"})
-    data = OpenSetData(x, y, x[:K], torch.arange(K), x[:K], torch.arange(K))
-    s = session.open_session(spec, cfg, data, num_classes=K, dataset="cifar10", device=DEVICE, seed=0)
-    s.build_step()
-    return s
+BATCH = kernels.BATCH
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -76,8 +54,8 @@ def _epoch(s, batches_per_phase):
 
 
 def _measure(benchmark, method_name, feed):
-    x, y = _data()
-    s = _session(method_name, x, y, cuda_graphs=feed == "graphs")
+    x, y = kernels.synthetic_images(IMAGES)
+    s = kernels.bench_session(method_name, x, y, DEVICE, {"precision": PRECISION, "cuda_graphs": feed == "graphs"})
     if feed in ("stream", "graphs"):
         batches = lambda phase: s.stream.batches(0, phase)  # noqa: E731
     else:
