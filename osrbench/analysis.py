@@ -129,16 +129,21 @@ class Bootstrap:
     seed: int
 
 
-def bootstrap(c: Comparison, resamples: int = stats.RESAMPLES, seed: int = 0) -> Bootstrap:
+def bootstrap(c: Comparison, resamples: int = stats.RESAMPLES, seed: int = 0, progress: bool = False) -> Bootstrap:
     """The stratified test-sample bootstrap of every metric of ``c``, per split and method.
 
     Resample ``r`` of split ``k`` draws the knowns and the unknowns with replacement from the
     split's test set (seeded by ``(seed, k)``); each method's value is its seeds' mean on those
-    same draws, so per-resample differences between methods are paired.
+    same draws, so per-resample differences between methods are paired. ``progress``: a progress
+    bar on stderr (a large ``--resamples`` takes minutes).
     """
+    from tqdm.auto import tqdm
+
     stats.check_resamples(resamples)
     by_split = _split_samples(c)
     values: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+    bar = tqdm(total=len(by_split) * resamples, disable=not progress, desc="bootstrap", unit="resample",
+               leave=False, mininterval=1.0)
     for k, by_method in sorted(by_split.items()):
         ref = next(iter(by_method.values()))[0]
         acc = {m: {x: np.zeros(resamples) for x in c.metrics} for m in by_method}
@@ -148,7 +153,9 @@ def bootstrap(c: Comparison, resamples: int = stats.RESAMPLES, seed: int = 0) ->
                 for s in runs:
                     for name, v in s.metrics(c.metrics, ki, ui).items():
                         acc[m][name][r] += v / len(runs)
+            bar.update()
         values[k] = {m: {x: a for x, a in d.items() if _has(by_method[m], x)} for m, d in acc.items()}
+    bar.close()
     return Bootstrap(values, resamples, seed)
 
 
@@ -189,11 +196,11 @@ class Intervals:
 
 
 def intervals(c: Comparison, resamples: int = stats.RESAMPLES, seed: int = 0, level: float = stats.LEVEL,
-              boot: Bootstrap | None = None) -> Intervals:
+              boot: Bootstrap | None = None, progress: bool = False) -> Intervals:
     """Per split (test-sample bootstrap) and over splits (t and split bootstrap), for each method
     and each pair of ``c``; ``boot`` reuses a :func:`bootstrap` already drawn."""
     stats.check_level(level)
-    boot = boot or bootstrap(c, resamples, seed)
+    boot = boot or bootstrap(c, resamples, seed, progress)
     out = Intervals(level, boot.resamples, boot.seed)
     for metric in c.metrics:
         summ = c.summaries[metric]

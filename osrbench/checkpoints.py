@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from osrbench.errors import MethodFailed, UserError
-from osrbench.results import atomic_write
+from osrbench.results import OutputError, atomic_write, os_problem
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
@@ -121,18 +121,39 @@ def save(folder: Path, payload: dict[str, Any]) -> None:
     folder = Path(folder)
     current = folder / CHECKPOINT
     with _folder_lock(folder):
+        check_folder(folder)
         try:
             os.replace(current, folder / PREVIOUS)
         except FileNotFoundError:  # the first checkpoint
             pass
+        except OSError as exc:  # the folder turned read-only, a full disk, ...: one line, not a traceback
+            raise os_problem(folder / PREVIOUS, exc) from None
         atomic_write(current, lambda fh: fh.write(blob))
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse (:class:`~osrbench.results.OutputError`) a run folder whose checkpoint names hold
+    something other than a file (a folder, a device): no checkpoint could ever be saved there.
+
+    :func:`load_latest` checks it, so a resume stops before training instead of at its first save;
+    a run that starts over (``--force``) should call it before training too.
+    """
+    for name in (CHECKPOINT, PREVIOUS):
+        path = Path(folder) / name
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise OutputError(f"{path} is not a file (a folder or a device?), so no checkpoint can be saved "
+                              "there; move it away, then run again")
 
 
 @contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
     """An exclusive lock of a run folder (processes sharing it rotate checkpoints one at a time)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as fh:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(folder / ".lock", "a")
+    except OSError as exc:
+        raise os_problem(folder / ".lock", exc) from None
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -140,19 +161,60 @@ def _folder_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+#: What to do about a damaged checkpoint (the engine tries checkpoint.prev.pt by itself).
+_WHAT_TO_DO = f"--resume continues from {PREVIOUS} when that one is intact; else start over with --force"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def payload_problem(ckpt: Any) -> str | None:
+    """What a checkpoint that passed its content hash lacks to be resumed from (``None``: nothing).
+
+    The hash proves the bytes are the ones written, not that osrbench wrote them: a file made by
+    hand with a valid trailer could hold a bare tensor or a string epoch, which would otherwise end
+    in a traceback deep inside a resume.
+    """
+    if not isinstance(ckpt, dict):
+        return f"a {type(ckpt).__name__}, not a checkpoint's mapping"
+    if not _is_int(ckpt.get("format")) or ckpt["format"] > FORMAT:
+        return f"format {ckpt.get('format')!r}, not one this osrbench reads ({FORMAT})"
+    if not _is_int(ckpt.get("epoch")) or ckpt["epoch"] < 0:
+        return f"epoch {ckpt.get('epoch')!r} is not a count of epochs"
+    checks = {
+        "identity": isinstance(ckpt.get("identity"), dict),
+        "state": isinstance(ckpt.get("state"), dict),
+        "history": isinstance(ckpt.get("history"), list) and all(isinstance(r, dict) for r in ckpt["history"]),
+        "elapsed": isinstance(ckpt.get("elapsed"), (int, float)) and not isinstance(ckpt.get("elapsed"), bool)
+        and ckpt["elapsed"] >= 0,
+        "fitted": isinstance(ckpt.get("fitted", False), bool),
+        "rng": isinstance(ckpt.get("rng"), dict) and torch.is_tensor(ckpt["rng"].get("torch"))
+        and torch.is_tensor(ckpt["rng"].get("generator")) and isinstance(ckpt["rng"].get("python"), tuple)
+        and isinstance(ckpt["rng"].get("numpy"), list) and isinstance(ckpt["rng"].get("cuda"), list),
+    }
+    bad = next((key for key, ok in checks.items() if not ok), None)
+    return None if bad is None else f"its {bad!r} is missing or of the wrong type"
+
+
 def read(path: Path) -> dict[str, Any]:
     """Load and verify one checkpoint file."""
     try:
         blob = Path(path).read_bytes()
     except OSError as exc:
-        raise CorruptCheckpoint(f"{path}: cannot read checkpoint ({exc.strerror})") from None
+        raise CorruptCheckpoint(f"{path}: cannot read checkpoint ({exc.strerror}); {_WHAT_TO_DO}") from None
     body, sep, digest = blob.rpartition(_TRAILER)
     if not sep or hashlib.sha256(body).hexdigest().encode() != digest:
-        raise CorruptCheckpoint(f"{path}: checkpoint is truncated or damaged (content hash mismatch)")
+        raise CorruptCheckpoint(f"{path}: checkpoint is truncated or damaged (content hash mismatch); {_WHAT_TO_DO}")
     try:
-        return torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+        ckpt = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling refusal means an unusable file
-        raise CorruptCheckpoint(f"{path}: checkpoint refused by safe loading ({type(exc).__name__})") from None
+        raise CorruptCheckpoint(f"{path}: checkpoint refused by safe loading ({type(exc).__name__}); "
+                                f"{_WHAT_TO_DO}") from None
+    problem = payload_problem(ckpt)
+    if problem:
+        raise CorruptCheckpoint(f"{path}: not a checkpoint osrbench wrote ({problem}); {_WHAT_TO_DO}")
+    return ckpt
 
 
 def load_latest(folder: Path, accept: Callable[[dict[str, Any], str], None] | None = None
@@ -160,6 +222,7 @@ def load_latest(folder: Path, accept: Callable[[dict[str, Any], str], None] | No
     """The newest intact checkpoint of a run folder that ``accept(ckpt, path)`` does not refuse
     (by raising a UserError: a foreign file), falling back to the previous one; and one line per
     file that was damaged or refused."""
+    check_folder(folder)
     problems: list[str] = []
     for name in (CHECKPOINT, PREVIOUS):
         path = Path(folder) / name

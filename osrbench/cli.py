@@ -34,7 +34,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def empty_argument(argv: Sequence[str]) -> str | None:
+    """The first argument that is empty or blank (``--out ''``, ``--device=``), named; ``None`` when none is.
+
+    Every argument is a name, a number, a path or a list of them; an empty one is always a slip
+    (an unset shell variable): taken as given, ``--out ''`` would be the current folder, ``--device ''``
+    auto and ``--scorer ''`` every scorer.
+    """
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if arg.startswith("--") and eq and not value.strip():
+            return f"{flag} is empty"
+        if not arg.strip():
+            before = argv[i - 1] if i else ""
+            return f"{before} is empty" if before.startswith("-") else f"argument {i + 1} is empty"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    empty = empty_argument(argv)
+    if empty:
+        print(f"osrbench: error: {empty}; give a value or leave the option out", file=sys.stderr)
+        return EXIT_USER
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

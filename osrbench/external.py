@@ -207,6 +207,16 @@ def read_files(layout: str, paths: tuple[Path, ...]) -> Loaded:
     return Loaded(files, weights=layouts.ExternalWeights.from_files(objs))
 
 
+def check_seed_matches(loaded: Loaded, req: EvaluateRequest) -> None:
+    """Refuse ``--seed`` when the weights are an osrbench checkpoint trained with another seed: the
+    record would file seed-0 weights as a seed-5 run, and a comparison over seeds would count them
+    as another draw."""
+    ident = records.RunIdentity.from_json(loaded.checkpoint.get("identity")) if loaded.checkpoint else None
+    if ident is not None and ident.seed != req.seed:
+        raise UsageError(f"--weights {loaded.files[0].path} was trained with seed {ident.seed}, not --seed "
+                         f"{req.seed}; evaluate it with --seed {ident.seed}")
+
+
 def _load_release(s: session.Session, name: str, layout: str, loaded: Loaded) -> dict[str, Any]:
     weights = loaded.weights
     assert weights is not None
@@ -281,6 +291,7 @@ def evaluate(req: EvaluateRequest, registry: plugins.Plugins | None = None,
     if isinstance(probe, Method):  # else open_session says what is wrong with the factory
         check_accepted(base.spec.name, probe, req.layout)  # before any file or data is read
     loaded = read_files(req.layout, req.weights)
+    check_seed_matches(loaded, req)
     p = external_plan(base, req.layout, loaded.files)
     existing = p.existing_result(log)
     if existing is not None and not req.force:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,8 +244,12 @@ def write_record(folder: Path, record: Record) -> Record:
     return read_record(path)
 
 
-def read_record(path: Path) -> Record:
-    """A verified record (``result.json`` or its folder); :class:`CorruptRecord` when it is not one."""
+def read_record(path: Path, verify: bool = True) -> Record:
+    """A verified record (``result.json`` or its folder); :class:`CorruptRecord` when it is not one.
+
+    ``verify``: its metrics must also be what its scores file gives (:func:`verify_metrics`); only
+    a reader that recomputes every number itself (``rescore``) reads without it.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / RESULT
@@ -252,7 +257,59 @@ def read_record(path: Path) -> Record:
         doc = results.read_json(path)
     except results.CorruptJSON as exc:
         raise CorruptRecord(str(exc)) from None
-    return Record.from_json(doc, str(path)).replace(dir=path.parent)
+    rec = Record.from_json(doc, str(path)).replace(dir=path.parent)
+    if verify:
+        verify_metrics(rec)
+    return rec
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two metric values agree: equal up to rounding, or both missing (JSON stores NaN as null)."""
+    missing = [x is None or (isinstance(x, float) and math.isnan(x)) for x in (a, b)]
+    if any(missing):
+        return all(missing)
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+#: What a record that fails verification says to do (``compare`` and ``run`` do it themselves).
+_AGAIN = "it is not used (osrbench run or compare evaluates it again from its final checkpoint)"
+
+
+def verify_metrics(rec: Record, scores: "Scores | None" = None) -> None:
+    """Refuse (:class:`CorruptRecord`, naming the file and the metric) a record whose numbers are not
+    the ones its own ``scores.npz`` (or ``scores``, already read from it) gives.
+
+    The content hash proves a record is intact, not that its numbers came from its scores: anyone
+    can edit a metric and hash the file again. So every metric is recomputed from the stored
+    scores (a few thousand values: cheap) and must agree, as must the image counts and score
+    names. A record that states no scores file (``scores_sha256`` null: schema 1) has nothing to
+    be checked against and is read as it is.
+    """
+    if rec.scores_sha256 is None or rec.dir is None:
+        return
+    path = Path(rec.dir) / RESULT
+    if scores is None:
+        try:
+            scores = read_scores(rec.dir, rec)
+        except UserError as exc:
+            raise CorruptRecord(f"{path}: its metrics cannot be verified ({exc}); {_AGAIN}") from None
+    n_known, n_unknown = len(scores.known["score"]), len(scores.unknown["score"])
+    if (rec.counts.get("known"), rec.counts.get("unknown")) != (n_known, n_unknown):
+        raise CorruptRecord(f"{path}: its counts ({rec.counts.get('known')} known, {rec.counts.get('unknown')} "
+                            f"unknown images) are not its scores file's ({n_known}, {n_unknown}); {_AGAIN}")
+    if list(rec.scores) != scores.names:
+        raise CorruptRecord(f"{path}: its score names {list(rec.scores)} are not its scores file's {scores.names}; "
+                            f"{_AGAIN}")
+    try:
+        derived = scores.metrics("score", rec.f1_rule)
+    except (UserError, ValueError) as exc:
+        raise CorruptRecord(f"{path}: its metrics cannot be recomputed from its scores ({exc}); {_AGAIN}") from None
+    for name, value in rec.metrics.items():
+        if name not in derived:
+            raise CorruptRecord(f"{path}: metric {name!r} is not one its scores give; {_AGAIN}")
+        if not _same(value, derived[name]):
+            raise CorruptRecord(f"{path}: metric {name!r} is {value!r}, but its scores.npz gives {derived[name]!r} "
+                                f"(the record was edited); {_AGAIN}")
 
 
 def misplaced(rec: Record) -> str | None:
@@ -267,17 +324,19 @@ def misplaced(rec: Record) -> str | None:
     return None
 
 
-def iter_records(root: Path, on_error: Callable[[str], None] | None = None) -> Iterator[Record]:
-    """Every valid record under ``root`` in its own run folder, in path order; a corrupt or
-    misplaced one is reported through ``on_error`` and skipped."""
+def iter_records(root: Path, on_error: Callable[[str], None] | None = None,
+                 verify: bool = True) -> Iterator[Record]:
+    """Every valid record under ``root`` in its own run folder, in path order; a corrupt,
+    unverifiable (``verify``, see :func:`read_record`) or misplaced one is reported through
+    ``on_error`` and skipped."""
     for path in sorted(Path(root).rglob(RESULT)):
         try:
-            rec = read_record(path)
+            rec = read_record(path, verify=False)
+            problem = misplaced(rec)  # first: a copied record's folder holds no scores of its own
+            if problem is None and verify:
+                verify_metrics(rec)
         except CorruptRecord as exc:
-            if on_error:
-                on_error(str(exc))
-            continue
-        problem = misplaced(rec)
+            problem = str(exc)
         if problem is None:
             yield rec
         elif on_error:
@@ -497,4 +556,11 @@ def read_posthoc(folder: Path, record: Record) -> Posthoc:
                           "score it again with osrbench score --force")
     if not isinstance(info, dict) or {n for n, v in info.items() if "not_applicable" not in v} != set(names):
         raise CorruptRecord(f"{path}: its scorer list does not match its scores")
+    # its metrics are always computed from these scores with scores.npz's predictions: one score per test image
+    want = (record.counts.get("known"), record.counts.get("unknown"))
+    for n in names:
+        if (known[n].shape, unknown[n].shape) != ((want[0],), (want[1],)):
+            raise CorruptRecord(f"{path}: scorer {n!r} holds {known[n].shape} known and {unknown[n].shape} unknown "
+                                f"scores, not one per test image ({want[0]}, {want[1]}); score it again with "
+                                "osrbench score --force")
     return Posthoc(known, unknown, info)

@@ -81,9 +81,12 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
                 req = make_request(name, split, seed)
                 if not run:
                     p = engine.plan(req)
-                    rec = p.existing_result()
+                    why: list[str] = []  # why a stored record is not used (damaged, edited)
+                    rec = p.existing_result(why.append)
                     if rec is None:
-                        failures.append(f"{name} split {split} seed {seed}: no result in {p.dir} (run without --no-run)")
+                        failures.append(f"{name} split {split} seed {seed}: " + (
+                            why[-1].removeprefix("warning: ") if why else
+                            f"no result in {p.dir} (run without --no-run)"))
                     else:
                         found.append(rec)
                     continue
@@ -388,11 +391,12 @@ def select(recs: Iterable[Record], dataset: str | None = None, protocol: str | N
             and (not protocol or rec.protocol == protocol) and (not methods or rec.method in methods)]
 
 
-def read_runs(runs: Path, log: Callable[[str], None] = lambda msg: None) -> list[Record]:
-    """Every result record under ``runs``; a damaged one is skipped with a warning through ``log``."""
+def read_runs(runs: Path, log: Callable[[str], None] = lambda msg: None, verify: bool = True) -> list[Record]:
+    """Every result record under ``runs``; a damaged one (``verify``: or one whose metrics its scores
+    do not give) is skipped with a warning through ``log``."""
     if not Path(runs).is_dir():
         raise UserError(f"no results folder {runs} (pass --runs DIR, the --out of your runs)")
-    return list(records.iter_records(runs, on_error=lambda msg: log(f"warning: skipped {msg}")))
+    return list(records.iter_records(runs, on_error=lambda msg: log(f"warning: skipped {msg}"), verify=verify))
 
 
 def tie_tol_from(points: float | None) -> float:

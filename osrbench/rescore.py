@@ -198,6 +198,7 @@ def rescore_record(rec: Record, name: str, from_checkpoint: bool = False, device
     folder = Path(rec.dir)
     if (folder / records.SCORES).exists() and not from_checkpoint:
         scores, source = records.read_scores(folder, rec), records.SCORES
+        records.verify_metrics(rec, scores)  # the "main" column shows the record's numbers: its scores' own
     else:
         from osrbench import checkpoints
 

@@ -9,6 +9,7 @@ temporary file. Torch-free.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -64,19 +65,23 @@ def check_writable_dir(path: Path, what: str = "output folder") -> Path:
     written in, or can be created as one: an :class:`OutputError` naming the path and the reason
     otherwise (a file, ``/dev/null``, no permission, a read-only file system)."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{what} {path} is not a folder (it is a file or a device)")
-    existing = path
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise OutputError(f"{what} {path} cannot be created: {existing} is not a folder")
-    try:
+    if not str(path).strip():  # Path("") is the current folder: an empty --out is a mistake, not a choice
+        raise OutputError(f"{what} is empty; give a folder")
+    try:  # a name the OS refuses (too long, ...) raises on the first look
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"{what} {path} is not a folder (it is a file or a device)")
+        existing = path
+        while not existing.exists():
+            if existing.parent == existing:
+                break
+            existing = existing.parent
+        if existing.exists() and not existing.is_dir():
+            raise OutputError(f"{what} {path} cannot be created: {existing} is not a folder")
         _probe(existing)
+    except OutputError:
+        raise
     except OSError as exc:
-        raise OutputError(f"{what} {path} is not writable ({existing}: {exc.strerror or type(exc).__name__})") from None
+        raise OutputError(f"{what} {path} is not writable ({exc.strerror or type(exc).__name__})") from None
     return path
 
 
@@ -94,12 +99,31 @@ def ensure_dir(path: Path, what: str = "output folder") -> Path:
 def check_output_file(path: Path, what: str = "output file") -> Path:
     """Refuse, before any work, an output file that is a folder or whose folder cannot be written."""
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{what} {path} is a folder; give a file name (e.g. {path / 'out.json'})")
-    if path.exists() and not path.is_file():
-        raise OutputError(f"{what} {path} is not a regular file (a device?); give a file name")
-    check_writable_dir(path.parent, f"the folder of {what} {path},")
+    if not str(path).strip() or path.name in ("", ".", ".."):
+        raise OutputError(f"{what} {str(path)!r} is not a file name")
+    try:
+        if path.is_dir():
+            raise OutputError(f"{what} {path} is a folder; give a file name (e.g. {path / 'out.json'})")
+        if path.exists() and not path.is_file():
+            raise OutputError(f"{what} {path} is not a regular file (a device?); give a file name")
+        check_writable_dir(path.parent, f"the folder of {what} {path},")
+        if len(os.fsencode(path.name)) + len(f"..{_WRITER}.XXXXXXXX.tmp") > _name_max(path.parent):
+            raise OSError(errno.ENAMETOOLONG, "File name too long")  # its temporary file's name would be
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{what} {path} cannot be written: {exc.strerror or type(exc).__name__}") from None
     return path
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name the file system of ``folder`` (or its nearest existing parent) takes."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 #: Who writes a temporary file (``<host>-<pid>``, in its name): a later run removes the ones whose

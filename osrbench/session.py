@@ -149,10 +149,22 @@ def seed_everything(seed: int, device: torch.device, deterministic: bool | None 
         torch.backends.cudnn.benchmark = True  # as the releases do
 
 
+def phases_problem(phases: Any) -> str | None:
+    """What is wrong with a method's ``phases`` (``None``: nothing); the conformance suite says the same."""
+    if not isinstance(phases, (tuple, list)) or not phases:
+        return f"phases is {phases!r}; expected a non-empty tuple of phase names"
+    if not all(isinstance(p, str) and p for p in phases) or len(set(phases)) != len(phases):
+        return f"phases {phases!r} must be distinct non-empty strings"
+    return None
+
+
 def _make(spec: MethodSpec) -> Method:
     method = spec.factory()
     if not isinstance(method, Method):
         raise TypeError(f"factory() returned {type(method).__name__}, not an osrbench.Method subclass")
+    problem = phases_problem(method.phases)
+    if problem:  # an epoch is one pass per phase: with none the run would train nothing and still write a record
+        raise UserError(f"method {spec.name!r} cannot be trained: {problem}")
     return method
 
 

@@ -554,10 +554,9 @@ def _check_register(s: _Session) -> str:
     if a is b:
         raise _fail("register", "factory() returned the same object twice; it must make a fresh method per call")
     phases = a.phases
-    if not isinstance(phases, (tuple, list)) or not phases:
-        raise _fail("register", f"phases is {phases!r}; expected a non-empty tuple of phase names")
-    if not all(isinstance(p, str) and p for p in phases) or len(set(phases)) != len(phases):
-        raise _fail("register", f"phases {phases!r} must be distinct non-empty strings")
+    problem = session.phases_problem(phases)
+    if problem:
+        raise _fail("register", problem)
     info = s.reg.plugin_of("method", s.name)
     return f"plugin {info.name!r} ({info.distribution} {info.version}), phases {tuple(phases)}"
 

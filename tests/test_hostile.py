@@ -1,6 +1,11 @@
-"""Hostile inputs (issue 15, items 4, 7 and 8): each ends with exit code 2 and one line
+"""Hostile inputs (issue 15, items 4, 7 and 8; issue 27): each ends with exit code 2 and one line
 ``osrbench: error: ...`` (``data check``: exit 2 and the problem in its table), never a traceback,
 and nothing the input asks for is allocated before its bounds are checked.
+
+Issue 27 adds damaged checkpoints of every shape, statistics options out of bounds, inputs that
+used to succeed falsely (a scorer list naming nothing, a method without phases), silently wrong
+accepts (an edited metric with a recomputed hash, a seed contradicting the weights, a grid key
+given twice) and loose inputs (empty strings, ``--jobs 0``, a method compared with itself).
 
 Every case goes through ``osrbench.cli.main`` in this process. :data:`CASES` is the table; one
 test per case, and :func:`test_the_whole_table_ends_in_no_traceback` runs it all and counts.
@@ -201,14 +206,14 @@ def osrbench_register_methods(register):
 """
 
 
-def _plugins(*dists: tuple[str, str]):
+def _plugins(*dists: tuple[str, str], template: str = _PLUGIN):
     """Fake third-party distributions ``(name, method it registers)`` on sys.path."""
     def setup(tmp: Path, mp: pytest.MonkeyPatch) -> None:
         site = tmp / "site"
         site.mkdir()
         for dist, method in dists:
             module = dist.replace("-", "_") + "_mod"
-            (site / f"{module}.py").write_text(textwrap.dedent(_PLUGIN.format(method=method)))
+            (site / f"{module}.py").write_text(textwrap.dedent(template.format(method=method)))
             info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
             info.mkdir()
             (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
@@ -217,6 +222,105 @@ def _plugins(*dists: tuple[str, str]):
         importlib.invalidate_caches()
         plugins.reset()
     return setup
+
+
+_NO_PHASES_PLUGIN = """
+import osrbench
+from osrbench_softmax.plugin import DEFAULTS, Softmax
+
+class NoPhases(Softmax):
+    phases = ()
+
+@osrbench.hookimpl
+def osrbench_register_methods(register):
+    register(osrbench.MethodSpec(name="{method}", factory=NoPhases, defaults=DEFAULTS))
+"""
+
+
+def _no_phases_plugin(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    _plugins(("no-phases", "no-phases"), template=_NO_PHASES_PLUGIN)(tmp, mp)
+
+
+_TRAINED: list[Path] = []
+
+
+def _trained_runs() -> Path:
+    """A runs folder holding one finished run (softmax, digits, 1 epoch), trained once per session."""
+    if not _TRAINED:
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="osrbench-hostile-")) / "runs"
+        assert cli.main(["run", "--method", "softmax", *[a.replace("{tmp}/runs", str(out)) for a in DIGITS]]) == 0
+        _TRAINED.append(out)
+    return _TRAINED[0]
+
+
+def _run_dir(tmp: Path) -> Path:
+    return next((tmp / "runs").rglob("result.json")).parent
+
+
+def _trained(damage: Callable[[Path], None] | None = None) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    """A copy of the trained runs folder under ``{tmp}/runs``, then ``damage(run folder)``."""
+    def setup(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+        import shutil
+
+        shutil.copytree(_trained_runs(), tmp / "runs")
+        if damage:
+            damage(_run_dir(tmp))
+    return setup
+
+
+def _unfinished(checkpoint: Callable[[Path], None]) -> Callable[[Path], None]:
+    """No record (the run looks unfinished), and ``checkpoint(path of checkpoint.pt)``."""
+    def damage(run: Path) -> None:
+        for name in ("result.json", "scores.npz"):
+            (run / name).unlink()
+        checkpoint(run / "checkpoint.pt")
+    return damage
+
+
+def _folder_at(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _hashed_checkpoint(change: Callable[[dict], object]) -> Callable[[Path], None]:
+    """Rewrite checkpoint.pt as ``change(payload)`` with a valid sha256 trailer: it passes the integrity check."""
+    def write(path: Path) -> None:
+        import hashlib
+        import io
+
+        import torch
+
+        from osrbench import checkpoints
+
+        buf = io.BytesIO()
+        torch.save(change(checkpoints.read(path)), buf)
+        blob = buf.getvalue()
+        path.write_bytes(blob + checkpoints._TRAILER + hashlib.sha256(blob).hexdigest().encode())
+    return write
+
+
+def _edit_metric(run: Path) -> None:
+    """The AUROC edited and the content hash recomputed with osrbench's own function."""
+    from osrbench import results
+
+    doc = results.read_json(run / "result.json")
+    doc["metrics"]["auroc"] = 0.99
+    results.write_json(run / "result.json", doc)
+
+
+def _weights_file(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    _trained()(tmp, mp)
+    shutil.copy(_run_dir(tmp) / "checkpoint.pt", tmp / "ok.pt")
+
+
+RESUME = (*RUN, "--resume")
+EXPORT = ("export", "softmax", "--dataset", "digits", "--splits", "0", "--epochs", "1", "--out", "{tmp}/runs",
+          "--output", "{tmp}/b.json")
+CI = (*CMP, "--no-run", "--ci")
 
 
 # ---------------------------------------------------------------------------------------- table
@@ -244,7 +348,7 @@ CASES: tuple[Hostile, ...] = (
     Hostile("set-lr-null", (*RUN, "--set", "lr=null"), r"config key 'lr': None"),
     Hostile("set-gamma-nan", (*RUN, "--set", "gamma=.nan"), r"config key 'gamma' must be a finite number"),
     Hostile("set-lr-inf-text", (*RUN, "--set", "lr=inf"), r"config key 'lr' must be a finite number"),
-    Hostile("set-bool-empty", (*RUN, "--set", "cuda_graphs="), r"config key 'cuda_graphs': None .* needs a bool"),
+    Hostile("set-bool-empty", (*RUN, "--set", "cuda_graphs="), r"config key 'cuda_graphs': None"),
     Hostile("set-bool-null", (*RUN, "--set", "cuda_graphs=null"), r"config key 'cuda_graphs': None"),
     Hostile("grid-alias-bomb", (*SWEEP, "--grid", "{tmp}/grid.yaml", "--out", "{tmp}/runs"), r"anchors and aliases",
             _grid(f"set:\n  milestones: {ALIAS_BOMB}\n"), seconds=5),
@@ -332,6 +436,59 @@ CASES: tuple[Hostile, ...] = (
     Hostile("data-check-tiny-imagenet-empty-jpeg", ("data", "check", "tiny_imagenet", "--data-root", "{tmp}/data"),
             r"1 image file\(s\) .* are damaged: train/n02000000/images/n02000000_0\.JPEG \(empty\)", _tiny_imagenet,
             stream="out"),
+    # issue 27, class 1: tracebacks. Damaged checkpoints of every shape name the file and what to do.
+    Hostile("resume-checkpoint-is-a-folder", RESUME, r"checkpoint\.pt is not a file .* no checkpoint can be saved",
+            _trained(_unfinished(_folder_at))),
+    Hostile("resume-checkpoint-bare-tensor", RESUME,
+            r"checkpoint\.pt: not a checkpoint osrbench wrote \(a Tensor, .*--force",
+            _trained(_unfinished(_hashed_checkpoint(lambda c: __import__("torch").zeros(3))))),
+    Hostile("resume-checkpoint-negative-epoch", RESUME, r"checkpoint\.pt: .*epoch -1 is not a count of epochs.*--force",
+            _trained(_unfinished(_hashed_checkpoint(lambda c: {**c, "epoch": -1})))),
+    Hostile("resume-checkpoint-string-epoch", RESUME, r"epoch '1' is not a count of epochs",
+            _trained(_unfinished(_hashed_checkpoint(lambda c: {**c, "epoch": "1"})))),
+    Hostile("resume-checkpoint-no-rng", RESUME, r"its 'rng' is missing or of the wrong type",
+            _trained(_unfinished(_hashed_checkpoint(lambda c: {k: v for k, v in c.items() if k != "rng"})))),
+    Hostile("ci-resamples-1e20", (*CI, "--resamples", "99999999999999999999"),
+            r"--resamples 99,999,999,999,999,999,999 is more than 100,000"),
+    Hostile("ci-seed-negative", (*CI, "--ci-seed", "-1"), r"--ci-seed -1 out of range \(valid: 0-2147483647\)"),
+    Hostile("export-output-name-too-long", (*EXPORT[:-1], "{tmp}/" + "a" * 300 + ".json"),
+            r"--output .* cannot be written: File name too long"),
+    # class 2: hangs
+    Hostile("ci-resamples-1e6", (*CI, "--resamples", "1000000"), r"more than 100,000", seconds=5),
+    # class 3: false successes
+    Hostile("score-scorer-comma", ("score", "--runs", "{tmp}/runs", "--scorer", ","), r"--scorer ',' names no scorer"),
+    Hostile("method-without-phases", ("run", "--method", "no-phases", *DIGITS),
+            r"method 'no-phases' cannot be trained: phases is \(\); expected a non-empty tuple", _no_phases_plugin),
+    # class 4: silently wrong accepts
+    Hostile("export-edited-metric", EXPORT,
+            r"result\.json: metric 'auroc' is 0\.99, but its scores\.npz gives 0\.\d+ \(the record was edited\)",
+            _trained(_edit_metric)),
+    Hostile("rescore-edited-metric", ("rescore", "--runs", "{tmp}/runs", "--score", "msp"),
+            r"result\.json: metric 'auroc' is 0\.99, but its scores\.npz gives", _trained(_edit_metric)),
+    Hostile("evaluate-seed-contradicts-weights",
+            ("evaluate", "--method", "softmax", "--dataset", "digits", "--weights", "{tmp}/ok.pt", "--layout",
+             "osrbench", "--seed", "5", "--device", "cpu", "--out", "{tmp}/ev"),
+            r"ok\.pt was trained with seed 0, not --seed 5; evaluate it with --seed 0", _weights_file),
+    Hostile("grid-key-twice", (*SWEEP, "--grid", "{tmp}/grid.yaml"), r"key 'epochs' is given twice",
+            _grid("epochs: 100\nmethods: softmax\nepochs: 1\n")),
+    Hostile("grid-set-key-twice", (*SWEEP, "--grid", "{tmp}/grid.yaml"), r"key 'set: lr' is given twice",
+            _grid("set:\n  lr: 0.1\n  lr: 0.2\n")),
+    # class 5: loose inputs
+    Hostile("device-empty", (*RUN, "--device", ""), r"--device is empty"),
+    Hostile("recipe-empty", (*RUN, "--recipe", ""), r"--recipe is empty"),
+    Hostile("out-empty", (*RUN, "--out", ""), r"--out is empty"),
+    Hostile("out-empty-equals", (*RUN, "--out="), r"--out is empty"),
+    Hostile("scorer-empty", ("score", "--runs", "{tmp}/runs", "--scorer", " "), r"--scorer is empty"),
+    Hostile("method-empty", ("run", "--method", "", *DIGITS), r"--method is empty"),
+    Hostile("sweep-jobs-0", (*SWEEP, "--jobs", "0"), r"--jobs must be at least 1, got 0"),
+    Hostile("resolve-negative", (*CMP, "--resolve", "-1"), r"--resolve must be a difference in % points in \(0, 100\]"),
+    Hostile("ci-resamples-1", (*CI, "--resamples", "1"),
+            r"--resamples 1 is too few for --level 0\.95: .* each 2\.5 % tail, so at least 40"),
+    Hostile("ci-level-beyond-resamples", (*CI, "--level", "0.99999"),
+            r"at least 200,000 \(more than the 100,000 allowed: choose a lower --level\)"),
+    Hostile("compare-method-twice", ("compare", "softmax", "softmax", "--splits", "0", *DIGITS),
+            r"method 'softmax' is given twice"),
+    Hostile("export-method-twice", ("export", "softmax", "softmax", *EXPORT[2:]), r"method 'softmax' is given twice"),
 )
 
 
@@ -412,7 +569,7 @@ def test_the_whole_table_ends_in_no_traceback(tmp_path, capsys):
     with capsys.disabled():
         print(f"\nhostile inputs tried: {len(CASES)}; ending in a traceback: {len(tracebacks)}; "
               f"otherwise not one line + exit 2: {len(wrong)}")
-    assert len(CASES) >= 60
+    assert len(CASES) >= 90
     assert tracebacks == []
     assert wrong == []
 
@@ -486,3 +643,178 @@ def test_atomic_write_never_replaces_a_device_or_a_pipe(tmp_path):
         results.atomic_write(tmp_path / "pipe", lambda fh: fh.write(b"x"))
     assert stat.S_ISFIFO((tmp_path / "pipe").stat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+# ------------------------------------------------------------------- issue 27: what the cases rely on
+
+
+def _copy_trained(tmp_path: Path) -> Path:
+    """A copy of the trained runs folder; returns the run folder."""
+    _trained()(tmp_path, pytest.MonkeyPatch())
+    return _run_dir(tmp_path)
+
+
+def test_an_edited_metric_is_refused_by_every_reader_and_compare_evaluates_the_run_again(tmp_path, capsys):
+    from osrbench import records
+
+    run = _copy_trained(tmp_path)
+    true_auroc = records.read_record(run).metrics["auroc"]
+    _edit_metric(run)
+    with pytest.raises(records.CorruptRecord, match=r"result\.json: metric 'auroc' is 0\.99, but its scores\.npz"):
+        records.read_record(run)
+    assert records.read_record(run, verify=False).metrics["auroc"] == 0.99  # the hash alone accepts it
+    runs = str(tmp_path / "runs")
+    capsys.readouterr()
+    # report: skipped with the file and the metric named; nothing else to show, so one line and exit 2
+    assert cli.main(["report", "--runs", runs]) == 2
+    err = capsys.readouterr().err
+    assert "metric 'auroc' is 0.99" in err and str(run) in err
+    # compare --no-run: the run is missing, and the summary says why
+    argv = ["compare", "softmax", "--splits", "0", "--dataset", "digits", "--epochs", "1", "--device", "cpu",
+            "--quiet", "--out", runs, "--metrics", "auroc"]
+    assert cli.main([*argv, "--no-run"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "metric 'auroc' is 0.99, but its scores.npz gives" in err
+    # compare: evaluated again from the final checkpoint; the table shows the scores' AUROC, never 99.00
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "metric 'auroc' is 0.99" in err and f"{100 * true_auroc:.2f}" in out and "99.00" not in out
+    assert records.read_record(run).metrics["auroc"] == pytest.approx(true_auroc, abs=1e-12)
+
+
+def test_a_record_must_agree_with_its_scores_in_counts_names_and_every_metric(tmp_path):
+    from osrbench import records, results
+
+    run = _copy_trained(tmp_path)
+    good = results.read_json(run / "result.json")
+    for change, why in ((lambda d: d["counts"].update(known=1), r"its counts \(1 known"),
+                        (lambda d: d.update(scores=["score"]), r"its score names \['score'\]"),
+                        (lambda d: d["metrics"].update(made_up=0.5), r"metric 'made_up' is not one its scores give"),
+                        (lambda d: d["metrics"].update(acc=None), r"metric 'acc' is None"),
+                        (lambda d: d.update(f1_rule=["nosuch", 0.5]), r"cannot be recomputed")):
+        doc = json.loads(json.dumps(good))
+        change(doc)
+        results.write_json(run / "result.json", doc)
+        with pytest.raises(records.CorruptRecord, match=why):
+            records.read_record(run)
+    results.write_json(run / "result.json", good)
+    rec = records.read_record(run)  # the untouched record is read: the recomputed metrics agree
+    (run / "scores.npz").unlink()
+    with pytest.raises(records.CorruptRecord, match=r"its metrics cannot be verified \(.*no scores file\)"):
+        records.read_record(run)
+    assert records.read_record(run, verify=False) == rec
+
+
+def test_post_hoc_scores_must_hold_one_score_per_test_image(tmp_path):
+    from osrbench import records
+
+    run = _copy_trained(tmp_path)
+    rec = records.read_record(run)
+    n_known, n_unknown = rec.counts["known"], rec.counts["unknown"]
+    ok = records.Posthoc({"energy": np.zeros(n_known)}, {"energy": np.zeros(n_unknown)}, {"energy": {}})
+    records.write_posthoc(run, ok, rec)
+    assert records.read_posthoc(run, rec).names == ["energy"]
+    short = records.Posthoc({"energy": np.zeros(n_known - 1)}, {"energy": np.zeros(n_unknown)}, {"energy": {}})
+    records.write_posthoc(run, short, rec)  # a valid content hash, bound to the right run and scores file
+    with pytest.raises(records.CorruptRecord, match=r"scorer 'energy' holds .* not one per test image"):
+        records.read_posthoc(run, rec)
+
+
+def test_a_checkpoint_in_a_folder_that_refuses_the_rotation_is_one_line_and_keeps_the_old_one(tmp_path, monkeypatch):
+    from osrbench import checkpoints, results
+
+    run = _copy_trained(tmp_path)
+    ckpt = checkpoints.read(run / "checkpoint.pt")
+    before = (run / "checkpoint.pt").read_bytes()
+
+    def refused(src, dst):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with monkeypatch.context() as mp:  # the folder made read-only mid-run (root ignores chmod, so simulated)
+        mp.setattr(os, "replace", refused)
+        with pytest.raises(results.OutputError, match=r"cannot write .*checkpoint\.prev\.pt: Permission denied"):
+            checkpoints.save(run, ckpt)
+    assert (run / "checkpoint.pt").read_bytes() == before
+    (run / "checkpoint.prev.pt").mkdir()  # a folder where the previous checkpoint goes
+    with pytest.raises(results.OutputError, match=r"checkpoint\.prev\.pt is not a file"):
+        checkpoints.save(run, ckpt)
+    with pytest.raises(results.OutputError, match=r"checkpoint\.prev\.pt is not a file"):
+        checkpoints.load_latest(run)  # a resume stops before training, not at its first save
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_payload_problems_name_what_is_missing_and_accept_what_osrbench_writes(tmp_path):
+    from osrbench import checkpoints
+
+    run = _copy_trained(tmp_path)
+    ckpt = checkpoints.read(run / "checkpoint.pt")
+    assert checkpoints.payload_problem(ckpt) is None
+    assert checkpoints.payload_problem([1]) == "a list, not a checkpoint's mapping"
+    assert "epoch True" in checkpoints.payload_problem({**ckpt, "epoch": True})
+    assert "format 2" in checkpoints.payload_problem({**ckpt, "format": 2})
+    for key in ("identity", "state", "history", "elapsed", "rng"):
+        assert checkpoints.payload_problem({k: v for k, v in ckpt.items() if k != key}) == (
+            f"its {key!r} is missing or of the wrong type")
+    assert checkpoints.payload_problem({**ckpt, "elapsed": -1.0}) == "its 'elapsed' is missing or of the wrong type"
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one_when_that_is_intact(tmp_path, capsys):
+    from osrbench import checkpoints
+
+    run = _copy_trained(tmp_path)
+    (run / "result.json").unlink()
+    (run / "scores.npz").unlink()
+    good = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.prev.pt").write_bytes(good)
+    _hashed_checkpoint(lambda c: {**c, "epoch": "1"})(run / "checkpoint.pt")
+    ckpt, problems = checkpoints.load_latest(run)
+    assert ckpt is not None and ckpt["epoch"] == 1 and len(problems) == 1
+    assert "epoch '1' is not a count of epochs" in problems[0] and "--force" in problems[0]
+    assert cli.main([a.replace("{tmp}", str(tmp_path)) for a in RESUME]) == 0  # evaluated from the intact one
+    assert "epoch '1'" in capsys.readouterr().err
+    assert (run / "result.json").exists()
+
+
+def test_a_method_without_phases_writes_nothing(tmp_path, monkeypatch, capsys):
+    _no_phases_plugin(tmp_path, monkeypatch)
+    try:
+        assert cli.main(["run", "--method", "no-phases", *[a.replace("{tmp}", str(tmp_path)) for a in DIGITS]]) == 2
+    finally:
+        plugins.reset()
+    assert "phases is ()" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_long_bootstrap_shows_progress(tmp_path, capsys):
+    from osrbench import analysis, compare, records
+
+    run = _copy_trained(tmp_path)
+    c = compare.build([records.read_record(run)], ["softmax"], ["auroc"])
+    analysis.bootstrap(c, 50, progress=True)
+    assert "bootstrap" in capsys.readouterr().err
+    analysis.bootstrap(c, 50)
+    assert capsys.readouterr().err == ""
+
+
+def test_statistics_bounds_follow_the_level():
+    from osrbench import stats
+
+    assert stats.min_resamples(0.95) == 40 and stats.min_resamples(0.9) == 20 and stats.min_resamples(0.99) == 200
+    with pytest.raises(ValueError, match=r"1\.\.100,000"):
+        stats.bootstrap_mean([1.0, 2.0], stats.MAX_RESAMPLES + 1)
+
+
+def test_empty_arguments_are_named():
+    assert cli.empty_argument(["run", "--out", "x"]) is None
+    assert cli.empty_argument(["run", "--set", "lr="]) is None  # a key set to null: the config check's business
+    assert cli.empty_argument(["run", "--out", ""]) == "--out is empty"
+    assert cli.empty_argument(["run", "--device="]) == "--device is empty"
+    assert cli.empty_argument(["compare", "", "dias"]) == "argument 2 is empty"
+
+
+def test_the_grid_may_give_a_key_once_at_every_depth():
+    from osrbench.commands.sweep import _duplicate_key
+
+    assert _duplicate_key("methods: [softmax, dias]\nset: {lr: 0.1, gamma: 0.5}\n") is None
+    assert _duplicate_key("set:\n  lr: 0.1\nsplits: 0-4\nset:\n  gamma: 0.5\n") == "set"
+    assert _duplicate_key("set: {lr: 0.1, lr: 0.2}\n") == "set: lr"

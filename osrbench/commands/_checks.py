@@ -36,6 +36,13 @@ def check_jobs(jobs: int) -> None:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
 
 
+def check_distinct(names: list[str], what: str = "method") -> None:
+    """Each name once: ``compare softmax softmax`` would pair a method with itself (all ties, p = 1)."""
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise UsageError(f"{what} {twice!r} is given twice; name each {what} once")
+
+
 def check_table_format(fmt: str) -> str:
     """``fmt`` if tabulate knows it (``--format``); a one-line usage error listing the formats otherwise."""
     from tabulate import tabulate_formats
@@ -53,10 +60,22 @@ def check_tie_tol(points: float | None) -> None:
 
 
 def check_stats_args(args: argparse.Namespace) -> None:
-    """compare's statistics flags (``--resamples``, ``--level``, ``--resolve``), before anything is trained."""
-    if args.resamples < 1:
-        raise UsageError(f"--resamples must be a positive number of bootstrap resamples, got {args.resamples}")
+    """compare's statistics flags (``--resamples``, ``--level``, ``--ci-seed``, ``--resolve``), before
+    anything is trained: each within the bounds that give a meaningful answer in bounded time."""
+    from osrbench import protocols, stats
+
     if not (math.isfinite(args.level) and 0 < args.level < 1):
         raise UsageError(f"--level must be a confidence level in (0, 1), e.g. 0.95, got {args.level}")
-    if args.resolve is not None and not (math.isfinite(args.resolve) and 0 < abs(args.resolve) <= 100):
-        raise UsageError(f"--resolve must be a non-zero difference in % points, at most 100, got {args.resolve}")
+    if args.resamples > stats.MAX_RESAMPLES:
+        raise UsageError(f"--resamples {args.resamples:,} is more than {stats.MAX_RESAMPLES:,}: beyond that the "
+                         "intervals change by less than the printed digits while the time grows without bound")
+    least = stats.min_resamples(args.level)
+    if args.resamples < least:
+        raise UsageError(f"--resamples {args.resamples:,} is too few for --level {args.level}: a percentile interval "
+                         f"needs at least one resample in each {100 * (1 - args.level) / 2:g} % tail, so at least "
+                         f"{least:,}" + (f" (more than the {stats.MAX_RESAMPLES:,} allowed: choose a lower --level)"
+                                         if least > stats.MAX_RESAMPLES else ""))
+    if not 0 <= args.ci_seed <= protocols.MAX_SEED:
+        raise UsageError(f"--ci-seed {args.ci_seed} out of range (valid: 0-{protocols.MAX_SEED})")
+    if args.resolve is not None and not (math.isfinite(args.resolve) and 0 < args.resolve <= 100):
+        raise UsageError(f"--resolve must be a difference in % points in (0, 100], got {args.resolve}")

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from osrbench import compare, stats
-from osrbench.commands._checks import (check_jobs, check_run_args, check_stats_args, check_table_format,
-                                       check_tie_tol)
+from osrbench.commands._checks import (check_distinct, check_jobs, check_run_args, check_stats_args,
+                                       check_table_format, check_tie_tol)
 from osrbench.commands._options import add_run_options, add_std_option, log, request_from_args
 from osrbench.errors import EXIT_FAILED
 
@@ -15,6 +15,7 @@ from osrbench.errors import EXIT_FAILED
 def cmd_compare(args: argparse.Namespace) -> int:
     from osrbench import compare, engine, export, plugins, protocols, report
 
+    check_distinct(args.methods)
     reg = plugins.get()
     spec = reg.dataset(args.dataset)
     n = protocols.num_splits(spec, args.protocol)
@@ -109,7 +110,7 @@ def _statistics(c: compare.Comparison, args: argparse.Namespace):
         print(analysis.render_variance(c, args.format, resolve))
         out["variance"] = analysis.variance_doc(c, resolve)
     if args.ci:
-        iv = analysis.intervals(c, args.resamples, args.ci_seed, args.level)
+        iv = analysis.intervals(c, args.resamples, args.ci_seed, args.level, progress=not args.quiet)
         print()
         print(analysis.render_intervals(c, iv, args.format))
         out["intervals"] = iv.as_dict()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from osrbench import compare, export, report, results
-from osrbench.commands._checks import check_tie_tol
+from osrbench.commands._checks import check_distinct, check_tie_tol
 from osrbench.errors import UserError
 
 #: The largest file ``--validate`` reads (an export bundle is a few hundred kB).
@@ -37,6 +37,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UserError("export needs methods and --dataset (or --validate FILE)")
     if not args.output:
         raise UserError("export needs --output FILE")
+    check_distinct(args.methods)
     results.check_output_file(args.output, "--output")
     check_tie_tol(args.tie_tol)
     from osrbench import config as configmod

@@ -9,7 +9,7 @@ from typing import Any
 
 from osrbench.commands._checks import check_table_format
 from osrbench.commands._options import log, tabulate
-from osrbench.errors import UserError
+from osrbench.errors import UsageError, UserError
 
 #: The metrics of the matrix (a scorer has no macro-F1 rule).
 SCORE_METRICS = ("auroc", "oscr", "fpr95_known")
@@ -22,6 +22,8 @@ def scorer_names(reg: Any, text: str | None) -> list[str]:
     if not text or text == "all":
         return list(reg.scorers)
     names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:  # "," would score nothing and exit 0
+        raise UsageError(f"--scorer {text!r} names no scorer (valid: all, or {', '.join(reg.scorers)})")
     for n in names:
         reg.scorer(n)
     return list(dict.fromkeys(names))

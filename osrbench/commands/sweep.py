@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from osrbench import sweep
-from osrbench.commands._checks import check_run_args
+from osrbench.commands._checks import check_jobs, check_run_args
 from osrbench.commands._options import add_run_options, request_from_args
 from osrbench.errors import EXIT_FAILED, UsageError
 from osrbench.sweep import EXECUTORS, GRID_KEYS, Event, Stats, SweepError, label
@@ -47,12 +47,45 @@ def _indices(value: Any, upper: int, key: str) -> list[int]:
     return protocols.parse_indices(value, upper, key.rstrip("s"))
 
 
+def _duplicate_key(text: str) -> str | None:
+    """A mapping key given twice in a YAML text (at any depth), as ``'set: lr'``; ``None`` when none is.
+
+    YAML loaders keep the last of a repeated key without a word, so ``epochs: 100`` above
+    ``epochs: 1`` would silently run one epoch. Only called on text :func:`sweep.load_grid` has
+    already read within bounds (no aliases, bounded size and depth).
+    """
+    import yaml
+
+    def walk(node: Any, where: str) -> str | None:
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key, value in node.value:
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else repr(key)
+                if name in seen:
+                    return f"{where}{name}"
+                seen.add(name)
+                found = walk(value, f"{where}{name}: ")
+                if found:
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for value in node.value:
+                found = walk(value, where)
+                if found:
+                    return found
+        return None
+
+    return walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+
+
 def grid_requests(args: argparse.Namespace) -> list[engine.RunRequest]:
     """The runs of the grid the flags (and ``--grid FILE``) describe; flags win over the file."""
     from osrbench import plugins, protocols
     from osrbench.config import parse_overrides
 
     grid = sweep.load_grid(args.grid) if args.grid else {}
+    twice = _duplicate_key(Path(args.grid).read_text(encoding="utf-8")) if args.grid else None
+    if twice:
+        raise SweepError(f"grid file {args.grid}: key {twice[:60]!r} is given twice; give each key once")
     methods = args.methods or (_as_list(grid["methods"], "methods") if "methods" in grid else None)
     datasets = args.dataset or (_as_list(grid["datasets"], "datasets") if "datasets" in grid else None)
     if not methods:
@@ -140,10 +173,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise UsageError(f"{given[0]} applies to --executor ray")
     elif args.jobs is not None:
         raise UsageError("--jobs applies to --executor local (Ray places runs by their CPU/GPU requests)")
-    args.jobs = args.jobs or 1
+    args.jobs = 1 if args.jobs is None else args.jobs  # not `or 1`: --jobs 0 is a mistake, not the default
     args.max_retries = 2 if args.max_retries is None else args.max_retries
-    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
-        raise UsageError("--jobs and --threads must be at least 1")
+    check_jobs(args.jobs)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     check_run_args(args, writes=not args.dry_run)  # --device, --out: before any plan or run
     requests = _with_threads(grid_requests(args), args.threads)
     if args.executor == "ray":
