@@ -48,12 +48,13 @@ class KernelCounter(TorchDispatchMode):
         self.device = torch.device(device)
         self.count = KernelCount()
         self._in_optimizer = 0
+        self.paused = False  # CountedReplay: a CPU stand-in for a graph launch runs uncounted
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
-        if func.is_view or name in NOT_KERNELS or func.namespace == "profiler":
+        if self.paused or func.is_view or name in NOT_KERNELS or func.namespace == "profiler":
             return out
         tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
         if self.device.type == "cuda":
@@ -84,12 +85,55 @@ class KernelCounter(TorchDispatchMode):
         self._in_optimizer -= 1
 
 
+_ACTIVE: list[KernelCounter] = []
+
+
 def count(fn, device: torch.device) -> tuple[Any, KernelCount]:
     """``fn()``'s result and the kernels it dispatched."""
     counter = KernelCounter(device)
-    with counter:
-        result = fn()
+    _ACTIVE.append(counter)
+    try:
+        with counter:
+            result = fn()
+    finally:
+        _ACTIVE.pop()
     return result, counter.count
+
+
+#: What torch's ``CUDAGraph.replay`` dispatches itself before the launch: a seed and an offset
+#: filled for each generator state registered with the graph (the run's generator and the
+#: device's default one). The counter sees them on CUDA; on the CPU they are added by name.
+REPLAY_PROLOGUE = {"fill_ (CUDA graph replay prologue)": 4}
+
+
+class CountedReplay:
+    """:class:`osrbench.graphs.ReplayBackend` for counting on the CPU: a replay (the recorded step run
+    again) dispatches nothing the counter sees, as a graph launch does; torch's replay prologue is
+    added as :data:`REPLAY_PROLOGUE`. What is left is what the host dispatches around a replay."""
+
+    def __init__(self) -> None:
+        from osrbench.graphs import ReplayBackend
+
+        self._inner = ReplayBackend()
+
+    def warm_up(self, step):
+        return self._inner.warm_up(step)
+
+    def capture(self, step):
+        replay, packed = self._inner.capture(step)
+
+        def uncounted() -> None:
+            counters = list(_ACTIVE)
+            for c in counters:
+                c.paused = True
+            try:
+                replay()
+            finally:
+                for c in counters:
+                    c.paused = False
+                    c.count.kernels.update(REPLAY_PROLOGUE)
+
+        return uncounted, packed
 
 
 def foreach_like_cuda(optimizers: Iterable[torch.optim.Optimizer]) -> None:
@@ -117,9 +161,11 @@ def synthetic_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
             torch.randint(0, K, (n,), generator=g))
 
 
-def bench_session(name: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, overrides: dict | None = None):
+def bench_session(name: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, overrides: dict | None = None,
+                  graph_backend=None):
     """Method ``name`` set up by ``osrbench.session`` as the engine sets it up, on images ``x, y`` of
-    :data:`K` classes (batch 64, crop and flip, CIFAR-10's config, plus ``overrides``), with its step built."""
+    :data:`K` classes (batch 64, crop and flip, CIFAR-10's config, plus ``overrides``), with its step
+    built (``graph_backend``: as :func:`osrbench.session.open_session` takes it)."""
     from osrbench import config as configmod
     from osrbench import plugins, session
     from osrbench.datasets import OpenSetData
@@ -130,7 +176,8 @@ def bench_session(name: str, x: torch.Tensor, y: torch.Tensor, device: torch.dev
     _, cfg = configmod.resolve(spec, reg.dataset("cifar10"),
                                overrides={"batch_size": BATCH, "augment": "crop_flip", **(overrides or {})})
     data = OpenSetData(x, y, x[:k], torch.arange(k), x[:k], torch.arange(k))
-    s = session.open_session(spec, cfg, data, num_classes=k, dataset="cifar10", device=device, seed=0)
+    s = session.open_session(spec, cfg, data, num_classes=k, dataset="cifar10", device=device, seed=0,
+                             graph_backend=graph_backend)
     s.build_step()
     return s
 
@@ -162,26 +209,30 @@ class MethodCount:
         return sum(c.syncs for c in self.steps.values())
 
 
-def method_per_batch(name: str, device: torch.device, stream: float, overrides: dict | None = None) -> MethodCount:
+def method_per_batch(name: str, device: torch.device, stream: float, graphed: bool = False) -> MethodCount:
     """Set ``name`` up as the engine does (32 px, batch 64, crop and flip) and count, per phase, one
     full batch after :data:`WARMUP`: its ``train_step`` and the summing of its loss terms
-    (``session.LossSums``). With ``cuda_graphs`` the counted batch is a replay: what the host still
-    dispatches around the one graph launch (input copies, the loss terms' copy and sum)."""
-    from osrbench import session
+    (``session.LossSums``), fed by the stream as the session feeds it. ``graphed``: the counted
+    batch is a replay (real CUDA graphs on CUDA, :class:`CountedReplay` on the CPU): what the host
+    still dispatches around the one graph launch (the labels' copy, the loss terms' add, torch's
+    replay prologue)."""
+    from osrbench import graphs, session
 
-    graphed = bool((overrides or {}).get("cuda_graphs"))
     warm = WARMUP + graphed  # graphs: the batch after the warm-up is recorded
     x, y = synthetic_images(BATCH * (warm + 1))
-    s = bench_session(name, x, y, device, overrides)
-    if device.type != "cuda":
+    cuda = device.type == "cuda"
+    s = bench_session(name, x, y, device, {"cuda_graphs": graphed} if cuda or not graphed else {},  # CPU: "auto"
+                      graph_backend=CountedReplay if graphed and not cuda else None)
+    if not cuda:
         foreach_like_cuda(s.method.optimizers())
     step = s.step
     sums = session.LossSums(device)
     steps = {}
     for index, phase in enumerate(s.phases):
-        batches = list(s.stream.batches(0, index))
-        for images, labels in batches[:warm]:
-            sums.add(phase, step(phase, images, labels))
-        images, labels = batches[warm]
+        into = step.input_buffer(phase) if isinstance(step, graphs.StepGraphs) else None
+        batches = s.stream.batches(0, index, into)  # each batch made as the engine makes it (its kernels: the stream's)
+        for _ in range(warm):
+            sums.add(phase, step(phase, *next(batches)))
+        images, labels = next(batches)
         _, steps[phase] = count(lambda: sums.add(phase, step(phase, images, labels)), device)
     return MethodCount(name, steps, stream)

@@ -31,7 +31,9 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "normalize": "none",  # none | cifar (MLS-paper recipe)
     "randaugment": 0,  # RandAugment magnitude M of the MLS recipe; 0 = off
     "precision": "fp32",  # fp32 (reference) | bf16 (autocast + channels-last; opt-in for speed)
-    "cuda_graphs": False,  # replay full-batch steps from CUDA graphs (graph_safe methods; opt-in)
+    # replay full-batch steps from CUDA graphs: auto = on for graph_safe methods on a CUDA device
+    # (the record's cuda_graphs says what a run used); true insists, false is eager
+    "cuda_graphs": "auto",
     "compile": False,  # torch.compile the method's networks (not the step; opt-in)
     # torch's CPU threads during the run: a seeded CPU run's numbers depend on it (the reduction
     # order of its kernels), so it is part of the config and has one default for run, compare
@@ -54,7 +56,9 @@ ENGINE_OPTIONS: dict[str, Option] = {
     "randaugment": Option(minimum=0, maximum=30, help="RandAugment(1, M) magnitude M of the MLS recipe; 0 = off"),
     "precision": Option(choices=("fp32", "bf16"),
                         help="fp32 (reference) or bf16 autocast with channels-last (opt-in for speed)"),
-    "cuda_graphs": Option(help="replay full-batch training steps from CUDA graphs (graph_safe methods; opt-in)"),
+    "cuda_graphs": Option(choices=("auto", True, False),
+                          help="replay full-batch training steps from CUDA graphs; auto: on for graph_safe methods "
+                               "on a CUDA device, off elsewhere (the record's cuda_graphs says which)"),
     "compile": Option(help="torch.compile the method's networks (not the step); equal to eager up to rounding "
                            "(opt-in; the first steps pay the compile time)"),
     "score_dtype": Option(choices=("float64", "float32"),
@@ -141,9 +145,14 @@ def _finite(value: Any) -> bool:
     return all(math.isfinite(v) for v in items if isinstance(v, float))
 
 
-def _check_type(key: str, value: Any, default: Any) -> Any:
+def _check_type(key: str, value: Any, default: Any, option: Option | None = None) -> Any:
     if default is None or value is None:  # None for a key that needs a value: resolve() says so
         return value
+    if option is not None and option.choices and len({type(c) for c in option.choices}) > 1:
+        # a key whose choices mix types (cuda_graphs: auto, true, false) takes exactly those
+        if any(type(value) is type(c) and value == c for c in option.choices):
+            return value
+        raise ConfigError(f"config key {key!r}: {_shown(value)} is not allowed (valid: {option.allowed()})")
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
@@ -239,6 +248,7 @@ def resolve(
     """The recipe name used and the resolved config of a run."""
     check_options(spec)
     defaults = {**ENGINE_DEFAULTS, **spec.defaults}
+    options = options_of(spec)
     recipe = recipe or spec.default_recipe
     cfg = dict(defaults)
     sources: dict[str, str] = {}
@@ -253,7 +263,7 @@ def resolve(
             for key, value in spec.recipes[recipe].get(scope, {}).items():
                 if key not in defaults:
                     raise ConfigError(f"recipe {recipe!r} sets unknown key {key!r} (plugin bug)")
-                cfg[key] = _check_type(key, value, defaults[key])
+                cfg[key] = _check_type(key, value, defaults[key], options.get(key))
                 sources[key] = f"recipe {recipe!r}"
     if dataset.epochs is not None:
         cfg["epochs"] = dataset.epochs
@@ -267,7 +277,7 @@ def resolve(
                 f"unknown config key {key!r} for method {spec.name!r} (valid: {', '.join(sorted(defaults))})"
                 + _suggest(key, sorted(defaults))
             )
-        cfg[key] = _check_type(key, value, defaults[key])
+        cfg[key] = _check_type(key, value, defaults[key], options.get(key))
         sources.pop(key, None)
     validate(spec, cfg, sources)
     for key, value in (overrides or {}).items():  # what no option caught: --set key= / key=null

@@ -13,9 +13,10 @@ import math
 import platform
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -196,10 +197,14 @@ def _checkpoint_to_resume(p: Plan, kind: str, log: Callable[[str], None]) -> dic
     return ckpt
 
 
-def run(req: RunRequest, registry: plugins.Plugins | None = None,
-        log: Callable[[str], None] | None = None) -> Outcome:
-    """Train and evaluate one run, or return its stored record; progress lines (a resume, a damaged
-    checkpoint) go to ``log`` (default: dropped; ``osrbench run`` prints them to stderr)."""
+def start(req: RunRequest, registry: plugins.Plugins | None = None, log: Callable[[str], None] | None = None,
+          graph_backend: Callable[[], Any] | None = None) -> "Outcome | Training":
+    """Plan a run and make it ready to train: its stored :class:`Outcome` when it is finished, else a
+    :class:`Training` (session open, checkpoint restored, step built) that :func:`run` or a pack drives.
+
+    ``graph_backend``: see :func:`session.open_session` (a pack on the CPU replays with
+    :class:`graphs.ReplayBackend`).
+    """
     log = log or (lambda msg: None)
     reg = registry or plugins.get()
     p = plan(req, reg)
@@ -209,9 +214,29 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None,
     ckpt = _checkpoint_to_resume(p, kind, log)
     device = devices.pick_device(req.device)
     data = session.load_data(p.dataset, p.split, p.config["image_size"], req.data_root)
+    with failures(p), devices.cpu_threads(p.config["threads"]):
+        return Training(p, reg, data, device, ckpt, log, graph_backend)
+
+
+def run(req: RunRequest, registry: plugins.Plugins | None = None,
+        log: Callable[[str], None] | None = None) -> Outcome:
+    """Train and evaluate one run, or return its stored record; progress lines (a resume, a damaged
+    checkpoint) go to ``log`` (default: dropped; ``osrbench run`` prints them to stderr)."""
+    training = start(req, registry, log)
+    if isinstance(training, Outcome):
+        return training
+    with failures(training.plan), devices.cpu_threads(training.config["threads"]):
+        for _ in training.steps():
+            pass
+        return training.finish()
+
+
+@contextmanager
+def failures(p: Plan) -> Iterator[None]:
+    """What a run's failure leaves: the host's findings in ``error.json`` (the method's own exceptions
+    wrote theirs when they were caught), and for Ctrl-C one line saying which checkpoint is kept."""
     try:
-        with devices.cpu_threads(p.config["threads"]):
-            return _train_and_evaluate(p, reg, data, device, ckpt, log)
+        yield
     except MethodFailed as exc:
         if not isinstance(exc, session.MethodRaised):  # the others are the host's findings
             _write_error(p, exc.stage, exc, getattr(exc, "details", None))
@@ -223,86 +248,117 @@ def run(req: RunRequest, registry: plugins.Plugins | None = None,
         raise Interrupted(f"interrupted; {kept}") from None
 
 
-def _train_and_evaluate(p: Plan, reg: plugins.Plugins, data: Any, device: torch.device,
-                        ckpt: dict[str, Any] | None, log: Callable[[str], None]) -> Outcome:
-    req, cfg = p.request, p.config
-    s = session.open_session(p.spec, cfg, data, num_classes=p.split.num_known, dataset=p.dataset.name,
-                             device=device, seed=req.seed, deterministic=req.deterministic, call=_guard(p))
-    history: list[dict[str, float]] = []
-    start, elapsed = 0, 0.0
-    if ckpt is not None:
-        s.restore(ckpt)
-        start, history, elapsed = ckpt["epoch"], list(ckpt["history"]), ckpt["elapsed"]
-        log(f"resuming {p.spec.name} on {p.dataset.name} split {p.split.index} from epoch {start}")
-    results.ensure_dir(p.dir, "run folder")
-    for tmp in results.remove_orphans(p.dir):
-        log(f"removed {tmp.name}, a temporary file a killed process left in {p.dir}")
-    devices.reset_peak_memory(device)
-    step = s.build_step()
+class Training:
+    """One run from its first remaining step to its record.
 
-    from tqdm.auto import tqdm
+    :meth:`steps` trains the remaining epochs and yields after every training step (checkpoints and
+    the non-finite check at each epoch's end happen inside it), so that :func:`run` drives one run
+    and a pack (:mod:`osrbench.pack`) several at once, step by step; :meth:`finish` runs the fit
+    stage, evaluates and writes the record. Callers wrap both in :func:`failures` and the run's
+    ``threads``.
+    """
 
-    steps = len(s.phases) * len(s.stream)
-    bar = tqdm(total=cfg["epochs"] * steps, initial=start * steps, disable=not req.progress,
-               desc=f"{p.spec.name}/{p.dataset.name}/s{p.split.index}", unit="step", leave=False)
-    t0 = last_saved = time.perf_counter()
-    for epoch in range(start, cfg["epochs"]):
-        sums = session.LossSums(device)
+    def __init__(self, p: Plan, reg: plugins.Plugins, data: Any, device: torch.device,
+                 ckpt: dict[str, Any] | None, log: Callable[[str], None],
+                 graph_backend: Callable[[], Any] | None = None) -> None:
+        self.plan, self.registry, self.data, self.device, self.ckpt, self.log = p, reg, data, device, ckpt, log
+        req, cfg = p.request, p.config
+        self.config = cfg
+        self.session = s = session.open_session(
+            p.spec, cfg, data, num_classes=p.split.num_known, dataset=p.dataset.name, device=device,
+            seed=req.seed, deterministic=req.deterministic, call=_guard(p), graph_backend=graph_backend)
+        self.history: list[dict[str, float]] = []
+        self.start, self.elapsed = 0, 0.0
+        if ckpt is not None:
+            s.restore(ckpt)
+            self.start, self.history, self.elapsed = ckpt["epoch"], list(ckpt["history"]), ckpt["elapsed"]
+            log(f"resuming {p.spec.name} on {p.dataset.name} split {p.split.index} from epoch {self.start}")
+        results.ensure_dir(p.dir, "run folder")
+        for tmp in results.remove_orphans(p.dir):
+            log(f"removed {tmp.name}, a temporary file a killed process left in {p.dir}")
+        devices.reset_peak_memory(device)
+        self.step = s.build_step()
+        self.t0 = time.perf_counter()
 
-        def add(phase: str, index: int, losses: dict[str, Any]) -> None:
-            session.check_losses(phase, losses)
-            sums.add(phase, losses)
-            bar.update()
+    @property
+    def images_per_epoch(self) -> int:
+        return len(self.data.train_x)
 
-        s.run_epoch(epoch, add)
-        row = sums.means(len(s.stream))  # one host sync
-        bad = [k for k, v in row.items() if not np.isfinite(v)]
-        if bad:
-            exc = NonFiniteLoss(
-                f"loss term {bad[0]!r} became {row[bad[0]]} in epoch {epoch} (phase {bad[0].split('/')[0]!r}); "
-                f"the last good checkpoint in {p.dir} is kept"
-            )
-            exc.details = {"epoch": epoch, "losses": row}
-            raise exc
-        history.append({"epoch": epoch, **row})
-        bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in row.items()}, refresh=False)
-        done = epoch + 1
-        if req.checkpoint_every:
-            due = done % req.checkpoint_every == 0
-        else:  # a kill costs at most the first epoch, or one interval plus one epoch
-            due = epoch == start or time.perf_counter() - last_saved >= req.checkpoint_interval
-        if due or done == cfg["epochs"]:
-            checkpoints.save(p.dir, _payload(p, s, done, history, elapsed + time.perf_counter() - t0))
-            last_saved = time.perf_counter()
-    bar.close()
-    if s.fits and not (ckpt is not None and start == cfg["epochs"] and ckpt.get("fitted")):
-        s.fit()  # once, after the last epoch; its state is checkpointed, so a resume does not fit again
-        payload = _payload(p, s, cfg["epochs"], history, elapsed + time.perf_counter() - t0)
-        checkpoints.save(p.dir, {**payload, "fitted": True})
-    train_time = elapsed + time.perf_counter() - t0
+    def steps(self) -> Iterator[None]:
+        """Train every remaining epoch, yielding after each step."""
+        p, s, cfg, req = self.plan, self.session, self.config, self.plan.request
+        from tqdm.auto import tqdm
 
-    t1 = time.perf_counter()
-    ev = evaluation.evaluate(s.method, data, device, cfg["normalize"], p.split.num_known, s.precision, s.call)
-    scores_sha256 = records.write_scores(p.dir, ev.scores, p.identity)
-    eval_time = time.perf_counter() - t1
-    plugin = reg.plugin_of("method", p.spec.name)
-    record = Record(
-        method=p.spec.name, dataset=p.dataset.name, protocol=p.split.protocol, split=p.split.index, seed=req.seed,
-        config=cfg, config_hash=p.config_hash, split_hash=p.split.hash, metrics=ev.metrics, recipe=p.recipe,
-        plugin={"name": plugin.name, "distribution": plugin.distribution, "version": plugin.version},
-        threads=cfg["threads"], known_classes=tuple(p.split.known), unknown_classes=tuple(p.split.unknown),
-        counts={"train": len(data.train_x), "known": len(data.known_x), "unknown": len(data.unknown_x)},
-        image_shape=tuple(s.ctx.image_shape), f1_rule=ev.f1_rule, scores=tuple(ev.scores.names),
-        history=tuple(history), adaptations=s.call("adaptations()", s.method.adaptations),
-        versions=_versions(plugin), device=devices.device_name(device),
-        wall_time_s={"train": train_time, "eval": eval_time}, peak_memory_mb=devices.peak_memory_mb(device),
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        cuda_graph_steps=dict(step.counts) if isinstance(step, graphs.StepGraphs) else None,
-        scores_sha256=scores_sha256,
-    )
-    record = records.write_record(p.dir, record)
-    (p.dir / ERROR).unlink(missing_ok=True)
-    return Outcome(record, trained=True, resumed_from=start if ckpt is not None else None)
+        steps = len(s.phases) * len(s.stream)
+        bar = tqdm(total=cfg["epochs"] * steps, initial=self.start * steps, disable=not req.progress,
+                   desc=f"{p.spec.name}/{p.dataset.name}/s{p.split.index}", unit="step", leave=False)
+        self.t0 = last_saved = time.perf_counter()
+        for epoch in range(self.start, cfg["epochs"]):
+            sums = session.LossSums(self.device)
+
+            def add(phase: str, index: int, losses: dict[str, Any]) -> None:
+                session.check_losses(phase, losses)
+                sums.add(phase, losses)
+                bar.update()
+
+            yield from s.epoch_steps(epoch, add)
+            row = sums.means(len(s.stream))  # one host sync
+            bad = [k for k, v in row.items() if not np.isfinite(v)]
+            if bad:
+                exc = NonFiniteLoss(
+                    f"loss term {bad[0]!r} became {row[bad[0]]} in epoch {epoch} (phase {bad[0].split('/')[0]!r}); "
+                    f"the last good checkpoint in {p.dir} is kept"
+                )
+                exc.details = {"epoch": epoch, "losses": row}
+                raise exc
+            self.history.append({"epoch": epoch, **row})
+            bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in row.items()}, refresh=False)
+            done = epoch + 1
+            if req.checkpoint_every:
+                due = done % req.checkpoint_every == 0
+            else:  # a kill costs at most the first epoch, or one interval plus one epoch
+                due = epoch == self.start or time.perf_counter() - last_saved >= req.checkpoint_interval
+            if due or done == cfg["epochs"]:
+                checkpoints.save(p.dir, self._payload(done))
+                last_saved = time.perf_counter()
+        bar.close()
+
+    def _payload(self, done: int) -> dict[str, Any]:
+        return _payload(self.plan, self.session, done, self.history,
+                        self.elapsed + time.perf_counter() - self.t0)
+
+    def finish(self) -> Outcome:
+        """The fit stage (once), the evaluation and the record, after :meth:`steps` has run out."""
+        p, s, cfg, ckpt, data, device = self.plan, self.session, self.config, self.ckpt, self.data, self.device
+        req, start = p.request, self.start
+        if s.fits and not (ckpt is not None and start == cfg["epochs"] and ckpt.get("fitted")):
+            s.fit()  # once, after the last epoch; its state is checkpointed, so a resume does not fit again
+            checkpoints.save(p.dir, {**self._payload(cfg["epochs"]), "fitted": True})
+        train_time = self.elapsed + time.perf_counter() - self.t0
+
+        t1 = time.perf_counter()
+        ev = evaluation.evaluate(s.method, data, device, cfg["normalize"], p.split.num_known, s.precision, s.call)
+        scores_sha256 = records.write_scores(p.dir, ev.scores, p.identity)
+        eval_time = time.perf_counter() - t1
+        plugin = self.registry.plugin_of("method", p.spec.name)
+        step = self.step
+        record = Record(
+            method=p.spec.name, dataset=p.dataset.name, protocol=p.split.protocol, split=p.split.index, seed=req.seed,
+            config=cfg, config_hash=p.config_hash, split_hash=p.split.hash, metrics=ev.metrics, recipe=p.recipe,
+            plugin={"name": plugin.name, "distribution": plugin.distribution, "version": plugin.version},
+            threads=cfg["threads"], known_classes=tuple(p.split.known), unknown_classes=tuple(p.split.unknown),
+            counts={"train": len(data.train_x), "known": len(data.known_x), "unknown": len(data.unknown_x)},
+            image_shape=tuple(s.ctx.image_shape), f1_rule=ev.f1_rule, scores=tuple(ev.scores.names),
+            history=tuple(self.history), adaptations=s.call("adaptations()", s.method.adaptations),
+            versions=_versions(plugin), device=devices.device_name(device),
+            wall_time_s={"train": train_time, "eval": eval_time}, peak_memory_mb=devices.peak_memory_mb(device),
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), cuda_graphs=s.cuda_graphs,
+            cuda_graph_steps=dict(step.counts) if s.cuda_graphs and isinstance(step, graphs.StepGraphs) else None,
+            scores_sha256=scores_sha256,
+        )
+        record = records.write_record(p.dir, record)
+        (p.dir / ERROR).unlink(missing_ok=True)
+        return Outcome(record, trained=True, resumed_from=start if ckpt is not None else None)
 
 
 def _payload(p: Plan, s: session.Session, done: int, history: list[dict[str, float]],

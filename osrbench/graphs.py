@@ -29,7 +29,11 @@ What the host does for it:
   (the learning rate at an epoch boundary) re-records each phase at its next full batch;
 - the run's generator is registered with each graph, so GAN noise advances exactly as it does
   eagerly and is checkpointed with the run; dropout's default CUDA generator graphs handle alone;
-- the loss terms are packed into one tensor inside the graph and copied out after each replay.
+- the stream writes each full batch straight into the phase's static input
+  (:meth:`StepGraphs.input_buffer`), and the loss terms are packed into one tensor inside the
+  graph that the engine adds to its sums as it is (:class:`PackedLosses`): around a replay the
+  host dispatches the labels' copy and one add, plus torch's own replay prologue (a seed and an
+  offset filled per registered generator); ``make kernels`` counts it.
 """
 
 from __future__ import annotations
@@ -136,6 +140,15 @@ class ReplayBackend:
         return replay, packed
 
 
+class PackedLosses(dict):
+    """A replayed step's loss terms: views of one float32 tensor the graph writes (``packed``), so
+    :class:`osrbench.session.LossSums` adds them in one kernel. Valid until the phase's next step."""
+
+    def __init__(self, names: Sequence[str], packed: torch.Tensor) -> None:
+        super().__init__((name, packed[i]) for i, name in enumerate(names))
+        self.packed = packed
+
+
 @dataclass
 class _Recorded:
     key: tuple
@@ -150,18 +163,22 @@ class StepGraphs:
     """``method.train_step`` with every full batch after the warm-up replayed from a CUDA graph.
 
     Call it as the engine calls ``train_step``: ``graphs(phase, images, labels)`` returns the
-    step's loss terms (fresh tensors, safe to keep). ``counts`` says how many steps ran
-    ``eager``, were ``captured`` or ``replayed``.
+    step's loss terms (after a replay a :class:`PackedLosses`, valid until the phase's next step:
+    sum them or copy them). ``counts`` says how many steps ran ``eager``, were ``captured`` or
+    ``replayed``. ``channels_last``: the static inputs' memory format (the bf16 policy's).
     """
 
     #: Eager full batches per phase before recording (torch's whole-network capture recipe).
     WARMUP = 3
 
-    def __init__(self, method: Method, batch_size: int, backend: Any, warmup: int = WARMUP) -> None:
+    def __init__(self, method: Method, batch_size: int, backend: Any, warmup: int = WARMUP,
+                 channels_last: bool = False) -> None:
         self.method = method
         self.batch_size = batch_size
         self.backend = backend
         self.warmup = warmup
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self._inputs: dict[str, torch.Tensor] = {}
         self.optimizers = list(method.optimizers())
         if isinstance(backend, CudaGraphBackend):
             make_capturable(self.optimizers)
@@ -180,7 +197,8 @@ class StepGraphs:
         key = hyperparameters(self.optimizers)
         rec = self._graphs.get(phase)
         if rec is not None and rec.key == key:
-            rec.images.copy_(images)
+            if images is not rec.images:  # the stream wrote it in place (input_buffer) or not
+                rec.images.copy_(images)
             rec.labels.copy_(labels)
             rec.replay()
             self.counts["replayed"] += 1
@@ -189,11 +207,26 @@ class StepGraphs:
             self._graphs = {p: r for p, r in self._graphs.items() if r.key == key}
             rec = self._record(phase, images, labels, key)
             self.counts["captured"] += 1
-        values = rec.packed.clone()  # the next replay overwrites the graph's output
-        return {name: values[i] for i, name in enumerate(rec.names)}
+        return PackedLosses(rec.names, rec.packed)
+
+    def input_buffer(self, phase: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``into`` for the stream's pass of ``phase`` (:meth:`TrainStream.batches`): each full batch is
+        written into the phase's static input, the tensor its graph reads, so a replay copies no images."""
+
+        def buffer(like: torch.Tensor) -> torch.Tensor:
+            shape = (like.shape[0], 3, *like.shape[2:])
+            buf = self._inputs.get(phase)
+            if buf is None or tuple(buf.shape) != shape:
+                buf = self._inputs[phase] = torch.empty(shape, dtype=torch.float32, device=like.device,
+                                                        memory_format=self.memory_format)
+            return buf
+
+        return buffer
 
     def _record(self, phase: str, images: torch.Tensor, labels: torch.Tensor, key: tuple) -> _Recorded:
-        static_images, static_labels = images.clone(), labels.clone()  # clone keeps channels-last strides
+        # The phase's static input when the stream wrote into it, else a copy (clone keeps channels-last strides).
+        static_images = images if images is self._inputs.get(phase) else images.clone()
+        static_labels = labels.clone()
         names: list[str] = []
 
         def step() -> torch.Tensor:

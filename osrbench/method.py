@@ -246,8 +246,8 @@ class Option:
 
     def allowed(self) -> str:
         """The allowed values in words: ``msp, mls``, ``> 0``, ``in [0, 30]``, ``in [0, 1)``; ``""``: any."""
-        if self.choices is not None:
-            return ", ".join(str(c) for c in self.choices)
+        if self.choices is not None:  # bools as --set reads them (YAML)
+            return ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices)
         lo = (f"[{self.minimum:g}" if self.minimum is not None
               else f"({self.exclusive_minimum:g}" if self.exclusive_minimum is not None else None)
         hi = (f"{self.maximum:g}]" if self.maximum is not None

@@ -123,6 +123,9 @@ class Record:
     wall_time_s: Mapping[str, float] = field(default_factory=dict)
     peak_memory_mb: Mapping[str, float] = field(default_factory=dict)
     created: str = ""
+    #: Whether the training steps replayed from CUDA graphs (config ``cuda_graphs`` resolved;
+    #: ``None`` in records written before ``auto``).
+    cuda_graphs: bool | None = None
     cuda_graph_steps: Mapping[str, int] | None = None
     #: Content hash of the run's ``scores.npz`` (``None`` in schema-1 records).
     scores_sha256: str | None = None
@@ -141,7 +144,7 @@ class Record:
         for key in ("known_classes", "unknown_classes", "image_shape", "scores", "history", "f1_rule"):
             if doc[key] is not None:
                 doc[key] = list(doc[key])
-        for key in ("cuda_graph_steps", "external_weights"):  # absent rather than null: older readers
+        for key in ("cuda_graphs", "cuda_graph_steps", "external_weights"):  # absent rather than null: older readers
             if doc[key] is None:
                 del doc[key]
         return doc
@@ -222,6 +225,7 @@ _FIELDS: dict[str, tuple[bool, Callable[[Any], bool]]] = {
     "device": (False, lambda v: isinstance(v, str)),
     "created": (False, lambda v: isinstance(v, str)),
     "scores_sha256": (False, lambda v: v is None or isinstance(v, str)),
+    "cuda_graphs": (False, lambda v: v is None or isinstance(v, bool)),
     "external_weights": (False, lambda v: v is None or (isinstance(v, Mapping) and isinstance(v.get("layout"), str)
                                                         and isinstance(v.get("files"), list))),
 }

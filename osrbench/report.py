@@ -48,11 +48,12 @@ def parse_metrics(text: str | None, default: Sequence[str]) -> list[str]:
 
 def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
             make_request: Callable[[str, int, int], engine.RunRequest], run: bool,
-            log: Callable[[str], None] = lambda msg: None, jobs: int = 1) -> tuple[list[Record], list[str]]:
+            log: Callable[[str], None] = lambda msg: None, jobs: int = 1,
+            pack: str = "auto") -> tuple[list[Record], list[str]]:
     """The records of every (method, split, seed): trained when missing (``run``) or only read.
 
-    ``jobs > 1`` trains the missing runs in that many processes at once (the sweep's local
-    executor) and logs their aggregate throughput. Returns the records and one line per run that
+    ``jobs > 1`` trains the missing runs that many at once (the sweep's local executor: one pack
+    in this process or worker processes, by ``pack``) and logs their aggregate throughput. Returns the records and one line per run that
     failed or is missing.
     """
     if run and jobs > 1:
@@ -65,10 +66,11 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
             if ev.kind == "summary":
                 summary.append(ev.info["stats"])
 
-        done, failed = sweep.execute(reqs, jobs=jobs, on_event=on_event)
+        done, failed = sweep.execute(reqs, jobs=jobs, on_event=on_event, pack=pack)
         if summary and summary[0].images:
             st = summary[0]
-            log(f"osrbench: {st.completed} run(s) trained in {jobs} processes at once: {st.images_per_s:,.0f} "
+            how = f"as one pack, {jobs} at once" if st.packed else f"in {jobs} processes at once"
+            log(f"osrbench: {st.completed} run(s) trained {how}: {st.images_per_s:,.0f} "
                 f"training images/s aggregate ({st.images:,} images in {st.wall_s:.1f} s)")
         return list(done), [str(f) for f in failed]
     from osrbench import engine

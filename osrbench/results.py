@@ -65,8 +65,6 @@ def check_writable_dir(path: Path, what: str = "output folder") -> Path:
     written in, or can be created as one: an :class:`OutputError` naming the path and the reason
     otherwise (a file, ``/dev/null``, no permission, a read-only file system)."""
     path = Path(path)
-    if not str(path).strip():  # Path("") is the current folder: an empty --out is a mistake, not a choice
-        raise OutputError(f"{what} is empty; give a folder")
     try:  # a name the OS refuses (too long, ...) raises on the first look
         if path.exists() and not path.is_dir():
             raise OutputError(f"{what} {path} is not a folder (it is a file or a device)")
@@ -99,7 +97,7 @@ def ensure_dir(path: Path, what: str = "output folder") -> Path:
 def check_output_file(path: Path, what: str = "output file") -> Path:
     """Refuse, before any work, an output file that is a folder or whose folder cannot be written."""
     path = Path(path)
-    if not str(path).strip() or path.name in ("", ".", ".."):
+    if path.name in ("", ".", ".."):  # Path("") is "."
         raise OutputError(f"{what} {str(path)!r} is not a file name")
     try:
         if path.is_dir():

@@ -83,14 +83,18 @@ class LossSums:
         self._sums: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
 
     def add(self, phase: str, losses: Mapping[str, Any]) -> None:
-        values = [(v.detach() if torch.is_tensor(v) else torch.tensor(float(v))).to(self.device, torch.float32)
-                  for v in losses.values()]
         key = (phase, tuple(losses))
-        packed = torch.stack(values) if len(values) > 1 else values[0].reshape(1)
+        if isinstance(losses, graphs.PackedLosses):  # a replayed step's terms, already one float32 tensor
+            packed, fresh = losses.packed, False
+        else:
+            values = [(v.detach() if torch.is_tensor(v) else torch.tensor(float(v))).to(self.device, torch.float32)
+                      for v in losses.values()]
+            packed = torch.stack(values) if len(values) > 1 else values[0].reshape(1)
+            fresh = len(values) > 1  # a stack is a new tensor; a single term is a view of the method's
         if key in self._sums:
             self._sums[key].add_(packed)
-        else:  # a stack is a new tensor; a single term is a view of the method's, so copy it
-            self._sums[key] = packed if len(values) > 1 else packed.clone()
+        else:
+            self._sums[key] = packed if fresh else packed.clone()
 
     def means(self, steps: int) -> dict[str, float]:
         """``{"phase/term": sum / steps}`` of every term seen, in the order first seen."""
@@ -182,6 +186,10 @@ class Session:
     call: Call = _call
     step: Callable[..., dict[str, torch.Tensor]] | None = None
     phases: tuple[str, ...] = field(default=())
+    #: The resolved ``cuda_graphs``: the steps replay from real CUDA graphs.
+    cuda_graphs: bool = False
+    #: Makes the backend of :class:`graphs.StepGraphs` (``None``: the step is ``train_step`` itself).
+    graph_backend: Callable[[], Any] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -198,9 +206,9 @@ class Session:
         Built after a resume, because graphs make the loaded optimiser states capturable.
         """
         self.step = self.method.train_step
-        if self.config["cuda_graphs"]:
+        if self.graph_backend is not None:
             self.step = self.call("cuda_graphs set-up", lambda: graphs.StepGraphs(
-                self.method, self.config["batch_size"], graphs.CudaGraphBackend(self.device, [self.generator])))
+                self.method, self.config["batch_size"], self.graph_backend(), channels_last=self.precision.bf16))
         return self.step
 
     def run_epoch(self, epoch: int, on_step: Callable[[str, int, Any], None] | None = None,
@@ -209,15 +217,24 @@ class Session:
 
         ``batches(phase_index)`` replaces the stream's pass (the benchmarks feed a DataLoader).
         """
+        for _ in self.epoch_steps(epoch, on_step, batches):
+            pass
+
+    def epoch_steps(self, epoch: int, on_step: Callable[[str, int, Any], None] | None = None,
+                    batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
+                    ) -> Iterator[None]:
+        """:meth:`run_epoch`, yielding after each step (a pack interleaves the steps of its runs)."""
         step = self.step or self.build_step()
         for phase_index, phase in enumerate(self.phases):
-            passes = batches(phase_index) if batches is not None else self.stream.batches(epoch, phase_index)
+            into = step.input_buffer(phase) if isinstance(step, graphs.StepGraphs) else None
+            passes = batches(phase_index) if batches is not None else self.stream.batches(epoch, phase_index, into)
             for i, (x, y) in enumerate(passes):
                 with self.precision.autocast():
                     losses = self.call(f"train_step({phase!r}, ...) in epoch {epoch}", step, phase,
                                        self.precision.inputs(x), y)
                 if on_step is not None:
                     on_step(phase, i, losses)
+                yield
         self.call(f"end_epoch({epoch})", self.method.end_epoch, epoch)
 
     def rng_state(self) -> dict[str, Any]:
@@ -271,10 +288,38 @@ def compile_networks(method: Method) -> None:
         net.compile()
 
 
+COMPILE_AND_GRAPHS = ("compile=true and cuda_graphs=true together are not supported yet: pick one "
+                      "(drop --set compile=true or --set cuda_graphs=true)")
+
+
+def resolve_cuda_graphs(setting: Any, method: Method, name: str, device: torch.device, compile: bool) -> bool:
+    """Whether a run's steps replay from CUDA graphs: ``auto`` is on for a ``graph_safe`` method on a
+    CUDA device without ``compile=true``, off elsewhere; ``true`` insists (a user error where it
+    cannot be honoured), ``false`` is eager."""
+    safe = bool(getattr(method, "graph_safe", False))
+    if setting == "auto":
+        return safe and device.type == "cuda" and not compile
+    if not setting:
+        return False
+    if compile:
+        raise UserError(COMPILE_AND_GRAPHS)
+    if not safe:
+        raise UserError(f"method {name!r} does not declare graph_safe, so its steps cannot be replayed "
+                        "from CUDA graphs (drop --set cuda_graphs=true)")
+    if device.type != "cuda":
+        raise UserError(f"cuda_graphs=true needs a CUDA device, and this run is on {device.type} "
+                        "(drop --set cuda_graphs=true)")
+    return True
+
+
 def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData, *, num_classes: int,
                  dataset: str, device: torch.device, seed: int, deterministic: bool | None = False,
-                 call: Call = _call) -> Session:
-    """Seed, build the stream, precision and Context, make the method and call ``setup(ctx)``."""
+                 call: Call = _call, graph_backend: Callable[[], Any] | None = None) -> Session:
+    """Seed, build the stream, precision and Context, make the method and call ``setup(ctx)``.
+
+    ``graph_backend()`` replaces the CUDA-graph backend of a run whose ``cuda_graphs`` is not false
+    and whose method is graph_safe (a pack on the CPU: :class:`graphs.ReplayBackend`).
+    """
     cfg = dict(config)
     seed_everything(seed, device, deterministic)
     generator = torch.Generator(device=device).manual_seed(derive_seed(seed, 1))
@@ -283,25 +328,26 @@ def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData,
         augment=cfg["augment"], normalize=cfg["normalize"], randaugment=cfg["randaugment"],
         randaugment_ops=ops_for(dataset),
     )
-    precision = Precision(cfg["precision"], device, cuda_graphs=cfg["cuda_graphs"])
+    if cfg["compile"]:
+        if cfg["cuda_graphs"] is True:  # refused before the method is made
+            raise UserError(COMPILE_AND_GRAPHS)
+        check_compiler(device)
+    # The method is made before the precision policy and the Context, which depend on whether its
+    # steps are graphed (only graph_safe methods are); making it first draws no random number.
+    method = call("factory()", _make, spec)
+    if graph_backend is not None and cfg["cuda_graphs"] is not False and getattr(method, "graph_safe", False):
+        cuda_graphs, backend = False, graph_backend
+    else:
+        cuda_graphs = resolve_cuda_graphs(cfg["cuda_graphs"], method, spec.name, device, cfg["compile"])
+        backend = (lambda: graphs.CudaGraphBackend(device, [generator])) if cuda_graphs else None
+    precision = Precision(cfg["precision"], device, cuda_graphs=cuda_graphs)
     ctx = Context(
         num_classes=num_classes, image_shape=(3, *data.image_shape[1:]), device=device, config=cfg,
         generator=generator, epochs=cfg["epochs"], dataset=dataset, steps_per_epoch=len(stream),
         channels_last=precision.bf16, train_size=len(data.train_x),
     )
-    if cfg["compile"] and cfg["cuda_graphs"]:
-        raise UserError("compile=true and cuda_graphs=true together are not supported yet: pick one "
-                        "(drop --set compile=true or --set cuda_graphs=true)")
-    if cfg["compile"]:
-        check_compiler(device)
-    method = call("factory()", _make, spec)
-    if cfg["cuda_graphs"] and not getattr(method, "graph_safe", False):
-        raise UserError(f"method {spec.name!r} does not declare graph_safe, so its steps cannot be replayed "
-                        "from CUDA graphs (drop --set cuda_graphs=true)")
-    if cfg["cuda_graphs"] and device.type != "cuda":
-        raise UserError(f"cuda_graphs=true needs a CUDA device, and this run is on {device.type} "
-                        "(drop --set cuda_graphs=true)")
     call("setup(ctx)", method.setup, ctx)
     if cfg["compile"]:
         call("networks() (compile=true)", compile_networks, method)
-    return Session(spec, cfg, method, ctx, stream, precision, generator, call, phases=tuple(method.phases))
+    return Session(spec, cfg, method, ctx, stream, precision, generator, call, phases=tuple(method.phases),
+                   cuda_graphs=cuda_graphs, graph_backend=backend)

@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # the engine imports torch: imported where a run is planned o
     from osrbench.records import Record
 
 EXECUTORS = ("local", "ray")
+PACK_CHOICES = ("auto", "yes", "no")  # --pack (osrbench.pack; kept here so --help needs no torch)
 RAY_MISSING = "Ray is not installed: pip install 'osrbench[ray]' (or: pip install 'ray>=2.9')"
 GRID_KEYS = ("methods", "datasets", "protocol", "splits", "seeds", "epochs", "recipe", "set")
 
@@ -90,6 +91,7 @@ class Stats:
     resumed: int = 0  # runs continued from a checkpoint
     images: int = 0  # training images seen by the runs this sweep trained (train count x epochs trained)
     wall_s: float = 0.0
+    packed: bool = False  # the local runs trained as one pack in this process (osrbench.pack)
 
     @property
     def images_per_s(self) -> float:
@@ -235,6 +237,7 @@ def execute(
     gpus_per_run: float | None = None,
     max_retries: int = 2,
     on_event: Callable[[Event], None] | None = None,
+    pack: str = "auto",
 ) -> tuple[list[Record], list[Failure]]:
     """Run every request that has no result yet; return the records (in request order) and the failures.
 
@@ -245,6 +248,10 @@ def execute(
         has GPUs and the runs are not pinned to ``cpu``, else 0).
     :param max_retries: restarts of a run whose worker process died (a local pool worker or a Ray
         worker); the restart resumes from the run's last checkpoint. Method errors are never retried.
+    :param pack: ``local`` with ``jobs > 1``: ``auto`` trains the runs as one pack in this process
+        (:mod:`osrbench.pack`: ``jobs`` at once, each on its own CUDA stream) when they all replay
+        from CUDA graphs on one CUDA device, else in worker processes; ``yes`` always packs (on the
+        CPU too, where it only tests the pack); ``no`` always uses processes.
 
     Requests are planned before anything runs: an unknown name raises :class:`UserError`.
     Runs are always resumed from their checkpoint when one exists (``resume="auto"``); ``force``
@@ -258,6 +265,10 @@ def execute(
         raise SweepError(f"--max-retries must be 0 or more, got {max_retries}")
     if gpus_per_run is not None and gpus_per_run < 0:
         raise SweepError(f"--gpus-per-run must be 0 or more, got {gpus_per_run}")
+    if pack not in PACK_CHOICES:
+        raise SweepError(f"unknown --pack {pack!r} (valid: {', '.join(PACK_CHOICES)})")
+    if pack == "yes" and executor != "local":
+        raise SweepError("--pack yes applies to --executor local (a pack is one process)")
     ray = import_ray() if executor == "ray" else None  # before anything runs
     from osrbench import engine
 
@@ -286,10 +297,17 @@ def execute(
             todo.append(i)
     stats.submitted = len(todo)
     cpus = {i: int(plans[i].config["threads"]) for i in todo}  # a run's torch threads (engine.run sets them)
-    progress.emit("plan", total=stats.total, executor=executor, jobs=jobs, threads=sorted(set(cpus.values())))
+    if executor == "local" and jobs > 1 and len(todo) > 1 and pack != "no":
+        from osrbench import pack as packs
+
+        stats.packed = pack == "yes" or packs.packable([plans[i] for i in todo])
+    progress.emit("plan", total=stats.total, executor=executor, jobs=jobs, threads=sorted(set(cpus.values())),
+                  packed=stats.packed)
     try:
         if todo and executor == "local" and jobs == 1:
             _execute_in_process(reqs, todo, progress)
+        elif todo and stats.packed:
+            _execute_pack(reqs, todo, jobs, progress)
         elif todo and executor == "local":
             _execute_pool(reqs, todo, jobs, max_retries, progress)
         elif todo:
@@ -325,6 +343,18 @@ def _execute_in_process(reqs: list[engine.RunRequest], todo: list[int], progress
             continue
         out["log"] = []  # reported as they came
         progress.done(i, out)
+
+
+def _execute_pack(reqs: list[engine.RunRequest], todo: list[int], jobs: int, progress: _Progress) -> None:
+    """The runs as one pack in this process (:mod:`osrbench.pack`), ``jobs`` at once."""
+    from osrbench import pack
+
+    pid, host = os.getpid(), socket.gethostname()
+    pack.train(reqs, todo, jobs,
+               started=lambda i: progress.start(i, pid=pid, host=host),
+               done=lambda i, outcome: progress.done(i, {"outcome": outcome, "log": []}),
+               failed=lambda i, exc: progress.fail(i, *_failure(exc)),
+               log=lambda i, msg: progress.emit("log", i, msg))
 
 
 def _exit_reason(code: int | None) -> str:

@@ -72,12 +72,15 @@ def _stream(n=100, batch=16):
 
 
 def _train(method, step, stream, epochs=2):
+    """Every step's loss terms as numbers, read at once (a replay's terms live until the next step);
+    a StepGraphs step gets the stream's full batches written into its static inputs, as the session does."""
     losses = []
     torch.manual_seed(1)  # dropout draws
     for epoch in range(epochs):
         for index, phase in enumerate(method.phases):
-            for x, y in stream.batches(epoch, index):
-                losses.append(step(phase, x, y))
+            into = step.input_buffer(phase) if isinstance(step, graphs.StepGraphs) else None
+            for x, y in stream.batches(epoch, index, into):
+                losses.append({k: v.item() for k, v in step(phase, x, y).items()})
         method.end_epoch(epoch)
     return losses
 
@@ -89,8 +92,7 @@ def test_step_graphs_train_exactly_as_eager_steps():
     expected = _train(eager, eager.train_step, stream)
     steps = graphs.StepGraphs(graphed, 16, graphs.ReplayBackend())
     got = _train(graphed, steps, stream)
-    # Every returned loss term kept its own value: the graph's output was copied, not aliased.
-    assert [{k: v.item() for k, v in d.items()} for d in got] == [{k: v.item() for k, v in d.items()} for d in expected]
+    assert got == expected
     for a, b in zip(eager.net.parameters(), graphed.net.parameters()):
         assert torch.equal(a, b)
     # Per phase: 3 warm-up steps, one recording under lr 0.05, one under 0.01 (epoch 1), the rest
@@ -103,10 +105,40 @@ def test_a_replay_reads_the_new_batch_from_the_static_inputs():
     steps = graphs.StepGraphs(method, 16, graphs.ReplayBackend(), warmup=0)
     x = torch.rand(16, 3, 8, 8)
     y = torch.zeros(16, dtype=torch.long)
-    first = steps("a", x, y)["scale"]
-    second = steps("a", 2 * x, y)["scale"]
+    first = steps("a", x, y)["scale"].item()
+    losses = steps("a", 2 * x, y)
+    second = losses["scale"].item()
     assert steps.counts == {"captured": 1, "replayed": 1}
-    assert torch.allclose(second, 2 * first) and not torch.equal(first, second)
+    assert second == pytest.approx(2 * first) and first != second
+    # The terms are views of the graph's one output tensor, which the sums add in one kernel.
+    assert isinstance(losses, graphs.PackedLosses) and losses["scale"]._base is losses.packed
+
+
+def test_the_stream_writes_full_batches_into_the_graphs_static_input():
+    """The stream's ``into``: the same values as its own batches, in the phase's one buffer, which the
+    recorded graph reads, so a replay copies no images (only the partial last batch is its own tensor)."""
+    stream = _stream()
+    method = _setup()
+    steps = graphs.StepGraphs(method, 16, graphs.ReplayBackend(), warmup=0)
+    into = steps.input_buffer("a")
+    plain = [(x.clone(), y) for x, y in stream.batches(0)]
+    written = []
+    for (x, y), (want, _) in zip(stream.batches(0, 0, into), plain):
+        assert torch.equal(x, want)
+        written.append(x)
+        steps("a", x, y)
+    assert len({t.data_ptr() for t in written[:-1]}) == 1 and written[-1].data_ptr() != written[0].data_ptr()
+    assert steps._graphs["a"].images is written[0]  # recorded on the buffer itself, not a copy
+    assert steps.counts == {"captured": 1, "replayed": 5, "eager": 1}
+
+
+def test_the_stream_writes_normalised_channels_last_inputs_with_the_same_values():
+    stream = _stream()
+    stream.normalize = "cifar"
+    steps = graphs.StepGraphs(_setup(), 16, graphs.ReplayBackend(), channels_last=True)
+    for (x, _), (want, _) in zip(stream.batches(0, 0, steps.input_buffer("a")), list(stream.batches(0))):
+        assert torch.equal(x, want)
+    assert steps._inputs["a"].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_only_graphs_of_the_current_hyperparameters_are_kept():

@@ -301,7 +301,8 @@ def test_list_options_shows_keys_defaults_and_allowed_values(capsys):
     assert re.search(r"^lr\s+0\.1\s+float\s+> 0", rows["lr"])
     assert re.search(r'^augment\s+"dataset"\s+str\s+dataset, none, crop_flip', rows["augment"])
     assert re.search(r"^randaugment\s+0\s+int\s+in \[0, 30\]", rows["randaugment"])
-    assert re.search(r"^cuda_graphs\s+false\s+bool\s+-\s", rows["cuda_graphs"])
+    assert re.search(r'^cuda_graphs\s+"auto"\s+bool \| str\s+auto, true, false\s+.*auto: on for graph_safe',
+                     rows["cuda_graphs"])
 
 
 def test_list_options_of_an_unknown_method_is_a_usage_error(capsys):

@@ -35,6 +35,16 @@ def add_run_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> 
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_pack_option(p: argparse.ArgumentParser) -> None:
+    """``--pack``: how ``--jobs N`` local runs train at once (osrbench.pack)."""
+    from osrbench.sweep import PACK_CHOICES
+
+    p.add_argument("--pack", choices=PACK_CHOICES, default="auto",
+                   help="with --jobs N: auto (default) trains the runs as one pack in this process, each on its "
+                        "own CUDA stream, when they all replay from CUDA graphs on one CUDA device, else in N "
+                        "processes; yes always packs (on a CPU it gains nothing); no always uses processes")
+
+
 def add_std_option(p: argparse.ArgumentParser) -> None:
     """``--std``: which standard deviation over splits the tables show (and name)."""
     from osrbench.compare import STD_CHOICES

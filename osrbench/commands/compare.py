@@ -8,7 +8,7 @@ from pathlib import Path
 from osrbench import compare, stats
 from osrbench.commands._checks import (check_distinct, check_jobs, check_run_args, check_stats_args,
                                        check_table_format, check_tie_tol)
-from osrbench.commands._options import add_run_options, add_std_option, log, request_from_args
+from osrbench.commands._options import add_pack_option, add_run_options, add_std_option, log, request_from_args
 from osrbench.errors import EXIT_FAILED
 
 
@@ -54,7 +54,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         engine.plan(request_from_args(args, name, splits[0], seeds[0], "auto", False))
     records, failures = report.collect(
         args.methods, splits, seeds, lambda m, k, s: request_from_args(args, m, k, s, "auto", False),
-        run=not args.no_run, jobs=args.jobs, log=log)
+        run=not args.no_run, jobs=args.jobs, log=log, pack=args.pack)
     if records and args.score:
         from osrbench import rescore
 
@@ -142,7 +142,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0-2 (default 0)")
     p.add_argument("--no-run", action="store_true", help="only read existing results")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="train up to N missing runs at once, in separate processes (default 1)")
+                   help="train up to N missing runs at once (default 1): as one pack on a CUDA device, "
+                        "else in separate processes (--pack)")
+    add_pack_option(p)
     p.add_argument("--format", default="simple", help="table format (tabulate): simple, github, latex, ...")
     p.add_argument("--metrics", help="comma-separated metrics (default auroc,oscr,acc,macro_f1,fpr95_known,aupr_in,aupr_out)")
     p.add_argument("--unique-splits", action="store_true",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from osrbench import sweep
 from osrbench.commands._checks import check_jobs, check_run_args
-from osrbench.commands._options import add_run_options, request_from_args
+from osrbench.commands._options import add_pack_option, add_run_options, request_from_args
 from osrbench.errors import EXIT_FAILED, UsageError
 from osrbench.sweep import EXECUTORS, GRID_KEYS, Event, Stats, SweepError, label
 
@@ -145,7 +145,8 @@ def _printer(quiet: bool) -> Callable[[Event], None]:
 
 def _describe(args: argparse.Namespace, threads: str) -> str:
     if args.executor == "local":
-        how = "this process" if args.jobs == 1 else f"{args.jobs} worker processes"
+        how = ("this process" if args.jobs == 1 else f"{args.jobs} at once (one pack or worker processes: "
+               f"--pack {args.pack})")
         return f"local executor, {how}, {threads} thread(s) per run"
     gpus = "auto" if args.gpus_per_run is None else f"{args.gpus_per_run:g}"
     where = args.address or ("connected cluster" if sweep.import_ray().is_initialized() else "new local cluster")
@@ -173,6 +174,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise UsageError(f"{given[0]} applies to --executor ray")
     elif args.jobs is not None:
         raise UsageError("--jobs applies to --executor local (Ray places runs by their CPU/GPU requests)")
+    elif args.pack == "yes":
+        raise UsageError("--pack yes applies to --executor local (a pack is one process)")
     args.jobs = 1 if args.jobs is None else args.jobs  # not `or 1`: --jobs 0 is a mistake, not the default
     args.max_retries = 2 if args.max_retries is None else args.max_retries
     check_jobs(args.jobs)
@@ -211,7 +214,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     records, failures = sweep.execute(
         requests, executor=args.executor, jobs=args.jobs, address=args.address,
-        gpus_per_run=args.gpus_per_run, max_retries=args.max_retries, on_event=on_event,
+        gpus_per_run=args.gpus_per_run, max_retries=args.max_retries, on_event=on_event, pack=args.pack,
     )
     s = summary[0]
     trained = s.completed
@@ -220,7 +223,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if s.images:
         print(f"aggregate throughput: {s.images_per_s:,.0f} training images/s "
               f"({s.images:,} images over {s.wall_s:.1f} s wall time, {args.executor} executor"
-              + (f", {args.jobs} jobs" if args.executor == "local" else "") + ")")
+              + (f", {args.jobs} jobs" + (", one pack" if s.packed else "") if args.executor == "local" else "")
+              + ")")
     if records:
         print(f"records under {Path(args.out or 'runs')}; table: osrbench report --runs {args.out or 'runs'}")
     if failures:
@@ -245,7 +249,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local (this machine; default) or ray (a Ray cluster; pip install 'osrbench[ray]')")
     p.add_argument("--jobs", type=int, metavar="N",
-                   help="local: runs at once in N worker processes (default 1 = in this process)")
+                   help="local: N runs at once (default 1 = one after another in this process): as one pack on "
+                        "a CUDA device, else in N worker processes (--pack)")
+    add_pack_option(p)
     p.add_argument("--threads", type=int, metavar="T",
                    help="torch CPU threads per run, and the CPUs a Ray task requests: the same as --set threads=T "
                         "for every run (config key threads, default 1; CPU results depend on it, so it is part "

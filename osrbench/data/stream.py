@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -44,20 +44,27 @@ def _scale(device: torch.device) -> torch.Tensor:
     return torch.tensor(255.0, dtype=torch.float32, device=device)
 
 
-def to_input(images: torch.Tensor, normalize: str = "none") -> torch.Tensor:
+def to_input(images: torch.Tensor, normalize: str = "none", out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 in [0, 1], grey replicated to 3 channels (METHODS.md §1).
 
     One kernel for a contiguous batch: the division reads the uint8 images, casts and divides in
-    float32, the same values as ``images.float() / 255``.
+    float32, the same values as ``images.float() / 255``. ``out``: a float32 tensor of the result's
+    shape to write into instead (a CUDA graph's static input; the same values, its own strides).
     """
+    if normalize not in ("none", "cifar"):
+        raise ValueError(f"normalize must be none or cifar, got {normalize!r}")
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
+    if out is not None:
+        x = torch.div(images, _scale(images.device), out=out)
+        if normalize == "cifar":
+            mean, std = _cifar_stats(x.device)
+            x.sub_(mean).div_(std)  # the same float operations as (x - mean) / std
+        return x
     x = torch.div(images, _scale(images.device))
     if normalize == "cifar":
         mean, std = _cifar_stats(x.device)
         x = (x - mean) / std
-    elif normalize != "none":
-        raise ValueError(f"normalize must be none or cifar, got {normalize!r}")
     return x.contiguous()
 
 
@@ -132,12 +139,15 @@ class TrainStream:
         per_image = 3 * math.prod(self.images.shape[2:]) * (8 if self.randaugment else 1)
         return max(1, CHUNK_BYTES // max(1, per_image) // self.batch_size) * self.batch_size
 
-    def batches(self, epoch: int, phase: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, epoch: int, phase: int = 0, into: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The pass's batches: every image once, in the pass's order, augmented with its draws.
 
         The images of a chunk (the whole pass of a CIFAR-10 split) are gathered, augmented and
         replicated to 3 channels in a few kernels; each batch is then a view of the chunk made a
         float input in one kernel. The chunking changes no value: every operation is per image.
+        ``into(uint8_batch)``: the float32 tensor a full batch is written into (a CUDA graph's
+        static input, :meth:`osrbench.graphs.StepGraphs.input_buffer`), valid until the next batch.
         """
         n = len(self.images)
         g = torch.Generator().manual_seed(derive_seed(self.seed, 0, epoch, phase))
@@ -165,4 +175,6 @@ class TrainStream:
             x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
             x, y = x.contiguous(), self.labels[idx]
             for start in range(0, len(x), self.batch_size):
-                yield to_input(x[start:start + self.batch_size], self.normalize), y[start:start + self.batch_size]
+                xb = x[start:start + self.batch_size]
+                out = into(xb) if into is not None and len(xb) == self.batch_size else None
+                yield to_input(xb, self.normalize, out), y[start:start + self.batch_size]
