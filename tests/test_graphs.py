@@ -292,3 +292,49 @@ def test_cuda_graphed_training_equals_eager_across_a_learning_rate_milestone(met
     for key, value in eager.items():
         torch.testing.assert_close(graphed[key].to(value.device), value, rtol=1e-4, atol=1e-5,
                                    msg=lambda m, key=key: f"{key}: {m} (largest difference of any tensor {worst:.3g})")
+
+
+# ------------------------------------------------------------------------------ cuda_graphs=auto
+
+
+@pytest.mark.parametrize("setting, safe, device, compile_, want", [
+    ("auto", True, "cuda", False, True),  # the default where it pays: a graph_safe method on a GPU
+    ("auto", True, "cpu", False, False),
+    ("auto", False, "cuda", False, False),  # not graph_safe: eager, no error
+    ("auto", True, "cuda", True, False),  # compile=true: graphs are not combined with it yet
+    (True, True, "cuda", False, True),
+    (False, True, "cuda", False, False),
+    (True, True, "cpu", False, "needs a CUDA device, and this run is on cpu"),
+    (True, False, "cuda", False, "does not declare graph_safe"),
+    (True, True, "cuda", True, "compile=true and cuda_graphs=true together"),
+])
+def test_cuda_graphs_resolves_auto_and_refuses_what_it_cannot_honour(setting, safe, device, compile_, want):
+    from osrbench import session
+
+    method = type("M", (Linear,), {"graph_safe": safe})()
+    resolve = lambda: session.resolve_cuda_graphs(setting, method, "m", torch.device(device), compile_)  # noqa: E731
+    if isinstance(want, str):
+        with pytest.raises(UserError, match=want):
+            resolve()
+    else:
+        assert resolve() is want
+
+
+def test_the_default_is_auto_and_the_record_says_what_a_run_used(tmp_path, capsys):
+    from osrbench import config as configmod
+
+    reg = plugins.get()
+    _, cfg = configmod.resolve(reg.method("softmax"), reg.dataset("digits"))
+    assert cfg["cuda_graphs"] == "auto"
+    rec = engine.run(engine.RunRequest(method="softmax", dataset="digits", epochs=1, device="cpu", out=tmp_path,
+                                       progress=False)).record
+    assert rec.cuda_graphs is False and rec.cuda_graph_steps is None  # auto on the CPU: eager
+    assert records.read_record(rec.dir).to_json()["cuda_graphs"] is False
+    eager = engine.run(engine.RunRequest(method="softmax", dataset="digits", epochs=1, device="cpu", out=tmp_path,
+                                         progress=False, overrides={"cuda_graphs": False})).record
+    assert eager.metrics == rec.metrics and eager.config_hash != rec.config_hash  # the setting is part of the config
+    for bad in ("1", "yes please", "null"):
+        code = cli.main(["run", "--method", "softmax", "--dataset", "digits", "--epochs", "1", "--device", "cpu",
+                         "--set", f"cuda_graphs={bad}", "--out", str(tmp_path / "bad")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "cuda_graphs" in err[0] and "auto, true, false" in err[0], err
