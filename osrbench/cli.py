@@ -1,7 +1,8 @@
 """The ``osrbench`` command line: the root parser, :func:`main` and the map from errors to exit codes.
 
 Each command is a module of :mod:`osrbench.commands` that registers its own sub-parser(s).
-Errors a user can cause end with one line ``osrbench: error: ...`` and exit code 2; a method that
+Errors a user can cause (a path the OS refuses included) end with one line ``osrbench: error: ...``
+and exit code 2; a method that
 raises ends its run with exit code 1 (its traceback is in the run folder's ``error.json``); an
 interrupt ends with 130; a reader that closes stdout early (``osrbench list | head -1``) ends the
 command quietly with 141, as a tool killed by SIGPIPE does. Building the parser imports no torch
@@ -74,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except UserError as exc:
         print(f"osrbench: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USER
+    except OSError as exc:  # a path the OS refuses (a name too long, ...) that no check before caught
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"osrbench: error: {where}{exc.strerror or one_line(exc)}", file=sys.stderr)
         return EXIT_USER
     except MethodFailed as exc:
         print(f"osrbench: run failed: {exc}", file=sys.stderr)

@@ -453,6 +453,15 @@ CASES: tuple[Hostile, ...] = (
     Hostile("ci-seed-negative", (*CI, "--ci-seed", "-1"), r"--ci-seed -1 out of range \(valid: 0-2147483647\)"),
     Hostile("export-output-name-too-long", (*EXPORT[:-1], "{tmp}/" + "a" * 300 + ".json"),
             r"--output .* cannot be written: File name too long"),
+    Hostile("out-name-too-long", (*RUN, "--out", "{tmp}/" + "a" * 300),
+            r"--out .* is not writable \(File name too long\)"),
+    Hostile("runs-name-too-long", ("score", "--runs", "{tmp}/" + "a" * 300), r"a{300}: File name too long"),
+    Hostile("weights-name-too-long", ("evaluate", "--method", "softmax", "--dataset", "digits", "--weights",
+                                      "{tmp}/" + "a" * 300, "--layout", "osrbench"), r"a{300}: File name too long"),
+    Hostile("data-root-name-too-long", ("run", "--method", "softmax", "--dataset", "mnist", "--data-root",
+                                        "{tmp}/" + "a" * 300, *DIGITS[2:]), r"a{300}.*: File name too long"),
+    Hostile("new-plugin-dir-name-too-long", ("new-plugin", "hostile-y", "--dir", "{tmp}/" + "a" * 300),
+            r"File name too long"),
     # class 2: hangs
     Hostile("ci-resamples-1e6", (*CI, "--resamples", "1000000"), r"more than 100,000", seconds=5),
     # class 3: false successes
