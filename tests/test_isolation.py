@@ -144,8 +144,10 @@ def test_a_folder_holding_only_the_previous_checkpoint_is_an_unfinished_run(tmp_
 
 
 def _save_many(folder: str, k: int) -> None:
+    # the fields checkpoints.read checks a payload for
+    rest = {"identity": {}, "history": [], "elapsed": 0.0, "rng": checkpoints.rng_state(torch.Generator())}
     for i in range(10):
-        checkpoints.save(folder, {"epoch": i, "writer": k, "state": {"w": torch.full((64,), float(k))}})
+        checkpoints.save(folder, {**rest, "epoch": i, "writer": k, "state": {"w": torch.full((64,), float(k))}})
 
 
 def test_processes_saving_checkpoints_in_one_folder_do_not_race(tmp_path):
