@@ -1,7 +1,8 @@
-"""Aggregate training throughput of N runs at once on one device: ``osrbench compare --jobs N``
-against ``--jobs 1`` on the same runs (one method on digits at 32 px, several splits), each in a
-fresh results folder. Small runs leave most of a GPU idle; running several at once is how a sweep
-fills it. With CUDA MPS when its daemon is already running (this script never starts one).
+"""Aggregate training throughput of N runs at once on one device: ``osrbench compare --jobs N`` as
+N processes (``--pack no``) and as one pack (``--pack yes``, osrbench.pack) against ``--jobs 1`` on
+the same runs (one method on digits at 32 px, several splits), each in a fresh results folder.
+Small runs leave most of a GPU idle; running several at once is how a sweep fills it. With CUDA
+MPS when its daemon is already running (this script never starts one).
 
 Throughput = training images of all runs (train images x epochs) / wall-clock seconds of the whole
 ``compare`` (process start, data, evaluation included: what a user waits for).
@@ -34,12 +35,12 @@ def mps_running() -> bool:
     return out.returncode == 0
 
 
-def run_compare(args: argparse.Namespace, jobs: int, out: Path) -> tuple[float, int]:
+def run_compare(args: argparse.Namespace, jobs: int, pack: str, out: Path) -> tuple[float, int]:
     """Wall seconds of one ``compare`` and the training images its runs consumed."""
     from osrbench import records
 
     cmd = [sys.executable, "-m", "osrbench.cli", "compare", args.method, "--dataset", "digits", "--splits", args.splits,
-           "--epochs", str(args.epochs), "--set", "image_size=32", "--device", args.device, "--jobs", str(jobs),
+           "--epochs", str(args.epochs), "--set", "image_size=32", "--device", args.device, "--jobs", str(jobs), "--pack", pack,
            "--out", str(out), "--quiet", "--metrics", "auroc"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -61,15 +62,16 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="osrbench-jobs-"))
     rows, first = [], None
     mps = mps_running()
-    for jobs in (1, args.jobs):
-        wall, images = run_compare(args, jobs, base / f"jobs{jobs}")
+    for jobs, pack in ((1, "no"), (args.jobs, "no"), (args.jobs, "yes")):
+        wall, images = run_compare(args, jobs, pack, base / f"jobs{jobs}-{pack}")
         rate = images / wall
         first = first or rate
-        rows.append([jobs, f"{wall:.1f}", f"{rate:,.0f}", f"{rate / first:.2f}x"])
+        how = "one process" if jobs == 1 else ("one pack" if pack == "yes" else f"{jobs} processes")
+        rows.append([jobs, how, f"{wall:.1f}", f"{rate:,.0f}", f"{rate / first:.2f}x"])
     print(f"concurrent runs: {args.method} on digits at 32 px, splits {args.splits}, {args.epochs} epochs, "
           f"{args.device}, CUDA MPS {'on' if mps else 'off'} (CUDA_MPS_PIPE_DIRECTORY="
           f"{os.environ.get('CUDA_MPS_PIPE_DIRECTORY', '-')})")
-    print(tabulate(rows, headers=["jobs", "wall s", "train img/s (all runs)", "vs 1 job"], disable_numparse=True))
+    print(tabulate(rows, headers=["jobs", "how", "wall s", "train img/s (all runs)", "vs 1 job"], disable_numparse=True))
     shutil.rmtree(base, ignore_errors=True)
 
 

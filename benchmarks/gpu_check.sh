@@ -8,19 +8,24 @@
 #      osrbench's same step fed by a PIL DataLoader like the releases' (fp32, then the stream in bf16),
 #      the median of several epochs each. This compares osrbench with itself under two feeds: it is
 #      not a comparison with the releases' own code;
-#   5. aggregate throughput of N runs at once (compare --jobs N vs --jobs 1; CUDA MPS if its daemon runs);
-#   6. the policy check (AUROC under fp32 / bf16, eager / graphs).
+#   5. aggregate throughput of N runs at once, end to end (compare --jobs N as N processes and as one
+#      pack vs --jobs 1; CUDA MPS if its daemon runs);
+#   6. packs: aggregate img/s of 1, 2 and 5 DIAS and ARPL+CS runs packed in one process vs one alone
+#      (30,000 CIFAR-shaped images per run), with the profiler's GPU-busy fraction and kernels per batch;
+#   7. the policy check (AUROC under fp32 / bf16, eager / graphs).
 # A step that fails or runs over its budget is FAILED in the table; the script goes on with the
 # next one and exits non-zero at the end. The tables are printed last; logs are in $LOG.
 #
 # Knobs (defaults are the GPU run): OSRBENCH_BENCH_DEVICE (cuda), OSRBENCH_BENCH_IMAGES (10000),
 # OSRBENCH_BENCH_ROUNDS (3), OSRBENCH_BENCH_METHODS (softmax arpl-cs dias), OSRBENCH_CHECK_JOBS (4),
 # OSRBENCH_CHECK_SPLITS (0-4, the concurrent runs' splits), OSRBENCH_CHECK_METHODS (softmax),
-# OSRBENCH_CHECK_EPOCHS (5), OSRBENCH_CHECK_SEEDS (2) of the policy check.
+# OSRBENCH_CHECK_EPOCHS (5), OSRBENCH_CHECK_SEEDS (2) of the policy check, OSRBENCH_CHECK_PACK
+# (the pack check's arguments; default: dias and arpl-cs, 1 2 5 runs, 30,000 images).
 # OSRBENCH_CHECK_BUDGET_SCALE (1) multiplies every time budget. A CPU smoke run of the script itself
 # (the CUDA-only parts skip; the policy check's bf16 runs overrun there: CPUs emulate bf16):
 #   OSRBENCH_BENCH_DEVICE=cpu OSRBENCH_BENCH_IMAGES=128 OSRBENCH_BENCH_ROUNDS=1 OSRBENCH_BENCH_METHODS=softmax \
 #   OSRBENCH_CHECK_EPOCHS=1 OSRBENCH_CHECK_JOBS=2 OSRBENCH_CHECK_SPLITS=0-1 OSRBENCH_CHECK_BUDGET_SCALE=4 \
+#   OSRBENCH_CHECK_PACK="--methods softmax --runs 1 2 --images 512 --warm 4 --steps 2" \
 #   benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -57,8 +62,9 @@ step throughput-fp32 90 $PYTEST benchmarks/test_throughput.py --benchmark-column
     --benchmark-json="$LOG/fp32.json"
 step throughput-bf16 30 env OSRBENCH_BENCH_PRECISION=bf16 $PYTEST benchmarks/test_throughput.py -k stream \
     --benchmark-columns=median --benchmark-json="$LOG/bf16.json"
-step concurrency 45 python benchmarks/concurrency_check.py --device "$DEVICE" --jobs "${OSRBENCH_CHECK_JOBS:-4}" \
+step concurrency 60 python benchmarks/concurrency_check.py --device "$DEVICE" --jobs "${OSRBENCH_CHECK_JOBS:-4}" \
     --epochs 3 --splits "${OSRBENCH_CHECK_SPLITS:-0-4}"
+step pack 75 python benchmarks/pack_check.py --device "$DEVICE" ${OSRBENCH_CHECK_PACK:-}
 step policy 40 python benchmarks/precision_check.py --device "$DEVICE" --methods ${OSRBENCH_CHECK_METHODS:-softmax} \
     --epochs "${OSRBENCH_CHECK_EPOCHS:-5}" --seeds "${OSRBENCH_CHECK_SEEDS:-2}"
 TOTAL=$(( $(date +%s) - START ))
@@ -71,6 +77,7 @@ for f in fp32 bf16; do
     echo "== throughput $f"; sed -n '/^one epoch of/,/^$/p' "$LOG/throughput-$f.txt"
 done
 echo "== concurrent runs"; sed -n '/^concurrent runs/,$p' "$LOG/concurrency.txt"
+echo "== packs"; sed -n '/^packed runs/,$p' "$LOG/pack.txt"
 echo "== policies"; sed -n '/^policy check/,$p' "$LOG/policy.txt"
 echo "== steps (osrbench compared with itself; total ${TOTAL}s of a ${TOTAL_BUDGET}s budget)"
 python -c 'import sys, tabulate; rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]

@@ -162,7 +162,7 @@ def synthetic_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def bench_session(name: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, overrides: dict | None = None,
-                  graph_backend=None):
+                  graph_backend=None, seed: int = 0):
     """Method ``name`` set up by ``osrbench.session`` as the engine sets it up, on images ``x, y`` of
     :data:`K` classes (batch 64, crop and flip, CIFAR-10's config, plus ``overrides``), with its step
     built (``graph_backend``: as :func:`osrbench.session.open_session` takes it)."""
@@ -176,7 +176,7 @@ def bench_session(name: str, x: torch.Tensor, y: torch.Tensor, device: torch.dev
     _, cfg = configmod.resolve(spec, reg.dataset("cifar10"),
                                overrides={"batch_size": BATCH, "augment": "crop_flip", **(overrides or {})})
     data = OpenSetData(x, y, x[:k], torch.arange(k), x[:k], torch.arange(k))
-    s = session.open_session(spec, cfg, data, num_classes=k, dataset="cifar10", device=device, seed=0,
+    s = session.open_session(spec, cfg, data, num_classes=k, dataset="cifar10", device=device, seed=seed,
                              graph_backend=graph_backend)
     s.build_step()
     return s

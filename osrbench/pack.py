@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from contextlib import ExitStack
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 
 from osrbench import devices, engine, graphs
+
+T = TypeVar("T")
 
 def packable(plans: Sequence[engine.Plan]) -> bool:
     """``--pack auto``: every run is on the same CUDA device and its steps resolve to CUDA graphs
@@ -71,23 +73,66 @@ class RandomStates:
         self.python, self.numpy, self.torch = random.getstate(), np.random.get_state(), torch.get_rng_state()
 
 
+class Lane:
+    """What keeps one run of a pack apart from the others: its CUDA stream and its random states.
+
+    :meth:`Lanes.open` makes it; ``with lanes.on(lane):`` around each of the run's steps.
+    """
+
+    def __init__(self, stream: Any, states: RandomStates) -> None:
+        self.stream = stream
+        self.random = states
+
+
+class Lanes:
+    """The lanes of one pack, and the device's own default CUDA generator state, which a new run
+    is seeded in before it takes a clone of it (and which :meth:`close` puts back)."""
+
+    def __init__(self) -> None:
+        self._outside: tuple[torch.Generator, Any] | None = None
+
+    def open(self, device: torch.device, make: Callable[[], T]) -> tuple[T, Lane]:
+        """``make()`` (a run's set-up: seeds, restores its checkpoint) on a new lane; its random states
+        are taken right after it."""
+        if device.type == "cuda":
+            if self._outside is None:
+                gen = torch.cuda.default_generators[device.index if device.index is not None
+                                                    else torch.cuda.current_device()]
+                self._outside = (gen, gen.graphsafe_get_state())
+            gen, state = self._outside
+            gen.graphsafe_set_state(state)
+        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        with _on(stream):
+            made = make()
+        return made, Lane(stream, RandomStates(device))
+
+    @contextmanager
+    def on(self, lane: Lane) -> Iterator[None]:
+        with _on(lane.stream):
+            lane.random.enter()
+            try:
+                yield
+            finally:
+                lane.random.leave()
+
+    def close(self) -> None:
+        if self._outside is not None:
+            gen, state = self._outside
+            gen.graphsafe_set_state(state)
+
+
+def _on(stream: Any) -> Any:
+    return torch.cuda.stream(stream) if stream is not None else nullcontext()
+
+
 @dataclass
 class Member:
-    """A run in the pack: the sweep's index, its training, its step iterator, states and stream."""
+    """A run in the pack: the sweep's index, its training, its step iterator and its lane."""
 
     index: int
     training: engine.Training
     steps: Iterator[None]
-    random: RandomStates
-    stream: Any = None  # torch.cuda.Stream on CUDA
-
-
-def _stream_of(device: torch.device) -> Any:
-    return torch.cuda.Stream(device) if device.type == "cuda" else None
-
-
-def _on(stream: Any) -> Any:
-    return torch.cuda.stream(stream) if stream is not None else ExitStack()
+    lane: Lane
 
 
 def train(requests: Sequence[engine.RunRequest], todo: Sequence[int], jobs: int, *,
@@ -102,30 +147,19 @@ def train(requests: Sequence[engine.RunRequest], todo: Sequence[int], jobs: int,
     queue = deque(todo)
     members: list[Member] = []
     threads = torch.get_num_threads()
-    outside: dict[str, Any] = {}  # the default CUDA generator state before any member's was set
+    lanes = Lanes()
 
     def join(i: int) -> None:
         req = requests[i]
-        device = devices.pick_device(req.device)
-        if device.type == "cuda" and "state" not in outside:
-            gen = torch.cuda.default_generators[device.index if device.index is not None
-                                                else torch.cuda.current_device()]
-            outside["state"] = (gen, gen.graphsafe_get_state())
-        if "state" in outside:  # a new run seeds the shared state, then takes a clone of it
-            gen, state = outside["state"]
-            gen.graphsafe_set_state(state)
-        stream = _stream_of(device)
-        backend = graphs.ReplayBackend if device.type != "cuda" else None
         started(i)
         try:
-            with _on(stream):
-                t = engine.start(req, log=lambda msg: log(i, msg), graph_backend=backend)
-                if isinstance(t, engine.Outcome):
-                    done(i, t)
-                    return
-                with engine.failures(t.plan), devices.cpu_threads(t.config["threads"]):
-                    steps = t.steps()
-                    members.append(Member(i, t, steps, RandomStates(t.device), stream))
+            device = devices.pick_device(req.device)
+            backend = graphs.ReplayBackend if device.type != "cuda" else None
+            t, lane = lanes.open(device, lambda: engine.start(req, log=lambda msg: log(i, msg), graph_backend=backend))
+            if isinstance(t, engine.Outcome):
+                done(i, t)
+                return
+            members.append(Member(i, t, t.steps(), lane))
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - the run's failure; the pack goes on
@@ -135,19 +169,15 @@ def train(requests: Sequence[engine.RunRequest], todo: Sequence[int], jobs: int,
         """One step of ``m`` (or its finish); False when it left the pack."""
         t = m.training
         try:
-            with engine.failures(t.plan), _on(m.stream):
+            with engine.failures(t.plan), lanes.on(m.lane):
                 n = t.config["threads"]
                 if torch.get_num_threads() != n:
                     torch.set_num_threads(n)
-                m.random.enter()
                 try:
-                    try:
-                        next(m.steps)
-                        return True
-                    except StopIteration:
-                        outcome = t.finish()
-                finally:
-                    m.random.leave()
+                    next(m.steps)
+                    return True
+                except StopIteration:
+                    outcome = t.finish()
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - the run's failure; the others go on
@@ -162,7 +192,5 @@ def train(requests: Sequence[engine.RunRequest], todo: Sequence[int], jobs: int,
                 join(queue.popleft())
             members[:] = [m for m in members if step(m)]
     finally:
-        if "state" in outside:
-            gen, state = outside["state"]
-            gen.graphsafe_set_state(state)
+        lanes.close()
         torch.set_num_threads(threads)

@@ -224,18 +224,26 @@ class Session:
                     batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
                     ) -> Iterator[None]:
         """:meth:`run_epoch`, yielding after each step (a pack interleaves the steps of its runs)."""
-        step = self.step or self.build_step()
-        for phase_index, phase in enumerate(self.phases):
-            into = step.input_buffer(phase) if isinstance(step, graphs.StepGraphs) else None
-            passes = batches(phase_index) if batches is not None else self.stream.batches(epoch, phase_index, into)
-            for i, (x, y) in enumerate(passes):
-                with self.precision.autocast():
-                    losses = self.call(f"train_step({phase!r}, ...) in epoch {epoch}", step, phase,
-                                       self.precision.inputs(x), y)
-                if on_step is not None:
-                    on_step(phase, i, losses)
-                yield
+        for phase_index in range(len(self.phases)):
+            passes = batches(phase_index) if batches is not None else None
+            yield from self.phase_steps(epoch, phase_index, on_step, passes)
         self.call(f"end_epoch({epoch})", self.method.end_epoch, epoch)
+
+    def phase_steps(self, epoch: int, phase_index: int, on_step: Callable[[str, int, Any], None] | None = None,
+                    passes: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Iterator[None]:
+        """One phase's pass over the stream (or ``passes``), yielding after each step."""
+        step = self.step or self.build_step()
+        phase = self.phases[phase_index]
+        if passes is None:
+            into = step.input_buffer(phase) if isinstance(step, graphs.StepGraphs) else None
+            passes = self.stream.batches(epoch, phase_index, into)
+        for i, (x, y) in enumerate(passes):
+            with self.precision.autocast():
+                losses = self.call(f"train_step({phase!r}, ...) in epoch {epoch}", step, phase,
+                                   self.precision.inputs(x), y)
+            if on_step is not None:
+                on_step(phase, i, losses)
+            yield
 
     def rng_state(self) -> dict[str, Any]:
         return checkpoints.rng_state(self.generator)
