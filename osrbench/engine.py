@@ -176,6 +176,7 @@ def _checkpoint_to_resume(p: Plan, kind: str, log: Callable[[str], None]) -> dic
     ``kind`` is what :meth:`Plan.stored_record` found.
     """
     req = p.request
+    checkpoints.check_folder(p.dir)  # before any training: --force too would die at its first save
     if req.force:
         return None
     ckpt, problems = checkpoints.load_latest(p.dir, p.check_checkpoint)

@@ -439,6 +439,8 @@ CASES: tuple[Hostile, ...] = (
     # issue 27, class 1: tracebacks. Damaged checkpoints of every shape name the file and what to do.
     Hostile("resume-checkpoint-is-a-folder", RESUME, r"checkpoint\.pt is not a file .* no checkpoint can be saved",
             _trained(_unfinished(_folder_at))),
+    Hostile("force-checkpoint-is-a-folder", (*RUN, "--force"), r"checkpoint\.pt is not a file .* no checkpoint can be saved",
+            _trained(_unfinished(_folder_at))),
     Hostile("resume-checkpoint-bare-tensor", RESUME,
             r"checkpoint\.pt: not a checkpoint osrbench wrote \(a Tensor, .*--force",
             _trained(_unfinished(_hashed_checkpoint(lambda c: __import__("torch").zeros(3))))),
