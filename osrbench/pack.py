@@ -96,6 +96,7 @@ class Lanes:
         are taken right after it."""
         if device.type == "cuda":
             if self._outside is None:
+                torch.cuda.init()  # default_generators is empty until CUDA is initialised
                 gen = torch.cuda.default_generators[device.index if device.index is not None
                                                     else torch.cuda.current_device()]
                 self._outside = (gen, gen.graphsafe_get_state())
