@@ -32,7 +32,7 @@ def class_name(name: str) -> str:
 
 PYPROJECT = Template('''\
 [build-system]
-requires = ["setuptools>=68"]
+requires = ["setuptools>=77"]  # 77: SPDX license strings
 build-backend = "setuptools.build_meta"
 
 [project]
@@ -41,6 +41,7 @@ version = "0.1.0"
 description = "osrbench plugin: the ${name} open-set recognition method"
 readme = "README.md"
 requires-python = ">=3.10"
+license = "MIT"  # an SPDX expression: change it to your licence
 dependencies = ["osrbench>=${version}", "torch>=2.1"]
 
 [project.optional-dependencies]
@@ -214,7 +215,7 @@ ${setup}
 `pip install -e .` is enough to use the method; the `test` extra adds pytest. Use
 `python -m pytest`, not a bare `pytest`, so the tests run with this environment's Python. Offline
 (no package index): add `--no-build-isolation` to the pip command, so pip builds with the installed
-setuptools (>= 68) instead of downloading it; osrbench, torch and pytest must then be installed.
+setuptools (>= 77) instead of downloading it; osrbench, torch and pytest must then be installed.
 
 ## Run and compare
 

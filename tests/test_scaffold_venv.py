@@ -10,7 +10,7 @@ directories: symlinks to every entry except osrbench's own (the host and the bui
 the venv starts without osrbench and its dist-infos and must install the host and the plugin itself.
 pip runs offline (``--no-index``): every dependency must already be satisfied, and
 ``--no-build-isolation --check-build-dependencies`` builds with the mirrored setuptools after
-checking it meets the pyproject's ``setuptools>=68``.
+checking it meets the pyproject's ``setuptools>=77``.
 """
 
 from __future__ import annotations
@@ -127,3 +127,14 @@ def test_every_plugin_readme_has_the_same_install_section():
         # The same words everywhere once the folder and the plugin name are taken out (and the padding).
         sections[rel] = re.sub(r" +#", " #", section.replace(rel, "FOLDER").replace(f'"{name}"', '"NAME"'))
     assert len(set(sections.values())) == 1, "the Install sections differ: " + ", ".join(sections)
+
+
+def test_every_pyproject_has_todays_license_metadata(tmp_path):
+    """An SPDX ``license`` string (a TOML table is deprecated by setuptools) and the setuptools that
+    reads it (>= 77), in the host, every plugin and the scaffold's template."""
+    tomllib = pytest.importorskip("tomllib")
+    generated = scaffold.new_plugin("spdx-check", tmp_path, check_installed=False) / "pyproject.toml"
+    for path in [ROOT / "pyproject.toml", *(d / "pyproject.toml" for d in PLUGIN_DIRS), generated]:
+        doc = tomllib.loads(path.read_text())
+        assert isinstance(doc["project"].get("license"), str), f"{path}: license is not an SPDX string"
+        assert doc["build-system"]["requires"] == ["setuptools>=77"], f"{path}: SPDX strings need setuptools>=77"
