@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 from osrbench.errors import UserError
 
 if TYPE_CHECKING:  # torch is imported where tensors are touched: specs stay torch-free
     import torch
-
-    from osrbench.protocols import OpenSetSplit
 
 
 class DataNotFound(UserError):
@@ -78,8 +76,16 @@ class OpenSetData:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
 
+class ClassSplit(Protocol):
+    """What a loader reads of a split (``osrbench.protocols.OpenSetSplit`` is one; protocols build on
+    datasets, never the reverse)."""
+
+    known: tuple[int, ...]  # original class ids; known[i] is label i
+    unknown: tuple[int, ...]  # original class ids of the unknown test classes
+
+
 #: ``load(root, split, image_size) -> OpenSetData``; ``root`` is the data root folder.
-Loader = Callable[[Path, "OpenSetSplit", int], OpenSetData]
+Loader = Callable[[Path, ClassSplit, int], OpenSetData]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The shape of the package (DESIGN.md, "The next shape"), read from the source with ``ast``.
 
-- No import cycle anywhere in ``osrbench/``. Every import statement counts, at module level and
-  inside functions; only ``if TYPE_CHECKING:`` blocks are skipped. ``from osrbench import x``
+- No import cycle anywhere in ``osrbench/`` or in a plugin package under ``plugins/`` and
+  ``examples/``. Every import statement counts, at module level and inside functions, and so do
+  ``if TYPE_CHECKING:`` imports (a reader follows those too). ``from osrbench import x``
   counts as importing ``osrbench.x`` when ``x`` is a submodule, and the package's lazy public
   names (``osrbench._LAZY``) count as imports of ``osrbench``.
 - Nothing below a command imports one: no library module imports ``osrbench.commands`` or
@@ -40,14 +41,16 @@ def _is_type_checking(node: ast.If) -> bool:
     return "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def runtime_imports(module: str, source: str, modules: set[str], is_package: bool = False) -> set[str]:
-    """Modules of ``modules`` that ``module`` imports at run time (``if TYPE_CHECKING:`` skipped)."""
+def runtime_imports(module: str, source: str, modules: set[str], is_package: bool = False,
+                    type_checking: bool = False) -> set[str]:
+    """Modules of ``modules`` that ``module`` imports at run time (``type_checking``: and in its
+    ``if TYPE_CHECKING:`` blocks, which are skipped otherwise)."""
     package = module if is_package else module.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
+            if isinstance(child, ast.If) and _is_type_checking(child) and not type_checking:
                 for inner in child.orelse:  # the ``else:`` branch runs
                     visit_one(inner)
                 continue
@@ -71,14 +74,20 @@ def runtime_imports(module: str, source: str, modules: set[str], is_package: boo
     return {m for m in found if m in modules and m != module}
 
 
-def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
-    """module -> the package's modules it imports at run time."""
+def import_graph(package: Path = PACKAGE, type_checking: bool = False) -> dict[str, set[str]]:
+    """module -> the package's modules it imports at run time (``type_checking``: or for type checkers)."""
     paths = module_paths(package)
     names = set(paths)
-    graph = {m: runtime_imports(m, p.read_text(encoding="utf-8"), names, p.name == "__init__.py")
+    graph = {m: runtime_imports(m, p.read_text(encoding="utf-8"), names, p.name == "__init__.py", type_checking)
              for m, p in paths.items()}
-    graph["osrbench"] |= set(osrbench._LAZY.values())  # imported by the package's __getattr__
+    if package == PACKAGE:
+        graph["osrbench"] |= set(osrbench._LAZY.values())  # imported by the package's __getattr__
     return graph
+
+
+#: The plugin packages of this repository (each a distribution's importable package).
+PLUGIN_PACKAGES = sorted(p.parent for root in ("plugins", "examples")
+                         for p in (PACKAGE.parent / root).glob("*/osrbench_*/__init__.py"))
 
 
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -189,9 +198,21 @@ def test_the_graph_covers_the_package():
     assert "osrbench.engine" in graph["osrbench.commands.run"]  # imported inside cmd_run
 
 
-def test_no_import_cycle_anywhere_in_the_package():
-    cycles = import_cycles(import_graph())
+@pytest.mark.parametrize("type_checking", [False, True], ids=["run time", "with TYPE_CHECKING imports"])
+def test_no_import_cycle_anywhere_in_the_package(type_checking):
+    cycles = import_cycles(import_graph(type_checking=type_checking))
     assert not cycles, "import cycles:\n" + "\n".join("  " + " -> ".join(c) for c in cycles)
+
+
+@pytest.mark.parametrize("package", PLUGIN_PACKAGES, ids=lambda p: p.name)
+def test_no_import_cycle_in_a_plugin(package):
+    """A plugin registers from a module that imports its methods, never the reverse."""
+    cycles = import_cycles(import_graph(package, type_checking=True))
+    assert not cycles, "import cycles:\n" + "\n".join("  " + " -> ".join(c) for c in cycles)
+
+
+def test_the_plugin_packages_are_found():
+    assert {"osrbench_arpl", "osrbench_dias", "osrbench_softmax"} <= {p.name for p in PLUGIN_PACKAGES}
 
 
 def test_no_library_module_imports_a_command():

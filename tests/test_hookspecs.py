@@ -91,7 +91,7 @@ def _installed(dist: str, module: str, source: str) -> Iterator[None]:
 
 METHODS_PLUGIN = """
 import osrbench
-from osrbench_softmax.plugin import DEFAULTS, Softmax
+from osrbench_softmax.softmax import DEFAULTS, Softmax
 
 @osrbench.hookimpl
 def osrbench_register_methods(register):

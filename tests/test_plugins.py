@@ -13,7 +13,7 @@ from osrbench import plugins
 
 GOOD = """
 import osrbench
-from osrbench_softmax.plugin import DEFAULTS, Softmax
+from osrbench_softmax.softmax import DEFAULTS, Softmax
 
 @osrbench.hookimpl
 def osrbench_register_methods(register):

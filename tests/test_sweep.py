@@ -262,7 +262,7 @@ import os
 import signal
 
 import osrbench
-from osrbench_softmax.plugin import DEFAULTS, OPTIONS, RECIPES, Softmax
+from osrbench_softmax.softmax import DEFAULTS, OPTIONS, RECIPES, Softmax
 
 
 class Doomed(Softmax):

@@ -1,7 +1,7 @@
 """GCPL and RPL (METHODS.md §5.3), the ARPL release's other two losses (``iCGY96/ARPL`` HEAD 3ede8b3,
 ``loss/GCPLoss.py``, ``loss/RPLoss.py``, ``loss/Dist.py``), trained by the same ``train`` loop.
 
-Everything but the loss is :class:`~osrbench_arpl.plugin.ARPL`'s: ``classifier32`` (single BN), one
+Everything but the loss is :class:`~osrbench_arpl.arpl.ARPL`'s: ``classifier32`` (single BN), one
 optimiser over the backbone **and** the loss's parameters (so SGD weight decay acts on them), the
 ARPL recipes and schedule, one plain pass per epoch, the unused Linear head.
 
@@ -33,7 +33,7 @@ from osrbench import layouts
 from osrbench.method import Context, MethodSpec, Option
 from osrbench.training import OPTIM_DEFAULTS, mls_smoothed_cross_entropy
 
-from osrbench_arpl.plugin import ARPL, DEFAULTS, OPTIONS, RECIPES, ReciprocalPoints, distance_logits
+from osrbench_arpl.arpl import ARPL, DEFAULTS, OPTIONS, RECIPES, ReciprocalPoints, distance_logits
 
 GCPL_CITATION = (
     'Yang, Zhang, Yin, Liu, "Robust Classification with Convolutional Prototype Learning", CVPR 2018; '

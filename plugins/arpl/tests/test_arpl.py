@@ -17,7 +17,7 @@ from osrbench import config as configmod  # noqa: E402
 from osrbench import engine, plugins  # noqa: E402
 from osrbench.config import ENGINE_DEFAULTS  # noqa: E402
 from osrbench.method import Context  # noqa: E402
-from osrbench_arpl.plugin import (  # noqa: E402
+from osrbench_arpl.arpl import (  # noqa: E402
     ARPL,
     ARPLCS,
     CS_DEFAULTS,

@@ -25,7 +25,7 @@ from osrbench.evaluation import BATCH  # noqa: E402
 from osrbench.method import Context  # noqa: E402
 from osrbench.testing import CHECKS, run_check  # noqa: E402
 from osrbench_arpl.gcpl_rpl import CENTRE_DEFAULTS, GCPL, RPL, class_distances, gcpl_loss, rpl_loss  # noqa: E402
-from osrbench_arpl.plugin import ARPL, DEFAULTS  # noqa: E402
+from osrbench_arpl.arpl import ARPL, DEFAULTS  # noqa: E402
 
 K = 4
 METHODS = {"gcpl": GCPL, "rpl": RPL}

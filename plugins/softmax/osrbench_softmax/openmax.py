@@ -1,6 +1,6 @@
 """OpenMax (Bendale & Boult, CVPR 2016) as a method: the softmax baseline's training, a fit stage, the OpenMax score.
 
-Training is :class:`~osrbench_softmax.plugin.Softmax`'s, inherited unchanged (network, optimiser,
+Training is :class:`~osrbench_softmax.softmax.Softmax`'s, inherited unchanged (network, optimiser,
 schedule, recipes, the same random draws in the same order): ``openmax`` and ``softmax`` on the same
 split and seed train bit for bit the same network. After the last epoch the fit stage runs the
 network (eval mode) over the training images in file order, unaugmented, and fits OpenMax on those
@@ -34,10 +34,10 @@ from osrbench.scorers.openmax import DISTANCES, OPENOOD_OPENMAX, OpenMaxModel, f
 from osrbench.scoring import NotApplicable
 from osrbench.training import logit_scores
 
-from osrbench_softmax.plugin import DEFAULTS as SOFTMAX_DEFAULTS
-from osrbench_softmax.plugin import OPTIONS as SOFTMAX_OPTIONS
-from osrbench_softmax.plugin import RECIPES as SOFTMAX_RECIPES
-from osrbench_softmax.plugin import Softmax
+from osrbench_softmax.softmax import DEFAULTS as SOFTMAX_DEFAULTS
+from osrbench_softmax.softmax import OPTIONS as SOFTMAX_OPTIONS
+from osrbench_softmax.softmax import RECIPES as SOFTMAX_RECIPES
+from osrbench_softmax.softmax import Softmax
 
 #: OpenOOD v1.5's ``OpenMax.__init__``: ``self.weibull_threshold = 0.9`` (its prediction rule).
 OPENOOD_WEIBULL_THRESHOLD = 0.9
