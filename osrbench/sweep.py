@@ -55,7 +55,6 @@ if TYPE_CHECKING:  # the engine imports torch: imported where a run is planned o
 EXECUTORS = ("local", "ray")
 PACK_CHOICES = ("auto", "yes", "no")  # --pack (osrbench.pack; kept here so --help needs no torch)
 RAY_MISSING = "Ray is not installed: pip install 'osrbench[ray]' (or: pip install 'ray>=2.9')"
-GRID_KEYS = ("methods", "datasets", "protocol", "splits", "seeds", "epochs", "recipe", "set")
 
 
 class SweepError(UserError):
@@ -598,65 +597,3 @@ def _execute_ray(ray: Any, reqs: list[engine.RunRequest], todo: list[int], cpus:
     finally:
         if started_here:
             ray.shutdown()
-
-
-# ---------------------------------------------------------------------------------------- grid
-
-
-def load_grid(path: Path) -> dict[str, Any]:
-    """A grid file: a YAML mapping with the keys :data:`GRID_KEYS`, each of its type.
-
-    The text is read within bounds (at most 1 MB, no YAML anchors or aliases, bounded nesting) and
-    every key's type is checked here, so a bad file is one line, never a traceback.
-    """
-    from osrbench.config import safe_yaml
-
-    max_bytes = 1_000_000
-    types = {  # key -> (allowed kinds, in words); lists hold names (str) or indices (int)
-        "methods": ((str, "list[str]"), "a name or a list of names"),
-        "datasets": ((str, "list[str]"), "a name or a list of names"),
-        "protocol": ((str,), "one protocol name (auroc, f1 or osrci)"),
-        "recipe": ((str,), "one recipe name"),
-        "epochs": ((int,), "a positive integer"),
-        "splits": ((str, int, "list[int]"), "indices like 0-4, a list of integers, or all"),
-        "seeds": ((str, int, "list[int]"), "seeds like 0-2 or a list of integers"),
-    }
-
-    def fits(value: Any, kinds: tuple[Any, ...]) -> bool:
-        if isinstance(value, bool):
-            return False
-        for kind in kinds:
-            if isinstance(kind, type) and isinstance(value, kind):
-                return True
-            if isinstance(kind, str) and isinstance(value, list) and value:
-                item = str if kind == "list[str]" else int
-                if all(isinstance(v, item) and not isinstance(v, bool) for v in value):
-                    return True
-        return False
-
-    try:
-        if Path(path).stat().st_size > max_bytes:
-            raise SweepError(f"grid file {path} is larger than {max_bytes:,} bytes; a grid is a short YAML file")
-        text = Path(path).read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise SweepError(f"cannot read grid file {path}: {exc.strerror or type(exc).__name__}") from None
-    except UnicodeDecodeError:
-        raise SweepError(f"grid file {path} is not UTF-8 text (a binary file?); a grid is a YAML mapping") from None
-    if "\x00" in text:
-        raise SweepError(f"grid file {path} holds NUL bytes (a binary file?); a grid is a YAML mapping")
-    doc = safe_yaml(text, f"grid file {path}", max_chars=max_bytes, error=SweepError)
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        raise SweepError(f"grid file {path} must be a mapping with keys {', '.join(GRID_KEYS)}")
-    bad = [k for k in doc if k not in GRID_KEYS]
-    if bad:
-        raise SweepError(f"grid file {path}: unknown key {str(bad[0])[:40]!r} (valid: {', '.join(GRID_KEYS)})")
-    if "set" in doc and not (isinstance(doc["set"], dict) and all(isinstance(k, str) for k in doc["set"])):
-        raise SweepError(f"grid file {path}: 'set' must be a mapping of config keys to values")
-    for key, (kinds, what) in types.items():
-        value = doc.get(key)
-        if value is not None and not fits(value, kinds):
-            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-            raise SweepError(f"grid file {path}: {key!r} must be {what}, got {shown}")
-    return doc
