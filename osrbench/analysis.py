@@ -213,9 +213,14 @@ def intervals(c: Comparison, resamples: int = stats.RESAMPLES, seed: int = 0, le
         for p in c.pairs.get(metric, []):
             out.pair_split[metric][p.a, p.b] = {
                 k: stats.percentile_interval(boot.values[k][p.a][metric] - boot.values[k][p.b][metric], level)
-                for k in p.splits if metric in boot.values[k].get(p.a, {}) and metric in boot.values[k].get(p.b, {})}
+                for k in _pair_splits(c, p) if metric in boot.values[k].get(p.a, {}) and metric in boot.values[k].get(p.b, {})}
             out.pair_mean[metric][p.a, p.b] = _over_splits(p.diffs, resamples, seed, level)
     return out
+
+
+def _pair_splits(c: Comparison, p: compare.Paired) -> list[int]:
+    """The splits a pair covers (a pair by seed covers the comparison's one split)."""
+    return p.splits if p.unit == "split" else c.splits
 
 
 def _over_splits(values: Sequence[float], resamples: int, seed: int, level: float) -> tuple[stats.Interval, stats.Interval]:
@@ -269,8 +274,9 @@ def planner(c: Comparison, metric: str, resolve: float | None = None) -> list[Pl
     for p in c.pairs.get(metric, []):
         v = pair_variance(c, metric, p.a, p.b)
         delta = p.mean_diff if resolve is None else resolve
-        n = len(p.splits)
-        seeds_now = max(1, min(len([r for r in c.records[p.a] if r.split == k]) for k in p.splits))
+        splits = _pair_splits(c, p)
+        n = len(splits)
+        seeds_now = max(1, min(len([r for r in c.records[p.a] if r.split == k]) for k in splits))
         out.append(Plan(p.a, p.b, delta, v, n, seeds_now,
                         stats.power_paired_t(delta, v.split_var, v.seed_var, n, seeds_now),
                         stats.seeds_needed(delta, v.split_var, v.seed_var, n),

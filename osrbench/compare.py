@@ -10,10 +10,13 @@ Pure functions: no terminal, no plotting. The conventions every table and export
 - Seeds are averaged within a split first; the mean and the sample standard deviation (ddof 1)
   are then taken over splits, as the papers report them.
 - Paired comparisons use the per-split (seed-averaged) values of two methods on the splits both
-  have: the difference ``A - B`` per split, win / tie / loss counts (a win is "A better", which
+  have; with one split and several seeds, the per-seed values instead (the same split and seed
+  give every method identical batches, so the seeds are the natural pairs: :func:`pair_unit`).
+  The difference ``A - B`` per pair, win / tie / loss counts (a win is "A better", which
   for a lower-is-better metric such as ``fpr95_known`` means lower), the exact two-sided Wilcoxon
   signed-rank test and the two-sided paired t-test, each also Holm-adjusted over every pair of the
   metric's table (:func:`holm_adjust`).
+- The sample std of a single value is undefined: NaN, shown as ``-`` (JSON ``null``, CSV empty).
 - ``--std ddof0`` (:data:`STD_CHOICES`) swaps the sample std for the population std; every table
   names the one it shows (:func:`std_label`).
 
@@ -186,6 +189,22 @@ def per_split(records: Iterable[Record], metric: str) -> dict[str, dict[int, flo
     return {m: {s: sum(v) / len(v) for s, v in sorted(by.items())} for m, by in acc.items()}
 
 
+def per_seed(records: Iterable[Record], metric: str) -> dict[str, dict[int, float]]:
+    """method -> seed -> value, for records of one split (what :func:`pair_unit` ``"seed"`` pairs)."""
+    out: dict[str, dict[int, float]] = defaultdict(dict)
+    for rec in sorted(records, key=lambda r: r.seed):
+        value = rec.metrics.get(metric)
+        if value is not None:
+            out[rec.method][rec.seed] = float(value)
+    return dict(out)
+
+
+def pair_unit(records: Sequence[Record]) -> str:
+    """What paired tests pair: ``"seed"`` for one split with several seeds, else ``"split"``."""
+    one_split = len({r.split for r in records}) == 1
+    return "seed" if one_split and len({r.seed for r in records}) > 1 else "split"
+
+
 def seed_std(records: Iterable[Record], metric: str) -> dict[str, float]:
     """method -> mean over splits of the std over seeds within a split (splits with >= 2 seeds)."""
     acc: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -301,13 +320,13 @@ def min_wilcoxon_p(n: int) -> float:
 
 @dataclass
 class Paired:
-    """Method ``a`` against method ``b`` on one metric, over the splits both have."""
+    """Method ``a`` against method ``b`` on one metric, over the splits (or seeds) both have."""
 
     a: str
     b: str
     metric: str
-    splits: list[int]
-    diffs: list[float]  # a - b per split, in split order
+    splits: list[int]  # the paired keys: split indices, or seeds when ``unit`` is "seed"
+    diffs: list[float]  # a - b per key, in key order
     wins: int
     ties: int
     losses: int
@@ -319,6 +338,7 @@ class Paired:
     #: Holm-adjusted over every pair of the same metric's table (:func:`holm_adjust`).
     p_wilcoxon_holm: float = math.nan
     p_t_holm: float = math.nan
+    unit: str = "split"  # what was paired (:func:`pair_unit`)
 
     @property
     def mean_diff(self) -> float:
@@ -331,7 +351,7 @@ class Paired:
     def as_dict(self) -> dict[str, Any]:
         num = json_number
         return {"a": self.a, "b": self.b, "metric": self.metric,
-                "per_split_diff": {str(k): v for k, v in zip(self.splits, self.diffs)},
+                "unit": self.unit, f"per_{self.unit}_diff": {str(k): v for k, v in zip(self.splits, self.diffs)},
                 "mean_diff": num(self.mean_diff), "std_diff": num(self.std_diff),
                 "wins": self.wins, "ties": self.ties, "losses": self.losses, "tie_tol": self.tie_tol,
                 "lower_is_better": self.metric in LOWER_IS_BETTER,
@@ -341,8 +361,8 @@ class Paired:
 
 
 def paired(a_values: Mapping[int, float], b_values: Mapping[int, float], metric: str,
-           tie_tol: float = EXACT_TIE, a: str = "A", b: str = "B") -> Paired:
-    """Pair two methods' per-split values by split index and test their differences."""
+           tie_tol: float = EXACT_TIE, a: str = "A", b: str = "B", unit: str = "split") -> Paired:
+    """Pair two methods' values by key (split index, or seed for ``unit="seed"``) and test their differences."""
     splits = sorted(set(a_values) & set(b_values))
     diffs = [float(a_values[k]) - float(b_values[k]) for k in splits]
     tol = max(float(tie_tol), EXACT_TIE)
@@ -351,7 +371,8 @@ def paired(a_values: Mapping[int, float], b_values: Mapping[int, float], metric:
     losses = sum(1 for d in diffs if sign * d < -tol)
     w, pw, _ = wilcoxon_signed_rank(diffs)
     t, pt = paired_t(diffs)
-    return Paired(a, b, metric, splits, diffs, wins, len(diffs) - wins - losses, losses, tol, w, pw, t, pt)
+    return Paired(a, b, metric, splits, diffs, wins, len(diffs) - wins - losses, losses, tol, w, pw, t, pt,
+                  unit=unit)
 
 
 def holm_adjust(pairs: Sequence[Paired]) -> list[Paired]:
@@ -422,6 +443,8 @@ class Comparison:
     ddof: int = 1  # of the std over splits
     #: The score every metric was computed with (``compare --score``); ``None``: each run's own.
     score: str | None = None
+    #: What the paired tests pair (:func:`pair_unit`): "split", or "seed" for one split.
+    unit: str = "split"
 
 
 def build(records: Sequence[Record], methods: Sequence[str], metrics: Sequence[str] = METRICS,
@@ -439,6 +462,7 @@ def build(records: Sequence[Record], methods: Sequence[str], metrics: Sequence[s
     methods = [m for m in methods if any(r.method == m for r in records)]
     by_method = {m: [r for r in records if r.method == m] for m in methods}
     summaries, pairs, spread = {}, {}, {}
+    unit = pair_unit(records)
     for metric in metrics:
         summ = {m: s for m, s in summarize(records, metric, ddof).items() if m in by_method}
         if not summ:
@@ -446,7 +470,8 @@ def build(records: Sequence[Record], methods: Sequence[str], metrics: Sequence[s
         summaries[metric] = {m: summ[m] for m in methods if m in summ}
         spread[metric] = seed_std(records, metric)
         present = [m for m in methods if m in summ]
-        pairs[metric] = holm_adjust([paired(summ[a].per_split, summ[b].per_split, metric, tie_tol, a, b)
+        values = per_seed(records, metric) if unit == "seed" else {m: summ[m].per_split for m in present}
+        pairs[metric] = holm_adjust([paired(values[a], values[b], metric, tie_tol, a, b, unit)
                                      for i, a in enumerate(present) for b in present[i + 1:]])
     first = records[0]
     return Comparison(
@@ -454,7 +479,7 @@ def build(records: Sequence[Record], methods: Sequence[str], metrics: Sequence[s
         splits=sorted({r.split for r in records}), seeds=sorted({r.seed for r in records}),
         metrics=list(summaries), summaries=summaries, pairs=pairs,
         groups={m: group_key(rs[0]) for m, rs in by_method.items()}, records=by_method,
-        seed_std=spread, tie_tol=max(tie_tol, EXACT_TIE), ddof=ddof, score=score,
+        seed_std=spread, tie_tol=max(tie_tol, EXACT_TIE), ddof=ddof, score=score, unit=unit,
     )
 
 
@@ -528,27 +553,32 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
         out.append(table(rows, headers))
         if c.pairs.get(metric):
             rows = []
+            keys = c.seeds if c.unit == "seed" else c.splits
             for p in c.pairs[metric]:
                 by = dict(zip(p.splits, p.diffs))
                 max_n = max(max_n, len(p.splits))
                 rows.append([f"{p.a} - {p.b}", f"{_signed(p.mean_diff)} +- {_pct(p.std_diff)}",
-                             *(_signed(by[k]) if k in by else "-" for k in c.splits),
+                             *(_signed(by[k]) if k in by else "-" for k in keys),
                              f"{p.wins}/{p.ties}/{p.losses}", _p(p.p_wilcoxon), _p(p.p_t),
                              *((_p(p.p_wilcoxon_holm), _p(p.p_t_holm)) if several else ())])
             out.append("")
-            out.append(table(rows, ["paired A - B", "mean diff +- std", *(f"split {k}" for k in c.splits),
+            out.append(table(rows, ["paired A - B", "mean diff +- std", *(f"{c.unit} {k}" for k in keys),
                                     "W/T/L", "p Wilcoxon", "p paired-t",
                                     *(("p Wilcoxon (Holm)", "p paired-t (Holm)") if several else ())]))
     if max_n:
         lower = [m for m in c.metrics if m in LOWER_IS_BETTER]
         out.append("")
-        out.append(f"W/T/L: splits where A is better / tied ({_tol_text(c.tie_tol)}) / worse than B"
+        unit = c.unit
+        if unit == "seed":
+            out.append(f"Paired by seed: one split ({split_list(c.splits)}), and the same split and seed give "
+                       "every method identical batches, so each seed is one pair.")
+        out.append(f"W/T/L: {unit}s where A is better / tied ({_tol_text(c.tie_tol)}) / worse than B"
                    + (f"; better = lower for {', '.join(lower)}" if lower else "") + ".")
-        out.append("p Wilcoxon: two-sided exact Wilcoxon signed-rank test on the per-split differences "
+        out.append(f"p Wilcoxon: two-sided exact Wilcoxon signed-rank test on the per-{unit} differences "
                    "(zero differences dropped);")
-        out.append(f"  with {max_n} splits the smallest attainable p is {min_wilcoxon_p(max_n):.4g}"
+        out.append(f"  with {max_n} {unit}s the smallest attainable p is {min_wilcoxon_p(max_n):.4g}"
                    + (", so no comparison can reach p < 0.05." if min_wilcoxon_p(max_n) >= 0.05 else "."))
-        out.append("p paired-t: two-sided paired t-test on the same differences (df = splits - 1). "
+        out.append(f"p paired-t: two-sided paired t-test on the same differences (df = {unit}s - 1). "
                    + ("Holm: each adjusted by Holm's step-down method over the table's "
                       f"{len(c.methods) * (len(c.methods) - 1) // 2} pairs (one family per metric)."
                       if several else "One pair: no multiple-comparison correction needed."))

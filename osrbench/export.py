@@ -41,8 +41,12 @@ def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapp
             # The one plugin that made every run of this method (compare.build refuses a mix).
             "plugin": {"distribution": g.plugin_distribution, "version": g.plugin_version},
             "config": recs[0].config,
-            "metrics": {metric: {"mean": c.summaries[metric][m].mean, "std": c.summaries[metric][m].std,
-                                 "per_split": {str(k): v for k, v in c.summaries[metric][m].per_split.items()}}
+            "metrics": {metric: {"mean": c.summaries[metric][m].mean,
+                                 "std": results.json_number(c.summaries[metric][m].std),  # null: one split
+                                 "per_split": {str(k): v for k, v in c.summaries[metric][m].per_split.items()},
+                                 # what the paired tests paired (one split, several seeds)
+                                 **({"per_seed": {str(k): v for k, v in compare.per_seed(c.records[m], metric)
+                                                  .get(m, {}).items()}} if c.unit == "seed" else {})}
                         for metric in c.metrics if m in c.summaries[metric]},
             "split_hashes": {str(r.split): r.split_hash for r in recs},
             "versions": versions[0],
@@ -60,9 +64,10 @@ def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapp
         "std_ddof": c.ddof, "score": c.score,
         "methods": methods,
         "paired": [p.as_dict() for metric in c.metrics for p in c.pairs.get(metric, [])],
-        "paired_tests": {"wilcoxon": "two-sided exact Wilcoxon signed-rank on per-split differences A - B, "
+        "paired_tests": {"unit": c.unit,
+                         "wilcoxon": f"two-sided exact Wilcoxon signed-rank on per-{c.unit} differences A - B, "
                                      "zero differences dropped",
-                         "paired_t": "two-sided paired t-test, df = splits - 1",
+                         "paired_t": f"two-sided paired t-test, df = {c.unit}s - 1",
                          "holm": "p_*_holm: Holm step-down adjustment over every pair of one metric",
                          "tie_tol": c.tie_tol},
         **(extra or {}),
@@ -171,7 +176,8 @@ def _validate(doc: Any) -> None:
         for metric, v in (m.get("metrics") or {}).items():
             try:
                 per = {str(k): float(x) for k, x in v["per_split"].items()}
-                mean, std = float(v["mean"]), float(v["std"])
+                mean = float(v["mean"])
+                std = math.nan if v["std"] is None else float(v["std"])  # null: undefined (one split)
             except (KeyError, TypeError, ValueError, AttributeError):
                 problems.append(f"method {name!r}, {metric}: needs numeric mean, std and per_split")
                 continue
@@ -182,7 +188,8 @@ def _validate(doc: Any) -> None:
             if extra:
                 problems.append(f"method {name!r}, {metric}: values for splits {extra} not in the bundle's splits")
             m2, s2 = results.mean_std(per.values(), ddof)
-            if not (math.isclose(m2, mean, rel_tol=1e-9, abs_tol=1e-12) and math.isclose(s2, std, rel_tol=1e-9, abs_tol=1e-12)):
+            same_std = (math.isnan(s2) and math.isnan(std)) or math.isclose(s2, std, rel_tol=1e-9, abs_tol=1e-12)
+            if not (math.isclose(m2, mean, rel_tol=1e-9, abs_tol=1e-12) and same_std):
                 problems.append(f"method {name!r}, {metric}: mean/std do not follow from the per-split values")
             missing = sorted(set(per) - set(hashes))
             if missing:
@@ -195,11 +202,14 @@ def _validate(doc: Any) -> None:
     for p in doc.get("paired", []) or []:
         try:
             a, b, metric = doc["methods"][p["a"]], doc["methods"][p["b"]], p["metric"]
-            pa, pb = a["metrics"][metric]["per_split"], b["metrics"][metric]["per_split"]
-            for k, d in p["per_split_diff"].items():
+            unit = p.get("unit", "split")  # bundles before seed pairing paired splits only
+            if unit not in ("split", "seed"):
+                raise KeyError(unit)
+            pa, pb = a["metrics"][metric][f"per_{unit}"], b["metrics"][metric][f"per_{unit}"]
+            for k, d in p[f"per_{unit}_diff"].items():
                 if not math.isclose(float(pa[k]) - float(pb[k]), float(d), rel_tol=1e-9, abs_tol=1e-12):
-                    problems.append(f"paired {p['a']} - {p['b']}, {metric}: split {k} difference does not match")
-        except (KeyError, TypeError, ValueError):
+                    problems.append(f"paired {p['a']} - {p['b']}, {metric}: {unit} {k} difference does not match")
+        except (KeyError, TypeError, ValueError, AttributeError):
             problems.append("a paired entry names a method, metric or split the bundle lacks")
     if problems:
         raise ExportInvalid("; ".join(problems))

@@ -126,8 +126,9 @@ def plot_bars(summaries: Mapping[str, compare.Summary], splits: Sequence[int], p
         pos = x + (i - (len(methods) - 1) / 2) * width
         color = f"C{i}"
         ax.bar(pos[:-1], [100 * s.per_split.get(k, math.nan) for k in splits], width, color=color, label=m)
-        ax.bar(pos[-1:], [100 * s.mean], width, yerr=[100 * s.std], capsize=3, color=color)
-        ax.annotate(f"{100 * s.mean:.1f}", (pos[-1], 100 * (s.mean + s.std)), xytext=(0, 2),
+        err = s.std if math.isfinite(s.std) else 0.0  # one split: no std, so no error bar
+        ax.bar(pos[-1:], [100 * s.mean], width, yerr=[100 * err], capsize=3, color=color)
+        ax.annotate(f"{100 * s.mean:.1f}", (pos[-1], 100 * (s.mean + err)), xytext=(0, 2),
                     textcoords="offset points", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, groups)
     ax.set_ylabel("%" + (" (lower is better)" if lower_is_better else ""))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
@@ -25,6 +26,7 @@ from osrbench import compare, records
 from osrbench.compare import GroupKey, Summary
 from osrbench.errors import MethodFailed, UserError
 from osrbench.records import Record
+from osrbench.results import json_number
 
 if TYPE_CHECKING:  # the engine imports torch; reading records does not need it
     from osrbench import engine
@@ -207,7 +209,7 @@ def _short(value: Any) -> str:
 def _pm(s: Summary | None, sep: str) -> str:
     if s is None:
         return ""
-    return f"{100 * s.mean:.2f}{sep}{100 * s.std:.2f}"
+    return f"{compare._pct(s.mean)}{sep}{compare._pct(s.std)}"  # an undefined std (one split) shows as -
 
 
 def _cell_note(cell: Cell) -> str:
@@ -345,7 +347,7 @@ def format_csv(cells: Sequence[Cell], metrics: Sequence[str]) -> str:
                 continue
             w.writerow({"protocol": c.key.protocol, "dataset": c.key.dataset, "method": c.key.method,
                         "recipe": c.key.recipe or "", "variant": c.variant, "config_hash": c.key.config_hash,
-                        "metric": metric, "mean": repr(s.mean), "std": repr(s.std),
+                        "metric": metric, "mean": repr(s.mean), "std": "" if math.isnan(s.std) else repr(s.std),
                         "std_ddof": s.ddof, "n_splits": s.n,
                         "splits": " ".join(map(str, sorted(s.per_split))),
                         "seeds": " ".join(map(str, c.seeds)),
@@ -363,7 +365,7 @@ def report_doc(cells: Sequence[Cell], metrics: Sequence[str], source: str = "") 
             "plugin": {"distribution": c.key.plugin_distribution, "version": c.key.plugin_version},
             "config": dict(c.config), "splits": c.splits, "seeds": c.seeds, "n_runs": len(c.records),
             "expected_splits": c.expected_splits, "note": _cell_note(c),
-            "metrics": {m: {"mean": s.mean, "std": s.std, "n": s.n,
+            "metrics": {m: {"mean": s.mean, "std": json_number(s.std), "n": s.n,
                             "per_split": {str(k): v for k, v in sorted(s.per_split.items())}}
                         for m, s in c.metrics.items() if m in metrics},
         })

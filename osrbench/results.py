@@ -234,11 +234,12 @@ def json_number(x: float | None) -> float | None:
 
 def mean_std(values: Iterable[float], ddof: int = 1) -> tuple[float, float]:
     """Mean and standard deviation: sample (ddof 1, the default) or population (ddof 0, as OpenOOD
-    and the MLS code report it); 0 for a single value."""
+    and the MLS code report it). The sample std of a single value is NaN (undefined, shown as
+    ``-``), its population std 0."""
     v = [float(x) for x in values]
     if not v:
         return math.nan, math.nan
     m = sum(v) / len(v)
-    if len(v) == 1:
-        return m, 0.0
+    if len(v) <= ddof:
+        return m, math.nan
     return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - ddof))

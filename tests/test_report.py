@@ -166,6 +166,67 @@ def test_five_splits_cannot_reach_p_below_0_05_and_the_output_says_so():
     assert "<0.0001" in lines[0]  # constant differences: paired t gives p = 0
 
 
+
+def _one_split_four_seeds():
+    """Split 0 only, seeds 0-3: softmax above arpl by 1, 2, 3, 4 points seed by seed."""
+    soft = [0.90, 0.92, 0.94, 0.96]
+    return ([make_record("softmax", 0, s, {"auroc": v}) for s, v in enumerate(soft)]
+            + [make_record("arpl", 0, s, {"auroc": v - 0.01 * (s + 1)}) for s, v in enumerate(soft)])
+
+
+def test_one_split_several_seeds_pairs_by_seed_and_the_std_over_one_split_is_undefined():
+    from scipy import stats as sps
+
+    recs = _one_split_four_seeds()
+    c = compare.build(recs, ["softmax", "arpl"], ["auroc"])
+    assert c.unit == "seed" and compare.pair_unit(two_seed_records()) == "split"  # 5 splits: by split
+    (p,) = c.pairs["auroc"]
+    # By split there would be one pair (W/T/L 1/0/0, Wilcoxon p 1); by seed there are four.
+    assert p.unit == "seed" and p.splits == [0, 1, 2, 3]
+    assert p.diffs == pytest.approx([0.01, 0.02, 0.03, 0.04]) and (p.wins, p.ties, p.losses) == (4, 0, 0)
+    assert p.p_wilcoxon == pytest.approx(0.125)  # 2 / 2^4, all signs positive
+    soft = [r.metrics["auroc"] for r in recs[:4]]
+    arpl = [r.metrics["auroc"] for r in recs[4:]]
+    assert p.p_t == pytest.approx(sps.ttest_rel(soft, arpl).pvalue)
+    s = c.summaries["auroc"]["softmax"]
+    assert s.mean == pytest.approx(0.93) and math.isnan(s.std)  # a sample std of one split value
+    assert results.mean_std([0.5], ddof=0) == (0.5, 0.0)  # the population std of one value is 0
+    text = compare.render_comparison(c)
+    assert "93.00 +- -" in text and "+- 0.00" not in text
+    assert "seed 3" in text and "4/0/0" in text and "0.125" in text
+    assert "Paired by seed: one split (0)" in text and "W/T/L: seeds where A" in text
+    assert "with 4 seeds the smallest attainable p is 0.125" in text and "df = seeds - 1" in text
+
+
+def test_an_undefined_std_in_report_and_export(tmp_path):
+    recs = _one_split_four_seeds()
+    cells = report.build_report(recs, ["auroc"])
+    assert "93.00 ± -" in report.format_md(cells, ["auroc"])
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(report.format_csv(cells, ["auroc"])))}
+    assert rows["softmax"]["std"] == "" and float(rows["softmax"]["mean"]) == pytest.approx(0.93)
+    doc = report.report_doc(cells, ["auroc"])
+    assert {g["method"]: g["metrics"]["auroc"]["std"] for g in doc["groups"]} == {"softmax": None, "arpl": None}
+    json.dumps(doc, allow_nan=False)  # no NaN, which is not JSON
+
+    c = compare.build(recs, ["softmax", "arpl"], ["auroc"])
+    out = tmp_path / "bundle.json"
+    bundle = export.write_export(out, export.export_doc(c))
+    json.loads(out.read_text(), parse_constant=lambda x: pytest.fail(f"{x} in the bundle"))
+    export.validate_export(bundle)
+    m = bundle["methods"]["softmax"]["metrics"]["auroc"]
+    assert m["std"] is None and m["per_seed"] == pytest.approx({"0": 0.90, "1": 0.92, "2": 0.94, "3": 0.96})
+    (pair,) = bundle["paired"]
+    assert pair["unit"] == "seed" == bundle["paired_tests"]["unit"] and "per_seed_diff" in pair
+    bundle["methods"]["arpl"]["metrics"]["auroc"]["per_seed"]["2"] += 0.01
+    bundle["sha256"] = results.canonical_hash({k: v for k, v in bundle.items() if k != "sha256"}, 64)
+    with pytest.raises(export.ExportInvalid, match="seed 2 difference does not match"):
+        export.validate_export(bundle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NaN error bar or label position
+        png = plots.plot_bars(c.summaries["auroc"], c.splits, tmp_path / "bars.png", "AUROC")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
 # ------------------------------------------------------------------------------------- splits
 
 
@@ -484,7 +545,7 @@ def test_an_impostor_plugin_under_the_same_method_name_is_never_averaged_with_th
     assert cli.main(["report", "--runs", str(tmp_path), "--metrics", "auroc"]) == 0
     cap = capsys.readouterr()
     assert "| softmax (arpl-release; osrbench-softmax 0.1.0) | 84.00 ± 3.16 |" in cap.out  # unchanged
-    assert "| softmax (arpl-release; evil-softmax 0.1.0) | 99.00 ± 0.00 * |" in cap.out
+    assert "| softmax (arpl-release; evil-softmax 0.1.0) | 99.00 ± - * |" in cap.out  # one split: no std
     assert "warning: records of 'softmax' (protocol auroc) come from 2 different plugins" in cap.err
     assert cli.main(["report", "--runs", str(tmp_path), "--format", "csv", "--metrics", "auroc"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
