@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -111,9 +112,23 @@ def test_list_plugins_and_splits(capsys):
 
 def test_data_check_names_the_missing_file(capsys, tmp_path):
     assert cli.main(["data", "check", "cifar10", "--data-root", str(tmp_path)]) == 2
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # the hints are wrapped
     assert "cifar-10-batches-py" in out and "osrbench data download cifar10" in out
     assert cli.main(["data", "check", "digits", "--data-root", str(tmp_path)]) == 0
+
+
+def test_data_check_fits_a_100_column_terminal_with_the_hints_under_the_table(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a short root: a path longer than the width stays whole, unwrapped
+    assert cli.main(["data", "check", "--data-root", "data/root"]) == 0  # every dataset; only digits is ready
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 100, max(lines, key=len)
+    rows = {line.split()[0]: line for line in lines[3:] if re.match(r"^\S+\s+(ready|not ready)\s", line)}
+    assert "not ready" in rows["cifar10"] and "Krizhevsky 2009" in rows["cifar10"]  # the licence on its row
+    assert rows["digits"].split()[1] == "ready"
+    last_row = max(lines.index(row) for row in rows.values())
+    hints = "\n".join(lines[last_row + 1:])
+    assert "cifar10:\n  - missing folder cifar-10-batches-py/" in hints
+    assert "osrbench data download cifar10" in " ".join(hints.split())  # wrapped, whole when joined
 
 
 @pytest.mark.parametrize("argv", [["list"], ["plugins", "--json"]])

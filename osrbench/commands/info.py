@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,10 @@ def cmd_splits(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``data check`` fits a terminal this wide.
+DATA_CHECK_WIDTH = 100
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from osrbench import plugins
     from osrbench.session import default_data_root
@@ -118,17 +123,23 @@ def cmd_data(args: argparse.Namespace) -> int:
                 raise UsageError(str(exc)) from None
             print(f"{spec.name}: downloaded to {root}")
         return 0
-    missing = 0
-    rows = []
+    rows, hints = [], []
+    # what the name and status columns and their two gaps leave of the width
+    name_width = max(len(n) for n in [*(s.name for s in specs), "dataset"])
+    licence_width = DATA_CHECK_WIDTH - name_width - len("not ready") - 4
     for spec in specs:
         problems = spec.check(Path(root))
-        rows.append([spec.name, "ready" if not problems else "not ready", spec.licence])
-        missing += bool(problems)
-        for line in problems:
-            rows.append(["", line, ""])
+        rows.append([spec.name, "ready" if not problems else "not ready",
+                     textwrap.fill(spec.licence, max(licence_width, 20))])
+        if problems:  # under the table, wrapped: inside a column they pushed it 300+ characters wide
+            hints += ["", f"{spec.name}:"] + [textwrap.fill(line, DATA_CHECK_WIDTH, initial_indent="  - ",
+                                                             subsequent_indent="    ", break_on_hyphens=False,
+                                                             break_long_words=False)  # paths stay whole
+                                               for line in problems]
     print(f"data root: {root}")
     print(tabulate(rows, ["dataset", "status", "licence"]))
-    return EXIT_USER if (missing and args.name) else 0
+    print("\n".join(hints))
+    return EXIT_USER if (hints and args.name) else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
