@@ -14,7 +14,7 @@ from osrbench.errors import EXIT_FAILED, EXIT_USER, MethodFailed, UserError, one
 
 #: Exceptions that are neither: the conformance suite's findings are pytest assertions; an
 #: interrupt (exit 130) is a KeyboardInterrupt that says what it kept.
-NOT_CLI_ERRORS = {"osrbench.testing.ConformanceError", "osrbench.testing._Skip", "osrbench.errors.Interrupted"}
+NOT_CLI_ERRORS = {"osrbench.testing.contracts.ConformanceError", "osrbench.testing.contracts._Skip", "osrbench.errors.Interrupted"}
 
 
 def _exception_classes():
