@@ -235,3 +235,27 @@ def test_the_print_finder_finds_calls_not_words():
 def test_only_commands_print(module):
     lines = _prints(module_paths()[module].read_text(encoding="utf-8"))
     assert not lines, f"{module} calls print() on line(s) {lines}: return text or take a log callable"
+
+
+# ------------------------------------------------------------------------------------ module sizes
+
+#: The longest a module may be; those over LONG are named, with their reason, in the README.
+MAX_LINES, LONG = 600, 400
+ROOT = PACKAGE.parent
+
+
+def _sources() -> list[Path]:
+    """The host's and the plugins' modules (their tests aside)."""
+    found = list(PACKAGE.rglob("*.py"))
+    for pkg in PLUGIN_PACKAGES:
+        found += [p for p in pkg.rglob("*.py") if "tests" not in p.relative_to(pkg).parts]
+    return sorted(found)
+
+
+def test_no_module_is_over_600_lines_and_each_over_400_is_named_in_the_readme():
+    table = (ROOT / "README.md").read_text(encoding="utf-8").split("No module is over 600 lines", 1)[1]
+    table = table.split("\n## ", 1)[0]
+    sizes = {p.relative_to(ROOT).as_posix(): len(p.read_text(encoding="utf-8").splitlines()) for p in _sources()}
+    assert not {m: n for m, n in sizes.items() if n > MAX_LINES}, "split these modules"
+    unnamed = {m: n for m, n in sizes.items() if n > LONG and f"`{m}`" not in table}
+    assert not unnamed, "name each in the README's architecture section with why it stays whole"
