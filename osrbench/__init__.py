@@ -33,6 +33,7 @@ _LAZY = {
     "MethodSpec": "osrbench.method",
     "Prediction": "osrbench.method",
     "Features": "osrbench.method",
+    "NotApplicable": "osrbench.scoring",
     "ScoreSpec": "osrbench.scoring",
     "View": "osrbench.scoring",
     "DatasetSpec": "osrbench.datasets",
@@ -42,7 +43,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from osrbench.datasets import DatasetSpec, OpenSetData
     from osrbench.method import Context, Features, Method, MethodSpec, Prediction
-    from osrbench.scoring import ScoreSpec, View
+    from osrbench.scoring import NotApplicable, ScoreSpec, View
 
 __all__ = [
     "Context",
@@ -50,6 +51,7 @@ __all__ = [
     "Features",
     "Method",
     "MethodSpec",
+    "NotApplicable",
     "OpenSetData",
     "Prediction",
     "ScoreSpec",

@@ -124,8 +124,15 @@ class Network:
         return self.features(images)[1]
 
     def head(self, penultimate: torch.Tensor) -> torch.Tensor:
-        """Logits of (possibly modified) penultimate features."""
+        """Logits of (possibly modified) penultimate features on the network's device and dtype."""
         return self._cols(self.method.head(penultimate))
+
+    def head64(self, penultimate: torch.Tensor) -> torch.Tensor:
+        """:meth:`head` of features as a :class:`View` holds them (float64, CPU): moved to the
+        network's device and parameter dtype, the logits returned float64 on the CPU."""
+        dtype = next((p.dtype for v in vars(self.method).values() if isinstance(v, torch.nn.Module)
+                      for p in v.parameters()), torch.float32)
+        return self.head(penultimate.to(self.device, dtype)).double().cpu()
 
 
 #: ``score(view, fitted, params) -> (N,) tensor``; ``fit(train_view, params) -> fitted`` (anything).

@@ -257,8 +257,11 @@ def test_a_head_that_is_not_affine_is_not_applicable(head):
     else:
         weight = torch.randn(3, 6, dtype=F64)
         head_fn = lambda f: 10 * torch.nn.functional.normalize(f, dim=1) @ weight.T  # noqa: E731
-    with pytest.raises(NotApplicable, match=r"head is not affine \(W f \+ b\), which ViM needs"):
+    with pytest.raises(NotApplicable, match=r"^vim: the method's head is not affine \(W f \+ b\), which vim needs"):
         posthoc.affine_head(head_fn, 6)
+    # A plugin's scorer that reads W and b is named in the message, not vim.
+    with pytest.raises(NotApplicable, match=r"^dice: the method's head is not affine \(W f \+ b\), which dice needs"):
+        posthoc.affine_head(head_fn, 6, scorer="dice")
 
 
 # --------------------------------------------------------------------------------------- ViM
@@ -440,3 +443,27 @@ def test_each_scorer_has_its_params_grid_and_provenance(name):
     assert conf["description"] and "\n" not in conf["description"] + conf["adaptation"]
     assert conf["citation"].endswith(f"OpenOOD v1.5 {OPENOOD_NAME[name]} postprocessor")
     assert bool(conf["adaptation"]) == (name in ("vim", "react"))
+
+
+def test_head64_takes_view_features_to_the_networks_dtype_and_returns_float64_cpu():
+    """What a plugin's head scorer calls: float64 CPU features in (as a View holds them), the
+    network's own dtype inside, float64 CPU logits out; affine_head reads W, b through it."""
+    from osrbench.scoring import Network
+
+    class HalfHead:  # a method whose head runs in float16 and rejects any other dtype
+        def __init__(self):
+            self.fc = torch.nn.Linear(4, 3).to(torch.float16)
+
+        def head(self, f):
+            assert f.dtype == torch.float16, f.dtype
+            return self.fc(f)
+
+    torch.manual_seed(0)
+    method = HalfHead()
+    net = Network(method, torch.device("cpu"), torch.ones(3))
+    f = torch.randn(5, 4, dtype=F64)
+    z = net.head64(f)
+    assert z.dtype == torch.float64 and z.device.type == "cpu" and z.shape == (5, 3)
+    torch.testing.assert_close(z, method.fc(f.half()).double())
+    w, b = posthoc.affine_head(net.head64, 4, scorer="mine")
+    torch.testing.assert_close(w, method.fc.weight.double(), rtol=0, atol=1e-2)

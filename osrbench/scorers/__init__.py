@@ -9,28 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import torch
-
 from osrbench.scorers import openmax, posthoc
 from osrbench.scoring import ScoreSpec, View
-
-
-def _head(view: View):
-    """The network's head as a float64 CPU function (features are stored as float64 on the CPU)."""
-    net = view.network
-    assert net is not None
-    dtype = next((p.dtype for p in _params(net.method)), torch.float32)
-
-    def head(f: torch.Tensor) -> torch.Tensor:
-        return net.head(f.to(net.device, dtype)).double().cpu()
-
-    return head
-
-
-def _params(method: Any):
-    for value in vars(method).values():
-        if isinstance(value, torch.nn.Module):
-            yield from value.parameters()
 
 
 def _logits_fn(view: View):
@@ -42,7 +22,7 @@ def _logits_fn(view: View):
 def _vim_fit(train: View, p: Mapping[str, Any]):
     assert train.penultimate is not None
     dim = int(round(p["dim_fraction"] * train.penultimate.shape[1]))
-    w, b = posthoc.affine_head(_head(train), train.penultimate.shape[1])
+    w, b = posthoc.affine_head(train.network.head64, train.penultimate.shape[1])
     return posthoc.vim_fit(train.penultimate, w, b, dim)
 
 
@@ -66,7 +46,7 @@ BUILTIN_SCORERS: tuple[ScoreSpec, ...] = (
     _spec("knn", lambda v, f, p: posthoc.knn(v.penultimate, f, p["k"]), needs=("features",),
           fit=lambda t, p: posthoc.knn_fit(t.penultimate)),
     _spec("vim", lambda v, f, p: posthoc.vim(v.penultimate, v.logits, *f), needs=("features", "head"), fit=_vim_fit),
-    _spec("react", lambda v, f, p: posthoc.react(v.penultimate, _head(v), f), needs=("features", "head"),
+    _spec("react", lambda v, f, p: posthoc.react(v.penultimate, v.network.head64, f), needs=("features", "head"),
           fit=lambda t, p: posthoc.react_fit(t.penultimate, p["percentile"])),
     _spec("openmax", lambda v, f, p: openmax.openmax_score(v.logits, f, p["alpha"]),
           fit=lambda t, p: openmax.fit_openmax(t.logits, t.labels, t.num_classes, p["tail_size"],

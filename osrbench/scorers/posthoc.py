@@ -134,11 +134,14 @@ def knn(penultimate: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
     return -torch.cat(out)
 
 
-def affine_head(head_fn: Callable[[torch.Tensor], torch.Tensor], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def affine_head(head_fn: Callable[[torch.Tensor], torch.Tensor], dim: int,
+                scorer: str = "vim") -> tuple[torch.Tensor, torch.Tensor]:
     """``(W (K, D), b (K,))`` of a head that is ``f W^T + b``, read by probing it (ViM needs them).
 
     ``b`` is the head at 0 and W's columns its response to the unit vectors; seeded random
-    features then check that the head really is that affine map.
+    features then check that the head really is that affine map. A head that is not raises
+    :class:`NotApplicable` naming ``scorer`` (the caller), which the host reports as "not
+    applicable to this method".
     """
     with torch.no_grad():  # a probe, never differentiated
         b = head_fn(torch.zeros(1, dim, dtype=torch.float64)).double()[0]
@@ -147,7 +150,7 @@ def affine_head(head_fn: Callable[[torch.Tensor], torch.Tensor], dim: int) -> tu
         got = head_fn(points).double()
     err = float((got - (points @ w.T + b)).norm() / got.norm().clamp_min(torch.finfo(torch.float64).tiny))
     if not err <= AFFINE_RTOL:
-        raise NotApplicable(f"vim: the method's head is not affine (W f + b), which ViM needs "
+        raise NotApplicable(f"{scorer}: the method's head is not affine (W f + b), which {scorer} needs "
                             f"(relative error {err:.2g} on random features)")
     return w, b
 
