@@ -277,18 +277,21 @@ def _taken(name: str) -> str | None:
     return None
 
 
-def new_plugin(name: str, parent: Path = Path("."), check_installed: bool = True) -> Path:
-    """Write ``parent/osrbench-NAME/`` and return its path; refuse to overwrite anything."""
+def new_plugin(name: str, parent: Path = Path("."), check_installed: bool = True,
+               folder: str | None = None) -> Path:
+    """Write ``parent/FOLDER/`` (default ``osrbench-NAME``) and return its path; refuse to overwrite anything."""
     import osrbench
 
     validate_name(name)
+    if folder is not None and (folder in ("", ".", "..") or Path(folder).name != folder):
+        raise ScaffoldError(f"--folder {folder!r} must be one folder name, not a path (use --dir for where)")
     if check_installed:
         why = _taken(name)
         if why:
             raise ScaffoldError(f"{why}; pick another name")
-    root = Path(parent) / f"osrbench-{name}"
+    root = Path(parent) / (folder or f"osrbench-{name}")
     if root.exists():
-        raise ScaffoldError(f"{root} already exists; remove it or choose another --dir")
+        raise ScaffoldError(f"{root} already exists; remove it or choose another --dir or --folder")
     fields = {"name": name, "package": package_name(name), "cls": class_name(name), "version": osrbench.__version__,
               "setup": _setup_block(name)}
     files = {

@@ -581,6 +581,20 @@ def test_new_plugin_cli_refuses_bad_names_and_existing_folders(tmp_path, capsys)
     assert not (tmp_path / "osrbench-softmax").exists()
 
 
+def test_new_plugin_folder_names_the_package_folder(tmp_path, capsys):
+    assert cli.main(["new-plugin", "mine", "--dir", str(tmp_path), "--folder", "dice-scorer"]) == 0
+    assert f"cd {tmp_path / 'dice-scorer'}" in capsys.readouterr().out
+    assert (tmp_path / "dice-scorer" / "osrbench_mine" / "plugin.py").is_file()
+    assert not (tmp_path / "osrbench-mine").exists()
+    for folder, message in [("dice-scorer", "dice-scorer already exists; remove it or choose another --dir or --folder"),
+                            ("a/b", "--folder 'a/b' must be one folder name, not a path"),
+                            ("..", "--folder '..' must be one folder name")]:
+        assert cli.main(["new-plugin", "other", "--dir", str(tmp_path), "--folder", folder]) == cli.EXIT_USER
+        err = capsys.readouterr().err
+        assert err.startswith("osrbench: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "a").exists()
+
+
 def test_scaffold_names():
     assert scaffold.package_name("my-osr2") == "osrbench_my_osr2"
     assert scaffold.class_name("method") == "MethodMethod"  # never shadows osrbench.method.Method
