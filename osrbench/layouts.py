@@ -22,6 +22,9 @@
   ``nn.DataParallel``; both classifiers are ``classifier32ABN`` with ``bn10``. Its criterion is
   ``nn.CrossEntropyLoss`` (nothing to save). A bare ``classifier32ABN`` state dict (the
   classifier alone) is read too.
+- ``cac-release`` (``dimitymiller/cac-openset``): ``train_cacOpenset.py`` saves
+  ``{'net': openSetClassifier.state_dict(), 'acc', 'epoch'}``; the plugin ``osrbench-cac`` reads it
+  (its README).
 - ``osrbench``: this host's ``checkpoint.pt``, or a ``Method.state_dict()`` saved with
   ``torch.save``; :mod:`osrbench.external` loads it with ``load_state_dict`` for every method.
 
@@ -48,7 +51,7 @@ from torch import nn
 from osrbench.errors import UserError
 
 #: The layouts ``osrbench evaluate --layout`` takes.
-LAYOUTS = ("dias-release", "arpl-release", "osrbench")
+LAYOUTS = ("dias-release", "arpl-release", "cac-release", "osrbench")
 #: The host's own layout (any method; :mod:`osrbench.external` reads it).
 HOST_LAYOUT = "osrbench"
 #: The key prefix ``nn.DataParallel`` adds.

@@ -1,0 +1,1 @@
+"""osrbench plugin: Class Anchor Clustering (CAC)."""
