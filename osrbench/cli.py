@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from osrbench.commands import compare, evaluate, export, info, new_plugin, report, rescore, run, score, sweep
@@ -52,8 +53,36 @@ def empty_argument(argv: Sequence[str]) -> str | None:
     return None
 
 
+def shadow_warning(folder: Path | None = None) -> str | None:
+    """The line saying that ``python`` started in ``folder`` (default: here) would import
+    ``./osrbench`` instead of this installed osrbench; ``None`` when it would not.
+
+    This command is not affected (a console script does not search its working folder), but
+    ``python -m osrbench.testing``, pytest and plugin code started here are: a folder without
+    ``__init__.py`` (say, the folder of a clone) becomes an empty namespace package, and every use
+    of it fails with errors such as ``module 'osrbench' has no attribute 'View'``.
+    """
+    import importlib.machinery
+
+    import osrbench
+
+    here = Path.cwd() if folder is None else Path(folder)
+    spec = importlib.machinery.PathFinder.find_spec("osrbench", [str(here)])
+    if spec is None:
+        return None
+    if spec.origin is not None and Path(spec.origin).resolve() == Path(osrbench.__file__).resolve():
+        return None  # the installed osrbench itself (an editable install run from its clone)
+    what = "a folder without __init__.py" if spec.origin is None else "another osrbench package"
+    return (f"osrbench: warning: {here / 'osrbench'} is {what}: python, pytest and plugins started in "
+            f"{here} import it instead of the installed osrbench (module 'osrbench' has no attribute ...); "
+            "run them from another folder")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    shadow = shadow_warning()
+    if shadow:
+        print(shadow, file=sys.stderr)
     empty = empty_argument(argv)
     if empty:
         print(f"osrbench: error: {empty}; give a value or leave the option out", file=sys.stderr)

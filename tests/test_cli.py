@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -147,3 +148,21 @@ def test_a_reader_that_closes_stdout_early_ends_the_command_quietly(argv):
     _, err = proc.communicate(timeout=120)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert err == "" and proc.returncode == cli.EXIT_BROKEN_PIPE
+
+
+def test_a_folder_that_shadows_the_installed_osrbench_is_named_in_one_line(tmp_path, monkeypatch, capsys):
+    """A clone's folder (no __init__.py) where python would import it instead of the installed host."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.shadow_warning() is None  # nothing called osrbench here
+    (tmp_path / "osrbench" / "osrbench").mkdir(parents=True)  # what cloning into ./osrbench leaves
+    assert cli.main(["list"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("osrbench: warning: ")
+    assert f"{tmp_path / 'osrbench'} is a folder without __init__.py" in err[0]
+    assert "run them from another folder" in err[0]
+    # And it is right: python started here gets an empty namespace package, not the host.
+    probe = subprocess.run([sys.executable, "-c", "import osrbench; print(hasattr(osrbench, 'View'))"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "False"
+    # The installed host's own folder (an editable install run from its clone) is no shadow.
+    assert cli.shadow_warning(Path(cli.__file__).resolve().parents[1]) is None
