@@ -635,3 +635,35 @@ def test_the_energy_score_is_the_negative_free_energy():
     s = energy_scores(z, temperature=2.0)
     assert torch.allclose(s["energy"], 2.0 * torch.logsumexp(z.double() / 2.0, 1))
     assert s["energy"][0] > s["energy"][1]  # confident = more likely known
+
+
+def test_loss_terms_of_any_float_dtype_pass_and_integer_terms_fail():
+    """The dtype rule PLUGINS.md states for train_step's terms, as the suite's train check applies it."""
+    from osrbench.testing.runs import _check_losses
+
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        _check_losses("train", "train", 0, {"loss": torch.zeros((), dtype=dtype)})
+    for dtype in (torch.int64, torch.bool):
+        with pytest.raises(Exception, match="expected a float tensor") as exc:
+            _check_losses("train", "train", 0, {"correct": torch.zeros((), dtype=dtype)})
+        assert "train" in str(exc.value)
+
+
+def test_the_graph_safe_common_cases_as_the_guide_names_them():
+    """arange / zeros / constants from setup pass the graphs check's host test; F.one_hot does not
+    (it reads the labels' min and max on the host), and the guide's replacements do."""
+    from osrbench.testing.check_graphs import _host_bound, trace_ops
+
+    labels, classes = torch.tensor([0, 2, 1]), torch.arange(5)
+
+    def host(step) -> str | None:
+        with trace_ops() as ops:
+            step()
+        return _host_bound(ops)
+
+    assert host(lambda: F.one_hot(labels, 5)) is not None
+    assert host(lambda: torch.tensor([1.0, 2.0])) == "aten::lift_fresh"  # a tensor from host data
+    for fine in (lambda: (labels[:, None] == classes).float(),
+                 lambda: torch.zeros(3, 5).scatter_(1, labels[:, None], 1.0),
+                 lambda: torch.arange(5) + torch.full((5,), 2.0) + torch.eye(5)[0]):
+        assert host(fine) is None
