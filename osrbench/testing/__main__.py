@@ -1,7 +1,8 @@
-"""``python -m osrbench.testing METHOD...``: the conformance report of each method."""
+"""``python -m osrbench.testing METHOD... [--scorer NAME]...``: the conformance report of each method and scorer."""
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 from osrbench.testing.docs import hook_reference
@@ -15,6 +16,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m osrbench.testing", description=__doc__.splitlines()[0])
     p.add_argument("methods", nargs="*")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--scorer", action="append", default=[], metavar="NAME",
+                   help="check this post-hoc scorer (osrbench.testing.scorers; repeatable)")
     p.add_argument("--hook-reference", action="store_true", help="print the hooks section of docs/PLUGINS.md")
     args = p.parse_args(argv)
     if args.hook_reference:
@@ -25,6 +28,18 @@ def _main(argv: Sequence[str] | None = None) -> int:
         report = check_method(name, device=args.device, raise_on_failure=False)
         print(report)
         ok &= report.ok
+    if args.scorer:
+        from osrbench.errors import EXIT_USER, UserError, one_line
+        from osrbench.testing.scorers import check_scorer
+
+        for name in args.scorer:
+            try:
+                report = check_scorer(name, raise_on_failure=False)
+            except UserError as exc:  # no such scorer: the one line the CLI gives
+                print(f"osrbench: error: {one_line(exc)}", file=sys.stderr)
+                return EXIT_USER
+            print(report)
+            ok &= report.ok
     return 0 if ok else 1
 
 
