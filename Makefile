@@ -27,9 +27,11 @@ install: $(BIN)/osrbench
 demo: install
 	$(BIN)/osrbench compare $(DEMO_METHODS) --dataset digits --splits 0-4 --epochs $(DEMO_EPOCHS) --metrics auroc,oscr,acc --out runs/demo --quiet --jobs $(DEMO_JOBS)
 
-## The test suite (what CI runs).
+## The test suite (what CI runs): one worker per core (pytest-xdist), each test file on one worker
+## (its module fixtures train once), one torch thread per worker (two per process on two cores
+## contend for them).
 test: $(VENV)/.test-extras
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 ## Kernel budgets per training batch (counts, not times: CI runs them); see benchmarks/test_kernels.py.
 kernels: $(VENV)/.test-extras
