@@ -243,10 +243,14 @@ def failures(p: Plan) -> Iterator[None]:
             _write_error(p, exc.stage, exc, getattr(exc, "details", None))
         raise
     except KeyboardInterrupt:
-        last, _ = checkpoints.load_latest(p.dir, p.check_checkpoint)
-        kept = (f"the checkpoint of epoch {last['epoch']} in {p.dir} is kept (continue with --resume)" if last
-                else "no checkpoint had been written yet: the run starts over next time")
-        raise Interrupted(f"interrupted; {kept}") from None
+        raise Interrupted(f"interrupted; {kept_checkpoint(p)}") from None
+
+
+def kept_checkpoint(p: Plan) -> str:
+    """What an interrupted run keeps, in words: its last intact checkpoint, or none."""
+    last, _ = checkpoints.load_latest(p.dir, p.check_checkpoint)
+    return (f"the checkpoint of epoch {last['epoch']} in {p.dir} is kept (continue with --resume)" if last
+            else "no checkpoint had been written yet: the run starts over next time")
 
 
 class Training:

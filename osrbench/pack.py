@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from osrbench import devices, engine, graphs
+from osrbench.errors import Interrupted
 
 T = TypeVar("T")
 
@@ -192,6 +193,10 @@ def train(requests: Sequence[engine.RunRequest], todo: Sequence[int], jobs: int,
             while queue and len(members) < jobs:
                 join(queue.popleft())
             members[:] = [m for m in members if step(m)]
+    except KeyboardInterrupt:  # Ctrl-C reaches the pack, not one run: say what each run keeps
+        kept = [f"{m.training.plan.spec.name} split {m.training.plan.split.index} seed "
+                f"{m.training.plan.request.seed}: {engine.kept_checkpoint(m.training.plan)}" for m in members]
+        raise Interrupted("interrupted; " + "; ".join(kept)) from None
     finally:
         lanes.close()
         torch.set_num_threads(threads)

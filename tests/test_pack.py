@@ -100,8 +100,8 @@ def test_a_rolling_pack_of_two_trains_three_runs(tmp_path, alone):
         _assert_same(rec, alone[rec.method])
 
 
-def _raising_in_epoch(name: str, epoch: int) -> None:
-    """Register ``name``: softmax whose train_step raises in ``epoch``."""
+def _raising_in_epoch(name: str, epoch: int, exc: type[BaseException] = RuntimeError) -> None:
+    """Register ``name``: softmax whose train_step raises ``exc`` in ``epoch``."""
     reg = plugins.get()
     base = reg.method("softmax")
 
@@ -111,7 +111,7 @@ def _raising_in_epoch(name: str, epoch: int) -> None:
 
         def train_step(phase, images, labels):
             if method.epoch == epoch:
-                raise RuntimeError("boom in the pack")
+                raise exc("boom in the pack")
             return step(phase, images, labels)
 
         method.train_step = train_step
@@ -140,6 +140,20 @@ def test_a_failing_run_in_a_pack_fails_alone_and_the_others_go_on(tmp_path, alon
     for rec in got:  # the others as if nothing had happened
         _assert_same(rec, alone[rec.method])
     assert (events.stats.completed, events.stats.failed) == (2, 2)
+
+
+def test_ctrl_c_stops_the_pack_and_says_what_every_run_keeps(tmp_path):
+    from osrbench.errors import Interrupted
+
+    _raising_in_epoch("interrupted", 1, KeyboardInterrupt)  # Ctrl-C arrives during its epoch 1
+    reqs = _requests(tmp_path, methods=("softmax", "interrupted"))  # softmax steps first in each round
+    with pytest.raises(Interrupted) as info:
+        sweep.execute(reqs, jobs=2, pack="yes")
+    message = str(info.value)
+    assert message.startswith("interrupted; softmax split 0 seed 0: the checkpoint of epoch 1")
+    assert "; interrupted split 0 seed 0: the checkpoint of epoch 1" in message
+    for req in reqs:  # both kept their checkpoint for the resume
+        assert checkpoints.read(engine.plan(req).dir / checkpoints.CHECKPOINT)["epoch"] == 1
 
 
 @pytest.mark.slow
