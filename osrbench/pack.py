@@ -35,6 +35,7 @@ from osrbench.errors import Interrupted
 
 T = TypeVar("T")
 
+
 def packable(plans: Sequence[engine.Plan]) -> bool:
     """``--pack auto``: every run is on the same CUDA device and its steps resolve to CUDA graphs
     (a graph_safe method class, ``cuda_graphs`` not false, no ``compile``); else processes stay."""
@@ -43,6 +44,11 @@ def packable(plans: Sequence[engine.Plan]) -> bool:
         return False
     return all(getattr(p.spec.factory, "graph_safe", False) is True and p.config["cuda_graphs"] is not False
                and not p.config["compile"] for p in plans)
+
+
+def _default_cuda_generator(device: torch.device) -> torch.Generator:
+    torch.cuda.init()  # default_generators is empty until CUDA is initialised
+    return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
 
 
 class RandomStates:
@@ -57,8 +63,7 @@ class RandomStates:
     def __init__(self, device: torch.device) -> None:
         self.cuda: tuple[torch.Generator, Any] | None = None
         if device.type == "cuda":
-            gen = torch.cuda.default_generators[device.index if device.index is not None
-                                                else torch.cuda.current_device()]
+            gen = _default_cuda_generator(device)
             self.cuda = (gen, gen.clone_state())
         self.leave()
 
@@ -97,9 +102,7 @@ class Lanes:
         are taken right after it."""
         if device.type == "cuda":
             if self._outside is None:
-                torch.cuda.init()  # default_generators is empty until CUDA is initialised
-                gen = torch.cuda.default_generators[device.index if device.index is not None
-                                                    else torch.cuda.current_device()]
+                gen = _default_cuda_generator(device)
                 self._outside = (gen, gen.graphsafe_get_state())
             gen, state = self._outside
             gen.graphsafe_set_state(state)
