@@ -47,7 +47,7 @@ from osrbench.records import Record
 #: The config key that holds the layout and the files' hashes.
 CONFIG_KEY = "external_weights"
 #: How many ``--weights`` files each layout takes.
-FILE_COUNTS = {"arpl-release": (1, 2), "dias-release": (1, 1), "cac-release": (1, 1), "osrbench": (1, 1)}
+FILE_COUNTS = {"arpl-release": (1, 2), "dias-release": (1, 1), "cac-release": (1, 1), "medaf-release": (1, 1), "osrbench": (1, 1)}
 
 
 @dataclass
@@ -104,6 +104,7 @@ def check_request(req: EvaluateRequest) -> None:
         what = {"arpl-release": "the network's .pth and, for ARPLoss, its _criterion.pth",
                 "dias-release": "the release's checkpoint.pth.tar",
                 "cac-release": "the release's <dataset>_<trial>_<name>CACclassifierAnchorLoss.pth",
+                "medaf-release": "the release's epoch_<N>.pth",
                 "osrbench": "a checkpoint.pt or a state_dict() file"}[req.layout]
         raise UsageError(f"--layout {req.layout} takes {want} --weights file(s) ({what}), got {n}")
     seen: dict[Path, Path] = {}

@@ -25,6 +25,8 @@
 - ``cac-release`` (``dimitymiller/cac-openset``): ``train_cacOpenset.py`` saves
   ``{'net': openSetClassifier.state_dict(), 'acc', 'epoch'}``; the plugin ``osrbench-cac`` reads it
   (its README).
+- ``medaf-release`` (``Vanixxz/MEDAF``): ``osr_main.py`` saves ``{'epoch', 'state_dict':
+  MultiBranchNet.state_dict(), 'optimizer', 'scheduler'}``; the plugin ``osrbench-medaf`` reads it.
 - ``osrbench``: this host's ``checkpoint.pt``, or a ``Method.state_dict()`` saved with
   ``torch.save``; :mod:`osrbench.external` loads it with ``load_state_dict`` for every method.
 
@@ -51,7 +53,7 @@ from torch import nn
 from osrbench.errors import UserError
 
 #: The layouts ``osrbench evaluate --layout`` takes.
-LAYOUTS = ("dias-release", "arpl-release", "cac-release", "osrbench")
+LAYOUTS = ("dias-release", "arpl-release", "cac-release", "medaf-release", "osrbench")
 #: The host's own layout (any method; :mod:`osrbench.external` reads it).
 HOST_LAYOUT = "osrbench"
 #: The key prefix ``nn.DataParallel`` adds.

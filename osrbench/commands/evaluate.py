@@ -9,7 +9,7 @@ from osrbench.commands._options import log, pct, tabulate
 from osrbench.commands.run import METRIC_ORDER
 
 #: The layouts (osrbench.layouts.LAYOUTS; repeated so that registering the command imports no torch).
-LAYOUT_NAMES = ("dias-release", "arpl-release", "cac-release", "osrbench")
+LAYOUT_NAMES = ("dias-release", "arpl-release", "cac-release", "medaf-release", "osrbench")
 
 DESCRIPTION = """\
 Evaluate weights trained elsewhere on one split: the method is set up exactly as `osrbench run`
@@ -27,6 +27,8 @@ Layouts:
   cac-release   the CAC release (dimitymiller/cac-openset): its
                 <dataset>_<trial>_<name>CACclassifierAnchorLoss.pth ({'net', 'acc', 'epoch'}); method
                 cac (plugin osrbench-cac), whose fit stage then replaces the anchors as its evaluation does.
+  medaf-release the MEDAF release (Vanixxz/MEDAF): its ckpt/osr/<dataset>/<time>/epoch_<N>.pth
+                ({'epoch', 'state_dict', 'optimizer', 'scheduler'}); method medaf (plugin osrbench-medaf).
   osrbench      an osrbench checkpoint.pt or a Method.state_dict() file; every method.
 The releases number their five trials in reverse: a file of item i is --split 4-i here (ARPL:
 --protocol osrci; DIAS: auroc or f1, after its runs/AUROC or runs/F1 folder).

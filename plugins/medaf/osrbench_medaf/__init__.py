@@ -1,0 +1,1 @@
+"""osrbench plugin: MEDAF (Multi-Expert Diverse Attention Fusion)."""
