@@ -266,7 +266,7 @@ class Training:
     def __init__(self, p: Plan, reg: plugins.Plugins, data: Any, device: torch.device,
                  ckpt: dict[str, Any] | None, log: Callable[[str], None],
                  graph_backend: Callable[[], Any] | None = None) -> None:
-        self.plan, self.registry, self.data, self.device, self.ckpt, self.log = p, reg, data, device, ckpt, log
+        self.plan, self.registry, self.data, self.device, self.ckpt = p, reg, data, device, ckpt
         req, cfg = p.request, p.config
         self.config = cfg
         self.session = s = session.open_session(
@@ -284,10 +284,6 @@ class Training:
         devices.reset_peak_memory(device)
         self.step = s.build_step()
         self.t0 = time.perf_counter()
-
-    @property
-    def images_per_epoch(self) -> int:
-        return len(self.data.train_x)
 
     def steps(self) -> Iterator[None]:
         """Train every remaining epoch, yielding after each step."""
