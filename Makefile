@@ -8,17 +8,21 @@ DEMO_METHODS ?= softmax arpl-cs dias
 DEMO_EPOCHS ?= 2
 # Runs trained at once (the records are the same whatever the count: threads is a config key).
 DEMO_JOBS ?= 2
+# setuptools' note on every editable install ("Editable installation ... folders with the same name
+# as your package") would be a newcomer's first screen, six times; osrbench itself names a folder
+# that shadows it (cli.shadow_warning).
+PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip
 
 .PHONY: demo test kernels bench install clean
 
 $(BIN)/osrbench: pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[plot]" $(addprefix -e ,$(PLUGINS))
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e ".[plot]" $(addprefix -e ,$(PLUGINS))
 	touch $@
 
 $(VENV)/.test-extras: $(BIN)/osrbench
-	$(BIN)/pip install --quiet -e ".[test,plot,ray]"
+	$(PIP) install --quiet -e ".[test,plot,ray]"
 	touch $@
 
 install: $(BIN)/osrbench
