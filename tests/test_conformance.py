@@ -521,17 +521,30 @@ def _install_fake(site: Path, name: str) -> None:
 
 
 @pytest.fixture
-def generated(tmp_path, monkeypatch):
-    root = scaffold.new_plugin("toy-osr", tmp_path)
-    site = tmp_path / "site"
-    _install_fake(site, "toy-osr")
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.syspath_prepend(str(site))
-    importlib.invalidate_caches()
-    yield root, site
-    for mod in [m for m in sys.modules if m.startswith("osrbench_toy_osr")]:
+def generate(tmp_path, monkeypatch):
+    """``generate(name, kind)``: write a plugin with ``osrbench new-plugin`` and install it as pip would
+    (for this test only); returns ``(root, site)``."""
+    names = []
+
+    def make(name: str, kind: str = "method") -> tuple[Path, Path]:
+        root = scaffold.new_plugin(name, tmp_path, kind=kind)
+        site = tmp_path / f"site-{name}"
+        _install_fake(site, name)
+        monkeypatch.syspath_prepend(str(root))
+        monkeypatch.syspath_prepend(str(site))
+        importlib.invalidate_caches()
+        names.append(scaffold.package_name(name))
+        return root, site
+
+    yield make
+    for mod in [m for m in sys.modules if m.startswith(tuple(names))]:
         del sys.modules[mod]
     importlib.invalidate_caches()
+
+
+@pytest.fixture
+def generated(generate):
+    return generate("toy-osr")
 
 
 def test_new_plugin_writes_a_package_that_passes_the_suite_unmodified(generated):
@@ -547,38 +560,100 @@ def test_new_plugin_writes_a_package_that_passes_the_suite_unmodified(generated)
     assert report.ok, str(report)
 
 
+def test_new_plugin_scorer_writes_a_package_that_passes_the_scorer_suite_unmodified(generate):
+    from osrbench.testing.scorers import SCORER_CHECKS, check_scorer
+
+    root, _ = generate("toy-score", "scorer")
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert files == ["README.md", "osrbench_toy_score/__init__.py", "osrbench_toy_score/plugin.py", "pyproject.toml",
+                     "tests/test_conformance.py"]
+    pyproject = (root / "pyproject.toml").read_text()
+    assert '[project.entry-points.osrbench]\ntoy-score = "osrbench_toy_score.plugin"' in pyproject
+    assert 'license = "MIT"' in pyproject and 'requires = ["setuptools>=77"]' in pyproject
+    assert 'check_scorer("toy-score", raise_on_failure=False)' in (root / "tests" / "test_conformance.py").read_text()
+    readme = (root / "README.md").read_text()
+    for command, _ in scaffold.setup_commands("toy-score", "scorer") + scaffold.use_commands("toy-score", "scorer"):
+        assert command in readme
+    reg = plugins.Plugins()
+    info = reg.infos["toy-score"]
+    assert (info.error, info.methods, info.scorers) == (None, [], ["toy-score"])
+    spec = reg.scorer("toy-score")
+    report = check_scorer(spec)
+    assert [r.name for r in report.results] == list(SCORER_CHECKS) and report.ok, str(report)
+    assert report["grid"].message == "3 candidate(s)"  # the template shows a tuning grid, and it applies
+
+
+def test_the_suite_catches_an_inverted_scaffold_scorer(generate):
+    """The generated scorer's tests can fail: with its sign flipped, direction says so."""
+    from osrbench.testing.scorers import check_scorer
+
+    root, _ = generate("toy-flip", "scorer")
+    plugin = root / "osrbench_toy_flip" / "plugin.py"
+    text = plugin.read_text()
+    assert text.count("return t * torch.logsumexp") == 1
+    plugin.write_text(text.replace("return t * torch.logsumexp", "return -t * torch.logsumexp"))
+    report = check_scorer(plugins.Plugins().scorer("toy-flip"), raise_on_failure=False)
+    assert [r.name for r in report.failures] == ["direction"]
+    assert "inverted? higher must mean more likely known" in report["direction"].message
+
+
+def test_the_guide_walks_through_the_scorer_scaffold_as_it_is(tmp_path):
+    """docs/PLUGINS.md's scorer walk-through gives the scaffold's own commands, and its test file's code."""
+    import re
+
+    guide = (ROOT / "docs" / "PLUGINS.md").read_text()
+    walk = guide.split("## From zero to a post-hoc scorer")[1].split("\n## ")[0]
+    assert "osrbench new-plugin mine --scorer" in walk
+    for command, _ in scaffold.setup_commands("mine", "scorer") + scaffold.use_commands("mine", "scorer"):
+        assert command in walk, f"the guide's scorer walk-through lacks {command!r}"
+    generated = (scaffold.new_plugin("mine", tmp_path, check_installed=False, kind="scorer")
+                 / "tests" / "test_conformance.py").read_text()
+    block = re.search(r"```python\n(import pytest\nfrom osrbench\.testing\.scorers .*?)```", guide, re.S).group(1)
+    code = [line for line in block.splitlines() if line.strip()]
+    assert code and all(line in generated for line in code), "the guide's scorer test differs from the scaffold's"
+
+
 @pytest.mark.slow
-def test_the_generated_test_file_passes_under_pytest(generated):
-    root, site = generated
+@pytest.mark.parametrize("kind", ["method", "scorer"])
+def test_the_generated_test_file_passes_under_pytest(generate, kind):
+    from osrbench.testing.scorers import SCORER_CHECKS
+
+    root, site = generate(f"toy-{kind}", kind)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(root), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert f"{len(CHECKS)} passed" in run.stdout
+    assert f"{len(CHECKS if kind == 'method' else SCORER_CHECKS)} passed" in run.stdout
 
 
-def test_new_plugin_cli_refuses_bad_names_and_existing_folders(tmp_path, capsys):
-    assert cli.main(["new-plugin", "mine", "--dir", str(tmp_path)]) == 0
+@pytest.mark.parametrize("flag, taken, message", [
+    ([], "softmax", "method 'softmax' is already registered by plugin 'softmax'"),
+    (["--scorer"], "msp", "scorer 'msp' is already registered by plugin 'osrbench'"),
+])
+def test_new_plugin_cli_refuses_bad_names_and_existing_folders(tmp_path, capsys, flag, taken, message):
+    assert cli.main(["new-plugin", "mine", *flag, "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert f"wrote {tmp_path / 'osrbench-mine'}/" in out and "osrbench compare mine dias" in out
+    used = scaffold.use_commands("mine", "scorer" if flag else "method")[-1][0]
+    assert f"wrote {tmp_path / 'osrbench-mine'}/" in out and f"  {used}\n" in out
     before = (tmp_path / "osrbench-mine" / "osrbench_mine" / "plugin.py").read_text()
-    for argv, message in [
+    for argv, expected in [
         (["mine"], "osrbench-mine already exists"),
         (["My_Method"], "invalid plugin name 'My_Method'"),
         (["-x"], None),
-        (["softmax"], "method 'softmax' is already registered by plugin 'softmax'"),
+        ([taken], message),
         (["dias2-"], "invalid plugin name 'dias2-'"),
+        (["a" * 41], "plugin name of 41 characters is too long"),
     ]:
-        if message is None:
+        if expected is None:
             with pytest.raises(SystemExit):
-                cli.main(["new-plugin", *argv, "--dir", str(tmp_path)])
+                cli.main(["new-plugin", *argv, *flag, "--dir", str(tmp_path)])
             capsys.readouterr()
             continue
-        assert cli.main(["new-plugin", *argv, "--dir", str(tmp_path)]) == cli.EXIT_USER
+        assert cli.main(["new-plugin", *argv, *flag, "--dir", str(tmp_path)]) == cli.EXIT_USER
         err = capsys.readouterr().err
-        assert err.startswith("osrbench: error: ") and message in err and err.count("\n") == 1
+        assert err.startswith("osrbench: error: ") and expected in err and err.count("\n") == 1
     assert (tmp_path / "osrbench-mine" / "osrbench_mine" / "plugin.py").read_text() == before
-    assert not (tmp_path / "osrbench-softmax").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["osrbench-mine"]
 
 
 def test_new_plugin_folder_names_the_package_folder(tmp_path, capsys):

@@ -1,5 +1,5 @@
-"""The plugin ``osrbench new-plugin`` writes installs and passes its own tests in a fresh venv, by
-the commands its README gives (:func:`osrbench.scaffold.setup_commands`); the plugins in this
+"""The plugins ``osrbench new-plugin`` writes (a method, and a scorer with ``--scorer``) install
+and pass their own tests in a fresh venv, by the commands their READMEs give (:func:`osrbench.scaffold.setup_commands`); the plugins in this
 repository give one install section, the same in every README.
 
 CI has no package index but PyPI and torch is large, so the fresh venv takes the third-party
@@ -28,10 +28,13 @@ from pathlib import Path
 import pytest
 
 from osrbench import scaffold
+from osrbench.scorers import BUILTIN_SCORERS
 from osrbench.testing import CHECKS
+from osrbench.testing.scorers import SCORER_CHECKS
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "fresh-osr"
+SCORER = "fresh-score"
 OFFLINE = ["--no-index", "--no-build-isolation", "--check-build-dependencies", "--quiet"]
 
 
@@ -62,11 +65,29 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
     return proc
 
 
+def _follow_readme(python: Path, root: Path, name: str, kind: str, env: dict[str, str]) -> list[str]:
+    """Run the generated README's install and test commands in ``root``; their outputs."""
+    readme = (root / "README.md").read_text()
+    outputs = []
+    for command, _ in scaffold.setup_commands(name, kind):
+        assert command in readme, f"the generated README does not give {command!r}"
+        argv = shlex.split(command)
+        if argv[0] == "pip":  # offline, see the module docstring
+            argv = ["python", "-m", "pip", argv[1], *OFFLINE, *argv[2:]]
+        outputs.append(_run([str(python), *argv[1:]], root, env).stdout)
+    # The mirror has pytest anyway: the extra itself must declare it, or a stranger's venv lacks it.
+    requires = [str(python), "-c", f"import importlib.metadata as m; print(m.requires('osrbench-{name}'))"]
+    assert "'pytest>=7; extra == \"test\"'" in _run(requires, root, env).stdout
+    return outputs
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="venv layout and symlinks of a POSIX system")
-def test_the_generated_plugin_passes_its_own_tests_in_a_fresh_venv(tmp_path):
+def test_the_generated_plugins_pass_their_own_tests_in_a_fresh_venv(tmp_path):
+    """A method plugin and a scorer plugin (``new-plugin --scorer``), in one venv: the host installs once."""
     t0 = time.perf_counter()
     root = scaffold.new_plugin(NAME, tmp_path, check_installed=False)
+    scorer_root = scaffold.new_plugin(SCORER, tmp_path, check_installed=False, kind="scorer")
     mirror = tmp_path / "mirror"
     _mirror(mirror)
     python = _fresh_venv(tmp_path / "venv", mirror)
@@ -79,24 +100,18 @@ def test_the_generated_plugin_passes_its_own_tests_in_a_fresh_venv(tmp_path):
     assert _run(probe, tmp_path, env).stdout.strip() == "None", "the fresh venv already sees osrbench"
     _run([str(python), "-m", "pip", "install", *OFFLINE, "-e", str(ROOT)], tmp_path, env)  # the host
 
-    readme = (root / "README.md").read_text()
-    outputs = []
-    for command, _ in scaffold.setup_commands(NAME):
-        assert command in readme, f"the generated README does not give {command!r}"
-        argv = shlex.split(command)
-        if argv[0] == "pip":  # offline, see the module docstring
-            argv = ["python", "-m", "pip", argv[1], *OFFLINE, *argv[2:]]
-        outputs.append(_run([str(python), *argv[1:]], root, env).stdout)
-
-    _, pytest_out, report = outputs
-    # The mirror has pytest anyway: the extra itself must declare it, or a stranger's venv lacks it.
-    requires = [str(python), "-c", f"import importlib.metadata as m; print(m.requires('osrbench-{NAME}'))"]
-    assert "'pytest>=7; extra == \"test\"'" in _run(requires, root, env).stdout
+    _, pytest_out, report = _follow_readme(python, root, NAME, "method", env)
     assert f"{len(CHECKS)} passed" in pytest_out, pytest_out[-2000:]
     assert "all checks passed" in report and all(f" {check} " in report for check in CHECKS), report
-    # Installed through its entry point, beside the host only (no built-in plugin leaked in).
+    _, pytest_out, report = _follow_readme(python, scorer_root, SCORER, "scorer", env)
+    assert f"{len(SCORER_CHECKS)} passed" in pytest_out, pytest_out[-2000:]
+    assert f"conformance of scorer {SCORER!r}" in report and "all checks passed" in report, report
+    assert all(f" {check} " in report for check in SCORER_CHECKS), report
+    # Installed through their entry points, beside the host only (no built-in plugin leaked in).
     listed = json.loads(_run([str(python.parent / "osrbench"), "plugins", "--json"], root, env).stdout)
-    assert {p["name"]: (p["methods"], p["error"]) for p in listed} == {"osrbench": ([], None), NAME: ([NAME], None)}
+    assert {p["name"]: (p["methods"], p["scorers"], p["error"]) for p in listed} == {
+        NAME: ([NAME], [], None), SCORER: ([], [SCORER], None),
+        "osrbench": ([], [s.name for s in BUILTIN_SCORERS], None)}
     print(f"fresh-venv scaffold test: {time.perf_counter() - t0:.0f} s")
 
 
