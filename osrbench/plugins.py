@@ -39,7 +39,8 @@ GROUP = "osrbench"
 
 #: The distributions shipped in the osrbench repository: the host (its datasets) and the built-in
 #: method plugins. Names one of them registers are never taken over by another plugin.
-BUILTIN_DISTRIBUTIONS = frozenset({"osrbench", "osrbench-softmax", "osrbench-arpl", "osrbench-dias"})
+BUILTIN_DISTRIBUTIONS = frozenset({"osrbench", "osrbench-softmax", "osrbench-arpl", "osrbench-dias", "osrbench-cac",
+                                   "osrbench-medaf"})
 
 
 def normalise_distribution(name: str) -> str:

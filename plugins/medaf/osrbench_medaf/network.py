@@ -111,20 +111,26 @@ class MultiBranchNet(nn.Module):
         return [(self.branch1_l4, self.branch1_l5, self.branch1_cls), (self.branch2_l4, self.branch2_l5, self.branch2_cls),
                 (self.branch3_l4, self.branch3_l5, self.branch3_cls)]
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, object]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, pooled: bool = False) -> dict[str, object]:
         """``logits``: [expert 1, 2, 3, fused]; ``gate_pred`` (B, 3); with labels ``cams`` (B, 3, h, w):
-        each expert's CAM of the true class (net 176-220)."""
+        each expert's CAM of the true class (net 176-220); with ``pooled`` the experts' pooled
+        512-d features side by side (B, 1536), what their 1x1 heads read."""
         b = x.size(0)
         shared = self.shared_l3(x)
-        cams, logits = [], []
+        cams, logits, feats = [], [], []
         for l4, l5, cls in self.branches():
-            ft_cams = cls(l5(l4(shared)))
+            fmap = l5(l4(shared))
+            if pooled:
+                feats.append(self.avg_pool(fmap).view(b, -1))
+            ft_cams = cls(fmap)
             cams.append(ft_cams)
             logits.append(self.avg_pool(ft_cams).view(b, -1))
         gate_pool = self.avg_pool(self.gate_l5(self.gate_l4(self.gate_l3(x)))).view(b, -1)
         gate_pred = F.softmax(self.gate_cls(gate_pool) / self.gate_temp, dim=1)
         fused = (torch.stack([z.detach() for z in logits], dim=-1) * gate_pred.view(b, 1, -1)).sum(-1)
         out: dict[str, object] = {"logits": [*logits, fused], "gate_pred": gate_pred}
+        if pooled:
+            out["pooled"] = torch.cat(feats, dim=1)
         if y is not None:
             index = y[:, None, None, None].repeat(1, 1, cams[0].shape[-2], cams[0].shape[-1])
             out["cams"] = torch.cat([c.gather(dim=1, index=index) for c in cams], dim=1)

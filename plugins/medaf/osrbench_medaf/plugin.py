@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import osrbench
 from osrbench import layouts
-from osrbench.method import Context, Method, MethodSpec, Option, Prediction
+from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
 from osrbench.training import OPTIM_DEFAULTS, OPTIM_OPTIONS, logit_scores, lr_at, make_optimizer, set_lr, zero_grad_in_place
 from osrbench_medaf.network import MultiBranchNet, attn_div
 
@@ -127,6 +127,13 @@ class MEDAF(Method):
         scores = logit_scores(fused, temperature=self.cfg["lgs_temp"], dtype=dtype)
         scores["msp_t1"] = logit_scores(fused, dtype=dtype)["msp"]
         return Prediction(logits=fused, score=scores["msp"], scores=scores)
+
+    def features(self, images: torch.Tensor) -> Features:
+        """The three experts' pooled features side by side (no head(): the gate makes the fused logits
+        depend on the image beyond them)."""
+        self.net.eval()
+        out = self.net(self._input(images), pooled=True)
+        return Features(penultimate=out["pooled"], logits=out["logits"][-1])
 
     @torch.no_grad()
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:

@@ -343,6 +343,14 @@ def test_predict_fit_and_f1_rule():
     assert (pred.score > m.f1_rule()[1]).double().mean().item() == pytest.approx(0.8)
     m.end_epoch(0)
     assert m.f1_rule() is None
+    # features: the experts' pooled features, which their 1x1 heads map to the experts' logits
+    f = m.features(x)
+    assert f.penultimate.shape == (10, 3 * 512) and torch.allclose(f.logits, pred.logits)
+    with torch.no_grad():
+        out = m.net(m._input(x))
+        for e, (_, _, cls) in enumerate(m.net.branches()):
+            z = f.penultimate[:, 512 * e: 512 * (e + 1)] @ cls.weight.flatten(1).T
+            assert torch.allclose(z, out["logits"][e], rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------ pinned float64 steps
