@@ -5,14 +5,22 @@ The specification, with the release's file and line for each rule, is this plugi
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 
 import osrbench
 from osrbench import layouts
 from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
-from osrbench.training import OPTIM_DEFAULTS, OPTIM_OPTIONS, lr_at, make_optimizer, set_lr, zero_grad_in_place
+from osrbench.training import (
+    OPTIM_DEFAULTS,
+    OPTIM_OPTIONS,
+    lr_at,
+    make_optimizer,
+    set_lr,
+    zero_grad_in_place,
+)
 from osrbench_cac.network import OpenSetClassifier
 
 # The release's per-trial input statistics (datasets/config.json data_mean / data_std, trials 0-4).
@@ -127,7 +135,7 @@ class CAC(Method):
 
     def setup(self, ctx: Context) -> None:
         self.cfg = cfg = ctx.config
-        c, h, w = ctx.image_shape
+        _, h, w = ctx.image_shape
         if h != w:
             raise ValueError(f"cac needs square images (the release's Resize(size)), got {h}x{w}")
         if len(cfg["input_mean"]) != cfg["channels"] or len(cfg["input_std"]) != cfg["channels"]:
@@ -239,8 +247,8 @@ class CAC(Method):
                                    "loads only the network's keys")
         loaded = {name: weights[key] for name, key in names.items()}
         layouts.check_strict(loaded, self.net.state_dict(), "the CAC release network (openSetClassifier)")
-        for name in loaded:  # encoder.encoderM.I.* are the modules encoder.convN / bnN once more
-            if name.startswith("encoder.encoder") and not torch.equal(loaded[name], own_alias(loaded, name)):
+        for name, value in loaded.items():  # encoder.encoderM.I.* are the modules encoder.convN / bnN once more
+            if name.startswith("encoder.encoder") and not torch.equal(value, own_alias(loaded, name)):
                 raise layouts.LayoutError(f"{names[name]} differs from the module it aliases in the release "
                                           "network: not a file the release saved")
         layouts.load_module(self.net, loaded, "the CAC release network (openSetClassifier)")

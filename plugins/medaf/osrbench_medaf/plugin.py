@@ -5,7 +5,8 @@ The specification, with the release's file and line for each rule, is this plugi
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,15 @@ import torch.nn.functional as F
 import osrbench
 from osrbench import layouts
 from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
-from osrbench.training import OPTIM_DEFAULTS, OPTIM_OPTIONS, logit_scores, lr_at, make_optimizer, set_lr, zero_grad_in_place
+from osrbench.training import (
+    OPTIM_DEFAULTS,
+    OPTIM_OPTIONS,
+    logit_scores,
+    lr_at,
+    make_optimizer,
+    set_lr,
+    zero_grad_in_place,
+)
 from osrbench_medaf.network import MultiBranchNet, attn_div
 
 DEFAULTS: dict[str, Any] = {

@@ -28,7 +28,7 @@ def test_compare_of_the_nine_builtin_methods_on_digits(tmp_path, capsys):
         assert rec.epochs == 1 and rec.split == 0 and math.isfinite(rec.metrics["auroc"]), name
         assert rec.recipe == plugins.get().method(name).default_recipe
         # the table's row shows the record's AUROC in %
-        row = re.search(rf"^{re.escape(name)}\s+([0-9.]+) \+- -\s+([0-9.]+)\s*$", auroc, re.M)
+        row = re.search(rf"^{re.escape(name)}\s+([0-9.]+) \+- -\s+([0-9.]+)\s*$", auroc, re.MULTILINE)
         assert row and float(row[2]) == pytest.approx(100 * rec.metrics["auroc"], abs=0.006), name
     # one call of compare again trains nothing: every record is reused
     assert cli.main([*argv, "--no-run"]) == 0

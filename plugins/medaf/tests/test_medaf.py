@@ -12,25 +12,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 pytest.importorskip("osrbench_medaf")
 
-from osrbench import cli, engine, layouts, plugins, protocols, records, session  # noqa: E402
-from osrbench import config as configmod  # noqa: E402
-from osrbench.config import ENGINE_DEFAULTS  # noqa: E402
-from osrbench.data.stream import to_input  # noqa: E402
-from osrbench.datasets import OpenSetData  # noqa: E402
-from osrbench.method import Context  # noqa: E402
-from osrbench.testing import CHECKS, run_check  # noqa: E402
-from osrbench_medaf.network import MultiBranchNet, attn_div  # noqa: E402
-from osrbench_medaf.plugin import DEFAULTS, MEDAF, medaf_losses, tpr_threshold  # noqa: E402
+from osrbench_medaf.network import MultiBranchNet, attn_div
+from osrbench_medaf.plugin import DEFAULTS, MEDAF, medaf_losses, tpr_threshold
+
+from osrbench import cli, engine, layouts, plugins, protocols, records, session
+from osrbench import config as configmod
+from osrbench.config import ENGINE_DEFAULTS
+from osrbench.data.stream import to_input
+from osrbench.datasets import OpenSetData
+from osrbench.method import Context
+from osrbench.testing import CHECKS, run_check
 
 K = 4
 
 # ------------------------------------------------------------------ replicas of the release's code
-# core/net.py and core/train.py of Vanixxz/MEDAF (5d53283), prints and .cuda() removed.
+# core/net.py and core/train.py of Vanixxz/MEDAF (5d53283), prints and .cuda() removed (its lint kept).
 
 
 class RBasicBlock(nn.Module):
@@ -56,7 +57,7 @@ class RBasicBlock(nn.Module):
 
 
 class RResNet(nn.Module):
-    def __init__(self, block=RBasicBlock, num_block=[2, 2, 2, 2], avg_output=False, output_dim=-1, resprestride=1,
+    def __init__(self, block=RBasicBlock, num_block=[2, 2, 2, 2], avg_output=False, output_dim=-1, resprestride=1,  # noqa: B006
                  res1ststride=1, res2ndstride=1, inchan=3):
         super().__init__()
         self.conv1 = nn.Sequential(nn.Conv2d(inchan, 64, kernel_size=3, padding=1, bias=False, stride=resprestride),
@@ -73,7 +74,7 @@ class RResNet(nn.Module):
     def _make_layer(self, block, out_channels, num_blocks, stride):
         strides = [stride] + [1] * (num_blocks - 1)
         layers = []
-        for stride in strides:
+        for stride in strides:  # noqa: PLR1704 - the release's loop
             layers.append(block(None, self.in_channels, out_channels, stride))
             self.in_channels = out_channels * block.expansion
         return nn.Sequential(*layers)
@@ -442,7 +443,7 @@ def _req(tmp_path, epochs, **kw):
 
 def test_resume_is_exact_and_the_record_is_complete(tmp_path):
     reg = _subset_registry()
-    quiet = lambda msg: None  # noqa: E731
+    quiet = lambda msg: None
     straight = engine.run(_req(tmp_path / "a", 2), registry=reg, log=quiet).record
     engine.run(_req(tmp_path / "b", 1), registry=reg, log=quiet)
     resumed = engine.run(_req(tmp_path / "b", 2, resume="yes"), registry=reg, log=quiet).record
