@@ -139,8 +139,10 @@ class CAC(Method):
         if h != w:
             raise ValueError(f"cac needs square images (the release's Resize(size)), got {h}x{w}")
         if len(cfg["input_mean"]) != cfg["channels"] or len(cfg["input_std"]) != cfg["channels"]:
-            raise ValueError(f"input_mean and input_std need {cfg['channels']} value(s) (channels), got "
-                             f"{len(cfg['input_mean'])} and {len(cfg['input_std'])}")
+            raise ValueError(f"input_mean and input_std need one value per input channel (channels={cfg['channels']}), "
+                             f"got {len(cfg['input_mean'])} and {len(cfg['input_std'])}: set them too, e.g. "
+                             f"--set input_mean=[{','.join(['0.5'] * cfg['channels'])}] "
+                             f"--set input_std=[{','.join(['0.25'] * cfg['channels'])}]")
         self.num_classes = ctx.num_classes
         self.image_size = h
         self.dataset = ctx.dataset
