@@ -742,3 +742,19 @@ def test_the_graph_safe_common_cases_as_the_guide_names_them():
                  lambda: torch.zeros(3, 5).scatter_(1, labels[:, None], 1.0),
                  lambda: torch.arange(5) + torch.full((5,), 2.0) + torch.eye(5)[0]):
         assert host(fine) is None
+
+
+def test_the_command_passes_set_overrides_to_the_toy_runs_and_refuses_a_bad_one(monkeypatch, capsys):
+    from osrbench.testing import __main__ as command
+
+    seen = []
+
+    def fake(name, **kw):
+        seen.append((name, kw["overrides"]))
+        return type("Report", (), {"ok": True, "__str__": lambda self: "ok"})()
+
+    monkeypatch.setattr(command, "check_method", fake)
+    assert command._main(["medaf", "--set", "lr=0.01", "--set", "milestones=[1]"]) == 0
+    assert seen == [("medaf", {"lr": 0.01, "milestones": [1]})]
+    assert command._main(["medaf", "--set", "lr"]) == 2
+    assert capsys.readouterr().err.strip() == "osrbench: error: --set expects key=value, got 'lr'"

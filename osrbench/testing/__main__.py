@@ -16,6 +16,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m osrbench.testing", description=__doc__.splitlines()[0])
     p.add_argument("methods", nargs="*")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for the methods' toy runs (YAML value; repeatable), e.g. a learning "
+                        "rate that suits the toy problem's dozen steps")
     p.add_argument("--scorer", action="append", default=[], metavar="NAME",
                    help="check this post-hoc scorer (osrbench.testing.scorers; repeatable)")
     p.add_argument("--hook-reference", action="store_true", help="print the hooks section of docs/PLUGINS.md")
@@ -23,13 +26,20 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.hook_reference:
         print(hook_reference(), end="")
         return 0
+    from osrbench.config import parse_overrides
+    from osrbench.errors import EXIT_USER, UserError, one_line
+
+    try:
+        overrides = parse_overrides(args.overrides)
+    except UserError as exc:
+        print(f"osrbench: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USER
     ok = True
     for name in args.methods:
-        report = check_method(name, device=args.device, raise_on_failure=False)
+        report = check_method(name, device=args.device, overrides=overrides, raise_on_failure=False)
         print(report)
         ok &= report.ok
     if args.scorer:
-        from osrbench.errors import EXIT_USER, UserError, one_line
         from osrbench.testing.scorers import check_scorer
 
         for name in args.scorer:
