@@ -208,3 +208,41 @@ def test_bad_pack_options_are_one_line(tmp_path, capsys, argv, expect):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and expect in err[-1]
     assert not list(tmp_path.rglob("*.pt"))
+
+
+class FakeCudaGenerator:
+    """The device's default CUDA generator as the lanes use it: named states, clones, the current one."""
+
+    def __init__(self):
+        self.current, self.clones = "the device's own", 0
+
+    def graphsafe_get_state(self):
+        return self.current
+
+    def graphsafe_set_state(self, state):
+        self.current = state
+
+    def clone_state(self):
+        self.clones += 1
+        return f"clone {self.clones} of {self.current}"
+
+
+def test_cuda_lanes_seed_each_run_in_the_devices_own_state_and_step_it_on_its_clone(monkeypatch):
+    """The order a CUDA pack relies on, checked on the CPU with a stand-in generator: a new run is
+    seeded (and restored) in the device's own state, then takes a clone of it that only its steps
+    use and its graphs register; closing the pack puts the device's own state back."""
+    gen = FakeCudaGenerator()
+    monkeypatch.setattr(pack, "_default_cuda_generator", lambda device: gen)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: None)
+    lanes, cuda = pack.Lanes(), torch.device("cuda")
+    seeded_in = []
+    _, a = lanes.open(cuda, lambda: seeded_in.append(gen.current))
+    with lanes.on(a):  # run a steps: its own clone is current
+        assert gen.current == "clone 1 of the device's own"
+    _, b = lanes.open(cuda, lambda: seeded_in.append(gen.current))
+    assert seeded_in == ["the device's own", "the device's own"]  # not a's clone
+    assert (a.random.cuda[1], b.random.cuda[1]) == ("clone 1 of the device's own", "clone 2 of the device's own")
+    with lanes.on(b):
+        assert gen.current == b.random.cuda[1]
+    lanes.close()
+    assert gen.current == "the device's own"
