@@ -1,7 +1,7 @@
 """Pinned float64 training steps: a refactor of the engine, the session or a method must keep them.
 
-Each built-in method is set up by :mod:`osrbench.session` on 48 digits training images (3 batches
-of 16, seed 0, one thread) with float64 networks, and trained one epoch (every phase). The loss
+Each built-in method is trained one float64 epoch by :func:`osrbench.testing.pinned.pinned_epoch`
+(48 digits training images, 3 batches of 16, seed 0, one thread, every phase). The loss
 terms of every step and the sum of |parameters and optimiser states| are pinned to values taken
 from the code that was compared step by step with the releases (and, for this refactor, from the
 engine before it: the same numbers). A change in any of them means the math changed.
@@ -14,17 +14,14 @@ gradients, batch counts in one kernel, whole-pass augmentation), which had to le
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 
 import pytest
-import torch
 
-from osrbench import config as configmod
-from osrbench import plugins, protocols, session
-from osrbench.datasets import OpenSetData
+from osrbench import plugins
+from osrbench.testing.pinned import pinned_epoch, state_abs_sum, state_digests
 
 PINNED = {
     "softmax": {
@@ -86,67 +83,12 @@ PINNED = {
 }
 
 
-def _abs_sum(obj) -> float:
-    if torch.is_tensor(obj):
-        return float(obj.double().abs().sum()) if obj.is_floating_point() else 0.0
-    if isinstance(obj, dict):
-        return sum(_abs_sum(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_abs_sum(v) for v in obj)
-    return 0.0
-
-
-def _tensors(obj, prefix=""):
-    if torch.is_tensor(obj):
-        yield prefix, obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _tensors(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from _tensors(v, f"{prefix}.{i}")
-
-
-def state_digests(state) -> dict:
-    """Per tensor of a state dict: [sum, sum |x|, sum x * ramp] in float64 for a float tensor (the
-    ramp runs from -1 to 1 over its elements, so a permutation changes it), the first 16 hex
-    digits of the sha256 of its bytes for an integer one."""
-    out = {}
-    for name, t in _tensors(state):
-        if not t.is_floating_point():
-            out[name] = hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()[:16]
-            continue
-        d = t.detach().double().reshape(-1)
-        ramp = torch.linspace(-1, 1, d.numel(), dtype=torch.float64)
-        out[name] = [float(d.sum()), float(d.abs().sum()), float((d * ramp).sum())]
-    return out
-
-
 PINNED_STATES = json.loads((Path(__file__).parent / "data" / "pinned_states.json").read_text())
 
 
 def pinned_run(name: str) -> dict:
-    reg = plugins.get()
-    spec, ds = reg.method(name), reg.dataset("digits")
-    split = protocols.get_split(ds, "auroc", 0)
-    _, cfg = configmod.resolve(spec, ds, None, 2, {"batch_size": 16})
-    full = ds.load(None, split, cfg["image_size"])
-    data = OpenSetData(full.train_x[:48], full.train_y[:48], full.known_x, full.known_y, full.unknown_x,
-                       full.unknown_ids)
-    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    try:
-        s = session.open_session(spec, cfg, data, num_classes=split.num_known, dataset="digits",
-                                 device=torch.device("cpu"), seed=0)
-        s.step = lambda phase, x, y: s.method.train_step(phase, x.double(), y)
-        losses: list[dict[str, float]] = []
-        s.run_epoch(0, lambda phase, i, out: losses.append({f"{phase}/{k}": float(v) for k, v in out.items()}))
-        state = s.method.state_dict()
-        return {"losses": losses, "state_abs_sum": _abs_sum(state), "digests": state_digests(state)}
-    finally:
-        torch.set_default_dtype(dtype)
-        torch.set_num_threads(threads)
+    run = pinned_epoch(name)
+    return {"losses": run.losses, "state_abs_sum": state_abs_sum(run.state), "digests": state_digests(run.state)}
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))

@@ -29,9 +29,9 @@ from osrbench_cac.plugin import (
 from osrbench import cli, engine, layouts, plugins, protocols, records, session
 from osrbench import config as configmod
 from osrbench.config import ENGINE_DEFAULTS
-from osrbench.datasets import OpenSetData
 from osrbench.method import Context
 from osrbench.testing import CHECKS, run_check
+from osrbench.testing.pinned import pinned_epoch, state_abs_sum
 
 K = 4
 
@@ -360,30 +360,10 @@ def test_predict_scores_and_logits():
 
 
 def _pinned_run():
-    reg = plugins.get()
-    spec, ds = reg.method("cac"), reg.dataset("digits")
-    split = protocols.get_split(ds, "auroc", 0)
-    _, cfg = configmod.resolve(spec, ds, None, 2, {"batch_size": 16})
-    full = ds.load(None, split, cfg["image_size"])
-    data = OpenSetData(full.train_x[:48], full.train_y[:48], full.known_x, full.known_y, full.unknown_x,
-                       full.unknown_ids)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    try:
-        s = session.open_session(spec, cfg, data, num_classes=split.num_known, dataset="digits",
-                                 device=torch.device("cpu"), seed=0)
-        s.step = lambda phase, x, y: s.method.train_step(phase, x.double(), y)
-        losses = []
-        s.run_epoch(0, lambda phase, i, out: losses.append({k: float(v) for k, v in out.items()}))
-        state = s.method.state_dict()
-        abs_sum = sum(float(t.double().abs().sum()) for t in state["net"].values() if t.is_floating_point())
-        abs_sum += sum(float(t.double().abs().sum()) for st in state["opt"]["state"].values() for t in st.values()
-                       if torch.is_tensor(t) and t.is_floating_point())
-        return losses, abs_sum
-    finally:
-        torch.set_default_dtype(torch.float32)
-        torch.set_num_threads(threads)
+    run = pinned_epoch("cac")
+    losses = [{k.split("/", 1)[1]: v for k, v in row.items()} for row in run.losses]  # one phase: "train"
+    state = run.state  # the network and its optimiser (what the release's checkpoint holds)
+    return losses, state_abs_sum(state["net"]) + state_abs_sum(state["opt"]["state"])
 
 
 # Taken from this code after test_training_steps_and_stage_restart_match_the_release_float64 held:
