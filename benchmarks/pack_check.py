@@ -111,7 +111,7 @@ def main() -> None:
         alone = None
         for n in args.runs:
             lanes, runs = open_pack(name, n, x, y, device)
-            per_batch_s, busy, per_batch = 0.0, [], 0
+            per_batch_s, busy, phase_kernels = 0.0, [], []
             try:
                 for index in range(len(runs[0][0].phases)):
                     steps = phase_iterators(runs, index, device)
@@ -123,14 +123,15 @@ def main() -> None:
                     per_batch_s += (time.perf_counter() - t0) / args.steps
                     b, k = busy_and_kernels(lanes, steps, args.profile, device)
                     busy.append(b)
-                    per_batch = per_batch + int(k) if k.isdigit() and isinstance(per_batch, int) else "-"
+                    phase_kernels.append(k)
                 graphed = runs[0][0].cuda_graphs
             finally:
                 lanes.close()
             rate = n * kernels.BATCH / per_batch_s
             alone = rate if n == 1 else alone
             rows.append([name, n, f"{rate:,.0f}", f"{rate / alone:.2f}x" if alone else "-", " / ".join(busy),
-                         per_batch, "yes" if graphed else "no"])
+                         str(sum(map(int, phase_kernels))) if all(k.isdigit() for k in phase_kernels) else "-",
+                         "yes" if graphed else "no"])
             del runs
             if device.type == "cuda":
                 torch.cuda.empty_cache()
