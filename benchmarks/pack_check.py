@@ -7,9 +7,9 @@ pack (its CUDA stream and random states), stepped round robin as ``osrbench.pack
 the loss terms summed as the engine sums them. Timed per phase of the method (a DIAS batch is a
 GAN step and a Copycat step): ``--steps`` full batches per run after ``--warm`` (the eager
 warm-up and the capture), one synchronisation at each end; a batch's time is the sum over its
-phases, and the ratio is the aggregate images/s against N = 1 measured in the same process. Then a short profiled window (``--profile`` batches per run):
-the GPU-busy fraction (the union of the kernels' intervals over the window) and the kernels
-the device ran per training batch. On a CPU it only checks that the script runs.
+phases, and the ratio is the aggregate images/s against N = 1 measured in the same process.
+Then a short profiled window (``--profile`` batches per run): the GPU-busy fraction (the union
+of the kernels' intervals over the window) and the kernels the device ran per training batch. On a CPU it only checks that the script runs.
 Run: python benchmarks/pack_check.py [--device cuda] [--methods dias arpl-cs] [--runs 1 2 5]
 """
 

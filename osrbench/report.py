@@ -55,8 +55,8 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
     """The records of every (method, split, seed): trained when missing (``run``) or only read.
 
     ``jobs > 1`` trains the missing runs that many at once (the sweep's local executor: one pack
-    in this process or worker processes, by ``pack``) and logs their aggregate throughput. Returns the records and one line per run that
-    failed or is missing.
+    in this process or worker processes, by ``pack``) and logs their aggregate throughput.
+    Returns the records and one line per run that failed or is missing.
     """
     if run and jobs > 1:
         from osrbench import sweep
