@@ -38,12 +38,14 @@ T = TypeVar("T")
 
 def packable(plans: Sequence[engine.Plan]) -> bool:
     """``--pack auto``: every run is on the same CUDA device and its steps resolve to CUDA graphs
-    (a graph_safe method class, ``cuda_graphs`` not false, no ``compile``); else processes stay."""
+    (a graph_safe method class, and ``cuda_graphs`` true, or auto without ``compile``:
+    :func:`osrbench.session.resolve_cuda_graphs`); else processes stay."""
     devs = {str(devices.pick_device(p.request.device)) for p in plans}
     if len(devs) != 1 or not next(iter(devs)).startswith("cuda"):
         return False
-    return all(getattr(p.spec.factory, "graph_safe", False) is True and p.config["cuda_graphs"] is not False
-               and not p.config["compile"] for p in plans)
+    return all(getattr(p.spec.factory, "graph_safe", False) is True
+               and (p.config["cuda_graphs"] is True or (p.config["cuda_graphs"] == "auto" and not p.config["compile"]))
+               for p in plans)
 
 
 def _default_cuda_generator(device: torch.device) -> torch.Generator:

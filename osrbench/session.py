@@ -287,7 +287,9 @@ def compile_networks(method: Method) -> None:
     the seeded generator). Random operations (dropout) run torch's eager kernels inside the
     compiled code (inductor's ``fallback_random``), so a compiled run draws the same masks and
     noise as an eager one and differs from it by rounding only. Compiling happens at the first
-    call of each network, inside the run's thread setting.
+    call of each network, inside the run's thread setting; with ``cuda_graphs=true`` that is an
+    eager warm-up step, so a graph records the compiled kernels and never a compilation. The
+    default mode only: inductor's own CUDA graphs (``reduce-overhead``) would nest in ours.
     """
     import torch._inductor.config as inductor
 
@@ -296,21 +298,19 @@ def compile_networks(method: Method) -> None:
         net.compile()
 
 
-COMPILE_AND_GRAPHS = ("compile=true and cuda_graphs=true together are not supported yet: pick one "
-                      "(drop --set compile=true or --set cuda_graphs=true)")
-
-
 def resolve_cuda_graphs(setting: Any, method: Method, name: str, device: torch.device, compile: bool) -> bool:
     """Whether a run's steps replay from CUDA graphs: ``auto`` is on for a ``graph_safe`` method on a
     CUDA device without ``compile=true``, off elsewhere; ``true`` insists (a user error where it
-    cannot be honoured), ``false`` is eager."""
+    cannot be honoured), ``false`` is eager.
+
+    ``auto`` leaves compiled runs eager until compiled graphs are measured faster than graphs
+    alone on a GPU; ``true`` records the compiled networks' kernels (:func:`compile_networks`).
+    """
     safe = bool(getattr(method, "graph_safe", False))
     if setting == "auto":
         return safe and device.type == "cuda" and not compile
     if not setting:
         return False
-    if compile:
-        raise UserError(COMPILE_AND_GRAPHS)
     if not safe:
         raise UserError(f"method {name!r} does not declare graph_safe, so its steps cannot be replayed "
                         "from CUDA graphs (drop --set cuda_graphs=true)")
@@ -337,8 +337,6 @@ def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData,
         randaugment_ops=ops_for(dataset),
     )
     if cfg["compile"]:
-        if cfg["cuda_graphs"] is True:  # refused before the method is made
-            raise UserError(COMPILE_AND_GRAPHS)
         check_compiler(device)
     # The method is made before the precision policy and the Context, which depend on whether its
     # steps are graphed (only graph_safe methods are); making it first draws no random number.

@@ -1,6 +1,7 @@
 """``compile=true``: the method's networks are compiled (not the step) and train as eager does,
-up to rounding. Compiling is slow on the CPU (tens of seconds per network), so these use a small
-network."""
+up to rounding, alone and replayed from graphs (``cuda_graphs=true``: the replay backend on the
+CPU, real CUDA graphs on a GPU). Compiling is slow on the CPU (tens of seconds per network), so
+these use a small network."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from osrbench import config as configmod
-from osrbench import plugins, session
+from osrbench import graphs, plugins, session, training
 from osrbench.datasets import OpenSetData
 from osrbench.errors import UserError
 from osrbench.method import Method, MethodSpec, Prediction
@@ -21,6 +22,8 @@ class Tiny(Method):
     """Conv -> BN -> ReLU -> Dropout2d -> pool -> Linear, SGD with momentum: the random, stateful and
     parametric pieces a real network has, small enough to compile in seconds."""
 
+    graph_safe = True
+
     def setup(self, ctx):
         self.net = ctx.place(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                                            nn.Dropout2d(0.3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, K)))
@@ -29,7 +32,7 @@ class Tiny(Method):
     def train_step(self, phase, images, labels):
         self.net.train()
         loss = nn.functional.cross_entropy(self.net(images), labels)
-        self.opt.zero_grad(set_to_none=True)
+        training.zero_grad_in_place(self.opt)
         loss.backward()
         self.opt.step()
         return {"loss": loss.detach()}
@@ -51,8 +54,10 @@ class Tiny(Method):
 SPEC = MethodSpec(name="tiny", factory=Tiny, defaults={"epochs": 1, "batch_size": 16})
 
 
-def _train(compile: bool):
-    _, cfg = configmod.resolve(SPEC, plugins.get().dataset("digits"), overrides={"compile": compile, "image_size": 8})
+def _train(compile: bool, replay: bool = False, device: str = "cpu", cuda_graphs="auto"):
+    """Two epochs of 4 full batches; ``replay``: through the CPU's replay backend (as a pack on the CPU)."""
+    _, cfg = configmod.resolve(SPEC, plugins.get().dataset("digits"),
+                               overrides={"compile": compile, "image_size": 8, "cuda_graphs": cuda_graphs})
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (64, 1, 8, 8), generator=g, dtype=torch.uint8)
     y = torch.randint(0, K, (64,), generator=g)
@@ -60,31 +65,61 @@ def _train(compile: bool):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        s = session.open_session(SPEC, cfg, data, num_classes=K, dataset="digits", device=torch.device("cpu"), seed=0)
+        s = session.open_session(SPEC, cfg, data, num_classes=K, dataset="digits", device=torch.device(device), seed=0,
+                                 graph_backend=graphs.ReplayBackend if replay else None)
         losses = []
         for epoch in range(2):
             s.run_epoch(epoch, lambda phase, i, out: losses.append(float(out["loss"])))
-        return s.method, losses
+        return s, losses
     finally:
         torch.set_num_threads(threads)
 
 
-def test_compiled_networks_train_as_eager_up_to_rounding():
+def _assert_close_states(a, b, rtol=1e-5, atol=1e-6):
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        if x.is_floating_point():  # the same dropout masks: otherwise these differ by far more
+            torch.testing.assert_close(y, x, rtol=rtol, atol=atol, msg=name)
+        else:
+            assert torch.equal(x, y), name
+
+
+def _needs_a_cpu_compiler():
     try:
         session.check_compiler(torch.device("cpu"))
     except UserError as exc:
         pytest.skip(str(exc))
-    eager, eager_losses = _train(False)
-    compiled, compiled_losses = _train(True)
+
+
+def test_compiled_networks_train_as_eager_up_to_rounding():
+    _needs_a_cpu_compiler()
+    (eager, eager_losses), (compiled, compiled_losses) = _train(False), _train(True)
+    eager, compiled = eager.method, compiled.method
     assert eager.net._compiled_call_impl is None and compiled.net._compiled_call_impl is not None
     assert torch._inductor.config.fallback_random  # dropout keeps torch's eager RNG on CUDA too
     assert list(compiled.net.state_dict()) == list(eager.net.state_dict())  # keys unchanged (compiled in place)
     assert len(compiled_losses) == 8 and compiled_losses == pytest.approx(eager_losses, rel=1e-5)
-    for (name, a), b in zip(eager.net.state_dict().items(), compiled.net.state_dict().values()):
-        if a.is_floating_point():  # the same dropout masks: otherwise these differ by far more
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
-        else:
-            assert torch.equal(a, b), name
+    _assert_close_states(eager.net, compiled.net)
+
+
+def test_compiled_networks_replayed_from_graphs_train_as_compiled_alone():
+    """compile=true inside graphs: the warm-up steps compile, the recorded and replayed steps run
+    the compiled code (here through the replay backend: the host logic a CUDA pack runs)."""
+    _needs_a_cpu_compiler()
+    (alone, alone_losses), (replayed, replayed_losses) = _train(True), _train(True, replay=True)
+    assert replayed.step.counts == {"eager": 3, "captured": 1, "replayed": 4}
+    assert replayed.method.net._compiled_call_impl is not None
+    assert replayed_losses == alone_losses  # the same compiled code, step for step
+    for (name, a), b in zip(alone.method.net.state_dict().items(), replayed.method.net.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graphs_record_compiled_networks_and_train_as_compiled_alone():
+    (alone, alone_losses), (graphed, graphed_losses) = (_train(True, device="cuda", cuda_graphs=False),
+                                                       _train(True, device="cuda", cuda_graphs=True))
+    assert graphed.cuda_graphs and graphed.step.counts == {"eager": 3, "captured": 1, "replayed": 4}
+    assert graphed_losses == pytest.approx(alone_losses, rel=1e-4)
+    _assert_close_states(alone.method.net, graphed.method.net, rtol=1e-4, atol=1e-5)
 
 
 def test_compile_without_a_cpu_compiler_is_one_clear_error(monkeypatch):
@@ -96,15 +131,6 @@ def test_compile_without_a_cpu_compiler_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
     with pytest.raises(UserError, match="compile=true on the CPU needs a C\\+\\+ compiler"):
         session.check_compiler(torch.device("cpu"))
-
-
-def test_compile_with_cuda_graphs_is_refused_in_one_line():
-    _, cfg = configmod.resolve(SPEC, plugins.get().dataset("digits"), overrides={"compile": True, "cuda_graphs": True})
-    x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
-    data = OpenSetData(x, torch.zeros(4, dtype=torch.long), x, torch.zeros(4, dtype=torch.long), x,
-                       torch.zeros(4, dtype=torch.long))
-    with pytest.raises(UserError, match="compile=true and cuda_graphs=true together"):
-        session.open_session(SPEC, cfg, data, num_classes=K, dataset="digits", device=torch.device("cpu"), seed=0)
 
 
 def test_classifier32_compile_covers_every_entry_point():

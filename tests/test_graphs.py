@@ -301,12 +301,12 @@ def test_cuda_graphed_training_equals_eager_across_a_learning_rate_milestone(met
     ("auto", True, "cuda", False, True),  # the default where it pays: a graph_safe method on a GPU
     ("auto", True, "cpu", False, False),
     ("auto", False, "cuda", False, False),  # not graph_safe: eager, no error
-    ("auto", True, "cuda", True, False),  # compile=true: graphs are not combined with it yet
+    ("auto", True, "cuda", True, False),  # compile=true: auto leaves it eager until measured on a GPU
+    (True, True, "cuda", True, True),  # ... and true records the compiled kernels
     (True, True, "cuda", False, True),
     (False, True, "cuda", False, False),
     (True, True, "cpu", False, "needs a CUDA device, and this run is on cpu"),
     (True, False, "cuda", False, "does not declare graph_safe"),
-    (True, True, "cuda", True, "compile=true and cuda_graphs=true together"),
 ])
 def test_cuda_graphs_resolves_auto_and_refuses_what_it_cannot_honour(setting, safe, device, compile_, want):
     from osrbench import session

@@ -188,6 +188,10 @@ def test_pack_auto_keeps_processes_on_the_cpu_and_packs_graphed_cuda_runs(tmp_pa
     assert pack.packable(plans)  # softmax, ARPL+CS and DIAS are graph_safe classes
     eager = [engine.plan(r) for r in _requests(tmp_path, overrides={"cuda_graphs": False})]
     assert not pack.packable(eager)
+    compiled = [engine.plan(r) for r in _requests(tmp_path, overrides={"compile": True})]
+    assert not pack.packable(compiled)  # auto stays eager under compile=true
+    compiled_graphs = [engine.plan(r) for r in _requests(tmp_path, overrides={"compile": True, "cuda_graphs": True})]
+    assert pack.packable(compiled_graphs)
     _raising_in_epoch("raiser", 1)  # its factory is a function: graph_safe unknown before it runs
     assert not pack.packable([engine.plan(r) for r in _requests(tmp_path, methods=("raiser",))])
 
