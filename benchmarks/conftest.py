@@ -51,26 +51,27 @@ def pytest_terminal_summary(terminalreporter):
     def rate(v):
         return f"{v:,.0f}" if v else "-"
 
+    compiled = any("compiled graphs" in feeds for feeds in THROUGHPUT.values())
     rows = []
     for method, feeds in THROUGHPUT.items():
-        s, g, p = feeds.get("stream"), feeds.get("graphs"), feeds.get("pil")
-        best = max(v for v in (s, g) if v) if s or g else None
+        s, g, p, c = feeds.get("stream"), feeds.get("graphs"), feeds.get("pil"), feeds.get("compiled graphs")
+        best = max(v for v in (s, g, c) if v) if s or g or c else None
         target = TARGET_S_PER_30K.get(method) if DEVICE.type == "cuda" else None  # H100 targets
         target = target * IMAGES / 30000 if target else None
         steps = feeds.get("graph steps")
         steps = "/".join(str(steps.get(k, 0)) for k in ("eager", "captured", "replayed")) if steps else "-"
-        rows.append([method, rate(s), rate(g), steps, rate(p), f"{best / p:.2f}x" if best and p else "-",
-                     f"{IMAGES / best:.2f}" if best else "-", f"{target:.2f}" if target else "-"])
+        rows.append([method, rate(s), rate(g), *([rate(c)] if compiled else []), steps, rate(p),
+                     f"{best / p:.2f}x" if best and p else "-", f"{IMAGES / best:.2f}" if best else "-",
+                     f"{target:.2f}" if target else "-"])
     terminalreporter.write_line("")
     terminalreporter.write_line(
         f"one epoch of {IMAGES} 3x32x32 images, batch 64, {DEVICE} ({_device_name()}), precision {PRECISION}, "
         f"median of {ROUNDS} epoch(s) per feed; osrbench's step under its stream and under a PIL DataLoader "
         f"(workers {WORKERS}) like the releases', not the releases' own code; target (CUDA): issue 8's H100 "
         f"epoch time scaled to {IMAGES} images")
-    terminalreporter.write_line(tabulate(rows, headers=["method", "stream img/s", "graphs img/s",
-                                                        "graph steps e/c/r", "PIL loader img/s", "best / PIL",
-                                                        "best s/epoch", "target s/epoch"],
-                                         disable_numparse=True))
+    headers = ["method", "stream img/s", "graphs img/s", *(["compiled graphs img/s"] if compiled else []),
+               "graph steps e/c/r", "PIL loader img/s", "best / PIL", "best s/epoch", "target s/epoch"]
+    terminalreporter.write_line(tabulate(rows, headers=headers, disable_numparse=True))
 
 
 def _device_name() -> str:

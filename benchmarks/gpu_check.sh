@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks in one go, within 6 minutes on one H100/H200 (each step's time budget is below):
+# GPU checks in one go, within 8 minutes on one H100/H200 (each step's time budget is below):
 #   1. CUDA tests: real CUDA graphs against eager (tests/test_graphs.py -k cuda; among them parameters
 #      eager vs graphed after an epoch that crosses a learning-rate milestone, 32-px reference GAN);
 #   2. the conformance suite on CUDA (its graphs check records real graphs with torch's liveness check);
@@ -12,7 +12,10 @@
 #      pack vs --jobs 1; CUDA MPS if its daemon runs);
 #   6. packs: aggregate img/s of 1, 2 and 5 DIAS and ARPL+CS runs packed in one process vs one alone
 #      (30,000 CIFAR-shaped images per run), with the profiler's GPU-busy fraction and kernels per batch;
-#   7. the policy check (AUROC under fp32 / bf16, eager / graphs).
+#   7. the policy check (AUROC under fp32 / bf16, eager / graphs);
+#   8. optimiser steps: fused and foreach against for-loop, bit for bit, and kernels per step;
+#   9. compile=true inside CUDA graphs against graphs alone, one epoch of DIAS (compiling included
+#      in the budget: the 6 minutes of steps 1-8 plus 2 for this one).
 # A step that fails or runs over its budget is FAILED in the table; the script goes on with the
 # next one and exits non-zero at the end. The tables are printed last; logs are in $LOG.
 #
@@ -21,6 +24,7 @@
 # OSRBENCH_CHECK_SPLITS (0-4, the concurrent runs' splits), OSRBENCH_CHECK_METHODS (softmax),
 # OSRBENCH_CHECK_EPOCHS (5), OSRBENCH_CHECK_SEEDS (2) of the policy check, OSRBENCH_CHECK_PACK
 # (the pack check's arguments; default: dias and arpl-cs, 1 2 5 runs, 30,000 images).
+# OSRBENCH_CHECK_COMPILE_METHODS (dias) of the compile step.
 # OSRBENCH_CHECK_BUDGET_SCALE (1) multiplies every time budget. A CPU smoke run of the script itself
 # (the CUDA-only parts skip; the policy check's bf16 runs overrun there: CPUs emulate bf16):
 #   OSRBENCH_BENCH_DEVICE=cpu OSRBENCH_BENCH_IMAGES=128 OSRBENCH_BENCH_ROUNDS=1 OSRBENCH_BENCH_METHODS=softmax \
@@ -36,7 +40,7 @@ export OSRBENCH_BENCH_DEVICE=${OSRBENCH_BENCH_DEVICE:-cuda} OSRBENCH_BENCH_IMAGE
 export OSRBENCH_BENCH_ROUNDS=${OSRBENCH_BENCH_ROUNDS:-3} OSRBENCH_BENCH_METHODS=${OSRBENCH_BENCH_METHODS:-softmax arpl-cs dias}
 DEVICE=$OSRBENCH_BENCH_DEVICE
 SCALE=${OSRBENCH_CHECK_BUDGET_SCALE:-1}
-TOTAL_BUDGET=$(( 360 * SCALE ))
+TOTAL_BUDGET=$(( 480 * SCALE ))
 START=$(date +%s)
 PYTEST="python -m pytest -q -p no:cacheprovider"
 
@@ -55,7 +59,7 @@ step() {
 }
 
 step install 60 python -m pip install --quiet --no-deps --no-build-isolation -e . -e plugins/softmax -e plugins/arpl -e plugins/dias
-step cuda-tests 75 $PYTEST tests/test_graphs.py -k cuda -rs
+step cuda-tests 90 $PYTEST tests/test_graphs.py tests/test_compile.py -k cuda -rs
 step conformance 60 python -m osrbench.testing $OSRBENCH_BENCH_METHODS --device "$DEVICE"
 step kernels 30 $PYTEST benchmarks/test_kernels.py --benchmark-disable
 step throughput-fp32 90 $PYTEST benchmarks/test_throughput.py --benchmark-columns=median \
@@ -67,6 +71,9 @@ step concurrency 60 python benchmarks/concurrency_check.py --device "$DEVICE" --
 step pack 75 python benchmarks/pack_check.py --device "$DEVICE" ${OSRBENCH_CHECK_PACK:-}
 step policy 40 python benchmarks/precision_check.py --device "$DEVICE" --methods ${OSRBENCH_CHECK_METHODS:-softmax} \
     --epochs "${OSRBENCH_CHECK_EPOCHS:-5}" --seeds "${OSRBENCH_CHECK_SEEDS:-2}"
+step optimizers 20 python benchmarks/optimizer_check.py --device "$DEVICE"
+step compile 120 env OSRBENCH_BENCH_METHODS="${OSRBENCH_CHECK_COMPILE_METHODS:-dias}" OSRBENCH_BENCH_ROUNDS=1 \
+    $PYTEST benchmarks/test_throughput.py -k cuda_graphs --benchmark-columns=median --benchmark-json="$LOG/compile.json"
 TOTAL=$(( $(date +%s) - START ))
 
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null
@@ -79,6 +86,8 @@ done
 echo "== concurrent runs"; sed -n '/^concurrent runs/,$p' "$LOG/concurrency.txt"
 echo "== packs"; sed -n '/^packed runs/,$p' "$LOG/pack.txt"
 echo "== policies"; sed -n '/^policy check/,$p' "$LOG/policy.txt"
+echo "== optimiser steps"; sed -n '/^optimiser steps/,$p' "$LOG/optimizers.txt"
+echo "== compile inside graphs"; sed -n '/^one epoch of/,/^$/p' "$LOG/compile.txt"
 echo "== steps (osrbench compared with itself; total ${TOTAL}s of a ${TOTAL_BUDGET}s budget)"
 python -c 'import sys, tabulate; rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 print(tabulate.tabulate(rows, headers=["step", "status", "seconds", "budget s"], disable_numparse=True))' "$LOG/steps.tsv"

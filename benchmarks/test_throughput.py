@@ -55,8 +55,10 @@ def _epoch(s, batches_per_phase):
 
 def _measure(benchmark, method_name, feed):
     x, y = kernels.synthetic_images(IMAGES)
-    s = kernels.bench_session(method_name, x, y, DEVICE, {"precision": PRECISION, "cuda_graphs": feed == "graphs"})
-    if feed in ("stream", "graphs"):
+    s = kernels.bench_session(method_name, x, y, DEVICE, {"precision": PRECISION, "cuda_graphs": feed != "stream",
+                                                         "compile": feed == "compiled graphs"}
+                              if feed != "pil" else {"precision": PRECISION, "cuda_graphs": False})
+    if feed != "pil":
         batches = lambda phase: s.stream.batches(0, phase)  # noqa: E731
     else:
         loader = torch.utils.data.DataLoader(PILDataset(x, y), batch_size=BATCH, shuffle=True,
@@ -64,8 +66,8 @@ def _measure(benchmark, method_name, feed):
                                              persistent_workers=WORKERS > 0)
         batches = lambda phase: ((a.to(DEVICE, non_blocking=True), b.to(DEVICE, non_blocking=True))  # noqa: E731
                                  for a, b in loader)
-    # Warm-up: a few steps (cudnn autotuning, allocator, recording the graphs) are not part of an
-    # epoch's steady cost.
+    # Warm-up: a few steps (cudnn autotuning, allocator, compiling, recording the graphs) are not
+    # part of an epoch's steady cost.
     warm = TrainStream(x[: BATCH * 5], y[: BATCH * 5], BATCH, seed=1, device=DEVICE)
     _epoch(s, lambda phase: warm.batches(0, phase))
     seconds = []
@@ -103,3 +105,10 @@ def test_epoch_pil_dataloader(benchmark, method_name):
 @pytest.mark.parametrize("method_name", METHODS)
 def test_epoch_device_stream_cuda_graphs(benchmark, method_name):
     _measure(benchmark, method_name, "graphs")
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("method_name", METHODS)
+def test_epoch_device_stream_compiled_cuda_graphs(benchmark, method_name):
+    """compile=true inside the graphs (gpu_check.sh's compile step): is it faster than graphs alone?"""
+    _measure(benchmark, method_name, "compiled graphs")
