@@ -54,25 +54,33 @@ class Tiny(Method):
 SPEC = MethodSpec(name="tiny", factory=Tiny, defaults={"epochs": 1, "batch_size": 16})
 
 
-def _train(compile: bool, replay: bool = False, device: str = "cpu", cuda_graphs="auto"):
-    """Two epochs of 4 full batches; ``replay``: through the CPU's replay backend (as a pack on the CPU)."""
+def _open(compile: bool, replay: bool = False, device: str = "cpu", cuda_graphs="auto", seed: int = 0):
+    """A session of 64 images in batches of 16; ``replay``: through the CPU's replay backend (as a pack on the CPU)."""
     _, cfg = configmod.resolve(SPEC, plugins.get().dataset("digits"),
                                overrides={"compile": compile, "image_size": 8, "cuda_graphs": cuda_graphs})
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (64, 1, 8, 8), generator=g, dtype=torch.uint8)
     y = torch.randint(0, K, (64,), generator=g)
     data = OpenSetData(x, y, x[:4], y[:4], x[:4], torch.zeros(4, dtype=torch.long))
+    return session.open_session(SPEC, cfg, data, num_classes=K, dataset="digits", device=torch.device(device),
+                                seed=seed, graph_backend=graphs.ReplayBackend if replay else None)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        s = session.open_session(SPEC, cfg, data, num_classes=K, dataset="digits", device=torch.device(device), seed=0,
-                                 graph_backend=graphs.ReplayBackend if replay else None)
-        losses = []
-        for epoch in range(2):
-            s.run_epoch(epoch, lambda phase, i, out: losses.append(float(out["loss"])))
-        return s, losses
-    finally:
-        torch.set_num_threads(threads)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _train(compile: bool, replay: bool = False, device: str = "cpu", cuda_graphs="auto", seed: int = 0):
+    """Two epochs of 4 full batches: the session and its losses."""
+    s = _open(compile, replay, device, cuda_graphs, seed)
+    losses = []
+    for epoch in range(2):
+        s.run_epoch(epoch, lambda phase, i, out: losses.append(float(out["loss"])))
+    return s, losses
 
 
 def _assert_close_states(a, b, rtol=1e-5, atol=1e-6):
@@ -111,6 +119,31 @@ def test_compiled_networks_replayed_from_graphs_train_as_compiled_alone():
     assert replayed_losses == alone_losses  # the same compiled code, step for step
     for (name, a), b in zip(alone.method.net.state_dict().items(), replayed.method.net.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_pack_of_compiled_runs_compiles_once_and_trains_each_run_as_alone():
+    """Each run of a pack has its own networks: they share the compiled code (no recompiling per run,
+    which would reach dynamo's cache limit and fall back to eager in a pack of 8)."""
+    from torch._dynamo.utils import counters
+
+    from osrbench import pack
+
+    _needs_a_cpu_compiler()
+    alone = [_train(True, seed=seed)[0] for seed in (0, 1)]
+    compiled = counters["stats"]["unique_graphs"]
+    lanes = pack.Lanes()
+    runs = [lanes.open(torch.device("cpu"), lambda seed=seed: _open(True, replay=True, seed=seed)) for seed in (0, 1)]
+    for epoch in range(2):
+        steps = [(s.epoch_steps(epoch), lane) for s, lane in runs]
+        for _ in range(5):  # 4 steps, then end_epoch
+            for it, lane in steps:
+                with lanes.on(lane):
+                    next(it, None)
+    assert counters["stats"]["unique_graphs"] == compiled
+    for a, (b, _) in zip(alone, runs):
+        assert b.step.counts == {"eager": 3, "captured": 1, "replayed": 4}
+        for (name, x), y in zip(a.method.net.state_dict().items(), b.method.net.state_dict().values()):
+            assert torch.equal(x, y), name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
