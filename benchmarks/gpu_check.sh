@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks in one go, within 8 minutes on one H100/H200 (each step's time budget is below):
 #   1. CUDA tests: real CUDA graphs against eager (tests/test_graphs.py -k cuda; among them parameters
-#      eager vs graphed after an epoch that crosses a learning-rate milestone, 32-px reference GAN);
+#      eager vs graphed after an epoch that crosses a learning-rate milestone, 32-px reference GAN),
+#      compiled networks inside graphs, and a pack of softmax, ARPL+CS and DIAS against each alone;
 #   2. the conformance suite on CUDA (its graphs check records real graphs with torch's liveness check);
 #   3. kernels per training batch on CUDA, eager and replayed (benchmarks/test_kernels.py);
 #   4. throughput of one epoch per method: osrbench's stream eager and replayed from CUDA graphs, and
@@ -59,7 +60,7 @@ step() {
 }
 
 step install 60 python -m pip install --quiet --no-deps --no-build-isolation -e . -e plugins/softmax -e plugins/arpl -e plugins/dias
-step cuda-tests 90 $PYTEST tests/test_graphs.py tests/test_compile.py -k cuda -rs
+step cuda-tests 120 $PYTEST tests/test_graphs.py tests/test_compile.py tests/test_pack.py -k cuda -rs
 step conformance 60 python -m osrbench.testing $OSRBENCH_BENCH_METHODS --device "$DEVICE"
 step kernels 30 $PYTEST benchmarks/test_kernels.py --benchmark-disable
 step throughput-fp32 90 $PYTEST benchmarks/test_throughput.py --benchmark-columns=median \

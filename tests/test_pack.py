@@ -24,8 +24,8 @@ METHODS = ("softmax", "arpl-cs", "dias")
 EPOCHS = 2
 
 
-def _requests(out, methods=METHODS, **kw):
-    return [engine.RunRequest(method=m, dataset="digits", epochs=EPOCHS, device="cpu", out=out, progress=False,
+def _requests(out, methods=METHODS, device="cpu", **kw):
+    return [engine.RunRequest(method=m, dataset="digits", epochs=EPOCHS, device=device, out=out, progress=False,
                               checkpoint_every=1, **kw) for m in methods]
 
 
@@ -179,6 +179,25 @@ def test_a_killed_pack_resumes_every_run_exactly(tmp_path, alone):
     assert resumed.get("dias") == 1, resumed
     for rec in got:
         _assert_same(rec, alone[rec.method])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_pack_trains_each_run_as_it_trains_alone(tmp_path):
+    """Real CUDA graphs on a stream per run and a clone of the device's generator per run
+    (benchmarks/gpu_check.sh runs it): each packed run as the same graphed run alone."""
+    kw = dict(device="cuda", deterministic=True, overrides={"cuda_graphs": True})
+    alone = {r.method: engine.run(r).record for r in _requests(tmp_path / "alone", **kw)}
+    events = Events()
+    got, failures = sweep.execute(_requests(tmp_path / "pack", **kw), jobs=3, pack="auto", on_event=events)
+    assert failures == [] and events.stats.packed
+    for rec in got:
+        ref = alone[rec.method]
+        assert rec.cuda_graphs is True and rec.cuda_graph_steps["replayed"] > 0
+        assert rec.config_hash == ref.config_hash
+        for a, b in zip(rec.history, ref.history):
+            for key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), (rec.method, key)
+        assert abs(rec.metrics["auroc"] - ref.metrics["auroc"]) < 0.01, rec.method
 
 
 def test_pack_auto_keeps_processes_on_the_cpu_and_packs_graphed_cuda_runs(tmp_path, monkeypatch):
