@@ -16,7 +16,9 @@
 #   7. the policy check (AUROC under fp32 / bf16, eager / graphs);
 #   8. optimiser steps: fused and foreach against for-loop, bit for bit, and kernels per step;
 #   9. compile=true inside CUDA graphs against graphs alone, one epoch of DIAS (compiling included
-#      in the budget: the 6 minutes of steps 1-8 plus 2 for this one).
+#      in the budget: the 6 minutes of steps 1-8 plus 2 for this one);
+#  10. the ceiling of horizontal fusion: 1, 2, 5, 8 classifier32 steps as separate networks and as
+#      one grouped network, eager and graphed (benchmarks/fusion_check.py).
 # A step that fails or runs over its budget is FAILED in the table; the script goes on with the
 # next one and exits non-zero at the end. The tables are printed last; logs are in $LOG.
 #
@@ -75,6 +77,7 @@ step policy 40 python benchmarks/precision_check.py --device "$DEVICE" --methods
 step optimizers 20 python benchmarks/optimizer_check.py --device "$DEVICE"
 step compile 120 env OSRBENCH_BENCH_METHODS="${OSRBENCH_CHECK_COMPILE_METHODS:-dias}" OSRBENCH_BENCH_ROUNDS=1 \
     $PYTEST benchmarks/test_throughput.py -k cuda_graphs --benchmark-columns=median --benchmark-json="$LOG/compile.json"
+step fusion 30 python benchmarks/fusion_check.py --device "$DEVICE"
 TOTAL=$(( $(date +%s) - START ))
 
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null
@@ -89,6 +92,7 @@ echo "== packs"; sed -n '/^packed runs/,$p' "$LOG/pack.txt"
 echo "== policies"; sed -n '/^policy check/,$p' "$LOG/policy.txt"
 echo "== optimiser steps"; sed -n '/^optimiser steps/,$p' "$LOG/optimizers.txt"
 echo "== compile inside graphs"; sed -n '/^one epoch of/,/^$/p' "$LOG/compile.txt"
+echo "== horizontal fusion"; sed -n '/^horizontal fusion/,$p' "$LOG/fusion.txt"
 echo "== steps (osrbench compared with itself; total ${TOTAL}s of a ${TOTAL_BUDGET}s budget)"
 python -c 'import sys, tabulate; rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 print(tabulate.tabulate(rows, headers=["step", "status", "seconds", "budget s"], disable_numparse=True))' "$LOG/steps.tsv"
