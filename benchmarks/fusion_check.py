@@ -1,18 +1,22 @@
-"""The ceiling of horizontal fusion (HFTA, arXiv 2102.02344) for classifier32 at batch 64, measured
-before building it into packs (issue 26, step 3).
+"""The ceiling of horizontal fusion (HFTA, arXiv 2102.02344) for the networks DIAS and ARPL+CS train
+at batch 64, measured before building it into packs (issue 26, step 3).
 
-N classifier32 training steps (forward, cross-entropy, backward, SGD with momentum and weight
-decay) as N separate networks, against one network of N groups: every convolution grouped by run
-(``groups=N``), every BatchNorm over the N runs' channels (per-channel batch statistics are each
-run's own), LeakyReLU and Dropout2d over all channels, a batched head. SGD is elementwise, so one
-optimiser over the grouped parameters steps each run as its own optimiser would. Before timing,
-the grouped step's gradients and running statistics are checked against the N separate ones
-(dropout off: fused dropout draws other masks than N runs alone would, which a fused pack must
-still solve). Each way is timed eager and, on CUDA, replayed from one CUDA graph of the whole
-step (the N separate steps in one graph: a pack's best case without overlap).
+N training steps as N separate networks against one network of N groups: every convolution (and
+transposed convolution) grouped by run (``groups=N``), every BatchNorm over the N runs' channels
+(per-channel batch statistics are each run's own), activations and Dropout2d over all channels,
+heads batched, each loss the sum of the N runs' means. SGD and Adam are elementwise, so one
+optimiser over the grouped parameters steps each run as its own optimiser would. Two networks:
 
-It is an upper bound for DIAS: only a classifier's step, no GAN, no second network, no per-run
-random order. Run: python benchmarks/fusion_check.py [--device cuda] [--runs 1 2 5 8]
+- ``classifier32``: forward, cross-entropy, backward, SGD with momentum and weight decay;
+- ``dcgan``: the 32-px DCGAN pair's GAN step as DIAS and ARPL+CS run it (G(z); a D step on real
+  images and detached fakes; a G step through D), Adam for each.
+
+Before timing, the grouped step's gradients and running statistics are checked against the N
+separate ones in float64 (dropout off: fused dropout draws other masks than N runs alone would,
+which a fused pack must still solve). Each way is timed eager and, on CUDA, replayed from one CUDA
+graph of the whole step (the N separate steps in one graph: a pack's best case without overlap).
+An upper bound for DIAS: no second classifier, no per-run random order, no host logic.
+Run: python benchmarks/fusion_check.py [--device cuda] [--nets classifier32 dcgan] [--runs 1 2 5 8]
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +34,68 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import kernels  # noqa: E402
-from osrbench.models import Classifier32  # noqa: E402
+from osrbench.models import Classifier32, make_gan  # noqa: E402
 from osrbench.models.classifier32 import DROPOUT_P, LRELU_SLOPE  # noqa: E402
 
-BATCH, K = kernels.BATCH, kernels.K
-SGD = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
+BATCH, K, NZ = kernels.BATCH, kernels.K, 100
+# foreach: CUDA's default, and on the CPU the kernels counted as CUDA would dispatch them.
+SGD = dict(lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=True)
+ADAM = dict(lr=2e-4, betas=(0.5, 0.999), foreach=True)
+Step = Callable[[], None]
+
+
+def to_channels(x: torch.Tensor) -> torch.Tensor:
+    """(N, B, C, H, W) -> (B, N*C, H, W): run i's channels are block i."""
+    return x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
+
+
+def to_runs(h: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, N*C, H, W) -> (N, B, C, H, W)."""
+    return h.view(h.shape[0], n, -1, *h.shape[2:]).transpose(0, 1)
+
+
+def grouped_layer(layers: list[nn.Module]) -> nn.Module:
+    """N runs' copies of one layer as one layer over their channel blocks. Conv2d weights are
+    (out, in/groups, k, k) and ConvTranspose2d's (in, out/groups, k, k): both stack along dim 0."""
+    first, n = layers[0], len(layers)
+    if isinstance(first, (nn.Conv2d, nn.ConvTranspose2d)):
+        grouped = type(first)(first.in_channels * n, first.out_channels * n, first.kernel_size, first.stride,
+                              first.padding, groups=first.groups * n, bias=False)
+        names = ("weight",)
+    elif isinstance(first, nn.BatchNorm2d):
+        grouped = nn.BatchNorm2d(first.num_features * n, first.eps, first.momentum)
+        names = ("weight", "bias", "running_mean", "running_var")
+    else:  # an activation: no state
+        return first
+    grouped = grouped.to(first.weight.device, first.weight.dtype)
+    with torch.no_grad():
+        for name in names:
+            getattr(grouped, name).copy_(torch.cat([getattr(layer, name) for layer in layers]))
+    return grouped
+
+
+def layer_parts(layers: Iterable[nn.Module], n: int | None = None, i: int = 0) -> list[torch.Tensor]:
+    """The gradients and running statistics of ``layers`` in order; of grouped layers (``n`` runs),
+    run ``i``'s part of each."""
+    parts = []
+    for layer in layers:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            t = getattr(layer, name, None)
+            if isinstance(t, torch.Tensor):
+                t = t.grad if isinstance(t, nn.Parameter) else t
+                parts.append(t if n is None else t.chunk(n)[i])
+    return parts
+
+
+def relative_difference(got: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
+    assert len(got) == len(ref)
+    return max(float((a - b).abs().max()) / (float(b.abs().max()) or 1.0) for a, b in zip(got, ref))
+
+
+def classifier32_layers(net: Classifier32) -> list[list[nn.Module]]:
+    """Per block of ``net``: its convolutions and their BatchNorms (branch 0), in order."""
+    return [[m for conv, norm in pairs for m in (getattr(net, conv), getattr(net, norm).bns[0])]
+            for _, pairs in Classifier32._BLOCKS]
 
 
 class GroupedClassifier32(nn.Module):
@@ -42,61 +103,34 @@ class GroupedClassifier32(nn.Module):
 
     def __init__(self, nets: list[Classifier32], dropout: float = DROPOUT_P) -> None:
         super().__init__()
-        self.n = n = len(nets)
+        self.n = len(nets)
         self.dropout = dropout
-        self.layers = []  # (starts a block: its dropout first, conv name, BN name, stride)
-        for first, (_, pairs) in enumerate(Classifier32._BLOCKS):
-            for j, (conv, norm) in enumerate(pairs):
-                convs = [getattr(net, conv) for net in nets]
-                self.register_parameter(conv, nn.Parameter(torch.cat([c.weight.detach() for c in convs])))
-                bns = [getattr(net, norm).bns[0] for net in nets]
-                bn = nn.BatchNorm2d(n * bns[0].num_features).to(convs[0].weight.device, convs[0].weight.dtype)
-                with torch.no_grad():
-                    for name in ("weight", "bias", "running_mean", "running_var"):
-                        getattr(bn, name).copy_(torch.cat([getattr(b, name) for b in bns]))
-                setattr(self, norm, bn)
-                self.layers.append((j == 0, conv, norm, convs[0].stride))
+        self.blocks = nn.ModuleList(nn.ModuleList(map(grouped_layer, zip(*blocks)))
+                                    for blocks in zip(*map(classifier32_layers, nets)))
         self.fc = nn.Parameter(torch.stack([net.fc.weight.detach() for net in nets]))  # (N, K, F)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, b = x.shape[:2]
-        h = x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:])  # run i's channels are block i
-        for block_start, conv, norm, stride in self.layers:
-            if block_start:
-                h = F.dropout2d(h, self.dropout, self.training)
-            h = F.leaky_relu(getattr(self, norm)(F.conv2d(h, getattr(self, conv), stride=stride, padding=1,
-                                                          groups=n)), LRELU_SLOPE)
-        f = h.mean((2, 3)).view(b, n, -1)
+        h = to_channels(x)
+        for block in self.blocks:  # its Dropout2d, then conv -> BN -> LeakyReLU three times
+            h = F.dropout2d(h, self.dropout, self.training)
+            for conv, bn in zip(block[::2], block[1::2]):
+                h = F.leaky_relu(bn(conv(h)), LRELU_SLOPE)
+        f = h.mean((2, 3)).view(h.shape[0], self.n, -1)
         return torch.einsum("bnf,nkf->nbk", f, self.fc)
 
-    def run_part(self, i: int) -> dict[str, torch.Tensor]:
-        """Run ``i``'s gradients and running statistics, named as :func:`separate_part` names them."""
-        part = {"fc.grad": self.fc.grad[i]}
-        for _, conv, norm, _ in self.layers:
-            bn = getattr(self, norm)
-            for name, t in ((f"{conv}.grad", getattr(self, conv).grad), (f"{norm}.weight.grad", bn.weight.grad),
-                            (f"{norm}.bias.grad", bn.bias.grad), (f"{norm}.running_mean", bn.running_mean),
-                            (f"{norm}.running_var", bn.running_var)):
-                part[name] = t.chunk(self.n)[i]
-        return part
+    def run_part(self, i: int) -> list[torch.Tensor]:
+        """Run ``i``'s gradients and running statistics, in :func:`separate_part`'s order."""
+        return [*layer_parts([m for block in self.blocks for m in block], self.n, i), self.fc.grad[i]]
 
 
-def separate_part(net: Classifier32) -> dict[str, torch.Tensor]:
-    part = {"fc.grad": net.fc.weight.grad}
-    for _, pairs in Classifier32._BLOCKS:
-        for conv, norm in pairs:
-            bn = getattr(net, norm).bns[0]
-            part.update({f"{conv}.grad": getattr(net, conv).weight.grad, f"{norm}.weight.grad": bn.weight.grad,
-                         f"{norm}.bias.grad": bn.bias.grad, f"{norm}.running_mean": bn.running_mean,
-                         f"{norm}.running_var": bn.running_var})
-    return part
+def separate_part(net: Classifier32) -> list[torch.Tensor]:
+    return [*layer_parts([m for block in classifier32_layers(net) for m in block]), net.fc.weight.grad]
 
 
-def check_equal(device: torch.device, n: int = 3, batch: int = 16, size: int = 32) -> float:
+def check_classifier32(device: torch.device, n: int = 3, batch: int = 16, size: int = 32) -> float:
     """The grouped step's gradients and running statistics against ``n`` separate networks (dropout
     off), on ``batch`` images each, in float64 (float32 rounding differs by up to 2% in conv1's
-    gradient through BatchNorm's backward at this batch); returns the largest relative difference
-    (raises above 1e-10)."""
+    gradient through BatchNorm's backward at this batch): the largest relative difference."""
     torch.manual_seed(0)
     nets = [Classifier32(K).to(device, torch.float64) for _ in range(n)]
     grouped = GroupedClassifier32(nets, dropout=0.0)
@@ -109,19 +143,14 @@ def check_equal(device: torch.device, n: int = 3, batch: int = 16, size: int = 3
             if isinstance(m, nn.Dropout2d):
                 m.p = 0.0
         F.cross_entropy(net(x[i]), y[i]).backward()
-        got, ref = grouped.run_part(i), separate_part(net)
-        assert got.keys() == ref.keys()
-        for name, r in ref.items():
-            worst = max(worst, float((got[name] - r).abs().max()) / (float(r.abs().max()) or 1.0))
-    if worst > 1e-10:
-        raise AssertionError(f"the grouped step differs from the separate ones by {worst:.3g} (relative)")
+        worst = max(worst, relative_difference(grouped.run_part(i), separate_part(net)))
     return worst
 
 
-def separate_step(n: int, device: torch.device) -> Callable[[], None]:
+def separate_classifier32(n: int, device: torch.device) -> Step:
     """N networks, N optimisers, N batches: one training step of each, one after the other."""
     nets = [Classifier32(K).to(device).train() for _ in range(n)]
-    opts = [torch.optim.SGD(net.parameters(), **SGD, foreach=True) for net in nets]  # CUDA's default
+    opts = [torch.optim.SGD(net.parameters(), **SGD) for net in nets]
     x = torch.randn(n, BATCH, 3, 32, 32, device=device)
     y = torch.randint(0, K, (n, BATCH), device=device)
 
@@ -134,10 +163,10 @@ def separate_step(n: int, device: torch.device) -> Callable[[], None]:
     return step
 
 
-def grouped_step(n: int, device: torch.device) -> Callable[[], None]:
+def grouped_classifier32(n: int, device: torch.device) -> Step:
     """The same N runs as one grouped network and one optimiser."""
     net = GroupedClassifier32([Classifier32(K).to(device) for _ in range(n)]).train()
-    opt = torch.optim.SGD(net.parameters(), **SGD, foreach=True)
+    opt = torch.optim.SGD(net.parameters(), **SGD)
     x = torch.randn(n, BATCH, 3, 32, 32, device=device)
     y = torch.randint(0, K, (n, BATCH), device=device)
 
@@ -147,6 +176,118 @@ def grouped_step(n: int, device: torch.device) -> Callable[[], None]:
         opt.step()
 
     return step
+
+
+class GroupedGAN(nn.Module):
+    """N runs' 32-px DCGAN pairs as one: ``generate`` (N, B, nz, 1, 1) -> (N, B, C, 32, 32) and
+    ``discriminate`` (N, B, C, H, W) -> (N, B) probabilities."""
+
+    def __init__(self, gans: list[tuple[nn.Module, nn.Module]]) -> None:
+        super().__init__()
+        self.n = len(gans)
+        self.g = nn.Sequential(*map(grouped_layer, zip(*[list(g.main) for g, _ in gans])))
+        self.d = nn.Sequential(*map(grouped_layer, zip(*[list(d.main) for _, d in gans])))
+        heads = [d.classifier[0] for _, d in gans]  # Linear(c, 1), then a sigmoid
+        self.d_weight = nn.Parameter(torch.stack([h.weight.detach() for h in heads]))  # (N, 1, c)
+        self.d_bias = nn.Parameter(torch.stack([h.bias.detach() for h in heads]))  # (N, 1)
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        return to_runs(self.g(to_channels(z)), self.n)
+
+    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.d(to_channels(x)).mean((2, 3)).view(x.shape[1], self.n, -1)
+        return torch.sigmoid(torch.einsum("bnc,noc->nbo", h, self.d_weight) + self.d_bias[:, None]).squeeze(-1)
+
+    def d_parameters(self) -> list[nn.Parameter]:
+        return [*self.d.parameters(), self.d_weight, self.d_bias]
+
+    def d_parts(self, i: int) -> list[torch.Tensor]:
+        return [*layer_parts(self.d, self.n, i), self.d_weight.grad[i], self.d_bias.grad[i]]
+
+
+def discriminator_parts(d: nn.Module) -> list[torch.Tensor]:
+    """A separate D's parts, in :meth:`GroupedGAN.d_parts`' order."""
+    return [*layer_parts(d.main), d.classifier[0].weight.grad, d.classifier[0].bias.grad]
+
+
+def bce_sum_of_means(p: torch.Tensor, target: float) -> torch.Tensor:
+    """The N runs' BCE means of (N, B) probabilities against ``target``, summed."""
+    return F.binary_cross_entropy(p, torch.full_like(p, target), reduction="sum") / p.shape[1]
+
+
+def make_gans(n: int, device: torch.device, dtype: torch.dtype = torch.float32):
+    return [tuple(m.to(device, dtype).train() for m in make_gan(32, 3, "reference", nz=NZ)[:2]) for _ in range(n)]
+
+
+def check_dcgan(device: torch.device, n: int = 3, batch: int = 16) -> float:
+    """The grouped D and G gradients (a D step's loss, then a G step's) and running statistics
+    against ``n`` separate pairs, in float64: the largest relative difference."""
+    torch.manual_seed(0)
+    gans = make_gans(n, device, torch.float64)
+    grouped = GroupedGAN(gans)
+    x = torch.rand(n, batch, 3, 32, 32, device=device, dtype=torch.float64)
+    z = torch.randn(n, batch, NZ, 1, 1, device=device, dtype=torch.float64)
+    fake = grouped.generate(z)
+    (bce_sum_of_means(grouped.discriminate(x), 1.0) + bce_sum_of_means(grouped.discriminate(fake.detach()), 0.0)).backward()
+    after_d_step = [[t.clone() for t in grouped.d_parts(i)] for i in range(n)]
+    bce_sum_of_means(grouped.discriminate(fake), 1.0).backward()  # G's gradients; D's accumulate
+    ones, zeros = (torch.full((batch,), v, device=device, dtype=torch.float64) for v in (1.0, 0.0))
+    worst = 0.0
+    for i, (g, d) in enumerate(gans):
+        fake_i = g(z[i])
+        (F.binary_cross_entropy(d(x[i]), ones) + F.binary_cross_entropy(d(fake_i.detach()), zeros)).backward()
+        worst = max(worst, relative_difference(after_d_step[i], discriminator_parts(d)))
+        F.binary_cross_entropy(d(fake_i), ones).backward()
+        worst = max(worst, relative_difference(grouped.d_parts(i), discriminator_parts(d)),
+                    relative_difference(layer_parts(grouped.g, n, i), layer_parts(g.main)))
+    return worst
+
+
+def _gan_data(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.rand(n, BATCH, 3, 32, 32, device=device), torch.randn(n, BATCH, NZ, 1, 1, device=device)
+
+
+def separate_dcgan(n: int, device: torch.device) -> Step:
+    """N DCGAN pairs, their Adams, N batches: one GAN step of each, one after the other."""
+    gans = make_gans(n, device)
+    opts = [(torch.optim.Adam(d.parameters(), **ADAM), torch.optim.Adam(g.parameters(), **ADAM)) for g, d in gans]
+    x, z = _gan_data(n, device)
+    ones, zeros = torch.ones(BATCH, device=device), torch.zeros(BATCH, device=device)
+
+    def step() -> None:
+        for (g, d), (opt_d, opt_g), xi, zi in zip(gans, opts, x, z):
+            fake = g(zi)
+            opt_d.zero_grad(set_to_none=False)
+            (F.binary_cross_entropy(d(xi), ones) + F.binary_cross_entropy(d(fake.detach()), zeros)).backward()
+            opt_d.step()
+            opt_g.zero_grad(set_to_none=False)
+            F.binary_cross_entropy(d(fake), ones).backward()
+            opt_g.step()
+
+    return step
+
+
+def grouped_dcgan(n: int, device: torch.device) -> Step:
+    """The same N GAN steps as one grouped pair and two Adams."""
+    gan = GroupedGAN(make_gans(n, device)).train()
+    opt_d, opt_g = torch.optim.Adam(gan.d_parameters(), **ADAM), torch.optim.Adam(gan.g.parameters(), **ADAM)
+    x, z = _gan_data(n, device)
+
+    def step() -> None:
+        fake = gan.generate(z)
+        opt_d.zero_grad(set_to_none=False)
+        (bce_sum_of_means(gan.discriminate(x), 1.0) + bce_sum_of_means(gan.discriminate(fake.detach()), 0.0)).backward()
+        opt_d.step()
+        opt_g.zero_grad(set_to_none=False)
+        bce_sum_of_means(gan.discriminate(fake), 1.0).backward()
+        opt_g.step()
+
+    return step
+
+
+#: Per network: the float64 check, then the N separate steps and the grouped step.
+NETS = {"classifier32": (check_classifier32, separate_classifier32, grouped_classifier32),
+        "dcgan": (check_dcgan, separate_dcgan, grouped_dcgan)}
 
 
 def graphed(step: Callable[[], None], device: torch.device) -> Callable[[], None]:
@@ -180,31 +321,36 @@ def rate(step: Callable[[], None], n: int, device: torch.device, warm: int, step
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--nets", nargs="+", choices=list(NETS), default=list(NETS))
     parser.add_argument("--runs", type=int, nargs="+", default=[1, 2, 5, 8])
     parser.add_argument("--warm", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
     device = torch.device(args.device)
-    worst = check_equal(device)
     cuda = device.type == "cuda"
-    rows = []
-    for n in args.runs:
-        row = [n]
-        for make in (separate_step, grouped_step):
-            step = make(n, device)
-            step()  # momentum buffers exist before counting, as in a later batch of a run
-            _, counted = kernels.count(step, device)
-            row += [f"{rate(step, n, device, args.warm, args.steps):,.0f}", counted.total]
-            if cuda:
-                row.append(f"{rate(graphed(step, device), n, device, args.warm, args.steps):,.0f}")
-        rows.append(row)
-    print(f"horizontal fusion of classifier32 steps ({device}, torch {torch.__version__}, batch {BATCH} per run, "
-          f"32 px, fp32, SGD; {args.steps} timed steps after {args.warm}); grouped step = separate steps within "
-          f"{worst:.2g} (relative, dropout off)")
+    rows, checks = [], []
+    for net in args.nets:
+        check, *makers = NETS[net]
+        worst = check(device)
+        checks.append(f"{net} {worst:.2g}")
+        if worst > 1e-10:
+            raise SystemExit(f"the grouped {net} step differs from the separate ones by {worst:.3g} (relative)")
+        for n in args.runs:
+            row = [net, n]
+            for make in makers:
+                step = make(n, device)
+                step()  # optimiser state exists before counting, as in a later batch of a run
+                _, counted = kernels.count(step, device)
+                row += [f"{rate(step, n, device, args.warm, args.steps):,.0f}", counted.total]
+                if cuda:
+                    row.append(f"{rate(graphed(step, device), n, device, args.warm, args.steps):,.0f}")
+            rows.append(row)
+    print(f"horizontal fusion ({device}, torch {torch.__version__}, batch {BATCH} per run, 32 px, fp32; "
+          f"{args.steps} timed steps after {args.warm}); grouped step = separate steps in float64 within "
+          f"{', '.join(checks)} (relative, dropout off)")
     graph_cols = ["graphed img/s"] if cuda else []
-    print(tabulate(rows, headers=["runs", "separate img/s", "separate kernels/step", *graph_cols,
+    print(tabulate(rows, headers=["network", "runs", "separate img/s", "separate kernels/step", *graph_cols,
                                   "grouped img/s", "grouped kernels/step", *graph_cols], disable_numparse=True))
-
 
 if __name__ == "__main__":
     main()

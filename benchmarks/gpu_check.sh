@@ -6,8 +6,8 @@
 #      compiled networks inside graphs, and a pack of softmax, ARPL+CS and DIAS against each alone;
 #   2. packs: aggregate img/s of 1, 2 and 5 DIAS and ARPL+CS runs packed in one process vs one alone
 #      (30,000 CIFAR-shaped images per run), with the profiler's GPU-busy fraction and kernels per batch;
-#   3. the ceiling of horizontal fusion: 1, 2, 5, 8 classifier32 steps as separate networks and as
-#      one grouped network, eager and graphed (benchmarks/fusion_check.py);
+#   3. the ceiling of horizontal fusion: 1, 2, 5, 8 classifier32 steps and 32-px DCGAN steps as
+#      separate networks and as one grouped network, eager and graphed (benchmarks/fusion_check.py);
 #   4. throughput of one epoch per method: osrbench's stream eager and replayed from CUDA graphs, and
 #      osrbench's same step fed by a PIL DataLoader like the releases' (fp32), the median of several
 #      epochs each. This compares osrbench with itself under two feeds: it is not a comparison with

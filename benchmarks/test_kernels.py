@@ -72,19 +72,22 @@ def test_replayed_batch_dispatches_a_handful_of_kernels(benchmark, stream, name)
     assert counted.per_batch <= 8 * len(counted.steps), {p: dict(c.kernels) for p, c in counted.steps.items()}
 
 
-def test_fusing_classifier32_runs_is_exact_and_dispatches_the_kernels_of_one_run():
+@pytest.mark.parametrize("net", ["classifier32", "dcgan"])
+def test_fused_runs_equal_separate_runs_and_dispatch_the_kernels_of_one(net):
     """``fusion_check.py`` (the ceiling of horizontal fusion, timed on a GPU by gpu_check.sh): the
-    grouped step of 3 classifier32 runs equals 3 separate steps in float64, and dispatches about
-    the kernels of one run's step (123 against 109; the input's regrouping and the batched head
-    add a few), where 3 separate steps dispatch 3 times one (327)."""
+    grouped step of 3 runs equals 3 separate steps in float64, and dispatches about the kernels of
+    one run's step (classifier32 123 against 109, the 32-px DCGAN pair's GAN step 202 against 175:
+    the regrouping of inputs and the batched heads add a few), where 3 separate steps dispatch 3
+    times one (327, 525)."""
     from benchmarks import fusion_check
 
-    assert fusion_check.check_equal(DEVICE) < 1e-10
+    check, separate, grouped = fusion_check.NETS[net]
+    assert check(DEVICE) < 1e-10
     counts = {}
-    for make in (fusion_check.separate_step, fusion_check.grouped_step):
+    for make in (separate, grouped):
         for n in (1, 3):
             step = make(n, DEVICE)
-            step()  # momentum buffers exist, as in a later batch of a run
-            counts[make.__name__, n] = kernels.count(step, DEVICE)[1].total
-    assert counts["separate_step", 3] == 3 * counts["separate_step", 1]
-    assert counts["grouped_step", 3] < 1.2 * counts["separate_step", 1], counts
+            step()  # optimiser state exists, as in a later batch of a run
+            counts[make, n] = kernels.count(step, DEVICE)[1].total
+    assert counts[separate, 3] == 3 * counts[separate, 1]
+    assert counts[grouped, 3] < 1.2 * counts[separate, 1], counts
