@@ -3,7 +3,7 @@ at batch 64, measured before building it into packs (issue 26, step 3).
 
 N training steps as N separate networks against one network of N groups: every convolution (and
 transposed convolution) grouped by run (``groups=N``), every BatchNorm over the N runs' channels
-(per-channel batch statistics are each run's own), activations and Dropout2d over all channels,
+(per-channel batch statistics are each run's own), activations over all channels,
 heads batched, each loss the sum of the N runs' means. SGD and Adam are elementwise, so one
 optimiser over the grouped parameters steps each run as its own optimiser would. Two networks:
 
@@ -11,11 +11,13 @@ optimiser over the grouped parameters steps each run as its own optimiser would.
 - ``dcgan``: the 32-px DCGAN pair's GAN step as DIAS and ARPL+CS run it (G(z); a D step on real
   images and detached fakes; a G step through D), Adam for each.
 
-Before timing, the grouped step's gradients and running statistics are checked against the N
-separate ones in float64 (dropout off: fused dropout draws other masks than N runs alone would,
-which a fused pack must still solve). Each way is timed eager and, on CUDA, replayed from one CUDA
-graph of the whole step (the N separate steps in one graph: a pack's best case without overlap).
-An upper bound for DIAS: no second classifier, no per-run random order, no host logic.
+Each run keeps its own random draws: the grouped classifier draws run i's dropout masks from run
+i's generator exactly as ``F.dropout2d`` draws them from the default generator alone (N small
+draws per dropout layer, timed too). Before timing, the grouped step's gradients and running
+statistics are checked against the N separate ones in float64, dropout masks included. Each way
+is timed eager and, on CUDA, replayed from one CUDA graph of the whole step (the N separate steps
+in one graph: a pack's best case without overlap). An upper bound for DIAS: no second classifier,
+no host logic.
 Run: python benchmarks/fusion_check.py [--device cuda] [--nets classifier32 dcgan] [--runs 1 2 5 8]
 """
 
@@ -101,10 +103,10 @@ def classifier32_layers(net: Classifier32) -> list[list[nn.Module]]:
 class GroupedClassifier32(nn.Module):
     """``len(nets)`` classifier32 networks (their BN branch 0) as one; (N, B, C, H, W) -> (N, B, K)."""
 
-    def __init__(self, nets: list[Classifier32], dropout: float = DROPOUT_P) -> None:
+    def __init__(self, nets: list[Classifier32], generators: list[torch.Generator]) -> None:
         super().__init__()
         self.n = len(nets)
-        self.dropout = dropout
+        self.generators = generators  # run i's dropout masks: drawn as its F.dropout2d draws them alone
         self.blocks = nn.ModuleList(nn.ModuleList(map(grouped_layer, zip(*blocks)))
                                     for blocks in zip(*map(classifier32_layers, nets)))
         self.fc = nn.Parameter(torch.stack([net.fc.weight.detach() for net in nets]))  # (N, K, F)
@@ -112,11 +114,21 @@ class GroupedClassifier32(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = to_channels(x)
         for block in self.blocks:  # its Dropout2d, then conv -> BN -> LeakyReLU three times
-            h = F.dropout2d(h, self.dropout, self.training)
+            h = self.dropout2d(h)
             for conv, bn in zip(block[::2], block[1::2]):
                 h = F.leaky_relu(bn(conv(h)), LRELU_SLOPE)
         f = h.mean((2, 3)).view(h.shape[0], self.n, -1)
         return torch.einsum("bnf,nkf->nbk", f, self.fc)
+
+    def dropout2d(self, h: torch.Tensor) -> torch.Tensor:
+        """``F.dropout2d`` with each run's masks from its own generator, as ATen's feature dropout
+        makes them (a (B, C, 1, 1) Bernoulli draw, divided by 1 - p): the same masks as alone."""
+        if not self.training:
+            return h
+        b, c = h.shape[0], h.shape[1] // self.n
+        keep = 1 - DROPOUT_P
+        noise = torch.cat([h.new_empty(b, c, 1, 1).bernoulli_(keep, generator=g) for g in self.generators], 1)
+        return h * noise.div_(keep)
 
     def run_part(self, i: int) -> list[torch.Tensor]:
         """Run ``i``'s gradients and running statistics, in :func:`separate_part`'s order."""
@@ -127,21 +139,25 @@ def separate_part(net: Classifier32) -> list[torch.Tensor]:
     return [*layer_parts([m for block in classifier32_layers(net) for m in block]), net.fc.weight.grad]
 
 
+def run_generators(n: int, device: torch.device) -> list[torch.Generator]:
+    """Run i's dropout generator: the state its device's default generator has alone (seed 100 + i)."""
+    return [torch.Generator(device).manual_seed(100 + i) for i in range(n)]
+
+
 def check_classifier32(device: torch.device, n: int = 3, batch: int = 16, size: int = 32) -> float:
-    """The grouped step's gradients and running statistics against ``n`` separate networks (dropout
-    off), on ``batch`` images each, in float64 (float32 rounding differs by up to 2% in conv1's
-    gradient through BatchNorm's backward at this batch): the largest relative difference."""
+    """The grouped step's gradients and running statistics against ``n`` separate networks, each
+    run with its own dropout masks, on ``batch`` images each, in float64 (float32 rounding differs
+    by up to 2% in conv1's gradient through BatchNorm's backward at this batch): the largest
+    relative difference."""
     torch.manual_seed(0)
     nets = [Classifier32(K).to(device, torch.float64) for _ in range(n)]
-    grouped = GroupedClassifier32(nets, dropout=0.0)
+    grouped = GroupedClassifier32(nets, run_generators(n, device))
     x = torch.randn(n, batch, 3, size, size, device=device, dtype=torch.float64)
     y = torch.randint(0, K, (n, batch), device=device)
     sum(F.cross_entropy(logits, yi) for logits, yi in zip(grouped(x), y)).backward()
     worst = 0.0
     for i, net in enumerate(nets):
-        for m in net.modules():
-            if isinstance(m, nn.Dropout2d):
-                m.p = 0.0
+        torch.manual_seed(100 + i)  # alone, the masks come from the device's default generator
         F.cross_entropy(net(x[i]), y[i]).backward()
         worst = max(worst, relative_difference(grouped.run_part(i), separate_part(net)))
     return worst
@@ -165,7 +181,8 @@ def separate_classifier32(n: int, device: torch.device) -> Step:
 
 def grouped_classifier32(n: int, device: torch.device) -> Step:
     """The same N runs as one grouped network and one optimiser."""
-    net = GroupedClassifier32([Classifier32(K).to(device) for _ in range(n)]).train()
+    generators = run_generators(n, device)
+    net = GroupedClassifier32([Classifier32(K).to(device) for _ in range(n)], generators).train()
     opt = torch.optim.SGD(net.parameters(), **SGD)
     x = torch.randn(n, BATCH, 3, 32, 32, device=device)
     y = torch.randint(0, K, (n, BATCH), device=device)
@@ -175,6 +192,7 @@ def grouped_classifier32(n: int, device: torch.device) -> Step:
         F.cross_entropy(net(x).flatten(0, 1), y.flatten(), reduction="sum").div(BATCH).backward()  # sum of N means
         opt.step()
 
+    step.generators = generators  # a CUDA graph of the step registers them
     return step
 
 
@@ -299,6 +317,8 @@ def graphed(step: Callable[[], None], device: torch.device) -> Callable[[], None
             step()
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
+    for g in getattr(step, "generators", ()):
+        graph.register_generator_state(g)
     with torch.cuda.graph(graph):
         step()
     return graph.replay
@@ -347,7 +367,7 @@ def main() -> None:
             rows.append(row)
     print(f"horizontal fusion ({device}, torch {torch.__version__}, batch {BATCH} per run, 32 px, fp32; "
           f"{args.steps} timed steps after {args.warm}); grouped step = separate steps in float64 within "
-          f"{', '.join(checks)} (relative, dropout off)")
+          f"{', '.join(checks)} (relative; each run's own dropout masks)")
     graph_cols = ["graphed img/s"] if cuda else []
     print(tabulate(rows, headers=["network", "runs", "separate img/s", "separate kernels/step", *graph_cols,
                                   "grouped img/s", "grouped kernels/step", *graph_cols], disable_numparse=True))

@@ -75,10 +75,11 @@ def test_replayed_batch_dispatches_a_handful_of_kernels(benchmark, stream, name)
 @pytest.mark.parametrize("net", ["classifier32", "dcgan"])
 def test_fused_runs_equal_separate_runs_and_dispatch_the_kernels_of_one(net):
     """``fusion_check.py`` (the ceiling of horizontal fusion, timed on a GPU by gpu_check.sh): the
-    grouped step of 3 runs equals 3 separate steps in float64, and dispatches about the kernels of
-    one run's step (classifier32 123 against 109, the 32-px DCGAN pair's GAN step 202 against 175:
-    the regrouping of inputs and the batched heads add a few), where 3 separate steps dispatch 3
-    times one (327, 525)."""
+    grouped step of 3 runs equals 3 separate steps in float64 (each run with its own dropout
+    masks), and dispatches about the kernels of one run's step where 3 separate steps dispatch 3
+    times one: classifier32 132 for 3 runs against 122 for 1 grouped, 109 for 1 and 327 for 3
+    separate; the 32-px DCGAN pair's GAN step 202, 192, 175 and 525. A run adds at most 5 (its
+    dropout masks, the regrouping of inputs, the batched heads)."""
     from benchmarks import fusion_check
 
     check, separate, grouped = fusion_check.NETS[net]
@@ -88,6 +89,8 @@ def test_fused_runs_equal_separate_runs_and_dispatch_the_kernels_of_one(net):
         for n in (1, 3):
             step = make(n, DEVICE)
             step()  # optimiser state exists, as in a later batch of a run
-            counts[make, n] = kernels.count(step, DEVICE)[1].total
-    assert counts[separate, 3] == 3 * counts[separate, 1]
-    assert counts[grouped, 3] < 1.2 * counts[separate, 1], counts
+            counts[make.__name__, n] = kernels.count(step, DEVICE)[1].total
+    grouped_name, separate_name = grouped.__name__, separate.__name__
+    assert counts[separate_name, 3] == 3 * counts[separate_name, 1], counts
+    assert counts[grouped_name, 3] - counts[grouped_name, 1] <= 5 * 2, counts
+    assert counts[grouped_name, 3] < counts[separate_name, 3] / 2, counts
