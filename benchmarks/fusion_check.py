@@ -261,6 +261,11 @@ def check_dcgan(device: torch.device, n: int = 3, batch: int = 16) -> float:
     return worst
 
 
+def adam(params: Iterable[nn.Parameter], device: torch.device) -> torch.optim.Adam:
+    """Adam as the GANs step; capturable on CUDA (its step count on the device), as graphs need."""
+    return torch.optim.Adam(params, **ADAM, capturable=device.type == "cuda")
+
+
 def _gan_data(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, BATCH, 3, 32, 32, device=device), torch.randn(n, BATCH, NZ, 1, 1, device=device)
 
@@ -268,7 +273,7 @@ def _gan_data(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]
 def separate_dcgan(n: int, device: torch.device) -> Step:
     """N DCGAN pairs, their Adams, N batches: one GAN step of each, one after the other."""
     gans = make_gans(n, device)
-    opts = [(torch.optim.Adam(d.parameters(), **ADAM), torch.optim.Adam(g.parameters(), **ADAM)) for g, d in gans]
+    opts = [(adam(d.parameters(), device), adam(g.parameters(), device)) for g, d in gans]
     x, z = _gan_data(n, device)
     ones, zeros = torch.ones(BATCH, device=device), torch.zeros(BATCH, device=device)
 
@@ -288,7 +293,7 @@ def separate_dcgan(n: int, device: torch.device) -> Step:
 def grouped_dcgan(n: int, device: torch.device) -> Step:
     """The same N GAN steps as one grouped pair and two Adams."""
     gan = GroupedGAN(make_gans(n, device)).train()
-    opt_d, opt_g = torch.optim.Adam(gan.d_parameters(), **ADAM), torch.optim.Adam(gan.g.parameters(), **ADAM)
+    opt_d, opt_g = adam(gan.d_parameters(), device), adam(gan.g.parameters(), device)
     x, z = _gan_data(n, device)
 
     def step() -> None:
