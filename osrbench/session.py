@@ -268,7 +268,15 @@ class Session:
 
 
 def check_compiler(device: torch.device) -> None:
-    """Refuse ``compile=true`` on the CPU where inductor finds no C++ compiler (before any step)."""
+    """Refuse ``compile=true`` where inductor cannot generate code (before any step): on the CPU
+    without a C++ compiler, on a CUDA device without Triton."""
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise UserError("compile=true on a CUDA device needs Triton, and torch found none: "
+                            "pip install triton, or drop --set compile=true")
+        return
     if device.type != "cpu":
         return
     from torch._inductor import cpp_builder

@@ -148,6 +148,10 @@ def test_a_pack_of_compiled_runs_compiles_once_and_trains_each_run_as_alone():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graphs_record_compiled_networks_and_train_as_compiled_alone():
+    try:
+        session.check_compiler(torch.device("cuda"))
+    except UserError as exc:
+        pytest.skip(str(exc))
     (alone, alone_losses), (graphed, graphed_losses) = (_train(True, device="cuda", cuda_graphs=False),
                                                        _train(True, device="cuda", cuda_graphs=True))
     assert graphed.cuda_graphs and graphed.step.counts == {"eager": 3, "captured": 1, "replayed": 4}
@@ -164,6 +168,16 @@ def test_compile_without_a_cpu_compiler_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
     with pytest.raises(UserError, match="compile=true on the CPU needs a C\\+\\+ compiler"):
         session.check_compiler(torch.device("cpu"))
+
+
+def test_compile_on_cuda_without_triton_is_one_clear_error(monkeypatch):
+    import torch.utils._triton as triton
+
+    monkeypatch.setattr(triton, "has_triton", lambda: False)
+    with pytest.raises(UserError, match="compile=true on a CUDA device needs Triton"):
+        session.check_compiler(torch.device("cuda"))
+    monkeypatch.setattr(triton, "has_triton", lambda: True)
+    session.check_compiler(torch.device("cuda"))  # nothing to refuse
 
 
 def test_classifier32_compile_covers_every_entry_point():
