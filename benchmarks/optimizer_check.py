@@ -26,7 +26,6 @@ from osrbench.models.dcgan import Generator  # noqa: E402
 
 IMPLEMENTATIONS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 STEPS = 20
-SCALE = 1.0
 
 
 def make(kind: str, params: list[torch.Tensor], impl: str, device: torch.device) -> torch.optim.Optimizer:
@@ -46,13 +45,13 @@ def trained(kind: str, net: torch.nn.Module, impl: str, device: torch.device):
 
     def step() -> None:
         for p in params:
-            p.grad = torch.randn(p.shape, generator=g, device=device) * SCALE
+            p.grad = torch.randn(p.shape, generator=g, device=device)
         opt.step()
 
     for _ in range(STEPS - 1):
         step()
     for p in params:  # the counted step's gradients are drawn outside the counter
-        p.grad = torch.randn(p.shape, generator=g, device=device) * SCALE
+        p.grad = torch.randn(p.shape, generator=g, device=device)
     _, counted = kernels.count(opt.step, device)
     state = [t for p in params for t in (p.detach(), *(v for k, v in opt.state[p].items() if k != "step"))]
     return state, counted.total
