@@ -55,9 +55,9 @@ def _epoch(s, batches_per_phase):
 
 def _measure(benchmark, method_name, feed):
     x, y = kernels.synthetic_images(IMAGES)
-    s = kernels.bench_session(method_name, x, y, DEVICE, {"precision": PRECISION, "cuda_graphs": feed != "stream",
-                                                         "compile": feed == "compiled graphs"}
-                              if feed != "pil" else {"precision": PRECISION, "cuda_graphs": False})
+    s = kernels.bench_session(method_name, x, y, DEVICE, {"precision": PRECISION,
+                                                         "cuda_graphs": feed in ("graphs", "compiled graphs"),
+                                                         "compile": feed == "compiled graphs"})
     if feed != "pil":
         batches = lambda phase: s.stream.batches(0, phase)  # noqa: E731
     else:
