@@ -34,18 +34,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from osrbench.data._files import (
+from osrbench.data._filelists import (
     FileList,
-    download_hint,
     few,
     files_problems,
     malformed,
     missing_images,
-    raise_if,
     read_list,
-    run_download,
     select_listed,
 )
+from osrbench.data._files import download_hint, raise_if, run_download
 from osrbench.data.imagefiles import OpenSetFiles
 from osrbench.datasets import DataNotFound
 

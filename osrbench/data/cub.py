@@ -29,17 +29,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from osrbench.data._files import (
-    FileList,
-    download_hint,
-    files_problems,
-    malformed,
-    missing_images,
-    raise_if,
-    read_list,
-    run_download,
-    select_listed,
-)
+from osrbench.data._filelists import FileList, files_problems, malformed, missing_images, read_list, select_listed
+from osrbench.data._files import download_hint, raise_if, run_download
 from osrbench.data.imagefiles import OpenSetFiles
 from osrbench.datasets import DataNotFound
 

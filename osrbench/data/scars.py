@@ -36,14 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from osrbench.data._files import (
-    FileList,
-    files_problems,
-    mat_v5_problem,
-    missing_images,
-    raise_if,
-    select_listed,
-)
+from osrbench.data._filelists import FileList, files_problems, missing_images, select_listed
+from osrbench.data._files import mat_v5_problem, raise_if
 from osrbench.data.imagefiles import OpenSetFiles
 from osrbench.datasets import DataNotFound
 
