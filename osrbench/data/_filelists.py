@@ -15,6 +15,8 @@ from typing import Any, Sequence
 from osrbench.data._files import missing_line
 from osrbench.data.imagefiles import OpenSetFiles, select_files
 from osrbench.datasets import DataNotFound
+
+
 @dataclass(frozen=True)
 class FileList:
     """The images of a file-backed dataset, as its official lists give them (no decoding):
