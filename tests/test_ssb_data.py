@@ -51,7 +51,8 @@ def parts(data: OpenSetFiles) -> dict[str, list]:
             "unknown": list(data.unknown.paths), "unknown_ids": data.unknown_ids.tolist()}
 
 
-def release_selection(paths: list[str], ids_1based: list[int], include_classes: list[int]) -> tuple[list[str], list[int]]:
+def release_selection(paths: list[str], ids_1based: list[int],
+                      include_classes: list[int]) -> tuple[list[str], list[int]]:
     """Replica of the release's class selection for CUB and Stanford Cars (MIT):
     data/cub.py:107-118 and data/stanford_cars.py:73-86 (``include_classes + 1`` against the file's
     1-based targets, label = position in ``include_classes``), then ``__getitem__``'s
@@ -492,7 +493,8 @@ def test_cars_missing_tree_image_and_damaged_mats(tmp_path):
         scars.load(tmp_path, Split((0, 1), (2,)), 448)
     assert "cars_test/00005.jpg" in one_line(err)
     # the devkit's label-less test file in the withlabels file's place
-    annotations_mat(base / "devkit" / "cars_test_annos_withlabels.mat", [(f, 0) for f, _ in CARS_TEST], with_class=False)
+    annotations_mat(base / "devkit" / "cars_test_annos_withlabels.mat", [(f, 0) for f, _ in CARS_TEST],
+                    with_class=False)
     with pytest.raises(DataNotFound, match="not the devkit's cars_test_annos.mat") as err:
         scars.scan(tmp_path)
     one_line(err)
@@ -518,7 +520,8 @@ def test_registry_has_the_three_datasets(capsys, tmp_path):
     specs = {s.name: s for s in registry.builtin_datasets(reg)}
     for name, (table, classes) in want.items():
         entry = reg.datasets[name]
-        assert (entry["table"], entry["num_classes"], entry["image_size"], entry["augment"]) == (table, classes, 448, "crop_flip")
+        shape = (entry["table"], entry["num_classes"], entry["image_size"], entry["augment"])
+        assert shape == (table, classes, 448, "crop_flip")
         assert specs[name].check(tmp_path)  # wired to the module's check: an empty root is not ready
     assert "non-commercial research purposes only" in reg.datasets["aircraft"]["licence"]
     assert cli.main(["list"]) == 0

@@ -26,7 +26,8 @@ The 2013b ``variants.txt`` lists the variants in that same sorted order (``707-3
 ``FGVCAircraft`` (``variants.txt`` order) agrees on the official archive; the ids follow the release's
 rule all the same. The ids of ``data/open_set_splits/aircraft_osr_splits.pkl`` are these (0..99;
 its Hard pair ``[2, 3, 4, 5]`` / ``[6, 7, 8, 9]`` is 737-200..500 against 737-600..900).
-The release's train/validation cut is not applied (``split_train_val=False`` in its runs).
+The release's train/validation cut is not applied (``split_train_val=False``:
+``methods/ARPL/osr.py:64``, ``bash_scripts/osr_finegrained_train.sh:34``).
 """
 
 from __future__ import annotations

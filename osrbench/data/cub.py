@@ -21,7 +21,8 @@ The MLS release (sgvaze/osr_closed_set_all_you_need, MIT, ``data/cub.py``) is fo
   0-based ids: its known classes span 0..199.
 
 The release's train/validation cut (``get_train_val_split``) is not applied: its fine-grained runs
-train on the whole training set (``split_train_val=False`` in ``methods/ARPL/osr.py``).
+train on the whole training set (``split_train_val=False``: ``methods/ARPL/osr.py:64``,
+``bash_scripts/osr_finegrained_train.sh:34``).
 """
 
 from __future__ import annotations

@@ -24,9 +24,10 @@ The MLS release (sgvaze/osr_closed_set_all_you_need, MIT, ``data/stanford_cars.p
   ``data/open_set_splits/scars_osr_splits.pkl`` are these 0-based ids (they span 0..195).
   The release does not read ``cars_meta.mat``; here it is read to check the classes' range.
 
-The release's train/validation cut is not applied (``split_train_val=False`` in its runs). The
-release's own machine used the folder name ``stanford_car`` (``config.py:25``); rename it to
-``stanford_cars`` (torchvision's name) or point ``--data-root`` at its parent after renaming.
+The release's train/validation cut is not applied (``split_train_val=False``:
+``methods/ARPL/osr.py:64``, ``bash_scripts/osr_finegrained_train.sh:34``). The release's own
+machine used the folder name ``stanford_car`` (``config.py:25``); rename it ``stanford_cars``
+(torchvision's name).
 """
 
 from __future__ import annotations
