@@ -167,5 +167,4 @@ def download(root: Path) -> None:
     """Nothing public to fetch: a ready tree passes, otherwise DataNotFound says where the files go."""
     problems = check(root)
     if problems:
-        raise DataNotFound(f"Stanford Cars cannot be downloaded automatically; {_hint(Path(root))}. "
-                           f"First problem: {problems[0]}")
+        raise DataNotFound(f"Stanford Cars cannot be downloaded automatically: {problems[0]}")  # names the hint
