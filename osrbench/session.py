@@ -342,7 +342,7 @@ def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData,
     stream = TrainStream(
         data.train_x, data.train_y, cfg["batch_size"], seed, device,
         augment=cfg["augment"], normalize=cfg["normalize"], randaugment=cfg["randaugment"],
-        randaugment_ops=ops_for(dataset),
+        randaugment_ops=ops_for(dataset), randaugment_n=cfg.get("randaugment_n", 1),  # absent from older records
     )
     if cfg["compile"]:
         check_compiler(device)
