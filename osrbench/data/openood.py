@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -164,7 +165,8 @@ def _read_list(base: Path, rel: str, hint: str) -> tuple[list[str], list[int], s
     except UnicodeDecodeError:
         raise ListError(f"{path} is not a text file (damaged download? {hint})") from None
     names, labels = [], []
-    for number, line in enumerate(text.splitlines(keepends=True), 1):  # as readlines() splits them
+    # OpenOOD: open(imglist_pth).readlines() (text mode: universal newlines)
+    for number, line in enumerate(io.StringIO(text, newline=None).readlines(), 1):
         try:
             name, label = parse_line(line)
         except ValueError as exc:
