@@ -159,6 +159,8 @@ def test_mnist6_grey_jpegs_decode_as_openood_decodes_them(tmp_path):
 
     known, unknown = ("7", "1", "0", "9", "4", "6"), ("2", "3", "5", "8")
     write_benchmark(tmp_path, "osr_mnist6", known=known, unknown=unknown)
+    odd = tmp_path / "openood" / "images_classic" / "mnist" / "train" / "6" / "0001.jpg"
+    Image.fromarray(np.arange(30 * 37, dtype=np.uint8).reshape(30, 37) % 251, "L").save(odd)  # not 28 px
     split = split_of("mnist", tmp_path)
     assert split.known == (7, 1, 0, 9, 4, 6) and split.unknown == (2, 3, 5, 8)
     data = openood.load(tmp_path, split, 28)

@@ -279,12 +279,14 @@ def decode(path: Path, pre_size: int, image_size: int) -> np.ndarray:
     (``test_preprocessor.py``; the identity at the configs' native sizes); (3, S, S) uint8."""
     import numpy as np
     from PIL import Image
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
 
     with Image.open(path) as im:
         rgb = im.convert("RGB")
-    rgb = TF.center_crop(TF.resize(rgb, pre_size, interpolation=InterpolationMode.BILINEAR), image_size)
+    if rgb.size != (pre_size, pre_size) or pre_size != image_size:  # torchvision returns such an image as it is
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
+        rgb = TF.center_crop(TF.resize(rgb, pre_size, interpolation=InterpolationMode.BILINEAR), image_size)
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
 
 
