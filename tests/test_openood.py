@@ -299,3 +299,26 @@ def test_splits_command_and_a_softmax_run_write_a_record(tmp_path, capsys):
     assert cli.main(argv) == 0
     assert "belongs to another run (split_hash" in capsys.readouterr().err
     assert json.loads(path.read_text())["split_hash"] == changed.hash
+
+
+def test_the_registry_names_the_reader_and_list_shows_the_protocol(tmp_path, capsys):
+    import yaml
+
+    from osrbench import registry
+
+    assert registry.load().protocols["openood"]["reader"] == "osrbench.data.openood"
+    assert protocols.reader_of("openood") is openood and protocols.reader_of("auroc") is None
+    doc = yaml.safe_load(registry.REGISTRY_PATH.read_text())
+    doc["protocols"]["openood"]["reader"] = 3
+    (tmp_path / "splits.yaml").write_text(registry.REGISTRY_PATH.with_name("splits.yaml").read_text())
+    (tmp_path / "registry.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(registry.RegistryError, match=r"protocols\.openood\.reader: expected str"):
+        registry.load.__wrapped__(tmp_path / "registry.yaml")
+    del doc["protocols"]["openood"]["reader"]  # without a reader it needs a split table
+    (tmp_path / "registry.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(registry.RegistryError, match=r"protocols\.openood: no split table"):
+        registry.load.__wrapped__(tmp_path / "registry.yaml")
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^openood\s+OpenOOD v1\.5 OSR benchmarks", out, re.M)
+    assert re.search(r"^cifar50\s+32\s+crop_flip\s+CIFAR-100, 50 known / 50 unknown", out, re.M)
