@@ -28,6 +28,7 @@ CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 KNOWN = ("cat", "airplane", "ship", "truck", "bird", "frog")
 UNKNOWN = ("automobile", "deer", "dog", "horse")
 DIGITS = tuple(str(d) for d in range(10))
+NUMBERED = tuple(str(d) for d in range(100))  # class folders named by number
 
 
 # ------------------------------------------------------------------------ OpenOOD's line parsing
@@ -79,7 +80,7 @@ def test_a_line_openood_cannot_read_is_refused(line):
 
 
 def pixel(cls: int, i: int) -> int:
-    return 10 * cls + i + 1
+    return (10 * cls + i + 1) % 251  # distinct for the 10-class sets
 
 
 def write_image(path: Path, value: int, size: int, mode: str) -> None:
@@ -98,8 +99,8 @@ def write_benchmark(root: Path, bench: str = "osr_cifar6", seed: int = 1, train_
                     known: tuple[str, ...] = KNOWN, unknown: tuple[str, ...] = UNKNOWN) -> dict[str, list[str]]:
     """OpenOOD's files for one seed of ``bench`` under ``root/openood``; returns each list's lines."""
     b = next(b for b in openood.BENCHMARKS.values() if b.name == bench)
-    names = CIFAR10 if b.images == "cifar10" else DIGITS
-    mode, ext = ("RGB", "png") if b.images == "cifar10" else ("L", "jpg")
+    names = {"cifar10": CIFAR10, "mnist": DIGITS}.get(b.images, NUMBERED)
+    mode, ext = ("L", "jpg") if b.images == "mnist" else ("RGB", "png")
     images = root / "openood" / "images_classic"
     lines: dict[str, list[str]] = {"train": [], "known": [], "unknown": []}
     for label, cls in enumerate(known):
@@ -176,6 +177,18 @@ def test_mnist6_grey_jpegs_decode_as_openood_decodes_them(tmp_path):
     assert data.image_shape == (3, 28, 28)
     assert torch.equal(data.train_x[:, 0], data.train_x[:, 2])  # grey replicated to RGB, as convert('RGB') does
     assert data.unknown_ids.tolist() == [2, 2, 3, 3, 5, 5, 8, 8]
+
+
+def test_cifar50_with_numbered_class_folders(tmp_path):
+    order = [(37 * i + 11) % 100 for i in range(100)]  # a permutation of 0..99
+    known, unknown = order[:50], order[50:]
+    write_benchmark(tmp_path, "osr_cifar50", train_per_class=1, known=tuple(map(str, known)),
+                    unknown=tuple(map(str, unknown)))
+    split = split_of("cifar50", tmp_path)
+    assert split.known == tuple(known)  # numbers sort as numbers: folder "10" is class 10
+    assert split.unknown == tuple(sorted(unknown))
+    assert [rel.rsplit("/", 1)[1] for rel, _ in split.sources] == [
+        "train_cifar100_50_seed1.txt", "test_cifar100_50_id_seed1.txt", "test_cifar100_50_ood_seed1.txt"]
 
 
 def test_split_i_is_openood_seed_i_plus_1(tmp_path):

@@ -38,7 +38,7 @@ What is OpenOOD's and what is osrbench's:
   label to -1 at evaluation (``ood_evaluator.py``: ``ood_gt = -1 * np.ones_like(ood_gt)``), so the
   unknowns' classes are taken from their paths. A class is the folder after the image set and its
   part (``cifar10/test/airplane/0298.png`` -> ``airplane``); class ids are the positions of the class
-  names, sorted, over the three lists. Over OpenOOD's full lists these are the datasets' own ids
+  names, sorted (as numbers when every name is one), over the three lists. Over OpenOOD's full lists these are the datasets' own ids
   (CIFAR-10 and CIFAR-100 name their classes in alphabetical order, Tiny-ImageNet's ids are its sorted
   wnids, MNIST's folders are its digits).
 - Normalisation (OpenOOD's per-dataset mean / std) and training augmentation (OpenOOD's base
@@ -251,8 +251,9 @@ def _class_ids(bench: Benchmark, lists: Lists) -> tuple[list[str], list[str]]:
     leaked = sorted(set(lists.classes["unknown"]) & set(known_names))
     if leaked:
         raise BadData(f"{bench.name}: the ood list holds images of known class(es) {leaked}")
-    names = sorted(set(known_names) | set(lists.classes["unknown"]))
-    return names, known_names
+    names = set(known_names) | set(lists.classes["unknown"])
+    numbered = all(n.isdigit() for n in names)  # folders named by class number: 2 before 10
+    return sorted(names, key=int if numbered else None), known_names
 
 
 def read_split(dataset: str, index: int, root: Path | None = None
