@@ -12,14 +12,13 @@ unpack, under the data root::
 
 ``ROOT/openood`` is OpenOOD's ``./data`` folder. Split ``i`` is OpenOOD's seed ``i + 1``.
 
-======================  ===============  ========================  ===========  ==========
-``--dataset``           benchmark        lists (``seedN``)          images       size
-======================  ===============  ========================  ===========  ==========
-``mnist``               ``osr_mnist6``   ``mnist_6`` / ``mnist_4``  ``mnist``    28 px
-``cifar10``             ``osr_cifar6``   ``cifar10_6`` / ``_4``     ``cifar10``  32 px
-``cifar50``             ``osr_cifar50``  ``cifar100_50`` / ``_50``  ``cifar100`` 32 px
-``tiny_imagenet``       ``osr_tin20``    ``tin_20`` / ``tin_180``   ``tin``      64 px
-======================  ===============  ========================  ===========  ==========
+``--dataset`` -> benchmark (lists ``train_<k>_seedN``, ``test_<k>_id_seedN``, ``test_<u>_ood_seedN``;
+images under ``images_classic/``; the configs' size):
+
+- ``mnist`` -> ``osr_mnist6`` (``mnist_6``, ``mnist_4``; ``mnist/``; 28 px)
+- ``cifar10`` -> ``osr_cifar6`` (``cifar10_6``, ``cifar10_4``; ``cifar10/``; 32 px)
+- ``cifar50`` -> ``osr_cifar50`` (``cifar100_50``, ``cifar100_50``; ``cifar100/``; 32 px)
+- ``tiny_imagenet`` -> ``osr_tin20`` (``tin_20``, ``tin_180``; ``tin/``; 64 px)
 
 ``osr_cifar50`` is CIFAR-100 with 50 known and 50 unknown classes (``train_cifar100_50``,
 ``num_classes: 50``), not CIFAR+50 (CIFAR-10 knowns against CIFAR-100 unknowns), hence its own
@@ -38,9 +37,9 @@ What is OpenOOD's and what is osrbench's:
   label to -1 at evaluation (``ood_evaluator.py``: ``ood_gt = -1 * np.ones_like(ood_gt)``), so the
   unknowns' classes are taken from their paths. A class is the folder after the image set and its
   part (``cifar10/test/airplane/0298.png`` -> ``airplane``); class ids are the positions of the class
-  names, sorted (as numbers when every name is one), over the three lists. Over OpenOOD's full lists these are the datasets' own ids
-  (CIFAR-10 and CIFAR-100 name their classes in alphabetical order, Tiny-ImageNet's ids are its sorted
-  wnids, MNIST's folders are its digits).
+  names, sorted (as numbers when every name is one), over the three lists. Over OpenOOD's full
+  lists these are the datasets' own ids (CIFAR-10 and CIFAR-100 name their classes in alphabetical
+  order, Tiny-ImageNet's ids are its sorted wnids, MNIST's folders are its digits).
 - Normalisation (OpenOOD's per-dataset mean / std) and training augmentation (OpenOOD's base
   preprocessor: flip, then crop with padding 4, on all four benchmarks) belong to the recipe: the
   dataset's reference augmentation applies unless ``--set augment=crop_flip`` (mnist's is ``none``),
