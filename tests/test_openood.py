@@ -131,7 +131,7 @@ def split_of(dataset: str, root: Path, index: int = 0) -> protocols.OpenSetSplit
 
 
 def test_cifar6_split_ids_labels_and_images(tmp_path):
-    write_benchmark(tmp_path)
+    lines = write_benchmark(tmp_path)
     split = split_of("cifar10", tmp_path)
     # class ids: CIFAR-10's own (its class names are in alphabetical order), known in label order
     assert split.known == (3, 0, 8, 9, 2, 6)
@@ -143,6 +143,10 @@ def test_cifar6_split_ids_labels_and_images(tmp_path):
                      "benchmark_imglist/osr_cifar6/test/test_cifar10_4_ood_seed1.txt"]
 
     data = openood.load(tmp_path, split, 32)
+    replica = {part: [openood_label(line) for line in part_lines] for part, part_lines in lines.items()}
+    assert data.train_y.tolist() == [label for _, label in replica["train"]]
+    assert data.known_y.tolist() == [label for _, label in replica["known"]]
+    assert {label for _, label in replica["unknown"]} == {-1}
     assert data.train_x.shape == (12, 3, 32, 32) and data.train_x.dtype == torch.uint8
     assert data.train_y.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]  # the list's labels, in its order
     assert data.train_x[:, 0, 0, 0].tolist() == [pixel(CIFAR10.index(c), i) for c in KNOWN for i in range(2)]
@@ -189,6 +193,13 @@ def test_cifar50_with_numbered_class_folders(tmp_path):
     assert split.unknown == tuple(sorted(unknown))
     assert [rel.rsplit("/", 1)[1] for rel, _ in split.sources] == [
         "train_cifar100_50_seed1.txt", "test_cifar100_50_id_seed1.txt", "test_cifar100_50_ood_seed1.txt"]
+
+
+def test_without_a_data_root_the_lists_are_read_under_the_default_one(tmp_path, monkeypatch):
+    write_benchmark(tmp_path)
+    monkeypatch.setenv("OSRBENCH_DATA", str(tmp_path))
+    default = protocols.get_split(plugins.get().dataset("cifar10"), "openood", 0)
+    assert default == split_of("cifar10", tmp_path) and default.hash == split_of("cifar10", tmp_path).hash
 
 
 def test_split_i_is_openood_seed_i_plus_1(tmp_path):
