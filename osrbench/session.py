@@ -136,7 +136,10 @@ def default_data_root() -> Path:
 def load_data(dataset: DatasetSpec, split: Any, image_size: int, root: Path | None = None) -> OpenSetData:
     """The split's uint8 tensors; missing data is a user error."""
     try:
-        return dataset.load(Path(root or default_data_root()), split, image_size)
+        from osrbench.protocols import reader_of
+
+        reader = reader_of(getattr(split, "protocol", ""))  # a protocol of the user's files brings its own images
+        return (reader.load if reader else dataset.load)(Path(root or default_data_root()), split, image_size)
     except DataNotFound as exc:
         raise UserError(str(exc)) from None
 
