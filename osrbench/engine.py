@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import osrbench
-from osrbench import checkpoints, devices, evaluation, graphs, plugins, protocols, records, results, session
+from osrbench import checkpoints, devices, evaluation, graphs, loggers, plugins, protocols, records, results, session
 from osrbench import config as configmod
 from osrbench.datasets import DatasetSpec
 from osrbench.errors import Interrupted, MethodFailed, NonFiniteLoss, UsageError, UserError
@@ -51,6 +51,8 @@ class RunRequest:
     checkpoint_interval: float = 60.0
     progress: bool = True
     deterministic: bool = False
+    loggers: tuple[str, ...] = ()  # --log: names of osrbench.loggers registered by plugins
+    log_dir: Path | None = None  # --log-dir: the loggers' files (default: each run's folder, MLflow's store in out)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Plan:
     resume_key: str
     dir: Path
     identity: RunIdentity
+    watch: loggers.Watch = field(default_factory=loggers.Watch, repr=False)  # the run's loggers, once it trains
 
     @property
     def result_path(self) -> Path:
@@ -135,6 +138,7 @@ def plan(req: RunRequest, registry: plugins.Plugins | None = None) -> Plan:
     split = protocols.get_split(dataset, req.protocol, req.split, root=req.data_root)
     recipe, cfg = configmod.resolve(spec, dataset, req.recipe, req.epochs, req.overrides)
     chash = configmod.config_hash(spec.name, cfg)
+    loggers.check(req.loggers, reg)  # an unknown logger or a missing extra, before any data is read
     rkey = configmod.resume_key(spec.name, cfg)
     folder = results.run_dir(req.out, spec.name, dataset.name, req.protocol, req.split, req.seed, rkey)
     plugin = reg.plugin_of("method", spec.name)
@@ -241,9 +245,14 @@ def failures(p: Plan) -> Iterator[None]:
     except MethodFailed as exc:
         if not isinstance(exc, session.MethodRaised):  # the others are the host's findings
             _write_error(p, exc.stage, exc, getattr(exc, "details", None))
+        loggers.failed(p, exc)
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        loggers.failed(p, exc)
         raise Interrupted(f"interrupted; {kept_checkpoint(p)}") from None
+    except Exception as exc:
+        loggers.failed(p, exc)
+        raise
 
 
 def kept_checkpoint(p: Plan) -> str:
@@ -284,6 +293,7 @@ class Training:
         devices.reset_peak_memory(device)
         self.step = s.build_step()
         self.t0 = time.perf_counter()
+        p.watch = loggers.open_watch(p, reg, s.method, self.start)
 
     def steps(self) -> Iterator[None]:
         """Train every remaining epoch, yielding after each step."""
@@ -296,6 +306,7 @@ class Training:
         self.t0 = last_saved = time.perf_counter()
         for epoch in range(self.start, cfg["epochs"]):
             sums = session.LossSums(self.device)
+            p.watch.epoch_start()
 
             def add(phase: str, index: int, losses: dict[str, Any]) -> None:
                 session.check_losses(phase, losses)
@@ -313,7 +324,8 @@ class Training:
                 exc.details = {"epoch": epoch, "losses": row}
                 raise exc
             self.history.append({"epoch": epoch, **row})
-            bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in row.items()}, refresh=False)
+            p.watch.epoch_end(epoch, row)
+            bar.set_postfix(loggers.progress_postfix(epoch, cfg["epochs"], row), refresh=False)
             done = epoch + 1
             if req.checkpoint_every:
                 due = done % req.checkpoint_every == 0
@@ -341,6 +353,7 @@ class Training:
         ev = evaluation.evaluate(s.method, data, device, cfg["normalize"], p.split.num_known, s.precision, s.call)
         scores_sha256 = records.write_scores(p.dir, ev.scores, p.identity)
         eval_time = time.perf_counter() - t1
+        p.watch.evaluation(ev.metrics)
         plugin = self.registry.plugin_of("method", p.spec.name)
         step = self.step
         record = Record(
@@ -359,6 +372,7 @@ class Training:
         )
         record = records.write_record(p.dir, record)
         (p.dir / ERROR).unlink(missing_ok=True)
+        p.watch.run_end(p.result_path)
         return Outcome(record, trained=True, resumed_from=start if ckpt is not None else None)
 
 

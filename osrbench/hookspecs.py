@@ -14,6 +14,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from osrbench.datasets import DatasetSpec
+    from osrbench.loggers import LoggerSpec
     from osrbench.method import MethodSpec
     from osrbench.scoring import ScoreSpec
 
@@ -63,4 +64,24 @@ def osrbench_register_scores(register: Callable[["ScoreSpec"], None]) -> None:
         @osrbench.hookimpl
         def osrbench_register_scores(register):
             register(ScoreSpec(name="maxcos", needs={"features"}, fit=class_means, score=max_cosine))
+    """
+
+
+@hookspec
+def osrbench_register_loggers(register: Callable[["LoggerSpec"], None]) -> None:
+    """Register training loggers usable with ``--log NAME`` on run, compare and sweep.
+
+    :param register: call it once per logger with an :class:`osrbench.loggers.LoggerSpec`: a
+        name, a factory that makes one :class:`osrbench.loggers.Logger` per run, the modules it
+        needs (checked before any training) and the extra that installs them. The engine sends
+        each run's events to it: run start, the end of every epoch (loss terms, learning rates),
+        the evaluation, the run's end or its failure. A logger that raises is warned about once
+        and never stops the run. Names clash as method names do. The built-in loggers
+        (tensorboard, mlflow, wandb) are registered through this hook by ``osrbench.builtin``.
+
+    Use in a plugin::
+
+        @osrbench.hookimpl
+        def osrbench_register_loggers(register):
+            register(LoggerSpec(name="csv", factory=CsvLogger))
     """

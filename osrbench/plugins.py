@@ -31,6 +31,7 @@ import pluggy
 
 from osrbench import builtin, hookspecs
 from osrbench.datasets import DatasetSpec
+from osrbench.loggers import LoggerSpec
 from osrbench.method import MethodSpec
 from osrbench.scoring import ScoreSpec
 from osrbench.errors import UserError
@@ -60,6 +61,7 @@ class PluginInfo:
     methods: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     scorers: list[str] = field(default_factory=list)
+    loggers: list[str] = field(default_factory=list)
     error: str | None = None
     traceback: str | None = field(default=None, repr=False)
 
@@ -94,6 +96,7 @@ class Plugins:
         self.methods: dict[str, MethodSpec] = {}
         self.datasets: dict[str, DatasetSpec] = {}
         self.scorers: dict[str, ScoreSpec] = {}
+        self.loggers: dict[str, LoggerSpec] = {}
         self.origin: dict[str, str] = {}  # "method:NAME" / "dataset:NAME" -> plugin name
         self.conflicts: dict[str, list[str]] = {}  # "method:NAME" -> plugins that all registered it, none built in
         self.refused: dict[str, list[str]] = {}  # "method:NAME" -> plugins refused it (a built-in one has it)
@@ -108,6 +111,7 @@ class Plugins:
         self._call("osrbench_register_datasets", DatasetSpec, self.datasets, "dataset")
         self._call("osrbench_register_methods", MethodSpec, self.methods, "method")
         self._call("osrbench_register_scores", ScoreSpec, self.scorers, "scorer")
+        self._call("osrbench_register_loggers", LoggerSpec, self.loggers, "logger")
 
     def _add(self, plugin: object, info: PluginInfo) -> None:
         self.infos[info.name] = info

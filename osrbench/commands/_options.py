@@ -33,6 +33,11 @@ def add_run_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> 
                    help="with the default --checkpoint-every: seconds between checkpoints (default 60)")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--log", dest="loggers", action="append", default=[], metavar="NAME[,NAME]",
+                   help="log training to tensorboard, mlflow, wandb or a plugin's logger (osrbench plugins); "
+                        "each an extra: pip install 'osrbench[mlflow]'")
+    p.add_argument("--log-dir", type=Path, metavar="DIR",
+                   help="the loggers' files (default: each run's folder; MLflow's store in --out)")
 
 
 def add_pack_option(p: argparse.ArgumentParser) -> None:
@@ -60,6 +65,7 @@ def request_from_args(
     """The run request of ``method`` on one split and seed, from the options of :func:`add_run_options`."""
     from osrbench import engine
     from osrbench.config import parse_overrides
+    from osrbench.loggers import parse as parse_loggers
 
     return engine.RunRequest(
         method=method, dataset=args.dataset, protocol=args.protocol, split=split, seed=seed,
@@ -67,6 +73,7 @@ def request_from_args(
         device=args.device, out=args.out, data_root=args.data_root, resume=resume, force=force,
         checkpoint_every=args.checkpoint_every, checkpoint_interval=args.checkpoint_interval,
         progress=not args.quiet, deterministic=args.deterministic,
+        loggers=parse_loggers(getattr(args, "loggers", None)), log_dir=getattr(args, "log_dir", None),
     )
 
 
