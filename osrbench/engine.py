@@ -293,7 +293,7 @@ class Training:
         devices.reset_peak_memory(device)
         self.step = s.build_step()
         self.t0 = time.perf_counter()
-        p.watch = loggers.open_watch(p, reg, s.method, self.start)
+        p.watch = loggers.open_watch(p, reg, s.method, self.start, log)
 
     def steps(self) -> Iterator[None]:
         """Train every remaining epoch, yielding after each step."""

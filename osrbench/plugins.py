@@ -31,7 +31,7 @@ import pluggy
 
 from osrbench import builtin, hookspecs
 from osrbench.datasets import DatasetSpec
-from osrbench.loggers import LoggerSpec
+from osrbench.loggers.base import LoggerSpec
 from osrbench.method import MethodSpec
 from osrbench.scoring import ScoreSpec
 from osrbench.errors import UserError

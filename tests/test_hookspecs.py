@@ -156,11 +156,42 @@ def test_osrbench_register_scores():
     assert margin.tolist() == [2.0, 0.0]
 
 
+LOGGERS_PLUGIN = """
+import osrbench
+from osrbench.loggers import Logger, LoggerSpec
+
+class Lines(Logger):
+    def on_epoch_end(self, epoch, losses, lrs):
+        print(epoch, losses)
+
+@osrbench.hookimpl
+def osrbench_register_loggers(register):
+    register(LoggerSpec(name="hooked-lines", factory=Lines))
+    register(LoggerSpec(name="mlflow", factory=Lines))
+"""
+
+
+def test_osrbench_register_loggers():
+    # Through the host's own manager, from an installed distribution: a new logger is usable with
+    # --log; a built-in name stays the built-in logger's; the host's loggers come through the hook too.
+    from osrbench import loggers
+
+    with _installed("hooked-loggers", "hooked_loggers_mod", LOGGERS_PLUGIN):
+        reg = plugins.Plugins()
+    info = reg.infos["hooked-loggers"]
+    assert info.loggers == ["hooked-lines"] and "logger 'mlflow' refused" in info.error
+    assert reg.plugin_of("logger", "mlflow").name == "osrbench"
+    assert {"tensorboard", "mlflow", "wandb", "hooked-lines"} <= set(reg.loggers)
+    (spec,) = loggers.check(["hooked-lines"], reg)
+    assert type(spec.factory()).__name__ == "Lines"
+
+
 #: hookspec name -> the test that calls it.
 HOOK_TESTS: dict[str, Callable[[], None]] = {
     "osrbench_register_methods": test_osrbench_register_methods,
     "osrbench_register_datasets": test_osrbench_register_datasets,
     "osrbench_register_scores": test_osrbench_register_scores,
+    "osrbench_register_loggers": test_osrbench_register_loggers,
 }
 
 

@@ -14,7 +14,7 @@ chosen with ``--log NAME,...`` (``RunRequest.loggers``). The engine knows no tra
    :meth:`Logger.on_failure` (the exception in one line) instead of 3-4 when the run fails.
 
 A logger that raises never stops the run: the first failure of each logger is one warning line
-on stderr, and later events still reach it. A run whose record already exists trains nothing and
+in the run's progress log (stderr for the commands), and later events still reach it. A run whose record already exists trains nothing and
 logs nothing.
 """
 
@@ -22,92 +22,15 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from osrbench.errors import UserError, one_line
+from osrbench.errors import one_line
+from osrbench.loggers.base import PLOT_SUFFIXES, RESULT_FILES, Logger, LoggerSpec, RunInfo, UnknownLogger
 
-if TYPE_CHECKING:
-    from osrbench import engine, plugins
-
-
-class UnknownLogger(UserError):
-    """A ``--log`` name that no plugin registered, or a logger whose extra is not installed."""
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """Who a run is and where it writes, as a logger sees it at its start."""
-
-    method: str
-    dataset: str
-    protocol: str
-    split: int
-    seed: int
-    recipe: str | None
-    config: Mapping[str, Any]
-    config_hash: str
-    #: The run folder (``result.json``, checkpoints, scores).
-    run_dir: Path
-    #: Where this run's tracker files go: the run folder, or ``--log-dir`` + the run folder's path under ``--out``.
-    log_dir: Path
-    #: The folder above every run's tracker files: ``--log-dir``, else ``--out`` (the default MLflow store lives there).
-    log_root: Path
-    epochs: int
-    #: The epoch training starts from: 0, or the resumed checkpoint's epoch (epochs before it were logged before).
-    start_epoch: int = 0
-
-    @property
-    def name(self) -> str:
-        """A readable run name: ``method-dataset-protocol-sSPLIT-seedSEED-HASH8``."""
-        return (f"{self.method}-{self.dataset}-{self.protocol}-s{self.split}-seed{self.seed}-"
-                f"{self.config_hash[:8]}")
-
-    def tags(self) -> dict[str, str]:
-        """The run's identity as string tags (MLflow tags, W&B config keys)."""
-        return {"method": self.method, "dataset": self.dataset, "protocol": self.protocol, "split": str(self.split),
-                "seed": str(self.seed), "recipe": self.recipe or "", "config_hash": self.config_hash,
-                "run_dir": str(self.run_dir)}
-
-
-class Logger:
-    """What a logger implements; every event is optional (the base class ignores it)."""
-
-    def on_run_start(self, run: RunInfo) -> None:
-        """The run starts (or resumes at ``run.start_epoch``)."""
-
-    def on_epoch_end(self, epoch: int, losses: Mapping[str, float], lrs: Mapping[str, float]) -> None:
-        """Epoch ``epoch`` (0-based) ended: ``losses`` maps ``phase/term`` to its epoch mean (the
-        record's history row), ``lrs`` each optimiser's learning rate during the epoch."""
-
-    def on_evaluation(self, metrics: Mapping[str, float]) -> None:
-        """The test sets were scored: the record's metrics (fractions, AUROC etc.)."""
-
-    def on_run_end(self, record: Path, artifacts: Sequence[Path]) -> None:
-        """The record is written: its path and the run folder's result files (record, scores, plots)."""
-
-    def on_failure(self, error: str) -> None:
-        """The run failed (or was interrupted): the exception in one line. No other event follows."""
-
-
-@dataclass(frozen=True)
-class LoggerSpec:
-    """A logger a plugin registers (``osrbench_register_loggers``).
-
-    :param name: the ``--log`` name.
-    :param factory: makes one :class:`Logger` per run (a class is a factory); called at the run's start.
-    :param requires: modules the logger imports; checked (not imported) before any training.
-    :param extra: what to install when one is missing, e.g. ``osrbench[mlflow]`` or ``my-logger``.
-    :param help: one line for ``--help`` and ``osrbench plugins``.
-    """
-
-    name: str
-    factory: Callable[[], Logger]
-    requires: tuple[str, ...] = ()
-    extra: str | None = None
-    help: str = ""
+__all__ = ["Logger", "LoggerSpec", "RunInfo", "UnknownLogger", "Watch", "check", "open_watch", "parse",
+           "progress_postfix"]
 
 
 def builtin_specs() -> list[LoggerSpec]:
@@ -142,7 +65,7 @@ def missing_module(names: Sequence[str]) -> str | None:
     return None
 
 
-def check(names: Sequence[str], registry: "plugins.Plugins") -> list[LoggerSpec]:
+def check(names: Sequence[str], registry: Any) -> list[LoggerSpec]:
     """The specs of ``names``; an unknown name or a missing extra is an :class:`UnknownLogger` (exit 2)."""
     specs = []
     for name in names:
@@ -185,6 +108,8 @@ class Watch:
 
     loggers: list[tuple[str, Logger]] = field(default_factory=list)
     method: Any = None
+    #: Where the one warning line per failing logger goes (the engine's progress log).
+    log: Callable[[str], None] = lambda msg: None
     _warned: set[str] = field(default_factory=set)
     _lrs: dict[str, float] = field(default_factory=dict)
     _closed: bool = False
@@ -201,8 +126,8 @@ class Watch:
             except Exception as exc:  # noqa: BLE001 - a logger must never stop the run
                 if name not in self._warned:
                     self._warned.add(name)
-                    print(f"osrbench: warning: logger {name!r} failed in {event} ({type(exc).__name__}: "
-                          f"{one_line(exc)}); the run goes on", file=sys.stderr)
+                    self.log(f"warning: logger {name!r} failed in {event} ({type(exc).__name__}: "
+                             f"{one_line(exc)}); the run goes on")
 
     def epoch_start(self) -> None:
         """Read the learning rates the epoch trains with (set by ``setup``/``end_epoch`` before it)."""
@@ -228,11 +153,6 @@ class Watch:
             self._closed = True
 
 
-#: The run folder's result files a logger uploads: the record, the scores, plots.
-RESULT_FILES = ("result.json", "scores.npz", "posthoc.npz")
-PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".csv")
-
-
 def run_files(folder: Path) -> list[Path]:
     """The result files in a run folder (record first), without checkpoints or tracker folders."""
     found = [folder / n for n in RESULT_FILES if (folder / n).is_file()]
@@ -240,7 +160,7 @@ def run_files(folder: Path) -> list[Path]:
     return found
 
 
-def log_dir_of(p: "engine.Plan") -> Path:
+def log_dir_of(p: Any) -> Path:
     """Where a run's tracker files go: its run folder, or ``--log-dir`` + its path under ``--out``."""
     req = p.request
     if req.log_dir is None:
@@ -252,12 +172,13 @@ def log_dir_of(p: "engine.Plan") -> Path:
     return Path(req.log_dir) / rel
 
 
-def open_watch(p: "engine.Plan", registry: "plugins.Plugins", method: Any, start_epoch: int) -> Watch:
+def open_watch(p: Any, registry: Any, method: Any, start_epoch: int,
+               log: Callable[[str], None] = lambda msg: None) -> Watch:
     """The loggers of ``p``'s request, made and told the run started (none: an empty watch)."""
     names = tuple(getattr(p.request, "loggers", ()) or ())
     if not names:
         return Watch()
-    watch = Watch(method=method)
+    watch = Watch(method=method, log=log)
     info = RunInfo(p.spec.name, p.dataset.name, p.split.protocol, p.split.index, p.request.seed, p.recipe,
                    dict(p.config), p.config_hash, p.dir, log_dir_of(p), Path(p.request.log_dir or p.request.out),
                    int(p.config["epochs"]),
@@ -266,13 +187,13 @@ def open_watch(p: "engine.Plan", registry: "plugins.Plugins", method: Any, start
         try:
             watch.loggers.append((spec.name, spec.factory()))
         except Exception as exc:  # noqa: BLE001 - as any logger failure: warned, the run goes on
-            print(f"osrbench: warning: logger {spec.name!r} could not be made ({type(exc).__name__}: "
-                  f"{one_line(exc)}); the run goes on", file=sys.stderr)
+            log(f"warning: logger {spec.name!r} could not be made ({type(exc).__name__}: "
+                f"{one_line(exc)}); the run goes on")
     watch._send("on_run_start", info)
     return watch
 
 
-def failed(p: "engine.Plan", exc: BaseException) -> None:
+def failed(p: Any, exc: BaseException) -> None:
     """Tell the loggers of ``p``'s run (if any are open) that it failed."""
     watch = getattr(p, "watch", None)
     if watch:

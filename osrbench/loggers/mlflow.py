@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from osrbench.loggers import PLOT_SUFFIXES, Logger, LoggerSpec, RunInfo
+from osrbench.loggers.base import PLOT_SUFFIXES, Logger, LoggerSpec, RunInfo
 
 RUN_ID_FILE = "mlflow-run-id"
 #: MLflow's limit on a param value's length.

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from osrbench.loggers import Logger, LoggerSpec, RunInfo
+from osrbench.loggers.base import Logger, LoggerSpec, RunInfo
 
 FOLDER = "tensorboard"
 

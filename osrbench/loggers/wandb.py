@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from osrbench.loggers import PLOT_SUFFIXES, Logger, LoggerSpec, RunInfo
+from osrbench.loggers.base import PLOT_SUFFIXES, Logger, LoggerSpec, RunInfo
 
 RUN_ID_FILE = "wandb-run-id"
 
