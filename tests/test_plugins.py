@@ -95,7 +95,7 @@ def test_hook_names_pluggy_would_never_call_are_reported(site, capsys):
                                        "(did you mean osrbench_register_methods?)")
     assert reg.infos["unmarked"].error == (
         "defines osrbench_helper, which is not a hook (the hooks are osrbench_register_datasets, "
-        "osrbench_register_methods, osrbench_register_scores); rename it with a leading underscore if it is a helper; "
+        "osrbench_register_loggers, osrbench_register_methods, osrbench_register_scores); rename it with a leading underscore if it is a helper; "
         "defines osrbench_register_methods without @osrbench.hookimpl, so it is never called")
     assert reg.infos["nohook"].error.startswith("implements no osrbench hook (one of osrbench_register_datasets, ")
     assert reg.infos["goodplug"].error is None and reg.infos["goodplug"].methods == ["toy-msp"]
