@@ -322,10 +322,10 @@ def test_a_resumed_run_logs_from_its_resumed_epoch_on(tmp_path):
     assert events[5][2] == _losses(rec)[1]
 
 
-def test_a_resumed_run_continues_its_tensorboard_and_mlflow_runs(tmp_path):
-    tools = tuple(t for t in ("tensorboard", "mlflow") if t in _available())
+def test_a_resumed_run_continues_its_tensorboard_mlflow_and_wandb_runs(tmp_path):
+    tools = _available()
     if not tools:
-        pytest.skip("neither the tensorboard nor the mlflow extra is installed")
+        pytest.skip("none of the tensorboard, mlflow and wandb extras is installed")
     engine.run(_request(tmp_path, epochs=1, loggers=tools))
     rec = engine.run(_request(tmp_path, epochs=2, resume="yes", loggers=tools)).record
     if "tensorboard" in tools:
@@ -341,6 +341,12 @@ def test_a_resumed_run_continues_its_tensorboard_and_mlflow_runs(tmp_path):
         history = client.get_metric_history(run.info.run_id, "train/loss")
         assert [(m.step, m.value) for m in history] == [(e, row["train/loss"]) for e, row in enumerate(_losses(rec))]
         assert run.info.status == "FINISHED" and run.data.metrics["eval/auroc"] == rec.metrics["auroc"]
+    if "wandb" in tools:
+        history, _, _, _ = _wandb_log(rec.dir)
+        assert [(row["epoch"], row["train/loss"]) for row in history] == [
+            (e, row["train/loss"]) for e, row in enumerate(_losses(rec))]
+        folders = sorted((rec.dir / "wandb").glob("offline-run-*"))
+        assert len(folders) == 2 and len({f.name.rsplit("-", 1)[1] for f in folders}) == 1  # one W&B run id, resumed
 
 
 def test_packed_runs_log_each_run_separately(tmp_path):
