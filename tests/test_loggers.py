@@ -349,6 +349,19 @@ def test_a_resumed_run_continues_its_tensorboard_mlflow_and_wandb_runs(tmp_path)
         assert len(folders) == 2 and len({f.name.rsplit("-", 1)[1] for f in folders}) == 1  # one W&B run id, resumed
 
 
+def test_log_dir_mirrors_the_run_folders_and_holds_the_mlflow_store(tmp_path):
+    p = engine.plan(_request(tmp_path / "out", loggers=(), log_dir=tmp_path / "logs"))
+    assert loggers.log_dir_of(p) == tmp_path / "logs" / p.dir.relative_to(tmp_path / "out")
+    assert loggers.log_dir_of(engine.plan(_request(tmp_path / "out"))) == p.dir
+    from osrbench.loggers import mlflow as mlflow_logger  # imports no mlflow until a run starts
+
+    with _installed("recorder-logger", "recorder_mod", RECORDER):
+        engine.run(_request(tmp_path / "out", epochs=1, loggers=("recorder",), log_dir=tmp_path / "logs"))
+        run = _events()[0][1]
+    assert (run.log_dir, run.log_root) == (loggers.log_dir_of(p), tmp_path / "logs")
+    assert mlflow_logger.tracking_uri(run) == f"sqlite:///{tmp_path / 'logs' / 'mlflow.db'}"
+
+
 def test_packed_runs_log_each_run_separately(tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
