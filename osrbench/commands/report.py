@@ -16,8 +16,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     metrics = report.parse_metrics(args.metrics, report.REPORT_METRICS)
     if args.output:
         results.check_output_file(args.output, "--output")
-    if args.ranks and args.format not in ("md", "json"):
-        raise UsageError(f"--ranks goes with --format md or json, not {args.format}")
+    if args.ranks and args.format not in ("md", "json", "html"):
+        raise UsageError(f"--ranks goes with --format md, json or html, not {args.format}")
     if args.plot:
         from osrbench import plots
 
@@ -37,7 +37,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             log("warning: no ranks: they need at least 2 methods on at least 2 (dataset, protocol) blocks")
         if args.ranks and args.format == "md":
             text = text.rstrip("\n") + "\n" + analysis.render_ranks(ranks) + "\n"
-        elif args.ranks:  # json
+        elif args.ranks and args.format == "json":  # html: the page always has its ranks
             import json
 
             doc = report.report_doc(cells, metrics, str(args.runs))
@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="paper table of every result record: methods x datasets, mean +- std")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
     p.add_argument("--format", choices=report.FORMATS, default="md",
-                   help="md (GitHub table), csv, latex (booktabs), json")
+                   help="md (GitHub table), csv, latex (booktabs), json, html (one self-contained page: "
+                        "sortable tables, paired statistics, ranks, figures and every run's provenance)")
     p.add_argument("--metrics", help=f"comma-separated metrics (default {','.join(report.REPORT_METRICS)})")
     p.add_argument("--layout", choices=("metric", "wide"), default="metric",
                    help="md/latex: one table per metric (default) or one table with metrics under each dataset")
