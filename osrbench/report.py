@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the engine imports torch; reading records does not need it
     from osrbench import engine
 
 REPORT_METRICS = ("auroc", "oscr", "macro_f1", "acc")
-FORMATS = ("md", "csv", "latex", "json", "html")
+FORMATS = ("md", "csv", "latex", "json")
 
 
 def parse_metrics(text: str | None, default: Sequence[str]) -> list[str]:
@@ -385,10 +385,6 @@ def render_report(cells: Sequence[Cell], metrics: Sequence[str], fmt: str, sourc
         return format_csv(cells, metrics)
     if fmt == "json":
         return json.dumps(report_doc(cells, metrics, source), indent=2)
-    if fmt == "html":  # one self-contained page (osrbench.site)
-        from osrbench.site import report_page
-
-        return report_page.render(cells, metrics, source)
     raise UserError(f"unknown report format {fmt!r} (valid: {', '.join(FORMATS)})")
 
 

@@ -165,7 +165,8 @@ def test_report_page_numbers_are_the_records(report_runs):
             row = rows[label]
             values = [mine[k] for k in sorted(mine)]
             mean, std = float(np.mean(values)), float(np.std(values, ddof=1))
-            assert value(row["mean"]) == pytest.approx(mean, abs=1e-15) and row["mean"][0].startswith(f"{100 * mean:.2f}")
+            assert value(row["mean"]) == pytest.approx(mean, abs=1e-15)
+            assert row["mean"][0].startswith(f"{100 * mean:.2f}")
             assert value(row["std"]) == pytest.approx(std, abs=1e-15) and row["std"][0] == f"{100 * std:.2f}"
             for k in range(3):
                 assert value(row[f"split {k}"]) == mine[k]
@@ -230,8 +231,8 @@ def _bundle(path: Path, methods, *, dataset="digits", protocol="auroc", splits=3
     recs = []
     for method in methods:
         for k in range(splits):
-            rec = make_record(method, k, 0, {"auroc": float(rng.uniform(0.6, 0.95)), "oscr": float(rng.uniform(0.5, 0.9))},
-                              dataset=dataset, protocol=protocol)
+            values = {"auroc": float(rng.uniform(0.6, 0.95)), "oscr": float(rng.uniform(0.5, 0.9))}
+            rec = make_record(method, k, 0, values, dataset=dataset, protocol=protocol)
             if hash_of:
                 rec = rec.replace(split_hash=hash_of(k))
             recs.append(rec.replace(device="cuda (lab machine)"))

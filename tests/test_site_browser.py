@@ -68,7 +68,8 @@ def site(tmp_path_factory):
                 for m in methods for k in range(3)]
         bundles.append(export.write_export(root / f"{lab}.json",
                                            export.export_doc(compare.build(recs, methods, ["auroc", "oscr"]))))
-    assert cli.main(["leaderboard", str(root / "lab-a.json"), str(root / "lab-b.json"), "--out", str(root / "out")]) == 0
+    assert cli.main(["leaderboard", str(root / "lab-a.json"), str(root / "lab-b.json"), "--out", str(root / "out")]) \
+        == 0
     page = next((root / "out").glob("digits-auroc-*.html"))
     return root / "report.html", page, bundles
 

@@ -17,7 +17,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.output:
         results.check_output_file(args.output, "--output")
     if args.ranks and args.format not in ("md", "json", "html"):
-        raise UsageError(f"--ranks goes with --format md, json or html, not {args.format}")
+        raise UsageError(f"--ranks goes with --format md or json (html always shows its ranks), not {args.format}")
     if args.plot:
         from osrbench import plots
 
@@ -28,7 +28,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     cells = report.build_report(recs, metrics, args.unique_splits, compare.STD_CHOICES[args.std])
     for line in report.plugin_warnings(cells):
         log(f"warning: {line}")
-    text = report.render_report(cells, metrics, args.format, str(args.runs), args.layout)
+    if args.format == "html":  # one self-contained page: osrbench.site reads the cells, the report does not know it
+        from osrbench.site import report_page
+
+        text = report_page.render(cells, metrics, str(args.runs), log)
+    else:
+        text = report.render_report(cells, metrics, args.format, str(args.runs), args.layout)
     if args.ranks or args.plot:
         from osrbench import analysis
 
@@ -62,7 +67,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="paper table of every result record: methods x datasets, mean +- std")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
-    p.add_argument("--format", choices=report.FORMATS, default="md",
+    p.add_argument("--format", choices=(*report.FORMATS, "html"), default="md",
                    help="md (GitHub table), csv, latex (booktabs), json, html (one self-contained page: "
                         "sortable tables, paired statistics, ranks, figures and every run's provenance)")
     p.add_argument("--metrics", help=f"comma-separated metrics (default {','.join(report.REPORT_METRICS)})")

@@ -23,7 +23,7 @@ from osrbench.records import Record
 from osrbench.site import figures
 from osrbench.site.html import Markup, Num, document, esc, join, pct, table, tag
 
-if TYPE_CHECKING:  # report imports this module when it renders html
+if TYPE_CHECKING:
     from osrbench.report import Cell
 
 LEVEL = stats.LEVEL
@@ -32,13 +32,11 @@ LEVEL = stats.LEVEL
 def render(cells: Sequence["Cell"], metrics: Sequence[str], source: str = "",
            log: Callable[[str], None] = lambda msg: None) -> str:
     """The page of report ``cells`` (see the module docstring)."""
-    from osrbench import report
-
     blocks: dict[tuple[str, str], list[Cell]] = {}
     for cell in cells:
         blocks.setdefault((cell.key.dataset, cell.key.protocol), []).append(cell)
     no_figures = figures.available()
-    ddof = report._ddof(cells)
+    ddof = next((s.ddof for c in cells for s in c.metrics.values()), 1)
     parts: list[Any] = [
         tag("h1", "osrbench report" + (f" of {source}" if source else "")),
         tag("p", f"Values in %: mean and {compare.std_label(ddof)} over splits (seeds averaged within a split); "
