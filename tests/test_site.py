@@ -189,7 +189,8 @@ def test_report_page_provenance_paired_statistics_classes_and_figures(report_run
         row = dict(zip(heads, (c[0] for c in cells)))
         rec = next(r for r in recs if r.dataset == "digits" and r.method == row["method"]
                    and r.split == int(row["split"]))
-        assert row["config hash (run folder)"] == Path(rec.dir).name.rsplit("-", 1)[1] == rec.config_hash[:10]
+        assert row["run folder hash"] == Path(rec.dir).name.rsplit("-", 1)[1]
+        assert row["config hash"] == rec.config_hash
         assert row["verified against its scores"] == "yes"
         assert row["external weights"] == "none (trained here)"
         assert "torch x" in row["versions"] and "python z" in row["versions"]
@@ -334,3 +335,19 @@ def test_leaderboard_writes_each_page_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert cli.main(["leaderboard", str(tmp_path / "a.json"), "--out", str(out)]) == 0
     assert "osrbench leaderboard" in (out / "index.html").read_text()
+
+
+def test_report_page_without_matplotlib_says_so_and_keeps_its_tables(report_runs, tmp_path, monkeypatch, capsys):
+    from osrbench import plots
+
+    def missing():
+        raise plots.PlotsUnavailable("--plot needs matplotlib, which cannot be imported (matplotlib): "
+                                     "pip install 'osrbench[plot]'")
+
+    monkeypatch.setattr(plots, "require_matplotlib", missing)
+    root, _, _ = report_runs
+    out = tmp_path / "page.html"
+    assert cli.main(["report", "--runs", str(root), "--format", "html", "-o", str(out), "--metrics", "auroc"]) == 0
+    text = out.read_text()
+    assert "<svg" not in text and "No figures: figures need matplotlib" in text
+    assert len(Page(text).rows("AUROC (%)", 1)) == 2

@@ -254,12 +254,10 @@ def verification(rec: Record) -> tuple[bool, str]:
 
 
 def folder_hash(rec: Record) -> str:
-    """The config hash as the run folder's name spells it (``split0-seed0-<hash>``), or a line
-    saying the folder's name does not end in the record's hash."""
-    if rec.dir is None:
-        return "-"
-    stem = Path(rec.dir).name.rsplit("-", 1)[-1]
-    return stem if rec.config_hash.startswith(stem) else f"{stem} (not the record's {rec.config_hash})"
+    """The hash the run folder's name ends in (``split0-seed0-<hash>``): the first 10 characters of
+    the run's resume key (:func:`osrbench.config.resume_key`: its config hash without the keys a
+    resumed run may change, the epochs), not of the record's ``config_hash``."""
+    return "-" if rec.dir is None else Path(rec.dir).name.rsplit("-", 1)[-1]
 
 
 def _versions(rec: Record) -> str:
@@ -283,14 +281,16 @@ def _provenance(block: Sequence["Cell"]) -> Markup:
         for rec in sorted(cell.records, key=lambda r: (r.split, r.seed)):
             ok, why = verification(rec)
             rows.append([cell.row, rec.method, rec.recipe or "-", Num(rec.split, str(rec.split)),
-                         Num(rec.seed, str(rec.seed)), tag("code", folder_hash(rec)),
+                         Num(rec.seed, str(rec.seed)), tag("code", folder_hash(rec)), tag("code", rec.config_hash),
                          f"{plugin.get('name', '?')} ({compare.plugin_label(*rec.plugin_id)})",
                          _versions(rec), rec.device or "-", tag("span", why, class_="good" if ok else "bad"),
                          _weights(rec), rec.created or "-"])
     return join([tag("h3", "Provenance"),
-                 tag("p", "One line per run. Config hash: as the run folder's name spells it (the first 10 "
-                          "characters of the record's config_hash). Verified: the record's metrics are "
-                          "recomputed from its scores.npz, whose content hash the record holds.", class_="note"),
-                 table(["row", "method", "recipe", "split", "seed", "config hash (run folder)", "plugin",
+                 tag("p", "One line per run. Run folder hash: what the run folder's name ends in, the resume key "
+                          "(the config hash without the epochs, so a longer run resumes in the same folder); "
+                          "config hash: the record's hash of its whole config, as the other report formats show it. "
+                          "Verified: the record's metrics are recomputed from its scores.npz, whose content hash the "
+                          "record holds.", class_="note"),
+                 table(["row", "method", "recipe", "split", "seed", "run folder hash", "config hash", "plugin",
                         "versions", "device", "verified against its scores", "external weights", "created"],
                        rows)])
