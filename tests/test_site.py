@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from osrbench import cli, compare, export, records, report
+from osrbench import cli, compare, export, records, report, results
 from osrbench.site import html as sitehtml
 from osrbench.site import leaderboard
 
@@ -351,3 +351,24 @@ def test_report_page_without_matplotlib_says_so_and_keeps_its_tables(report_runs
     text = out.read_text()
     assert "<svg" not in text and "No figures: figures need matplotlib" in text
     assert len(Page(text).rows("AUROC (%)", 1)) == 2
+
+
+def test_a_rehashed_bundle_with_odd_but_valid_fields_still_makes_a_page(tmp_path):
+    """Validation reads numbers with float() and leaves the exporter, versions and runs free: the page
+    must take what it accepts (numbers as strings, an exporter that is a string) without a traceback."""
+    doc = _bundle(tmp_path / "a.json", ["softmax", "arpl"])
+    odd = json.loads(json.dumps(doc))
+    m = odd["methods"]["arpl"]
+    m["metrics"]["auroc"] = {k: (str(v) if k == "mean" else v) for k, v in m["metrics"]["auroc"].items()}
+    m["metrics"]["auroc"]["per_split"] = {k: str(v) for k, v in m["metrics"]["auroc"]["per_split"].items()}
+    m["recipe"] = {"<i>": 1}
+    m["runs"], m["versions"] = "many", ["<b>"]
+    odd["exporter"] = "<script>"
+    odd["sha256"] = results.canonical_hash({k: v for k, v in odd.items() if k != "sha256"}, 64)
+    export.validate_export(odd)
+    (tmp_path / "a.json").write_text(json.dumps(odd))
+    pages = leaderboard.build([tmp_path / "a.json"])
+    text = pages[next(p for p in pages if p != "index.html")]
+    assert_inert(text)
+    rows = Page(text).rows("Leaderboard")
+    assert value(rows["arpl"]["AUROC mean"]) == doc["methods"]["arpl"]["metrics"]["auroc"]["mean"]

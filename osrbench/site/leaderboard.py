@@ -148,8 +148,25 @@ def _versions(m: Mapping[str, Any]) -> str:
     return text + ("" if m.get("versions_consistent", True) else " (not the same for every run)")
 
 
+def _runs(m: Mapping[str, Any]) -> list[Any]:
+    return m["runs"] if isinstance(m.get("runs"), list) else []
+
+
+def _value(v: Any) -> Num:
+    """A bundle's number (validation checked that it reads as one, not that it is a JSON number)."""
+    try:
+        return pct(None if v is None else float(v))
+    except (TypeError, ValueError):
+        return Num(None, "-")
+
+
+def _exporter(doc: Mapping[str, Any]) -> str:
+    e = doc.get("exporter")
+    return str(e.get("osrbench", "?")) if isinstance(e, dict) else "?"
+
+
 def _devices(m: Mapping[str, Any]) -> str:
-    runs = m.get("runs") if isinstance(m.get("runs"), list) else []
+    runs = _runs(m)
     return "; ".join(sorted({str(r.get("device") or "?") for r in runs if isinstance(r, dict)})) or "-"
 
 
@@ -162,8 +179,7 @@ def benchmark_page(bench: Benchmark) -> str:
         cells: list[Any] = [name, m.get("recipe") or "-", b.label]
         for x in metrics:
             v = m["metrics"].get(x)
-            cells += [pct(v["mean"]) if v else Num(None, "-"), pct(v["std"]) if v and v["std"] is not None
-                      else Num(None, "-")]
+            cells += [_value(v["mean"]) if v else Num(None, "-"), _value(v["std"]) if v else Num(None, "-")]
         rows.append(cells)
     first = metrics[0] if metrics else None
     if first:  # best first by the first metric; a click on a header sorts by another
@@ -189,14 +205,13 @@ def benchmark_page(bench: Benchmark) -> str:
         for name, b, m in entries:
             v = m["metrics"].get(x)
             if v:
-                per.append([name, b.label, *(pct(v["per_split"].get(str(k))) if str(k) in v["per_split"]
-                                            else Num(None, "-") for k in bench.splits)])
+                per.append([name, b.label, *(_value(v["per_split"].get(str(k))) for k in bench.splits)])
         parts.append(tag("details", tag("summary", f"{compare.LABELS.get(x, x)}: per split"),
                          table(["method", "bundle", *(f"split {k}" for k in bench.splits)], per,
                                {2 + i: lower[metrics.index(x)] for i in range(len(bench.splits))})))
-    prov = [[name, b.label, tag("code", b.doc["sha256"][:16]), str(b.doc.get("exporter", {}).get("osrbench", "?")),
-             b.doc.get("created", "-"), tag("code", m.get("config_hash", "-")), _plugin(m), _versions(m), _devices(m),
-             Num(len(m.get("runs", [])), str(len(m.get("runs", [])))), b.doc.get("score") or "its own"]
+    prov = [[name, b.label, tag("code", b.doc["sha256"][:16]), _exporter(b.doc), b.doc["created"],
+             tag("code", m["config_hash"]), _plugin(m), _versions(m), _devices(m),
+             Num(len(_runs(m)), str(len(_runs(m)))), str(b.doc.get("score") or "its own")]
             for name, b, m in entries]
     parts += [tag("h2", "Provenance"),
               tag("p", "Where each entry comes from: its bundle (file and content hash), the osrbench that exported "
