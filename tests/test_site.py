@@ -372,3 +372,19 @@ def test_a_rehashed_bundle_with_odd_but_valid_fields_still_makes_a_page(tmp_path
     assert_inert(text)
     rows = Page(text).rows("Leaderboard")
     assert value(rows["arpl"]["AUROC mean"]) == doc["methods"]["arpl"]["metrics"]["auroc"]["mean"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read an export bundle (FileNotFoundError)"),
+    ("{not json", "cannot read an export bundle (JSONDecodeError)"),
+    ("[1, 2]", "invalid export: not an osrbench export"),
+    ('{"osrbench_export": 2}', "invalid export: "),
+])
+def test_leaderboard_refuses_what_export_validate_refuses_in_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "b.json"
+    if content is not None:
+        path.write_text(content)
+    assert cli.main(["leaderboard", str(path), "--out", str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"osrbench: error: {path}: {message}")
+    assert not (tmp_path / "site").exists()
