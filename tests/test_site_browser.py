@@ -61,7 +61,8 @@ def site(tmp_path_factory):
             for k in range(2):
                 make_record(method, k, 0, {}, dataset=dataset, recipe=recipe, root=root / "runs", scores_rng=rng,
                             plugin=plugin)
-    assert cli.main(["report", "--runs", str(root / "runs"), "--format", "html", "-o", str(root / "report.html")]) == 0
+    assert cli.main(["report", "--runs", str(root / "runs"), "--format", "html", "-o", str(root / "report.html"),
+                     "--metrics", "auroc,oscr"]) == 0
     bundles = []
     for lab, methods in (("lab-a", ["softmax", "arpl"]), ("lab-b", ["dias", HOSTILE[1]])):
         recs = [make_record(m, k, 0, {"auroc": float(rng.uniform(0.6, 0.95)), "oscr": float(rng.uniform(0.5, 0.9))})
