@@ -70,8 +70,11 @@ def _figure(width: float = 5.0, height: float = 4.0):
 
 
 def _save(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path``: SVG when its name ends in ``.svg`` (without a date: the same figure
+    gives the same text), else PNG."""
     path = Path(path)
-    results.atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI))  # OSError -> one line
+    kw = {"format": "svg", "metadata": {"Date": None}} if path.suffix == ".svg" else {"format": "png"}
+    results.atomic_write(path, lambda fh: fig.savefig(fh, dpi=DPI, **kw))  # OSError -> one line
     return path
 
 

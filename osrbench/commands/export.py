@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,25 +10,13 @@ from osrbench import compare, export, report, results
 from osrbench.commands._checks import check_distinct, check_tie_tol
 from osrbench.errors import UserError
 
-#: The largest file ``--validate`` reads (an export bundle is a few hundred kB).
-MAX_BUNDLE_BYTES = 100_000_000
-
 if TYPE_CHECKING:  # the engine imports torch; registering a command must not
     from osrbench import engine
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.validate:
-        try:
-            if Path(args.validate).stat().st_size > MAX_BUNDLE_BYTES:
-                raise UserError(f"{args.validate}: larger than {MAX_BUNDLE_BYTES:,} bytes, not an export bundle")
-            doc = json.loads(Path(args.validate).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise UserError(f"{args.validate}: cannot read an export bundle ({type(exc).__name__})") from None
-        try:
-            export.validate_export(doc)
-        except export.ExportInvalid as exc:
-            raise UserError(f"{args.validate}: invalid export: {exc}") from None
+        doc = export.read_bundle(args.validate)
         print(f"{args.validate}: valid osrbench export ({doc['dataset']}/{doc['protocol']}, "
               f"{len(doc['methods'])} methods, splits {compare.split_list(doc['splits'])})")
         return 0
