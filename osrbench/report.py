@@ -410,13 +410,13 @@ def tie_tol_from(points: float | None) -> float:
     return points / 100.0
 
 
-def resolve_splits(dataset: str, protocol: str, split_text: str, seed_text: str,
+def resolve_splits(dataset: str, protocol: str, split_text: str | None, seed_text: str,
                    unique: bool) -> tuple[list[int], list[int], dict[int, int]]:
     """Split and seed indices of a comparison; with ``unique`` the repeated class sets are dropped."""
     from osrbench import plugins, protocols
 
     spec = plugins.get().dataset(dataset)
-    splits = protocols.parse_indices(split_text, protocols.num_splits(spec, protocol))
+    splits = protocols.parse_splits(split_text, spec, protocol)
     seeds = protocols.parse_indices(seed_text, protocols.MAX_SEED + 1, "seed")
     dropped: dict[int, int] = {}
     if unique:
