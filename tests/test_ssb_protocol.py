@@ -1,0 +1,251 @@
+"""Protocol ssb: the Semantic Shift Benchmark's class splits, named splits, the imagenet-ssb reader."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from osrbench import cli, plugins, protocols, registry
+from osrbench.data import imagenet_ssb
+from osrbench.datasets import DataNotFound, DatasetSpec
+
+SSB_YAML = Path(registry.__file__).with_name("ssb_splits.yaml")
+
+# sha256 of the canonical JSON (json.dumps(doc, sort_keys=True, separators=(",", ":"))) of each pickle's
+# lists, computed from the MLS release's data/open_set_splits/*.pkl at 3258f05 (sgvaze/osr_closed_set_all_you_need):
+#   {"known": known_classes, "unknown": unknown_classes} for cub / aircraft / scars (its {Easy, Medium, Hard} dict),
+#   {"unknown": {"Easy": easy_i21k_classes, "Hard": hard_i21k_classes}} of imagenet_osr_splits_winter21.pkl.
+RELEASE_DIGESTS = {
+    "cub": "5ffba3de134129455b562861e86f1ad72b1a2cf1a15ec03a00d12549303ef22b",
+    "aircraft": "3a3a91f470f7db474a6d768624ec2509a89ada92bb00c20acb3e866f30d3d79a",
+    "scars": "948b95b6bedb13ac2b09c117dbc08e3cff30856e1322fc9afc36f2521297de1c",
+    "imagenet": "1c64c65e0e92dd6a4b04aebf15e3716f60eb84fd12b56411c0fdf430dc8011cd",
+}
+#: (classes, known, Easy, Medium, Hard) of the release's fine-grained pickles
+SIZES = {"cub": (200, 100, 32, 34, 34), "aircraft": (100, 50, 20, 17, 13), "scars": (196, 98, 76, 15, 7)}
+
+
+def _digest(doc) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def fine_grained_spec(name: str) -> DatasetSpec:
+    """A stand-in for the cub / aircraft / scars entries (their readers live elsewhere): same table."""
+    return DatasetSpec(name=name, load=lambda root, split, size: None, table=name,
+                       num_classes=SIZES[name][0], image_size=448)
+
+
+@pytest.fixture
+def with_cub(monkeypatch):
+    monkeypatch.setitem(plugins.get().datasets, "cub", fine_grained_spec("cub"))
+
+
+def test_yaml_lists_equal_the_release_pickles():
+    tables = yaml.safe_load(SSB_YAML.read_text())["tables"]
+    assert set(tables) == set(RELEASE_DIGESTS)
+    for name, digest in RELEASE_DIGESTS.items():
+        t = tables[name]
+        doc = {"unknown": t["unknown"]} if name == "imagenet" else {"known": t["known"], "unknown": t["unknown"]}
+        assert _digest(doc) == digest, f"ssb_splits.yaml {name} differs from the release's pickle"
+    assert "Copyright (c) 2022 Sagar Vaze" in SSB_YAML.read_text()  # the MIT notice travels with the lists
+
+
+def test_digest_catches_one_changed_id():
+    t = yaml.safe_load(SSB_YAML.read_text())["tables"]["cub"]
+    t["unknown"]["Hard"][0] += 1
+    assert _digest({"known": t["known"], "unknown": t["unknown"]}) != RELEASE_DIGESTS["cub"]
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_fine_grained_splits_are_the_release_evaluation_sets(name):
+    spec = fine_grained_spec(name)
+    table = registry.load().named_splits["ssb"][name]
+    classes, n_known, n_easy, n_medium, n_hard = SIZES[name]
+    assert protocols.split_names(spec, "ssb") == ("easy", "medium", "hard")
+    assert protocols.num_splits(spec, "ssb") == 3
+    easy, medium, hard = (protocols.get_split(spec, "ssb", i) for i in range(3))
+    assert easy.known == medium.known == hard.known == table.known and len(table.known) == n_known
+    assert easy.unknown == table.unknown["Easy"] and len(easy.unknown) == n_easy
+    assert medium.unknown == table.unknown["Medium"] and len(medium.unknown) == n_medium
+    # the release's openset_test_fine_grained.py adds the Medium classes to Hard
+    assert hard.unknown == table.unknown["Hard"] + table.unknown["Medium"]
+    assert len(hard.unknown) == n_hard + n_medium
+    # known and the three lists partition the dataset's classes
+    assert sorted(easy.known + easy.unknown + hard.unknown) == list(range(classes))
+    assert [s.index for s in (easy, medium, hard)] == [0, 1, 2]
+
+
+def test_imagenet_ids():
+    spec = plugins.get().dataset("imagenet-ssb")
+    table = registry.load().named_splits["ssb"]["imagenet"]
+    assert protocols.default_protocol(spec) == "ssb"
+    assert protocols.split_names(spec, "ssb") == ("easy", "hard")
+    easy, hard = protocols.get_split(spec, "ssb", 0), protocols.get_split(spec, "ssb", 1)
+    assert easy.known == hard.known == tuple(range(1000))
+    ids = protocols.unknown_wnid_ids(table)
+    union = sorted(set(table.unknown["Easy"]) | set(table.unknown["Hard"]))
+    assert len(union) == 1980 and ids[union[0]] == 1000 and ids[union[-1]] == 2979
+    assert easy.unknown == tuple(ids[w] for w in table.unknown["Easy"])
+    assert hard.unknown == tuple(ids[w] for w in table.unknown["Hard"])
+    assert not set(easy.unknown) & set(hard.unknown)
+
+
+def test_split_names_and_indices():
+    cub = fine_grained_spec("cub")
+    assert protocols.parse_split("hard", cub, "ssb") == 2
+    assert protocols.parse_split("Easy", cub, "ssb") == 0
+    assert protocols.parse_split("1", cub, "ssb") == 1
+    assert protocols.parse_splits("easy,hard", cub, "ssb") == [0, 2]
+    assert protocols.parse_splits("hard,0", cub, "ssb") == [0, 2]
+    assert protocols.parse_splits(None, cub, "ssb") == [0, 1, 2]
+    assert protocols.split_name(cub, "ssb", 2) == "hard"
+    with pytest.raises(protocols.SplitError, match=r"unknown split 'hardest' for cub/ssb \(valid: easy, medium, hard or 0-2\)"):
+        protocols.parse_split("hardest", cub, "ssb")
+    with pytest.raises(protocols.SplitError, match="out of range"):
+        protocols.parse_split("3", cub, "ssb")
+    with pytest.raises(protocols.SplitError, match="name splits as easy,medium,hard"):
+        protocols.parse_splits("easy,hardest", cub, "ssb")
+    # classic protocols: indices as before, names are an error
+    mnist = plugins.get().dataset("mnist")
+    assert protocols.parse_splits(None, mnist, "auroc") == [0, 1, 2, 3, 4]
+    assert protocols.parse_splits("1,3", mnist, "osrci") == [1, 3]
+    assert protocols.parse_split("4", mnist, "auroc") == 4
+    assert protocols.split_name(mnist, "auroc", 4) == "4"
+    with pytest.raises(protocols.SplitError, match="valid: 0-4"):
+        protocols.parse_split("easy", mnist, "auroc")
+
+
+def test_default_protocol_and_wrong_protocol(with_cub):
+    cub = plugins.get().dataset("cub")
+    assert protocols.default_protocol(cub) == "ssb"
+    assert protocols.default_protocol(plugins.get().dataset("cifar10")) == "auroc"
+    with pytest.raises(protocols.SplitError, match=r"^cub has no splits under protocol 'auroc'; use --protocol ssb$"):
+        protocols.get_split(cub, "auroc", 0)
+    with pytest.raises(protocols.SplitError, match="cifar10 has no splits under protocol 'ssb'; use --protocol auroc or f1 or osrci"):
+        protocols.get_split(plugins.get().dataset("cifar10"), "ssb", 0)
+
+
+def test_cli_splits_prints_the_release_lists(with_cub, capsys):
+    assert cli.main(["splits", "cub"]) == 0  # ssb is cub's default protocol
+    out = capsys.readouterr().out.splitlines()
+    table = registry.load().named_splits["ssb"]["cub"]
+    assert out[1] == "known (100): " + " ".join(map(str, table.known))
+    assert out[2] == "Easy (32): " + " ".join(map(str, table.unknown["Easy"]))
+    assert out[3] == "Medium (34): " + " ".join(map(str, table.unknown["Medium"]))
+    assert out[4] == "Hard (34): " + " ".join(map(str, table.unknown["Hard"]))
+    rows = [line.split() for line in out[8:11]]
+    assert [r[:2] for r in rows] == [["0", "easy"], ["1", "medium"], ["2", "hard"]]
+    assert rows[2][2:5] == ["Hard", "+", "Medium"] and rows[2][5] == "68"
+
+
+def test_cli_classic_protocol_for_cub_is_one_line(with_cub, capsys):
+    assert cli.main(["splits", "cub", "--protocol", "auroc"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cub has no splits under protocol 'auroc'; use --protocol ssb" in err[0]
+
+
+def test_cli_list_shows_ssb(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "ssb 1000/1000 easy, 980 hard" in out  # imagenet-ssb's row
+    assert any(line.startswith("ssb ") for line in out.splitlines())  # the protocols table
+
+
+def test_registry_rejects_a_bad_named_table(tmp_path):
+    (tmp_path / "splits.yaml").write_text("protocols: {}\n")
+    (tmp_path / "named.yaml").write_text(
+        "tables:\n  x:\n    known: [0, 1]\n    unknown: {Easy: [2]}\n    splits: {easy: [Easy], hard: [Hard]}\n")
+    doc = {"splits": "splits.yaml", "protocols": {"ssb": {"tables": "named.yaml"}}, "datasets": {}}
+    with pytest.raises(registry.RegistryError, match=r"protocols.ssb.tables.tables.x.splits.hard: no difficulty 'Hard'"):
+        registry.parse(doc, tmp_path)
+    (tmp_path / "named.yaml").write_text("tables:\n  x:\n    known: [0, 1]\n    unknown: {Easy: [2, n01]}\n"
+                                          "    splits: {easy: [Easy]}\n")
+    with pytest.raises(registry.RegistryError, match="unknown.Easy: expected a non-empty list of class ids or of wnids"):
+        registry.parse(doc, tmp_path)
+
+
+# ----------------------------------------------------------------------------- imagenet-ssb reader
+
+def _jpeg_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (6, 5), (10, 200, 30)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _write_tree(folder: Path, files: dict[str, int], data: bytes) -> None:
+    for wnid, n in files.items():
+        (folder / wnid).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (folder / wnid / f"{wnid}_{i}.JPEG").write_bytes(data)
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory):
+    """1000 ImageNet-1K class folders (2 train, 1 val image each), and some 21K-P val folders: three Easy
+    wnids, two Hard ones and one of neither list."""
+    root = tmp_path_factory.mktemp("imagenet")
+    data = _jpeg_bytes()
+    wnids = [f"n{9000000 + i:08d}" for i in range(1000)]
+    _write_tree(root / "imagenet" / "train", {w: 2 for w in wnids}, data)
+    _write_tree(root / "imagenet" / "val", {w: 1 for w in wnids}, data)
+    (root / "imagenet" / "val" / wnids[0] / "notes.txt").write_text("not an image")  # ImageFolder skips it
+    table = registry.load().named_splits["ssb"]["imagenet"]
+    easy, hard = table.unknown["Easy"][:3], table.unknown["Hard"][:2]
+    _write_tree(root / "imagenet21k_resized_new" / "val", {**{w: 2 for w in easy}, **{w: 1 for w in hard},
+                                                          "n99999999": 3}, data)
+    return root, wnids, easy, hard
+
+
+def _split(index: int, wnids) -> protocols.OpenSetSplit:
+    """The real split's known classes, its unknowns cut to the wnids the tree holds."""
+    spec = plugins.get().dataset("imagenet-ssb")
+    real = protocols.get_split(spec, "ssb", index)
+    ids = protocols.unknown_wnid_ids(registry.load().named_splits["ssb"]["imagenet"])
+    return protocols.OpenSetSplit(spec.name, "ssb", index, real.known, tuple(ids[w] for w in wnids))
+
+
+def test_imagenet_ssb_reads_image_folders(imagenet_root):
+    root, wnids, easy, hard = imagenet_root
+    ids = protocols.unknown_wnid_ids(registry.load().named_splits["ssb"]["imagenet"])
+    files = imagenet_ssb.load(root, _split(0, easy), 224)
+    assert files.image_size == 224
+    assert len(files.train) == 2000 and files.train_y.tolist() == [i for i in range(1000) for _ in range(2)]
+    assert files.train.paths[:2] == tuple(str(root / "imagenet" / "train" / wnids[0] / f"{wnids[0]}_{i}.JPEG")
+                                          for i in range(2))
+    assert len(files.known) == 1000 and files.known_y.tolist() == list(range(1000))  # notes.txt skipped
+    # only the Easy wnids: in sorted wnid order (ImageFolder's), each with its protocol id
+    order = sorted(easy)
+    assert files.unknown_ids.tolist() == [ids[w] for w in order for _ in range(2)]
+    assert [Path(p).parent.name for p in files.unknown.paths] == [w for w in order for _ in range(2)]
+    hard_files = imagenet_ssb.load(root, _split(1, hard), 224)
+    assert sorted(set(hard_files.unknown_ids.tolist())) == sorted(ids[w] for w in hard)
+    assert len(hard_files.unknown) == 2
+    assert imagenet_ssb.check(root) == [  # the tiny tree lacks most SSB wnids, nothing else
+        f"{root / 'imagenet21k_resized_new' / 'val'} lacks 1975 of the 1980 SSB wnids (e.g. "
+        + ", ".join(sorted(set(ids) - set(easy) - set(hard))[:3]) + f") ({imagenet_ssb._HINT})"]
+
+
+def test_imagenet_ssb_missing_files_are_one_line(imagenet_root, tmp_path):
+    root, wnids, easy, hard = imagenet_root
+    problems = imagenet_ssb.check(tmp_path)
+    assert len(problems) == 3 and all("\n" not in p for p in problems)
+    assert problems[0].startswith(f"missing ImageNet-1K train folder {tmp_path / 'imagenet' / 'train'}")
+    assert problems[2].startswith(f"missing ImageNet-21K-P val folder {tmp_path / 'imagenet21k_resized_new' / 'val'}")
+    with pytest.raises(DataNotFound, match="missing ImageNet-1K train folder"):
+        imagenet_ssb.load(tmp_path, _split(0, easy), 224)
+    # a real split needs every one of its wnids
+    with pytest.raises(DataNotFound, match=r"lacks 997 of the split's 1000 wnids"):
+        imagenet_ssb.load(root, protocols.get_split(plugins.get().dataset("imagenet-ssb"), "ssb", 0), 224)
+    # 999 class folders would shift every label after the gap
+    (tmp_path / "imagenet" / "train" / "n1").mkdir(parents=True)
+    (tmp_path / "imagenet" / "val" / "n1").mkdir(parents=True)
+    with pytest.raises(DataNotFound, match="holds 1 class folders, ImageNet-1K has 1000"):
+        imagenet_ssb.load(tmp_path, _split(0, easy), 224)
