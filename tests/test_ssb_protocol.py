@@ -249,3 +249,66 @@ def test_imagenet_ssb_missing_files_are_one_line(imagenet_root, tmp_path):
     (tmp_path / "imagenet" / "val" / "n1").mkdir(parents=True)
     with pytest.raises(DataNotFound, match="holds 1 class folders, ImageNet-1K has 1000"):
         imagenet_ssb.load(tmp_path, _split(0, easy), 224)
+
+
+# ----------------------------------------------------------------------------- training once per known set
+
+@pytest.fixture
+def twin_protocol(monkeypatch):
+    """A test-only protocol with named splits on digits: two splits with the same known classes."""
+    import dataclasses
+
+    reg = registry.load()
+    twin = registry.NamedSplitTable(known=(3, 1, 4, 0, 5, 9), unknown={"A": (2, 6), "B": (7, 8)},
+                                    splits={"a": ("A",), "b": ("B",)})
+    patched = dataclasses.replace(reg, named_splits={**reg.named_splits, "twin": {"mnist": twin}})
+    monkeypatch.setattr(protocols, "load", lambda: patched)
+    return patched
+
+
+def test_a_second_difficulty_reuses_the_training(twin_protocol, tmp_path, monkeypatch):
+    import torch
+
+    from osrbench import checkpoints, engine, session
+
+    def req(split, out=tmp_path, **kw):
+        return engine.RunRequest(method="softmax", dataset="digits", protocol="twin", split=split, epochs=1,
+                                 out=out, device="cpu", progress=False, **kw)
+
+    first = engine.run(req(0))
+    assert first.trained and first.record.shared_training is None
+    lines = []
+    real_steps = session.Session.epoch_steps
+    monkeypatch.setattr(session.Session, "epoch_steps", lambda *a, **k: pytest.fail("trained a step"))
+    second = engine.run(req(1), log=lines.append)
+    assert second.epochs_trained == 0
+    rec = second.record
+    assert rec.split == 1 and rec.unknown_classes == (7, 8) and rec.known_classes == first.record.known_classes
+    assert rec.shared_training == {"split": 0, "split_hash": first.record.split_hash}
+    assert rec.history == first.record.history
+    assert any("split b: the known classes and training of split a" in line for line in lines)
+    a = checkpoints.read(first.record.dir / checkpoints.CHECKPOINT)
+    b = checkpoints.read(rec.dir / checkpoints.CHECKPOINT)
+    assert b["identity"]["split"] == 1 and b["epoch"] == 1
+    assert a["state"].keys() == b["state"].keys()
+    for k in a["state"]:
+        assert torch.equal(a["state"][k], b["state"][k]) if isinstance(a["state"][k], torch.Tensor) else True
+    # the reuse is what training would give: split b trained by itself has the same weights and scores
+    monkeypatch.setattr(session.Session, "epoch_steps", real_steps)
+    alone = engine.run(req(1, out=tmp_path / "alone"))
+    assert alone.trained and alone.record.shared_training is None
+    c = checkpoints.read(alone.record.dir / checkpoints.CHECKPOINT)
+    assert all(torch.equal(c["state"][k], b["state"][k]) for k in b["state"] if isinstance(b["state"][k], torch.Tensor))
+    assert alone.record.metrics == rec.metrics
+    # another seed or config has no finished run to share: it trains
+    assert engine.shared_training(engine.plan(req(1, seed=1))) is None
+    assert engine.shared_training(engine.plan(req(1, overrides={"lr": 0.05}))) is None
+    assert engine.shared_training(engine.plan(req(0, out=tmp_path / "empty"))) is None  # nothing trained there
+
+
+def test_numbered_protocols_never_share(tmp_path):
+    from osrbench import engine
+
+    # osrci's cifar10 rows 0 and 1 hold the same classes, but the rows are separate trials of the table
+    p = engine.plan(engine.RunRequest(method="softmax", dataset="digits", protocol="osrci", split=1, out=tmp_path))
+    assert engine.shared_training(p) is None
