@@ -197,18 +197,23 @@ def split_name(spec: DatasetSpec, protocol: str, index: int, reg: Registry | Non
     return names[index] if names is not None and 0 <= index < len(names) else str(index)
 
 
-def split_title(dataset: str, protocol: str, index: int) -> str:
-    """A table heading for split ``index`` of the dataset named ``dataset``: ``Easy`` for a named split,
-    ``split 0`` for a numbered one (or for a dataset or protocol this installation does not know)."""
+def split_titles(dataset: str, protocol: str) -> tuple[str, ...] | None:
+    """The table headings of the named splits of the dataset called ``dataset`` (``Easy``, ``Medium``,
+    ``Hard``, as the SSB papers write them); ``None`` for numbered splits, or for a dataset or protocol
+    this installation does not know."""
     from osrbench import plugins
 
     try:
         names = split_names(plugins.get().dataset(dataset), protocol)
     except (plugins.UnknownName, SplitError):
-        names = None
-    if names is None or not 0 <= index < len(names):
-        return f"split {index}"
-    return names[index].capitalize()
+        return None
+    return None if names is None else tuple(n.capitalize() for n in names)
+
+
+def split_title(dataset: str, protocol: str, index: int) -> str:
+    """A table heading for split ``index``: ``Easy`` for a named split, ``split 0`` for a numbered one."""
+    titles = split_titles(dataset, protocol)
+    return titles[index] if titles is not None and 0 <= index < len(titles) else f"split {index}"
 
 
 def parse_split(text: str | int, spec: DatasetSpec, protocol: str, reg: Registry | None = None) -> int:

@@ -312,3 +312,70 @@ def test_numbered_protocols_never_share(tmp_path):
     # osrci's cifar10 rows 0 and 1 hold the same classes, but the rows are separate trials of the table
     p = engine.plan(engine.RunRequest(method="softmax", dataset="digits", protocol="osrci", split=1, out=tmp_path))
     assert engine.shared_training(p) is None
+
+
+# ----------------------------------------------------------------------------- compare and report display
+
+def _record(method, split, values, seed=0, dataset="cub", protocol="ssb"):
+    from osrbench.config import config_hash
+    from osrbench.records import Record
+
+    cfg = {"epochs": 600, "batch_size": 32, "lr": 0.001}
+    return Record(method=method, dataset=dataset, protocol=protocol, split=split, seed=seed, recipe="mls-ssb",
+                  config=cfg, config_hash=config_hash(method, cfg), split_hash=f"h{split}", metrics=dict(values),
+                  plugin={"name": "p", "distribution": "d", "version": "1"}, scores=("score",),
+                  counts={"train": 6, "known": 6, "unknown": 4}, wall_time_s={"train": 1.0, "eval": 0.1})
+
+
+#: method -> split -> (auroc, oscr, acc)
+SSB_VALUES = {"softmax": {0: (0.881, 0.802, 0.861), 1: (0.812, 0.741, 0.861), 2: (0.790, 0.720, 0.861)},
+              "arpl": {0: (0.901, 0.823, 0.871), 1: (0.835, 0.766, 0.871), 2: (0.801, 0.731, 0.871)}}
+
+
+def _ssb_records(seeds=(0,)):
+    out = []
+    for m, by in SSB_VALUES.items():
+        for k, (au, os_, acc) in by.items():
+            for s in seeds:
+                bump = 0.01 * s  # a second seed 1 point higher
+                out.append(_record(m, k, {"auroc": au + bump, "oscr": os_ + bump, "acc": acc}, seed=s))
+    return out
+
+
+def test_compare_shows_named_splits_side_by_side(with_cub):
+    from osrbench import compare
+
+    c = compare.build(_ssb_records(), ["softmax", "arpl"], ["auroc", "oscr", "acc"], compare.EXACT_TIE)
+    text = compare.render_comparison(c)
+    assert text.splitlines()[0] == "cub, protocol ssb, splits Easy, Medium, Hard, seeds 0; values in %, one column per split"
+    assert "mean +- std" not in text.split("paired")[0]  # no mean over difficulties
+    lines = text.splitlines()
+    for metric, col in (("AUROC", 0), ("OSCR", 1)):
+        at = next(i for i, line in enumerate(lines) if line.startswith(metric))
+        assert lines[at + 1].split() == ["method", "Easy", "Medium", "Hard"]
+        for row, m in zip(lines[at + 3:at + 5], ("softmax", "arpl")):
+            assert row.split() == [m, *(f"{100 * SSB_VALUES[m][k][col]:.2f}" for k in range(3))]
+    assert "paired A - B    mean diff +- std    Easy    Medium    Hard" in text
+
+
+def test_report_puts_each_difficulty_in_a_column(with_cub):
+    from osrbench import report
+
+    cells = report.build_report(_ssb_records(), ["auroc", "oscr", "acc"])
+    assert [(c.key.method, c.split) for c in cells] == [("arpl", 0), ("arpl", 1), ("arpl", 2),
+                                                         ("softmax", 0), ("softmax", 1), ("softmax", 2)]
+    md = report.format_md(cells, ["auroc", "oscr"]).splitlines()
+    at = md.index("**OSCR, protocol `ssb`**")
+    assert md[at + 2] == "| method (recipe) | cub Easy | cub Medium | cub Hard |"
+    assert md[at + 4] == "| arpl (mls-ssb) | 82.30 | 76.60 | 73.10 |"
+    assert md[at + 5] == "| softmax (mls-ssb) | 80.20 | 74.10 | 72.00 |"
+    wide = report.format_md(cells, ["auroc", "oscr"], layout="wide").splitlines()
+    assert "| method (recipe) | cub Easy AUROC | cub Easy OSCR | cub Medium AUROC | cub Medium OSCR | cub Hard AUROC" \
+        " | cub Hard OSCR |" in wide
+    # two seeds: the seed mean, and the std over the seeds (1 point apart: sample std 0.71)
+    two = report.build_report(_ssb_records(seeds=(0, 1)), ["auroc"])
+    md = report.format_md(two, ["auroc"]).splitlines()
+    assert "| softmax (mls-ssb) | 88.60 ± 0.71 | 81.70 ± 0.71 | 79.50 ± 0.71 |" in md
+    tex = report.format_latex(cells, ["auroc"])
+    assert "Method & cub Easy & cub Medium & cub Hard \\\\" in tex
+    assert "softmax (mls-ssb) & 88.10 & 81.20 & 79.00 \\\\" in tex
