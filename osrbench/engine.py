@@ -317,7 +317,8 @@ class Training:
             s.restore(ckpt)
             self.start, self.history, self.elapsed = ckpt["epoch"], list(ckpt["history"]), ckpt["elapsed"]
         if ckpt is not None and "shared_training" not in ckpt:
-            log(f"resuming {p.spec.name} on {p.dataset.name} split {p.split.index} from epoch {self.start}")
+            log(f"resuming {p.spec.name} on {p.dataset.name} split "
+                f"{protocols.split_label(p.dataset.name, p.split.protocol, p.split.index)} from epoch {self.start}")
         results.ensure_dir(p.dir, "run folder")
         for tmp in results.remove_orphans(p.dir):
             log(f"removed {tmp.name}, a temporary file a killed process left in {p.dir}")

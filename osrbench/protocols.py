@@ -216,6 +216,12 @@ def split_title(dataset: str, protocol: str, index: int) -> str:
     return titles[index] if titles is not None and 0 <= index < len(titles) else f"split {index}"
 
 
+def split_label(dataset: str, protocol: str, index: int) -> str:
+    """A split in a message: ``2 (hard)`` for a named split, ``2`` for a numbered one."""
+    titles = split_titles(dataset, protocol)
+    return f"{index} ({titles[index].lower()})" if titles is not None and 0 <= index < len(titles) else str(index)
+
+
 def parse_split(text: str | int, spec: DatasetSpec, protocol: str, reg: Registry | None = None) -> int:
     """The index of one split: a name (``easy``) of a protocol with named splits, or an index."""
     reg = reg or load()

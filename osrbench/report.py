@@ -89,7 +89,7 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
                     why: list[str] = []  # why a stored record is not used (damaged, edited)
                     rec = p.existing_result(why.append)
                     if rec is None:
-                        failures.append(f"{name} split {split} seed {seed}: " + (
+                        failures.append(f"{name} split {_label(req, split)} seed {seed}: " + (
                             why[-1].removeprefix("warning: ") if why else
                             f"no result in {p.dir} (run without --no-run)"))
                     else:
@@ -99,8 +99,14 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
                     found.append(engine.run(req, log=log).record)
                 except MethodFailed as exc:
                     log(f"osrbench: run failed: {exc}")
-                    failures.append(f"{name} split {split} seed {seed}: {exc}")
+                    failures.append(f"{name} split {_label(req, split)} seed {seed}: {exc}")
     return found, failures
+
+
+def _label(req: Any, split: int) -> str:
+    from osrbench import protocols
+
+    return protocols.split_label(req.dataset, req.protocol, split)
 
 
 # ------------------------------------------------------------------------------------- report

@@ -62,7 +62,10 @@ class SweepError(UserError):
 
 
 def label(req: engine.RunRequest) -> str:
-    return f"{req.method} {req.dataset}/{req.protocol} split {req.split} seed {req.seed}"
+    from osrbench import protocols
+
+    return (f"{req.method} {req.dataset}/{req.protocol} split {protocols.split_label(req.dataset, req.protocol, req.split)} "
+            f"seed {req.seed}")
 
 
 @dataclass(frozen=True)

@@ -379,3 +379,13 @@ def test_report_puts_each_difficulty_in_a_column(with_cub):
     tex = report.format_latex(cells, ["auroc"])
     assert "Method & cub Easy & cub Medium & cub Hard \\\\" in tex
     assert "softmax (mls-ssb) & 88.10 & 81.20 & 79.00 \\\\" in tex
+
+
+def test_messages_name_the_split(with_cub):
+    from osrbench import engine, sweep
+
+    assert protocols.split_label("cub", "ssb", 2) == "2 (hard)"
+    assert protocols.split_label("cifar10", "auroc", 2) == "2"
+    assert protocols.split_title("cub", "ssb", 0) == "Easy" and protocols.split_title("cifar10", "auroc", 0) == "split 0"
+    req = engine.RunRequest(method="softmax", dataset="cub", protocol="ssb", split=2)
+    assert sweep.label(req) == "softmax cub/ssb split 2 (hard) seed 0"

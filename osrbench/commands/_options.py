@@ -92,8 +92,7 @@ def split_shown(rec: Any) -> str:
     """A record's split as users name it: ``2 (hard)`` under a protocol with named splits, else ``2``."""
     from osrbench import protocols
 
-    title = protocols.split_title(rec.dataset, rec.protocol, rec.split)
-    return str(rec.split) if title.startswith("split ") else f"{rec.split} ({title.lower()})"
+    return protocols.split_label(rec.dataset, rec.protocol, rec.split)
 
 
 def tabulate(rows: list[list[Any]], headers: Sequence[str], fmt: str = "simple") -> str:
