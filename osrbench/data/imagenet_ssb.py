@@ -17,8 +17,13 @@ order, the release's labels), so the split's known ids are 0..999. An unknown wn
 position in the sorted union of the protocol's Easy and Hard wnids (:func:`osrbench.protocols.unknown_wnid_ids`),
 the same in both splits; only the wnids of the split's difficulty are read, the rest of the 21K-P val
 tree is ignored (the release's ``get_imagenet_osr_class_splits``). Files are listed in ImageFolder's
-order (classes sorted, then a sorted walk of each class folder). The MLS paper evaluates ImageNet at
-224 px (``methods/tests/openset_test_imagenet.py``: Resize(224 / 0.875, bicubic), CenterCrop(224)).
+order (classes sorted, then a sorted walk of each class folder).
+
+Size: the release evaluates ImageNet with each pretrained timm model's own test transform
+(``methods/tests/openset_test_imagenet.py``: its ``default_cfg`` input size, crop_pct and
+interpolation; Resize(size / crop_pct), CenterCrop(size)). For the model it runs, ``resnet50``, that is
+224 px, crop_pct 0.875, bicubic (``timm_pretrained_accs.csv``): the registry's 224. Nothing is trained
+on ImageNet there; the known training tree is read for the split's shape (and for a run that trains).
 """
 
 from __future__ import annotations
