@@ -248,15 +248,14 @@ def parse_splits(text: str | None, spec: DatasetSpec, protocol: str, reg: Regist
     if text is None:
         return list(range(n))
     names = split_names(spec, protocol, reg)
-    if names is not None and isinstance(text, str):
+    if names is not None and isinstance(text, str) and len(text) <= MAX_INDEX_TEXT:
         parts = [p.strip() for p in text.split(",")]
+        for p in parts:
+            if p.lower() not in names and not p.replace("-", "").isdigit():
+                raise SplitError(f"unknown split {p[:40]!r} for {spec.name}/{protocol} "
+                                 f"(valid: {', '.join(names)} or indices 0-{n - 1}, e.g. {','.join(names)})")
         text = ",".join(str(names.index(p.lower())) if p.lower() in names else p for p in parts)
-    try:
-        return parse_indices(text, n)
-    except SplitError as exc:
-        if names is None:
-            raise
-        raise SplitError(f"{exc} for {spec.name}/{protocol}; name splits as {','.join(names)}") from None
+    return parse_indices(text, n)
 
 
 def unknown_wnid_ids(table) -> dict[str, int]:

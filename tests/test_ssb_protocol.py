@@ -107,8 +107,11 @@ def test_split_names_and_indices():
         protocols.parse_split("hardest", cub, "ssb")
     with pytest.raises(protocols.SplitError, match="out of range"):
         protocols.parse_split("3", cub, "ssb")
-    with pytest.raises(protocols.SplitError, match="name splits as easy,medium,hard"):
+    with pytest.raises(protocols.SplitError, match=r"unknown split 'hardest' for cub/ssb \(valid: easy, medium, hard "
+                                                   r"or indices 0-2, e.g. easy,medium,hard\)"):
         protocols.parse_splits("easy,hardest", cub, "ssb")
+    with pytest.raises(protocols.SplitError, match=r"split 5 out of range \(valid: 0-2\)"):
+        protocols.parse_splits("easy,5", cub, "ssb")
     # classic protocols: indices as before, names are an error
     mnist = plugins.get().dataset("mnist")
     assert protocols.parse_splits(None, mnist, "auroc") == [0, 1, 2, 3, 4]
@@ -230,7 +233,7 @@ def test_imagenet_ssb_reads_image_folders(imagenet_root):
     assert len(hard_files.unknown) == 2
     assert imagenet_ssb.check(root) == [  # the tiny tree lacks most SSB wnids, nothing else
         f"{root / 'imagenet21k_resized_new' / 'val'} lacks 1975 of the 1980 SSB wnids (e.g. "
-        + ", ".join(sorted(set(ids) - set(easy) - set(hard))[:3]) + f") ({imagenet_ssb._HINT})"]
+        + ", ".join(sorted(set(ids) - set(easy) - set(hard))[:3]) + f") ({imagenet_ssb.HINT_21K})"]
 
 
 def test_imagenet_ssb_missing_files_are_one_line(imagenet_root, tmp_path):
@@ -389,3 +392,15 @@ def test_messages_name_the_split(with_cub):
     assert protocols.split_title("cub", "ssb", 0) == "Easy" and protocols.split_title("cifar10", "auroc", 0) == "split 0"
     req = engine.RunRequest(method="softmax", dataset="cub", protocol="ssb", split=2)
     assert sweep.label(req) == "softmax cub/ssb split 2 (hard) seed 0"
+
+
+def test_cli_split_names_reach_the_runs(with_cub, tmp_path, capsys):
+    # nothing stored: compare --no-run names each missing run with its split's name, and no other split
+    code = cli.main(["compare", "softmax", "--dataset", "cub", "--splits", "easy,hard", "--no-run",
+                     "--out", str(tmp_path)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "softmax split 0 (easy) seed 0: no result in" in err and "softmax split 2 (hard) seed 0" in err
+    assert "split 1" not in err
+    assert cli.main(["run", "--method", "softmax", "--dataset", "cub", "--split", "hardest", "--out", str(tmp_path)]) == 2
+    assert "unknown split 'hardest' for cub/ssb (valid: easy, medium, hard or 0-2)" in capsys.readouterr().err

@@ -44,8 +44,8 @@ UNKNOWN_FOLDERS = ("imagenet21k_resized_new/val", "imagenet21k_resized/imagenet2
 NUM_KNOWN = 1000
 #: torchvision's ImageFolder extensions (``torchvision.datasets.folder.IMG_EXTENSIONS``), matched case-blind.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-_HINT = ("ImageNet-1K from https://image-net.org (ILSVRC2012 train and val, val sorted into <wnid> folders); "
-         "ImageNet-21K-P winter-21 from https://github.com/Alibaba-MIIL/ImageNet21K")
+HINT_1K = "ILSVRC2012 train and val from https://image-net.org, val sorted into <wnid> folders"
+HINT_21K = "ImageNet-21K-P winter-21, processed as https://github.com/Alibaba-MIIL/ImageNet21K does"
 
 
 def _classes(folder: Path) -> list[str]:
@@ -74,25 +74,25 @@ def check(root: Path) -> list[str]:
     for part in ("train", "val"):
         folder = root / KNOWN_FOLDER / part
         if not folder.is_dir():
-            problems.append(f"missing ImageNet-1K {part} folder {folder} ({_HINT})")
+            problems.append(f"missing ImageNet-1K {part} folder {folder} ({HINT_1K})")
             continue
         known[part] = _classes(folder)
         if len(known[part]) != NUM_KNOWN:
-            problems.append(f"{folder} holds {len(known[part])} class folders, ImageNet-1K has {NUM_KNOWN} ({_HINT})")
+            problems.append(f"{folder} holds {len(known[part])} class folders, ImageNet-1K has {NUM_KNOWN} ({HINT_1K})")
     if len(known) == 2 and known["train"] != known["val"] and len(known["train"]) == len(known["val"]) == NUM_KNOWN:
         odd = sorted(set(known["train"]) ^ set(known["val"]))[:3]
         problems.append(f"{root / KNOWN_FOLDER}: train and val class folders differ (e.g. {', '.join(odd)})")
     folder = _unknown_folder(root)
     if folder is None:
         problems.append(f"missing ImageNet-21K-P val folder {root / UNKNOWN_FOLDERS[0]} "
-                        f"(or {root / UNKNOWN_FOLDERS[1]}) ({_HINT})")
+                        f"(or {root / UNKNOWN_FOLDERS[1]}) ({HINT_21K})")
     else:
         wanted = set(_unknown_ids())
         have = wanted & set(_classes(folder))
         if len(have) < len(wanted):
             absent = sorted(wanted - have)
             problems.append(f"{folder} lacks {len(absent)} of the {len(wanted)} SSB wnids (e.g. {', '.join(absent[:3])}) "
-                            f"({_HINT})")
+                            f"({HINT_21K})")
     return problems
 
 
@@ -109,17 +109,17 @@ def load(root: Path, split: OpenSetSplit, image_size: int) -> OpenSetFiles:
     known_root = root / KNOWN_FOLDER
     for part in ("train", "val"):
         if not (known_root / part).is_dir():
-            raise DataNotFound(f"missing ImageNet-1K {part} folder {known_root / part} ({_HINT})")
+            raise DataNotFound(f"missing ImageNet-1K {part} folder {known_root / part} ({HINT_1K})")
     wnids = _classes(known_root / "train")
     if _classes(known_root / "val") != wnids:
         raise DataNotFound(f"{known_root}: the class folders of train and val differ; both must hold the same "
                            f"{NUM_KNOWN} ImageNet-1K wnids")
     if len(wnids) != NUM_KNOWN:
         raise DataNotFound(f"{known_root / 'train'} holds {len(wnids)} class folders, ImageNet-1K has {NUM_KNOWN}: "
-                           f"a class id is a position in the sorted folders, so every class must be there ({_HINT})")
+                           f"a class id is a position in the sorted folders, so every class must be there ({HINT_1K})")
     unknown_root = _unknown_folder(root)
     if unknown_root is None:
-        raise DataNotFound(f"missing ImageNet-21K-P val folder {root / UNKNOWN_FOLDERS[0]} ({_HINT})")
+        raise DataNotFound(f"missing ImageNet-21K-P val folder {root / UNKNOWN_FOLDERS[0]} ({HINT_21K})")
     index = {w: i for i, w in enumerate(wnids)}
     train = _files(known_root / "train", wnids)
     val = _files(known_root / "val", wnids)
@@ -130,7 +130,7 @@ def load(root: Path, split: OpenSetSplit, image_size: int) -> OpenSetFiles:
     if len(present) < len(wanted):
         absent = sorted(wanted - set(present))
         raise DataNotFound(f"{unknown_root} lacks {len(absent)} of the split's {len(wanted)} wnids "
-                           f"(e.g. {', '.join(absent[:3])}) ({_HINT})")
+                           f"(e.g. {', '.join(absent[:3])}) ({HINT_21K})")
     unknown = _files(unknown_root, present)
     return select_files(
         [p for p, _ in train], [index[w] for _, w in train],
