@@ -404,3 +404,17 @@ def test_cli_split_names_reach_the_runs(with_cub, tmp_path, capsys):
     assert "split 1" not in err
     assert cli.main(["run", "--method", "softmax", "--dataset", "cub", "--split", "hardest", "--out", str(tmp_path)]) == 2
     assert "unknown split 'hardest' for cub/ssb (valid: easy, medium, hard or 0-2)" in capsys.readouterr().err
+
+
+def test_sweep_takes_split_names(with_cub, tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("methods: [softmax]\ndatasets: [cub, digits]\nsplits: [easy, hard]\nepochs: 1\n")
+    argv = ["sweep", "--grid", str(grid), "--device", "cpu", "--out", str(tmp_path / "runs"), "--dry-run"]
+    # digits has numbered splits only: one line naming the problem
+    assert cli.main(argv) == 2
+    assert "grid key 'splits' expects integers, got ['easy', 'hard']" in capsys.readouterr().err
+    grid.write_text("methods: [softmax]\ndatasets: [cub, digits]\nsplits: [0, 2]\nepochs: 1\n")
+    assert cli.main([*argv, "--splits", "easy,hard", "--datasets", "cub"]) == 0  # each dataset its own default
+    out = capsys.readouterr().out
+    assert "2 runs: 0 done already, 2 to run" in out
+    assert "softmax cub/ssb split 0 (easy) seed 0 ->" in out and "softmax cub/ssb split 2 (hard) seed 0 ->" in out

@@ -35,10 +35,10 @@ def load_grid(path: Path) -> dict[str, Any]:
     types = {  # key -> (allowed kinds, in words); lists hold names (str) or indices (int)
         "methods": ((str, "list[str]"), "a name or a list of names"),
         "datasets": ((str, "list[str]"), "a name or a list of names"),
-        "protocol": ((str,), "one protocol name (auroc, f1 or osrci)"),
+        "protocol": ((str,), "one protocol name (auroc, f1, osrci or ssb)"),
         "recipe": ((str,), "one recipe name"),
         "epochs": ((int,), "a positive integer"),
-        "splits": ((str, int, "list[int]"), "indices like 0-4, a list of integers, or all"),
+        "splits": ((str, int, "list[int]", "list[str]"), "indices like 0-4, a list of integers or split names, or all"),
         "seeds": ((str, int, "list[int]"), "seeds like 0-2 or a list of integers"),
     }
 
