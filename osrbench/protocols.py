@@ -9,8 +9,11 @@ split's index, its position in the table's names (:func:`split_names`).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from osrbench.registry import Registry, load
@@ -50,6 +53,9 @@ class OpenSetSplit:
 
 def num_splits(spec: DatasetSpec, protocol: str, reg: Registry | None = None) -> int:
     reg = reg or load()
+    reader = reader_of(protocol, reg)
+    if reader is not None:  # splits from the user's files (see below)
+        return reader.num_splits(spec.name)
     if protocol in reg.named_splits:
         return len(_named_table(spec, protocol, reg).splits)
     return len(_rows(spec, protocol, reg)[0])
@@ -69,8 +75,12 @@ def _rows(spec: DatasetSpec, protocol: str, reg: Registry) -> tuple[list, list |
     return tables[spec.table], unknown_rows
 
 
-def get_split(spec: DatasetSpec, protocol: str, index: int, reg: Registry | None = None) -> OpenSetSplit:
+def get_split(spec: DatasetSpec, protocol: str, index: int, reg: Registry | None = None,
+              root: Path | None = None) -> OpenSetSplit:
+    """Split ``index``; ``root`` (default: the data root) is read only by a protocol of files."""
     reg = reg or load()
+    if reader_of(protocol, reg) is not None:  # splits from the user's files (see below)
+        return file_split(spec, protocol, index, reg, root)
     if protocol in reg.named_splits:
         return _named_split(spec, protocol, index, reg)
     rows, unknown_rows = _rows(spec, protocol, reg)
@@ -86,6 +96,42 @@ def get_split(spec: DatasetSpec, protocol: str, index: int, reg: Registry | None
     else:
         unknown = tuple(c for c in range(spec.num_classes) if c not in known)
     return OpenSetSplit(spec.name, protocol, index, known, unknown)
+
+
+# ------------------------------------------------------------------- splits from the user's files
+
+
+@dataclass(frozen=True)
+class FileSplit(OpenSetSplit):
+    """A split defined by files the user downloaded (OpenOOD's image lists): its hash covers the
+    files' contents too, so two versions of the files never share a record."""
+
+    sources: tuple[tuple[str, str], ...] = ()  # (file, sha256) of each file that defines the split
+
+    @property
+    def hash(self) -> str:
+        doc = {"known": list(self.known), "unknown": list(self.unknown), "dataset": self.dataset,
+               "sources": [list(s) for s in self.sources]}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def reader_of(protocol: str, reg: Registry | None = None) -> ModuleType | None:
+    """The module named by the protocol's registry entry ``reader`` (e.g. ``osrbench.data.openood``),
+    which reads its splits and images from the user's files; None for a protocol of split tables.
+
+    A reader has ``num_splits(dataset)``, ``read_split(dataset, index, root) -> (known, unknown,
+    sources)`` and ``load(root, split, image_size) -> OpenSetData``.
+    """
+    ref = (reg or load()).protocols.get(protocol, {}).get("reader")
+    return importlib.import_module(ref) if ref else None
+
+
+def file_split(spec: DatasetSpec, protocol: str, index: int, reg: Registry, root: Path | None) -> FileSplit:
+    try:
+        known, unknown, sources = reader_of(protocol, reg).read_split(spec.name, index, root)
+    except UserError as exc:  # missing or malformed files: callers catch SplitError
+        raise SplitError(str(exc)) from None
+    return FileSplit(spec.name, protocol, index, tuple(known), tuple(unknown), tuple(sources))
 
 
 #: Seeds run from 0 to this (the range every generator the host seeds accepts).
@@ -151,14 +197,25 @@ def parse_indices(text: str, upper: int, what: str = "split", limit: int = MAX_I
 
 
 def protocol_names(reg: Registry | None = None) -> list[str]:
-    """Every protocol: the numbered ones of ``splits.yaml``, then those with named splits."""
+    """Every protocol, in the registry's order (split tables, named splits, files)."""
     reg = reg or load()
-    return [*reg.splits, *(p for p in reg.named_splits if p not in reg.splits)]
+    return [*reg.protocols, *(p for p in reg.splits if p not in reg.protocols)]
 
 
 def _protocols_with(spec: DatasetSpec, reg: Registry) -> list[str]:
-    return [p for p in protocol_names(reg)
-            if spec.table in reg.splits.get(p, {}) or spec.table in reg.named_splits.get(p, {})]
+    """The protocols that have splits for ``spec`` (a protocol of files: its reader knows the dataset)."""
+    out = []
+    for p in protocol_names(reg):
+        reader = reader_of(p, reg)
+        if reader is not None:
+            try:
+                reader.num_splits(spec.name)
+            except UserError:
+                continue
+            out.append(p)
+        elif spec.table in reg.splits.get(p, {}) or spec.table in reg.named_splits.get(p, {}):
+            out.append(p)
+    return out
 
 
 def _no_table(spec: DatasetSpec, protocol: str, reg: Registry) -> SplitError:
@@ -171,7 +228,7 @@ def _no_table(spec: DatasetSpec, protocol: str, reg: Registry) -> SplitError:
 
 def default_protocol(spec: DatasetSpec, reg: Registry | None = None) -> str:
     """``auroc`` (the classic default), or the only protocol a dataset has splits under (``ssb`` for
-    cub, aircraft, scars and imagenet-ssb)."""
+    cub, aircraft, scars and imagenet-ssb, ``openood`` for cifar50)."""
     has = _protocols_with(spec, reg or load())
     return "auroc" if "auroc" in has or not has else has[0]
 

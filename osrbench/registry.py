@@ -139,6 +139,8 @@ def parse(doc: Any, base: Path) -> Registry:
         if "tables" in entry:  # named splits in a file of their own
             named[name] = _named_tables(base / _expect(entry["tables"], str, f"protocols.{name}.tables"),
                                         f"protocols.{name}.tables")
+        elif "reader" in entry:  # its splits come from the user's files, read by that module
+            _expect(entry["reader"], str, f"protocols.{name}.reader")
         elif name not in tables:
             raise RegistryError(f"protocols.{name}: no split table of that name in {doc['splits']}")
     datasets = _expect(doc["datasets"], dict, "datasets")

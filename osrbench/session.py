@@ -136,7 +136,10 @@ def default_data_root() -> Path:
 def load_data(dataset: DatasetSpec, split: Any, image_size: int, root: Path | None = None) -> OpenSetData:
     """The split's uint8 tensors; missing data is a user error."""
     try:
-        return dataset.load(Path(root or default_data_root()), split, image_size)
+        from osrbench.protocols import reader_of
+
+        reader = reader_of(getattr(split, "protocol", ""))  # a protocol of the user's files brings its own images
+        return (reader.load if reader else dataset.load)(Path(root or default_data_root()), split, image_size)
     except DataNotFound as exc:
         raise UserError(str(exc)) from None
 
@@ -342,7 +345,7 @@ def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData,
     stream = TrainStream(
         data.train_x, data.train_y, cfg["batch_size"], seed, device,
         augment=cfg["augment"], normalize=cfg["normalize"], randaugment=cfg["randaugment"],
-        randaugment_ops=ops_for(dataset),
+        randaugment_ops=ops_for(dataset), randaugment_n=cfg.get("randaugment_n", 1),  # absent from older records
     )
     if cfg["compile"]:
         check_compiler(device)

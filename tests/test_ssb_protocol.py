@@ -155,6 +155,10 @@ def test_cli_list_shows_ssb(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "ssb 1000/1000 easy, 980 hard" in out  # imagenet-ssb's row
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split()}
+    assert "ssb 100/32 easy, 34 medium, 68 hard" in rows["cub"] and "auroc" not in rows["cub"]
+    assert "ssb 50/20 easy, 17 medium, 30 hard" in rows["aircraft"]
+    assert "ssb 98/76 easy, 15 medium, 22 hard" in rows["scars"]
     assert any(line.startswith("ssb ") for line in out.splitlines())  # the protocols table
 
 

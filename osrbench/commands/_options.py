@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # the engine imports torch; registering a command must not
 
 
 #: ``--protocol`` of the commands that run or evaluate one dataset.
-PROTOCOL_HELP = "split protocol: auroc, f1, osrci or ssb (default auroc; ssb for a dataset only ssb has)"
+PROTOCOL_HELP = "split protocol: auroc, f1, osrci, ssb or openood (default auroc; a dataset's only protocol where it has one)"
 #: ``--split`` of the commands that run or evaluate one split.
 SPLIT_HELP = "split index, or name under a protocol with named splits (ssb: easy, medium, hard; default 0)"
 

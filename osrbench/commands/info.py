@@ -53,6 +53,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, ds in reg.datasets.items():
         sizes = []
         for proto in protocols.protocol_names():
+            if protocols.reader_of(proto) is not None:  # its splits are files under the data root
+                continue
             try:
                 s = protocols.get_split(ds, proto, 0)
                 names = protocols.split_names(ds, proto)
@@ -98,7 +100,7 @@ def cmd_splits(args: argparse.Namespace) -> int:
     rows = []
     seen: dict[Any, int] = {}
     for i in range(n):
-        s = protocols.get_split(ds, args.protocol, i)
+        s = protocols.get_split(ds, args.protocol, i, root=args.data_root)
         dup = seen.setdefault(s.class_set_key, i)
         rows.append([i, " ".join(map(str, s.known)), " ".join(map(str, s.unknown)), s.hash,
                      "" if dup == i else f"same classes as split {dup}"])
@@ -188,7 +190,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("splits", help="the class splits of a dataset under a protocol")
     p.add_argument("dataset")
-    p.add_argument("--protocol", help="default auroc; ssb for a dataset only ssb has")
+    p.add_argument("--protocol", help="default auroc; the dataset's only protocol where it has one (cub: ssb)")
+    p.add_argument("--data-root", type=Path, help="where a protocol of files (openood) finds them")
     p.set_defaults(func=cmd_splits)
 
     p = sub.add_parser("data", help="check or download datasets")
