@@ -524,17 +524,13 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
 
     many_seeds = len(c.seeds) > 1
     markdown = fmt in ("github", "pipe")  # titles set apart so the tables render as tables
-    # named splits (protocol ssb): each difficulty is its own column, as the SSB papers report them;
-    # a mean over difficulties is no benchmark number, so there is none
+    # named splits (ssb): one column per difficulty, as the SSB papers report them; no mean over difficulties
     named = protocols.split_titles(c.dataset, c.protocol) is not None
     heads = {k: protocols.split_title(c.dataset, c.protocol, k) for k in c.splits}
-    if named:
-        out = [f"{c.dataset}, protocol {c.protocol}, splits {', '.join(heads.values())}, seeds {split_list(c.seeds)}; "
-               "values in %, one column per split" + ("; seeds averaged within a split" if many_seeds else "")]
-    else:
-        out = [f"{c.dataset}, protocol {c.protocol}, splits {split_list(c.splits)} ({len(c.splits)}), "
-               f"seeds {split_list(c.seeds)}; values in %: mean +- {std_label(c.ddof)} over splits"
-               + ("; seeds averaged within a split first" if many_seeds else "")]
+    shown = ", ".join(heads.values()) if named else f"{split_list(c.splits)} ({len(c.splits)})"
+    out = [f"{c.dataset}, protocol {c.protocol}, splits {shown}, seeds {split_list(c.seeds)}; values in %"
+           + (", one column per split" if named else f": mean +- {std_label(c.ddof)} over splits")
+           + ("; seeds averaged within a split first" if many_seeds else "")]
     out.extend(notes)
     rows = []
     for m in c.methods:
