@@ -248,12 +248,6 @@ def split_names(spec: DatasetSpec, protocol: str, reg: Registry | None = None) -
     return tuple(_named_table(spec, protocol, reg).splits)
 
 
-def split_name(spec: DatasetSpec, protocol: str, index: int, reg: Registry | None = None) -> str:
-    """What a user sees for split ``index``: its name, or the index of a numbered split."""
-    names = split_names(spec, protocol, reg)
-    return names[index] if names is not None and 0 <= index < len(names) else str(index)
-
-
 def split_titles(dataset: str, protocol: str) -> tuple[str, ...] | None:
     """The table headings of the named splits of the dataset called ``dataset`` (``Easy``, ``Medium``,
     ``Hard``, as the SSB papers write them); ``None`` for numbered splits, or for a dataset or protocol

@@ -102,7 +102,6 @@ def test_split_names_and_indices():
     assert protocols.parse_splits("easy,hard", cub, "ssb") == [0, 2]
     assert protocols.parse_splits("hard,0", cub, "ssb") == [0, 2]
     assert protocols.parse_splits(None, cub, "ssb") == [0, 1, 2]
-    assert protocols.split_name(cub, "ssb", 2) == "hard"
     with pytest.raises(protocols.SplitError, match=r"unknown split 'hardest' for cub/ssb \(valid: easy, medium, hard or 0-2\)"):
         protocols.parse_split("hardest", cub, "ssb")
     with pytest.raises(protocols.SplitError, match="out of range"):
@@ -117,7 +116,6 @@ def test_split_names_and_indices():
     assert protocols.parse_splits(None, mnist, "auroc") == [0, 1, 2, 3, 4]
     assert protocols.parse_splits("1,3", mnist, "osrci") == [1, 3]
     assert protocols.parse_split("4", mnist, "auroc") == 4
-    assert protocols.split_name(mnist, "auroc", 4) == "4"
     with pytest.raises(protocols.SplitError, match="valid: 0-4"):
         protocols.parse_split("easy", mnist, "auroc")
 
