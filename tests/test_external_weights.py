@@ -246,7 +246,8 @@ def _assert_one_to_one(host: nn.Module, release: nn.Module, plain: bool) -> None
 
 
 def test_the_command_lists_the_layouts_of_the_library():
-    assert evaluate_command.LAYOUT_NAMES == layouts.LAYOUTS == ("dias-release", "arpl-release", "cac-release", "medaf-release", "osrbench")
+    assert evaluate_command.LAYOUT_NAMES == layouts.LAYOUTS == (
+        "dias-release", "arpl-release", "mls-release", "cac-release", "medaf-release", "osrbench")
 
 
 def test_strip_data_parallel_only_when_every_key_has_it():
