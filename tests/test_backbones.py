@@ -421,3 +421,19 @@ def test_mls_release_bad_files_are_one_line(toy, tmp_path, capsys, case, message
                      "--weights", str(path), "--out", str(tmp_path / "ext"), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and re.search(message, err), err
+
+
+# ------------------------------------------------------------------------------ conformance
+
+#: The suite's checks with a backbone set: every contract but ``sign``, which asks the toy to be learnt in
+#: its 12 steps; a ResNet-50 at random init stays at chance there (accuracy 1/3) whatever the method's sign,
+#: and ``graphs``, whose replay promises are the method's step code, unchanged by the network (it costs ~30 s).
+BACKBONE_CHECKS = ("train", "predict", "determinism", "state", "features", "engine")
+
+
+@pytest.mark.parametrize("check", BACKBONE_CHECKS)
+@pytest.mark.parametrize("method", ["softmax", "arpl"])
+def test_methods_with_a_resnet50_backbone_conform(method, check):
+    # resnet50 at the toy's 8 px (the cheapest backbone setting: ViT needs a multiple of 16); lr 0.01:
+    # ARPL's distances over 2048-d features overflow at the default 0.1
+    assert testing.run_check(method, check, overrides={"backbone": "resnet50", "lr": 0.01}).ok
