@@ -7,7 +7,9 @@ A method with a ``backbone`` option builds its network with :func:`make_network`
   pinned float64 step stays bit-identical).
 - ``resnet50``: torchvision's ``resnet50`` with ``fc`` replaced by ``nn.Identity`` (the pooled
   2048-d feature), the backbone the MLS release fine-tunes on the SSB (``timm.create_model
-  ('resnet50')``, whose keys equal torchvision's), followed by the method's head.
+  ('resnet50')``, whose keys equal torchvision's), followed by the method's head. At random init
+  each bottleneck's last BN weight is 0 (torchvision's ``zero_init_residual``, timm's default
+  ``zero_init_last``).
 - ``vit_b16``: torchvision's ``vit_b_16`` at the run's image size (a multiple of 16) with
   ``heads`` replaced by ``nn.Identity`` (the 768-d class token after the last LayerNorm).
 
@@ -171,7 +173,10 @@ def make_backbone(name: str, weights_path: str | Path = "", *, image_size: int =
 
         return _Pooled(Classifier32(1, in_channels=in_channels)), FEATURE_DIMS[name]
     if name == "resnet50":
-        net = torchvision.models.resnet50(weights=None)
+        # zero_init_residual: each bottleneck's last BN weight starts at 0, as timm's resnet50 (zero_init_last,
+        # the MLS release's timm.create_model) inits it; a random-init network is then the identity through its
+        # residual branches, whose activations otherwise grow through the 16 blocks (eval mode overflows).
+        net = torchvision.models.resnet50(weights=None, zero_init_residual=True)
         net.fc = nn.Identity()
     else:
         net = torchvision.models.vit_b_16(weights=None, image_size=image_size)
