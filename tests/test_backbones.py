@@ -158,6 +158,14 @@ def test_resnet50_torchvision_file_loads_and_its_head_is_dropped_and_reported(re
     assert info["format"] == "torchvision" and list(info["dropped"]) == ["fc.*"]
 
 
+def test_a_head_less_file_loads_with_nothing_dropped(files, resnet_state, resnet_ext):
+    body = {k: v - 1 for k, v in _body(resnet_state).items()}
+    path = files / "headless.pth"
+    torch.save({"state_dict": body}, path)  # wrapped, as training scripts save
+    info = load_weights("resnet50", resnet_ext, path)
+    assert _equal_to(resnet_ext, body) and info["dropped"] == {} and info["notes"] == ["read the file's 'state_dict' entry"]
+
+
 def test_resnet50_moco_places_file_as_the_mls_release_reads_it(files, resnet_state, resnet_ext):
     """``models/model_utils.py``: ``torch.load(places_moco_path)`` is the state dict, ``module.`` stripped,
     the MoCo MLP head ``fc.0`` (2048x2048) / ``fc.2`` (128x2048) in place of fc."""
