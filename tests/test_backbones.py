@@ -342,12 +342,16 @@ def test_vit_run_and_evaluate_of_its_checkpoint(toy, tmp_path, capsys):
     assert ext.metrics["auroc"] == rec.metrics["auroc"]
 
 
-def test_a_run_with_a_missing_weights_file_is_one_line(toy, tmp_path, capsys):
+def test_bad_backbone_settings_are_one_line_before_anything_is_written(toy, tmp_path, capsys):
     assert _run(tmp_path / "runs", "softmax", "--set", "backbone=resnet50",
                 "--set", f"backbone_weights={tmp_path / 'nope.pth'}") == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "nope.pth: no such file" in err
-    assert not (tmp_path / "runs").exists()
+    assert _run(tmp_path / "runs", "softmax", "--set", f"backbone_weights={tmp_path / 'nope.pth'}") == 2
+    assert "backbone_weights is for backbone resnet50 or vit_b16; this run's backbone classifier32" in capsys.readouterr().err
+    assert _run(tmp_path / "runs", "cac", "--set", "backbone=vit_b16", "--set", "image_size=24") == 2
+    assert "vit_b16 needs an image size that is a multiple of 16" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused when planned: nothing read, nothing written
 
 
 def test_methods_without_a_backbone_refuse_it_in_one_line(toy, tmp_path, capsys):

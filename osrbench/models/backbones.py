@@ -77,6 +77,8 @@ __all__ = [
 
 #: The ``backbone`` choices and the width of the feature each gives the head.
 BACKBONES = ("classifier32", "resnet50", "vit_b16")
+#: The backbones a weights file is for.
+PRETRAINED = ("resnet50", "vit_b16")
 FEATURE_DIMS = {"classifier32": 128, "resnet50": 2048, "vit_b16": 768}
 #: The config key of the weights file (a path; ``""`` = random init) and the one the plan adds.
 WEIGHTS_KEY = "backbone_weights"
@@ -148,7 +150,7 @@ def check_backbone(name: str, image_size: int | None = None) -> None:
     """A :class:`BackboneError` (one line) for an unknown name or an image size ViT cannot take."""
     if name not in BACKBONES:
         raise BackboneError(f"unknown backbone {name!r} (valid: {', '.join(BACKBONES)})")
-    if name == "vit_b16" and image_size is not None and image_size % VIT_PATCH:
+    if name == "vit_b16" and isinstance(image_size, int) and image_size % VIT_PATCH:
         raise BackboneError(f"backbone vit_b16 needs an image size that is a multiple of {VIT_PATCH} "
                          f"(its 16-px patches), got {image_size}: set --set image_size=32 (or 224, 448, ...)")
 
@@ -361,13 +363,23 @@ def sha256_of(path: Path) -> str:
 
 
 def pin_weights_file(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """``cfg`` with its weights file pinned: the path made absolute and ``backbone_weights_file``
-    = ``{"name", "sha256"}`` (what ``osrbench evaluate`` records of its ``--weights``), so the file's
-    content enters the config hash. A config without ``backbone_weights`` (or with ``""``) is returned
-    as it is; a path that is not a readable file is one line."""
-    value = cfg.get(WEIGHTS_KEY)
+    """``cfg`` checked and with its weights file pinned, when a run is planned (before any data is read).
+
+    Checked: a ``backbone`` of :data:`BACKBONES` fits the image size (ViT: a multiple of 16), and
+    ``backbone_weights`` names a readable file and goes with a pretrained backbone (resnet50,
+    vit_b16; not classifier32 or a method's own network). Pinned: the path made absolute and
+    ``backbone_weights_file`` = ``{"name", "sha256"}`` (what ``osrbench evaluate`` records of its
+    ``--weights``), so the file's content enters the config hash. A config without these keys is
+    returned as it is; every problem is one line.
+    """
+    backbone, value = cfg.get("backbone"), cfg.get(WEIGHTS_KEY)
+    if backbone in BACKBONES:
+        check_backbone(backbone, cfg.get("image_size"))
     if not value:
         return dict(cfg)
+    if backbone is not None and backbone not in PRETRAINED:
+        raise BackboneError(f"backbone_weights is for backbone {' or '.join(PRETRAINED)}; this run's backbone "
+                            f"{backbone} trains from scratch (add --set backbone=resnet50 or vit_b16)")
     path = Path(str(value)).expanduser()
     if not path.exists():
         raise LayoutError(f"backbone_weights {value}: no such file (a local torchvision, timm or MoCo weights file; "
