@@ -509,3 +509,8 @@ def test_arpl_cs_mls_release_gan_is_the_64_px_pair_for_any_size_of_64_and_above(
     assert m.adaptations()["gan_image_size"] == [64, 64]
     small, _ = _session("arpl-cs", gan_mode="mls-release", image_size=48, batch_size=8)
     assert small.method.G(small.method.noise(1)).shape[-1] == 32  # Generator32 below 64 px
+    same, _ = _session("arpl-cs", gan_mode="mls-release", image_size=32, batch_size=8)
+    ref, _ = _session("arpl-cs", gan_mode="reference", image_size=32, batch_size=8)
+    assert same.method.gan_mode == "reference" and "gan_mode" not in same.method.adaptations()
+    a, b = same.method.state_dict(), ref.method.state_dict()  # the same networks, drawn the same
+    assert all(torch.equal(a[n][k], b[n][k]) for n in ("G", "D") for k in a[n])

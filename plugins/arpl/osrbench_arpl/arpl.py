@@ -349,7 +349,7 @@ class ARPLCS(ARPL):
                 raise ValueError(f"gan_mode mls-release needs square images of at least 32 px, got {h}x{w}")
             self.gan_size = 64 if h >= 64 else 32
             self.G, self.D, _ = make_gan(self.gan_size, c, "reference", nz=self.cfg["nz"])
-            self.gan_mode = "mls-release"
+            self.gan_mode = "reference" if h == self.gan_size else "mls-release"  # at 32 and 64 px: the reference
         else:
             self.G, self.D, self.gan_mode = make_gan((h, w), c, self.cfg["gan_mode"], nz=self.cfg["nz"])
         ctx.place(self.G)
