@@ -61,6 +61,7 @@ from osrbench.method import Option
 
 __all__ = [
     "BACKBONES",
+    "PRETRAINED",
     "FEATURE_DIMS",
     "WEIGHTS_KEY",
     "WEIGHTS_FILE_KEY",
@@ -68,11 +69,14 @@ __all__ = [
     "BACKBONE_OPTIONS",
     "BackboneError",
     "BackboneNet",
+    "check_backbone",
     "make_backbone",
     "make_network",
     "load_weights",
     "timm_vit_to_torchvision",
+    "network_adaptations",
     "pin_weights_file",
+    "sha256_of",
 ]
 
 #: The ``backbone`` choices and the width of the feature each gives the head.
@@ -100,7 +104,7 @@ class BackboneNet(nn.Module):
     :param backbone: the ``backbone`` name (``resnet50`` or ``vit_b16``).
     :param features: the extractor: images (B, 3, H, W) -> pooled features (B, feat_dim).
     :param feat_dim: the feature width.
-    :param num_classes: K (0: no head, for methods that put their own on the features).
+    :param num_classes: K, the head's outputs.
     :param head_bias: the head's bias (the MLS release's timm ``resnet50`` head has one).
     """
 
@@ -113,8 +117,7 @@ class BackboneNet(nn.Module):
         self.features_net = features
         self.feat_dim = feat_dim
         self.num_classes = num_classes
-        if num_classes:
-            self.fc = nn.Linear(feat_dim, num_classes, bias=head_bias)
+        self.fc = nn.Linear(feat_dim, num_classes, bias=head_bias)
         #: What :func:`load_weights` read (``None``: random init); methods record it.
         self.weights_info: dict[str, Any] | None = None
 
@@ -135,6 +138,15 @@ class BackboneNet(nn.Module):
 
     def forward(self, x: torch.Tensor, bn: int = 0) -> torch.Tensor:
         return self.head(self.pooled(x, bn))
+
+    #: The entry point besides ``forward`` that the methods call (``compile`` compiles it too).
+    ENTRY_POINTS = ("pooled",)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """``nn.Module.compile`` (the forward) and each of :attr:`ENTRY_POINTS`, in place (as ``Classifier32``)."""
+        super().compile(*args, **kwargs)
+        for name in self.ENTRY_POINTS:
+            setattr(self, name, torch.compile(getattr(type(self), name).__get__(self), *args, **kwargs))
 
     def adaptations(self, in_channels: int) -> dict[str, Any]:
         """What the record should say about this network."""
