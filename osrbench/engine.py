@@ -28,6 +28,7 @@ from osrbench import config as configmod
 from osrbench.datasets import DatasetSpec
 from osrbench.errors import Interrupted, MethodFailed, NonFiniteLoss, UsageError, UserError
 from osrbench.method import MethodSpec
+from osrbench.models import backbones
 from osrbench.records import ERROR, Record, RunIdentity
 
 
@@ -135,6 +136,7 @@ def plan(req: RunRequest, registry: plugins.Plugins | None = None) -> Plan:
     dataset = reg.dataset(req.dataset)
     split = protocols.get_split(dataset, req.protocol, req.split, root=req.data_root)
     recipe, cfg = configmod.resolve(spec, dataset, req.recipe, req.epochs, req.overrides)
+    cfg = backbones.pin_weights_file(cfg)  # a backbone weights file's sha256 enters the config hash
     chash = configmod.config_hash(spec.name, cfg)
     rkey = configmod.resume_key(spec.name, cfg)
     folder = results.run_dir(req.out, spec.name, dataset.name, req.protocol, req.split, req.seed, rkey)

@@ -9,7 +9,7 @@ from osrbench.commands._options import PROTOCOL_HELP, SPLIT_HELP, log, pct, reso
 from osrbench.commands.run import METRIC_ORDER
 
 #: The layouts (osrbench.layouts.LAYOUTS; repeated so that registering the command imports no torch).
-LAYOUT_NAMES = ("dias-release", "arpl-release", "cac-release", "medaf-release", "osrbench")
+LAYOUT_NAMES = ("dias-release", "arpl-release", "mls-release", "cac-release", "medaf-release", "osrbench")
 
 DESCRIPTION = """\
 Evaluate weights trained elsewhere on one split: the method is set up exactly as `osrbench run`
@@ -24,6 +24,10 @@ Layouts:
   dias-release  the DIAS release (wjun0830/Difficulty-Aware-Simulator): its
                 <item>_<epoch>_<batch>_checkpoint.pth.tar (net2 = the classifier, net1 = the Copycat,
                 G, D), or the classifier's bare state dict; method dias.
+  mls-release   the MLS release (sgvaze/osr_closed_set_all_you_need): its pretrained_weights/
+                tinyimagenet_<i>.pth (VGG32 = classifier32, softmax-trained); method softmax (or
+                openmax). File i is --protocol osrci --split i (not reversed); its README evaluates
+                at 64 px with CIFAR normalisation: --recipe mls-paper.
   cac-release   the CAC release (dimitymiller/cac-openset): its
                 <dataset>_<trial>_<name>CACclassifierAnchorLoss.pth ({'net', 'acc', 'epoch'}); method
                 cac (plugin osrbench-cac), whose fit stage then replaces the anchors as its evaluation does.
