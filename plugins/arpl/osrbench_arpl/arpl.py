@@ -120,7 +120,7 @@ MLS_SSB = {
     "*": {
         "epochs": 600, "batch_size": 32, "image_size": 448, "optimizer": "sgd", "lr": 0.001, "momentum": 0.9,
         "weight_decay": 1e-4, "schedule": "mls-cosine", "warmup_epochs": 10, "augment": "crop_flip",
-        "normalize": "cifar", "randaugment_n": 2,
+        "normalize": "cifar", "randaugment_n": 2, "backbone": "resnet50",  # weights: --set backbone_weights=PATH
     },
     "cub": {"randaugment": 30, "label_smoothing": 0.2},
     "aircraft": {"randaugment": 18, "label_smoothing": 0.1},

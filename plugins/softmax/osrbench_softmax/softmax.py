@@ -61,6 +61,9 @@ RECIPES = {
             "epochs": 600, "batch_size": 32, "image_size": 448, "optimizer": "sgd", "lr": 0.001, "momentum": 0.9,
             "weight_decay": 1e-4, "schedule": "mls-cosine", "warmup_epochs": 10, "augment": "crop_flip",
             "normalize": "cifar", "randaugment_n": 2, "score": "mls",
+            # timm's ResNet-50 as the release fine-tunes it; its MoCo-Places weights are a local file
+            # (--set backbone_weights=PATH), so the recipe cannot name them.
+            "backbone": "resnet50",
         },
         "cub": {"randaugment": 30, "label_smoothing": 0.3},
         "aircraft": {"randaugment": 15, "label_smoothing": 0.2},
