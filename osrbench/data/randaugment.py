@@ -155,49 +155,61 @@ def _coord(v: float) -> int:  # PIL's COORD: -1 for negatives, else truncation
     return -1 if v < 0.0 else int(v)
 
 
-def _source_index(a: list[float], w: int, h: int) -> list[int]:
-    """Flat source index (or -1: outside, filled with 0) of each output pixel, as PIL computes it
-    in ImagingTransformAffine with NEAREST resampling (Geometry.c)."""
-    src = [-1] * (w * h)
-    if a[1] == 0 and a[3] == 0:  # ImagingScaleAffine: double accumulation
-        xo = a[2] + a[0] * 0.5
-        xin = []
+def _source_index(a: list[float], w: int, h: int) -> torch.Tensor:
+    """(H·W,) long: flat source index (or -1: outside, filled with 0) of each output pixel, as PIL
+    computes it in ImagingTransformAffine with NEAREST resampling (Geometry.c).
+
+    The per-row and per-column coordinates are PIL's own scalar arithmetic in Python; the H·W grid
+    is integer tensor arithmetic, exact, so images of any size (the file feed's) cost no Python loop
+    per pixel.
+    """
+    if a[1] == 0 and a[3] == 0:  # ImagingScaleAffine: double accumulation, one coordinate per row/column
+        xin, xo = [], a[2] + a[0] * 0.5
         for _ in range(w):
             xin.append(_coord(xo))
             xo += a[0]
-        yo = a[5] + a[4] * 0.5
-        for y in range(h):
-            yi = _coord(yo)
-            if 0 <= yi < h:
-                for x in range(w):
-                    if 0 <= xin[x] < w:
-                        src[y * w + x] = yi * w + xin[x]
+        yin, yo = [], a[5] + a[4] * 0.5
+        for _ in range(h):
+            yin.append(_coord(yo))
             yo += a[4]
-        return src
-    fits = all(abs(x * a[0] + y * a[1] + a[2]) < 32768.0 and abs(x * a[3] + y * a[4] + a[5]) < 32768.0
-               for x, y in ((0, 0), (w, h), (0, h), (w, 0)))
-    if not fits:
-        raise ValueError(f"image {w}x{h} too large for PIL's fixed-point affine path")
+        xi = torch.tensor(xin, dtype=torch.long)[None, :]
+        yi = torch.tensor(yin, dtype=torch.long)[:, None]
+    else:
+        fits = all(abs(x * a[0] + y * a[1] + a[2]) < 32768.0 and abs(x * a[3] + y * a[4] + a[5]) < 32768.0
+                   for x, y in ((0, 0), (w, h), (0, h), (w, 0)))
+        if not fits:
+            raise ValueError(f"image {w}x{h} too large for PIL's fixed-point affine path")
 
-    def fix(t: float) -> int:  # FLOOR(t * 65536 + 0.5)
-        return math.floor(t * 65536.0 + 0.5)
+        def fix(t: float) -> int:  # FLOOR(t * 65536 + 0.5)
+            return math.floor(t * 65536.0 + 0.5)
 
-    a0, a1, a3, a4 = fix(a[0]), fix(a[1]), fix(a[3]), fix(a[4])
-    a2 = fix(a[2] + a[0] * 0.5 + a[1] * 0.5)
-    a5 = fix(a[5] + a[3] * 0.5 + a[4] * 0.5)
-    for y in range(h):
-        for x in range(w):
-            xi = (a2 + y * a1 + x * a0) >> 16
-            yi = (a5 + y * a4 + x * a3) >> 16
-            if 0 <= xi < w and 0 <= yi < h:
-                src[y * w + x] = yi * w + xi
-    return src
+        a0, a1, a3, a4 = fix(a[0]), fix(a[1]), fix(a[3]), fix(a[4])
+        a2 = fix(a[2] + a[0] * 0.5 + a[1] * 0.5)
+        a5 = fix(a[5] + a[3] * 0.5 + a[4] * 0.5)
+        ys = torch.arange(h, dtype=torch.long)[:, None]
+        xs = torch.arange(w, dtype=torch.long)[None, :]
+        xi = (a2 + ys * a1 + xs * a0) >> 16  # arithmetic shift of int64: C's >> on PIL's INT32 values
+        yi = (a5 + ys * a4 + xs * a3) >> 16
+    inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    return torch.where(inside, yi * w + xi, -1).reshape(-1)
+
+
+#: Sampling maps of at most this many pixels are cached (the stream's fixed sizes); a file-backed
+#: dataset's images each have their own size, so theirs are made per image and not kept.
+CACHED_MAP_PIXELS = 128 * 128
+
+
+def _sampling_map(op: str, v: float, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(H·W,) long: source index of each output pixel; H·W points at an appended zero pixel."""
+    if h * w <= CACHED_MAP_PIXELS:
+        return _cached_sampling_map(op, v, h, w, device)
+    src = _source_index(_affine_data(op, v, w, h), w, h)
+    return torch.where(src < 0, h * w, src).to(device)
 
 
 @functools.lru_cache(maxsize=256)
-def _sampling_map(op: str, v: float, h: int, w: int, device: torch.device) -> torch.Tensor:
-    """(H·W,) long: source index of each output pixel; H·W points at an appended zero pixel."""
-    src = torch.tensor(_source_index(_affine_data(op, v, w, h), w, h), dtype=torch.long)
+def _cached_sampling_map(op: str, v: float, h: int, w: int, device: torch.device) -> torch.Tensor:
+    src = _source_index(_affine_data(op, v, w, h), w, h)
     return torch.where(src < 0, h * w, src).to(device)
 
 
