@@ -90,6 +90,7 @@ class TrainStream:
     :param augment: ``none`` or ``crop_flip`` (METHODS.md §7.2).
     :param normalize: ``none`` (reference) or ``cifar`` (MLS-paper recipe).
     :param randaugment: RandAugment magnitude M of the MLS recipe (0 = off), applied first.
+    :param randaugment_n: N, RandAugment ops per image (1 in the classic recipes).
     :param on_host: keep the images in (pinned) host memory and move each batch to the device:
         the fallback for data that does not fit the device. ``None`` decides by the device's free
         memory. The permutation and augmentation draws are the same either way, so the batches
@@ -108,6 +109,7 @@ class TrainStream:
         randaugment: int = 0,
         randaugment_ops: str = "all",
         on_host: bool | None = None,
+        randaugment_n: int = 1,
     ) -> None:
         if augment not in ("none", "crop_flip"):
             raise ValueError(f"augment must be none or crop_flip, got {augment!r}")
@@ -126,6 +128,7 @@ class TrainStream:
         self.normalize = normalize
         self.randaugment = randaugment
         self.randaugment_ops = randaugment_ops
+        self.randaugment_n = randaugment_n
 
     def __len__(self) -> int:
         """Batches per pass (the last partial batch is kept)."""
@@ -157,7 +160,7 @@ class TrainStream:
         if self.randaugment:
             from osrbench.data.randaugment import RandAugmentDraws
 
-            ra = RandAugmentDraws(n, self.randaugment, self.randaugment_ops, g)
+            ra = RandAugmentDraws(n, self.randaugment, self.randaugment_ops, g, num_ops=self.randaugment_n)
         host_perm = perm
         perm, offsets, flips = perm.to(self.device), offsets.to(self.device), flips.to(self.device)
         chunk = self.chunk_images()
