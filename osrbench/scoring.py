@@ -201,10 +201,7 @@ def missing(spec: ScoreSpec, method: Method) -> str | None:
 def extract(method: Method, images: Any, device: torch.device, normalize: str,
             precision: Precision, features: bool, labels: torch.Tensor | None = None) -> View:
     """Logits (and penultimate features) of every image, one unaugmented pass in order, float64 on the CPU.
-
-    ``images``: uint8 tensor, or a file-backed split's :class:`~osrbench.data.feed.ImageSet` (its
-    files through the release's test transform, the same decode path as evaluation).
-    """
+    ``images``: uint8, or a file-backed split's :class:`~osrbench.data.feed.ImageSet` (as evaluation's)."""
     logits, pen = [], []
     with torch.no_grad():
         for chunk in images.split(BATCH):

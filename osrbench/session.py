@@ -339,7 +339,7 @@ def make_stream(data: OpenSetData | OpenSetFiles, cfg: Mapping[str, Any], seed: 
     kw = dict(augment=cfg["augment"], normalize=cfg["normalize"], randaugment=cfg["randaugment"],
               randaugment_ops=ops_for(dataset), randaugment_n=cfg.get("randaugment_n", 1))
     if isinstance(data, OpenSetFiles):
-        return FileStream(data.train, data.train_y, cfg["batch_size"], seed, data.image_size, device,
+        return FileStream(data.train.paths, data.train_y, cfg["batch_size"], seed, data.image_size, device,
                           images=data.train_x, **kw)
     return TrainStream(data.train_x, data.train_y, cfg["batch_size"], seed, device, **kw)
 

@@ -94,7 +94,7 @@ def _stream(data: OpenSetFiles, **kw) -> FileStream:
     args = dict(batch_size=5, seed=3, size=data.image_size, augment="crop_flip", normalize="cifar",
                 randaugment=9, randaugment_n=2)
     args.update(kw)
-    return FileStream(data.train, data.train_y, **args)
+    return FileStream(data.train.paths, data.train_y, **args)
 
 
 def _all(stream: FileStream, epoch: int = 0, phase: int = 0):
@@ -136,6 +136,21 @@ def test_resize_is_pils_bilinear_resize_as_transforms_resize_makes_it(image_file
             assert np.array_equal(resize(decode(path), size).permute(1, 2, 0).numpy(), want)
     x = decode(image_files[0][0])
     assert resize(x, x.shape[1]).shape == x.shape if x.shape[1] == x.shape[2] else True
+
+
+def test_one_image_crop_flip_and_inputs_equal_the_streams_batched_ones():
+    from osrbench.data.stream import crop_flip, to_input
+
+    x = torch.randint(0, 256, (6, 3, 13, 11), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    offsets = torch.tensor([[0, 0], [8, 8], [0, 8], [3, 5], [8, 1], [4, 4]])
+    flips = torch.tensor([True, False, True, False, True, True])
+    want = crop_flip(x, offsets, flips)
+    got = torch.stack([feed.crop_flip_one(x[i], int(offsets[i, 0]), int(offsets[i, 1]), bool(flips[i])) for i in range(6)])
+    assert torch.equal(got, want) and got[1, :, -PAD:].eq(0).all() and got[1, :, :, -PAD:].eq(0).all()  # offset 8: padding
+    for norm in ("none", "cifar"):
+        assert torch.equal(feed.inputs(want, norm), to_input(want, norm))
+    out = torch.empty(want.shape)
+    assert feed.inputs(want, "cifar", out) is out and torch.equal(out, to_input(want, "cifar"))
 
 
 # ------------------------------------------------------------- the release's pipeline, replicated
@@ -264,8 +279,8 @@ def test_into_receives_each_full_batch_as_a_graphs_static_input(image_files):
 
 def test_image_set_reads_like_a_tensor_kept_or_not(image_files):
     data = _split(image_files)
-    kept = ImageSet(data.train, S, workers=2, keep=True)
-    lazy = ImageSet(data.train, S, workers=0, keep=False)
+    kept = ImageSet(data.train.paths, S, workers=2, keep=True)
+    lazy = ImageSet(data.train.paths, S, workers=0, keep=False)
     assert len(kept) == len(data.train) == 12 and kept.shape == (12, 3, S, S)
     idx = torch.tensor([7, 0, 3])
     assert torch.equal(kept[idx], lazy[idx]) and torch.equal(kept[2:9], lazy[2:9])

@@ -14,7 +14,7 @@ then made as the release's ``rand-augment`` transform makes it
 
 on the RGB image its loaders give (torchvision's ``default_loader``: PIL ``convert('RGB')``);
 RandAugment is :mod:`osrbench.data.randaugment` (pixel for pixel PIL's) and the crop and flip are
-:func:`~osrbench.data.stream.crop_flip`. Test images (and the training images of the fit stage and
+:func:`~osrbench.data.stream.crop_flip`'s, per image (:func:`crop_flip_one`). Test images (and the training images of the fit stage and
 of post-hoc scorers) go through the release's test transform, ``Resize((S, S))``: :class:`ImageSet`.
 
 - **Decoding**: JPEG files by ``torchvision.io.decode_jpeg`` (the same pixels as PIL's decoder,
@@ -23,7 +23,7 @@ of post-hoc scorers) go through the release's test transform, ``Resize((S, S))``
 - **Resize**: PIL's bilinear resize, as ``transforms.Resize`` runs on a PIL image. Torch's
   antialiased bilinear resize of uint8 (``F.interpolate(antialias=True)``) differs from it by 1 on
   some pixels, so it is not used.
-- **Workers**: the per-image work (read, decode, RandAugment, resize) runs in a thread pool of
+- **Workers**: the per-image work (read, decode, RandAugment, resize, crop, flip) runs in a thread pool of
   :func:`decode_workers` threads, one batch ahead of the step; every image's result goes to its
   place in the batch, so the batches do not depend on the number of workers.
 """
@@ -42,8 +42,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from osrbench.data.imagefiles import ImageFiles
-from osrbench.data.stream import PAD, crop_flip, derive_seed, to_input
+from osrbench.data.stream import PAD, derive_seed, to_input
 from osrbench.datasets import DataNotFound
 
 #: Environment variable: threads decoding images (default: the CPU cores this process may use).
@@ -119,6 +118,26 @@ def resize(image: torch.Tensor, size: int) -> torch.Tensor:
     return torch.from_numpy(out.copy()).permute(2, 0, 1)
 
 
+def crop_flip_one(image: torch.Tensor, dy: int, dx: int, flip: bool) -> torch.Tensor:
+    """:func:`~osrbench.data.stream.crop_flip` of one (C, H, W) image with offsets (dy, dx) and its
+    flip, by slicing the zero-padded image: the same pixels without the batched gather (a tenth
+    of its time per 448-px image on the CPU; ``tests/test_feed.py`` holds them equal)."""
+    h, w = image.shape[1:]
+    out = torch.nn.functional.pad(image, (PAD, PAD, PAD, PAD))[:, dy:dy + h, dx:dx + w]
+    return out.flip(-1) if flip else out
+
+
+def inputs(images: torch.Tensor, normalize: str, out: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`~osrbench.data.stream.to_input` of a batch, image by image on the CPU (the same values:
+    every operation is per pixel; 3x faster at 448 px, where a batch of floats outgrows the caches)."""
+    if images.device.type != "cpu":
+        return to_input(images, normalize, out)
+    out = torch.empty(images.shape, dtype=torch.float32) if out is None else out
+    for i in range(len(images)):
+        to_input(images[i:i + 1], normalize, out[i:i + 1])
+    return out
+
+
 def test_image(path: str, size: int) -> torch.Tensor:
     """One image as the release's test transform makes it, before ToTensor: uint8 (3, size, size)."""
     return resize(decode(path), size).contiguous()
@@ -169,7 +188,8 @@ def _available_bytes() -> int:
 
 
 class ImageSet:
-    """Files as uint8 (N, 3, S, S) images through the release's test transform, read like a tensor.
+    """Image files (``paths``, in order) as uint8 (N, 3, S, S) images through the release's test
+    transform, read like a tensor.
 
     ``len``, ``shape``, ``split(n)`` (consecutive chunks, decoded one chunk ahead) and indexing by a
     slice or an index tensor give uint8 tensors, so :mod:`osrbench.evaluation`, the fit stage and
@@ -178,15 +198,15 @@ class ImageSet:
     decoded once, at the first read, and kept; else every read decodes its images.
     """
 
-    def __init__(self, files: ImageFiles, size: int, workers: int | None = None, keep: bool | None = None) -> None:
-        self.files = files
+    def __init__(self, paths: Sequence[str], size: int, workers: int | None = None, keep: bool | None = None) -> None:
+        self.paths = tuple(paths)
         self.size = size
         self.workers = decode_workers() if workers is None else workers
         self.keep = keep  # None: decided at the first read, by the memory available then
         self._kept: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.paths)
 
     @property
     def shape(self) -> torch.Size:
@@ -197,7 +217,7 @@ class ImageSet:
         return math.prod(self.shape)
 
     def _decode(self, index: Sequence[int]) -> torch.Tensor:
-        paths, size = self.files.paths, self.size
+        paths, size = self.paths, self.size
         with _pool(min(self.workers, len(index))) as pool:
             return _gather(_submit(pool, lambda i: test_image(paths[i], size), index), size, False)
 
@@ -222,7 +242,7 @@ class ImageSet:
         if kept is not None:
             yield from kept.split(n)
             return
-        paths, size = self.files.paths, self.size
+        paths, size = self.paths, self.size
         chunks = [range(s, min(s + n, len(self))) for s in range(0, len(self), n)]
         with _pool(self.workers) as pool:
             ahead: deque[list] = deque()
@@ -237,19 +257,19 @@ class ImageSet:
 class FileStream:
     """Shuffled, augmented training batches decoded from files; the contract of ``TrainStream``.
 
-    :param files: the split's training files; ``labels`` their known labels.
+    :param paths: the split's training files (``OpenSetFiles.train.paths``); ``labels`` their known labels.
     :param size: the run's square image size S.
     :param augment: ``none`` or ``crop_flip`` (RandomCrop(S, padding=4), then RandomHorizontalFlip).
     :param normalize: ``none`` or ``cifar``.
     :param randaugment: RandAugment magnitude M (0 = off), applied first, at each image's own size.
     :param randaugment_n: N, RandAugment ops per image.
     :param workers: decoding threads (``None``: :func:`decode_workers`); the batches do not depend on it.
-    :param images: the :class:`ImageSet` of ``files`` at ``size`` to share (the split's ``train_x``).
+    :param images: the :class:`ImageSet` of ``paths`` at ``size`` to share (the split's ``train_x``).
     """
 
     def __init__(
         self,
-        files: ImageFiles,
+        paths: Sequence[str],
         labels: torch.Tensor,
         batch_size: int,
         seed: int,
@@ -267,9 +287,9 @@ class FileStream:
             raise ValueError(f"augment must be none or crop_flip, got {augment!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if len(files) != len(labels):
-            raise ValueError(f"{len(files)} files but {len(labels)} labels")
-        self.files = files
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} files but {len(labels)} labels")
+        self.paths = tuple(paths)
         self.device = torch.device(device)
         self.labels = labels.to(self.device)
         self.batch_size = batch_size
@@ -282,11 +302,11 @@ class FileStream:
         self.randaugment_n = randaugment_n
         self.workers = decode_workers() if workers is None else workers
         #: The training images unaugmented, as the test transform makes them (the fit stage's pass).
-        self.images = images if images is not None else ImageSet(files, size, self.workers)
+        self.images = images if images is not None else ImageSet(self.paths, size, self.workers)
 
     def __len__(self) -> int:
         """Batches per pass (the last partial batch is kept)."""
-        return math.ceil(len(self.files) / self.batch_size)
+        return math.ceil(len(self.paths) / self.batch_size)
 
     def batches(self, epoch: int, phase: int = 0, into: Callable[[torch.Tensor], torch.Tensor] | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -296,7 +316,7 @@ class FileStream:
         and image ``i`` of the pass gets draw ``i``. ``into(uint8_batch)``: the float32 tensor a
         full batch is written into (a CUDA graph's static input), as in ``TrainStream.batches``.
         """
-        n = len(self.files)
+        n = len(self.paths)
         g = torch.Generator().manual_seed(derive_seed(self.seed, 0, epoch, phase))
         perm = torch.randperm(n, generator=g)
         offsets = torch.randint(0, 2 * PAD + 1, (n, 2), generator=g)
@@ -306,13 +326,16 @@ class FileStream:
             from osrbench.data.randaugment import RandAugmentDraws
 
             ra = RandAugmentDraws(n, self.randaugment, self.randaugment_ops, g, num_ops=self.randaugment_n)
-        paths, order, size = self.files.paths, perm.tolist(), self.size
+        paths, order, size = self.paths, perm.tolist(), self.size
+        crop = self.augment == "crop_flip"
+        dys, dxs, flip = offsets[:, 0].tolist(), offsets[:, 1].tolist(), flips.tolist()
 
-        def one(pos: int) -> torch.Tensor:  # image `pos` of the pass at S, before crop and flip
+        def one(pos: int) -> torch.Tensor:  # image `pos` of the pass, augmented, at S
             x = decode(paths[order[pos]])
             if ra is not None:
                 x = ra.apply(x[None], slice(pos, pos + 1))[0]
-            return resize(x, size)
+            x = resize(x, size)
+            return crop_flip_one(x, dys[pos], dxs[pos], flip[pos]) if crop else x
 
         pin = self.device.type == "cuda"
         firsts = iter(range(0, n, self.batch_size))
@@ -332,8 +355,6 @@ class FileStream:
                 fill()
                 sl = slice(start, start + len(results))
                 x = _gather(results, size, pin).to(self.device, non_blocking=pin)
-                if self.augment == "crop_flip":
-                    x = crop_flip(x, offsets[sl].to(self.device), flips[sl].to(self.device)).contiguous()
                 y = self.labels[perm[sl].to(self.device)]
                 out = into(x) if into is not None and len(x) == self.batch_size else None
-                yield to_input(x, self.normalize, out), y
+                yield inputs(x, self.normalize, out), y

@@ -72,19 +72,19 @@ class OpenSetFiles:
     def train_x(self) -> "ImageSet":
         from osrbench.data.feed import ImageSet
 
-        return ImageSet(self.train, self.image_size)
+        return ImageSet(self.train.paths, self.image_size)
 
     @cached_property
     def known_x(self) -> "ImageSet":
         from osrbench.data.feed import ImageSet
 
-        return ImageSet(self.known, self.image_size)
+        return ImageSet(self.known.paths, self.image_size)
 
     @cached_property
     def unknown_x(self) -> "ImageSet":
         from osrbench.data.feed import ImageSet
 
-        return ImageSet(self.unknown, self.image_size)
+        return ImageSet(self.unknown.paths, self.image_size)
 
 
 def select_files(
