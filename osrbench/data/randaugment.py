@@ -283,9 +283,9 @@ def _smooth(x: torch.Tensor) -> torch.Tensor:
     s = 4 * xi[:, :, 1:-1, 1:-1]
     for dy in range(3):
         for dx in range(3):
-            s = s + xi[:, :, dy : h - 2 + dy, dx : w - 2 + dx]
+            s.add_(xi[:, :, dy : h - 2 + dy, dx : w - 2 + dx])  # in place: exact int32 sums, no temporaries
     out = x.clone()
-    out[:, :, 1:-1, 1:-1] = ((2 * s + 13) // 26).to(torch.uint8)  # round(s / 13), never a tie
+    out[:, :, 1:-1, 1:-1] = s.mul_(2).add_(13).floor_divide_(26)  # round(s / 13), never a tie
     return out
 
 
@@ -293,7 +293,7 @@ def _blend(degenerate: torch.Tensor, x: torch.Tensor, v: float) -> torch.Tensor:
     """PIL ``Image.blend(degenerate, x, v)``: float32 ``deg + v·(x − deg)``, clipped, truncated."""
     deg = degenerate.float()
     alpha = torch.tensor(v, dtype=torch.float32, device=x.device)
-    y = deg + alpha * (x.float() - deg)
+    y = x.float().sub_(deg).mul_(alpha).add_(deg)  # the same float32 operations, in place
     return y.clamp_(0, 255).to(torch.uint8)
 
 
