@@ -160,9 +160,10 @@ def _source_index(a: list[float], w: int, h: int) -> torch.Tensor:
     computes it in ImagingTransformAffine with NEAREST resampling (Geometry.c).
 
     The per-row and per-column coordinates are PIL's own scalar arithmetic in Python; the H·W grid
-    is integer tensor arithmetic, exact, so images of any size (the file feed's) cost no Python loop
-    per pixel.
+    is integer tensor arithmetic, exact, in int32 as PIL's INT32 fixed point (int64 beyond 16384
+    px), so images of any size (the file feed's) cost no Python loop per pixel.
     """
+    dt = torch.int32 if max(w, h) < 16384 else torch.int64
     if a[1] == 0 and a[3] == 0:  # ImagingScaleAffine: double accumulation, one coordinate per row/column
         xin, xo = [], a[2] + a[0] * 0.5
         for _ in range(w):
@@ -172,8 +173,8 @@ def _source_index(a: list[float], w: int, h: int) -> torch.Tensor:
         for _ in range(h):
             yin.append(_coord(yo))
             yo += a[4]
-        xi = torch.tensor(xin, dtype=torch.long)[None, :]
-        yi = torch.tensor(yin, dtype=torch.long)[:, None]
+        xi = torch.tensor(xin, dtype=torch.int64).clamp(-1, w).to(dt)[None, :]
+        yi = torch.tensor(yin, dtype=torch.int64).clamp(-1, h).to(dt)[:, None]
     else:
         fits = all(abs(x * a[0] + y * a[1] + a[2]) < 32768.0 and abs(x * a[3] + y * a[4] + a[5]) < 32768.0
                    for x, y in ((0, 0), (w, h), (0, h), (w, 0)))
@@ -186,12 +187,12 @@ def _source_index(a: list[float], w: int, h: int) -> torch.Tensor:
         a0, a1, a3, a4 = fix(a[0]), fix(a[1]), fix(a[3]), fix(a[4])
         a2 = fix(a[2] + a[0] * 0.5 + a[1] * 0.5)
         a5 = fix(a[5] + a[3] * 0.5 + a[4] * 0.5)
-        ys = torch.arange(h, dtype=torch.long)[:, None]
-        xs = torch.arange(w, dtype=torch.long)[None, :]
-        xi = (a2 + ys * a1 + xs * a0) >> 16  # arithmetic shift of int64: C's >> on PIL's INT32 values
-        yi = (a5 + ys * a4 + xs * a3) >> 16
+        ys = torch.arange(h, dtype=dt)[:, None]
+        xs = torch.arange(w, dtype=dt)[None, :]
+        xi = torch.add(xs * a0, ys * a1 + a2).bitwise_right_shift_(16)  # arithmetic shift, as C's >>
+        yi = torch.add(xs * a3, ys * a4 + a5).bitwise_right_shift_(16)
     inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-    return torch.where(inside, yi * w + xi, -1).reshape(-1)
+    return torch.where(inside, yi * w + xi, -1).reshape(-1).long()
 
 
 #: Sampling maps of at most this many pixels are cached (the stream's fixed sizes); a file-backed
