@@ -338,7 +338,7 @@ class FileStream:
         def one(pos: int) -> torch.Tensor:  # image `pos` of the pass, augmented, at S
             x = decode(paths[order[pos]])
             if ra is not None:
-                x = ra.apply(x.contiguous()[None], slice(pos, pos + 1))[0]
+                x = ra.apply_one(x.contiguous(), pos)  # contiguous: decode_jpeg's HWC strides slow the ops
             x = resize(x, size)
             return crop_flip_one(x, dys[pos], dxs[pos], flip[pos]) if crop else x
 

@@ -414,6 +414,15 @@ class RandAugmentDraws:
             x = self._layer(x, op[:, j], flip[:, j], centre[:, j])
         return x
 
+    def apply_one(self, image: torch.Tensor, i: int) -> torch.Tensor:
+        """Augment one uint8 (C, H, W) image, image ``i`` of the pass, at its own size: its ops in
+        turn (equal to :meth:`apply` of a batch of it, without the grouping a batch needs)."""
+        values = self.signed_values(slice(i, i + 1))[0].tolist()
+        x = image[None]
+        for j in range(self.num_ops):
+            x = apply_op(x, self.names[int(self.op[i, j])], values[j], self.centre[i, j][None])
+        return x[0]
+
     def _layer(self, x: torch.Tensor, op: torch.Tensor, flip: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
         key = op * 2 + (flip & self._signed[op]).long()  # group by (op, sign)
         order = torch.argsort(key, stable=True)
