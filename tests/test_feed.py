@@ -23,6 +23,7 @@ from osrbench.data.imagefiles import OpenSetFiles, select_files
 from osrbench.data.randaugment import RandAugmentDraws
 from osrbench.data.stream import CIFAR_MEAN, CIFAR_STD, PAD, derive_seed
 from osrbench.datasets import DataNotFound, DatasetSpec
+from osrbench.errors import UserError
 from osrbench.method import MethodSpec
 
 S = 32
@@ -285,6 +286,7 @@ def test_image_set_reads_like_a_tensor_kept_or_not(image_files):
     idx = torch.tensor([7, 0, 3])
     assert torch.equal(kept[idx], lazy[idx]) and torch.equal(kept[2:9], lazy[2:9])
     assert torch.equal(lazy[np.array([5])], test_image(data.train.paths[5], S)[None])
+    assert torch.equal(lazy[5], kept[5]) and torch.equal(lazy[-1], kept[-1]) and lazy[5].shape == (3, S, S)
     parts = list(lazy.split(5))
     assert [len(p) for p in parts] == [5, 5, 2] and torch.equal(torch.cat(parts), kept[:])
     assert all(torch.equal(a, b) for a, b in zip(kept.split(5), parts))
@@ -384,6 +386,7 @@ def test_file_backed_datasets_are_exempt_from_the_in_memory_size_limit(standin):
 def test_decode_workers_from_the_environment(monkeypatch):
     monkeypatch.setenv(feed.WORKERS_ENV, "3")
     assert feed.decode_workers() == 3
-    monkeypatch.setenv(feed.WORKERS_ENV, "many")
-    with pytest.raises(DataNotFound, match="OSRBENCH_DECODE_WORKERS='many' must be a number"):
-        feed.decode_workers()
+    for bad in ("many", "-1"):
+        monkeypatch.setenv(feed.WORKERS_ENV, bad)
+        with pytest.raises(UserError, match=f"OSRBENCH_DECODE_WORKERS='{bad}' must be a number"):
+            feed.decode_workers()

@@ -17,9 +17,9 @@ RandAugment is :mod:`osrbench.data.randaugment` (pixel for pixel PIL's) and the 
 :func:`~osrbench.data.stream.crop_flip`'s, per image (:func:`crop_flip_one`). Test images (and the training images of the fit stage and
 of post-hoc scorers) go through the release's test transform, ``Resize((S, S))``: :class:`ImageSet`.
 
-- **Decoding**: JPEG files by ``torchvision.io.decode_jpeg`` (the same pixels as PIL's decoder,
-  libjpeg-turbo with the same settings; ``tests/test_feed.py`` checks it, and it is faster), every
-  other format by PIL.
+- **Decoding**: grey and colour JPEG files by ``torchvision.io.decode_jpeg`` (the same pixels as
+  PIL's decoder, libjpeg-turbo with the same settings; ``tests/test_feed.py`` checks it, and it is
+  faster), CMYK JPEGs and every other format by PIL (its own CMYK conversion).
 - **Resize**: PIL's bilinear resize, as ``transforms.Resize`` runs on a PIL image. Torch's
   antialiased bilinear resize of uint8 (``F.interpolate(antialias=True)``) differs from it by 1 on
   some pixels, so it is not used.
@@ -44,6 +44,7 @@ import torch
 
 from osrbench.data.stream import CIFAR_MEAN, CIFAR_STD, PAD, derive_seed, to_input
 from osrbench.datasets import DataNotFound
+from osrbench.errors import UserError
 
 #: Environment variable: threads decoding images (default: the CPU cores this process may use).
 WORKERS_ENV = "OSRBENCH_DECODE_WORKERS"
@@ -67,19 +68,20 @@ def decode_workers() -> int:
         except ValueError:
             n = -1
         if n < 0:
-            raise DataNotFound(f"{WORKERS_ENV}={env!r} must be a number of threads >= 0 (0: decode in the main thread)")
+            raise UserError(f"{WORKERS_ENV}={env!r} must be a number of threads >= 0 (0: decode in the main thread)")
         return n
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=None)
 def _jpeg_decoder() -> tuple[Callable[..., torch.Tensor], Any] | None:
-    """torchvision's ``decode_jpeg`` and its RGB mode, or ``None`` where this torchvision has none."""
+    """torchvision's ``decode_jpeg`` and its mode that keeps the file's components, or ``None``
+    where this torchvision has none."""
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
     except ImportError:
         return None
-    return decode_jpeg, ImageReadMode.RGB
+    return decode_jpeg, ImageReadMode.UNCHANGED
 
 
 def decode(path: str) -> torch.Tensor:
@@ -90,11 +92,16 @@ def decode(path: str) -> torch.Tensor:
     except OSError as exc:
         raise DataNotFound(f"cannot read image {path}: {exc.strerror or exc} (check the dataset's files)") from None
     if data[:3] == _JPEG_MAGIC and _jpeg_decoder() is not None:
-        decode_jpeg, rgb = _jpeg_decoder()
+        decode_jpeg, unchanged = _jpeg_decoder()
         try:
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=rgb)
+            image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=unchanged)
         except RuntimeError:
-            pass  # a JPEG libjpeg-turbo refuses through torchvision: PIL says what it makes of it
+            image = None  # a JPEG libjpeg-turbo refuses through torchvision: PIL says what it makes of it
+        if image is not None and image.shape[0] == 3:  # YCbCr (or RGB) decoded to RGB, as PIL's
+            return image
+        if image is not None and image.shape[0] == 1:  # grey: PIL's convert('RGB') repeats it
+            return image.expand(3, -1, -1).contiguous()
+        # CMYK / YCCK (Adobe's inverted CMYK among them): PIL's own conversion, as the release's loader
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -233,10 +240,12 @@ class ImageSet:
             self._kept = self._decode(range(len(self)))
         return self._kept
 
-    def __getitem__(self, index: slice | torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
+    def __getitem__(self, index: int | slice | torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
         kept = self._all()
         if kept is not None:
             return kept[index]
+        if isinstance(index, int):
+            return self._decode([range(len(self))[index]])[0]
         if isinstance(index, slice):
             return self._decode(range(len(self))[index])
         return self._decode([int(i) for i in torch.as_tensor(index).reshape(-1).tolist()])
