@@ -7,6 +7,7 @@ one and a PNG among them), cut into a split with ``select_files`` as the SSB rea
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -16,13 +17,13 @@ import torch
 from PIL import Image
 
 from osrbench import config as configmod
-from osrbench import engine, plugins, protocols, records, rescore
+from osrbench import engine, plugins, protocols, records, rescore, scoring
 from osrbench.data import feed
 from osrbench.data.feed import FileStream, ImageSet, decode, resize, test_image
 from osrbench.data.imagefiles import OpenSetFiles, select_files
 from osrbench.data.randaugment import RandAugmentDraws
 from osrbench.data.stream import CIFAR_MEAN, CIFAR_STD, PAD, derive_seed
-from osrbench.datasets import DataNotFound, DatasetSpec
+from osrbench.datasets import DataNotFound, DatasetSpec, OpenSetData
 from osrbench.errors import UserError
 from osrbench.method import MethodSpec
 
@@ -350,6 +351,22 @@ def test_a_file_backed_run_trains_evaluates_from_the_files_and_rescores(standin,
     again = rescore.scores_from_checkpoint(rec)
     assert np.array_equal(stored.known_logits, again.known_logits)
     assert np.array_equal(stored.unknown["score"], again.unknown["score"])
+
+    # post-hoc scorers read the training and test files through the same test transform: the same
+    # scores as from the images decoded up front (features + fit, and tuned input gradients)
+    odin = reg.scorer("odin")
+    odin = dataclasses.replace(odin, grid={"noise": [odin.params["noise"], 0.0]})  # a short tuning: two candidates
+    specs = [reg.scorer("mahalanobis"), odin]
+    with rescore.rebuilt(rec) as (s, files, dev):
+        from_files = scoring.score_run(specs, s.method, files, dev, "cifar", s.precision, rec.seed)
+        held = OpenSetData(files.train_x[:], files.train_y, files.known_x[:], files.known_y, files.unknown_x[:],
+                           files.unknown_ids)
+        from_tensors = scoring.score_run(specs, s.method, held, dev, "cifar", s.precision, rec.seed)
+    for name in ("mahalanobis", "odin"):
+        a, b = from_files[name], from_tensors[name]
+        assert a.known.shape == (len(data.known),) and np.isfinite(a.unknown).all()
+        assert np.array_equal(a.known, b.known) and np.array_equal(a.unknown, b.unknown), name
+    assert from_files["odin"].info["tuned"]
 
 
 def test_every_method_and_a_resumed_run_see_the_same_file_batches(standin, tmp_path):
