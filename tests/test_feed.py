@@ -388,6 +388,26 @@ def test_every_method_and_a_resumed_run_see_the_same_file_batches(standin, tmp_p
     assert out.record.metrics == straight.metrics
 
 
+def test_the_fit_stage_gets_the_training_files_through_the_test_transform(standin, image_files):
+    """Session.fit_batches (OpenMAX's, CAC's, MEDAF's fit stage): every training image once, in file
+    order, unaugmented, as the release's test transform makes it, with its label."""
+    from osrbench import session
+    from osrbench.data.stream import to_input
+
+    reg, _ = standin
+    split = protocols.get_split(reg.dataset(NAME), "auroc", 0)
+    data = _split(image_files, known=split.known, unknown=split.unknown)
+    _, cfg = configmod.resolve(reg.method("softmax"), reg.dataset(NAME), overrides=dict(SET))
+    s = session.open_session(reg.method("softmax"), cfg, data, num_classes=6, dataset=NAME,
+                             device=torch.device("cpu"), seed=0)
+    assert isinstance(s.stream, FileStream) and len(s.stream) == 3 and s.ctx.steps_per_epoch == 3
+    assert s.ctx.image_shape == (3, S, S) and s.ctx.train_size == 12
+    batches = list(s.fit_batches())
+    want = to_input(torch.stack([test_image(p, S) for p in data.train.paths]), "cifar")
+    assert torch.equal(torch.cat([x for x, _ in batches]), want)
+    assert torch.equal(torch.cat([y for _, y in batches]), data.train_y)
+
+
 def test_file_backed_datasets_are_exempt_from_the_in_memory_size_limit(standin):
     reg, _ = standin
     big = configmod.MAX_IMAGE_SIZE + 64
