@@ -253,7 +253,8 @@ def main() -> None:
     print(f"decode + RandAugment(N={args.n}, M={args.m}) + resize to {args.size} + crop/flip + normalize, "
           f"{n} JPEGs ~500x375, batch {args.batch_size}, torch threads 1, median of {args.rounds} alternated rounds")
     print(f"{'pipeline':48s} {'img/s (wall)':>13s} {'img/CPU-s':>10s}")
-    for name, xs in (("(a) release: PIL Dataset + DataLoader(workers=0)", rel), ("(b) osrbench FileStream(workers=0)", fed)):
+    rows = (("(a) release: PIL Dataset + DataLoader(workers=0)", rel), ("(b) osrbench FileStream(workers=0)", fed))
+    for name, xs in rows:
         print(f"{name:48s} {n / med(xs, 0):13.1f} {n / med(xs, 1):10.1f}")
     print(f"ratio (b)/(a): {med(rel, 0) / med(fed, 0):.2f}x wall, {med(rel, 1) / med(fed, 1):.2f}x per CPU-second")
     print(f"JPEG decode alone, ms/image (CPU): PIL {dec_pil / n * 1e3:.2f}, torchvision.io {dec_tv / n * 1e3:.2f} "

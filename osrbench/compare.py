@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -384,12 +385,14 @@ def holm_adjust(pairs: Sequence[Paired]) -> list[Paired]:
 # ------------------------------------------------------------------------------------- splits
 
 
-def unique_splits(dataset: DatasetSpec, protocol: str, splits: Sequence[int]) -> tuple[list[int], dict[int, int]]:
-    """Splits to keep (the first of each class set) and ``{duplicate: first split}``."""
+def unique_splits(dataset: DatasetSpec, protocol: str, splits: Sequence[int],
+                  root: Path | None = None) -> tuple[list[int], dict[int, int]]:
+    """Splits to keep (the first of each class set) and ``{duplicate: first split}`` (``root``: where
+    a protocol of files finds them)."""
     seen: dict[Any, int] = {}
     keep, dropped = [], {}
     for i in splits:
-        key = protocols.get_split(dataset, protocol, i).class_set_key
+        key = protocols.get_split(dataset, protocol, i, root=root).class_set_key
         if key in seen:
             dropped[i] = seen[key]
         else:
@@ -398,9 +401,10 @@ def unique_splits(dataset: DatasetSpec, protocol: str, splits: Sequence[int]) ->
     return keep, dropped
 
 
-def duplicate_split_warnings(dataset: DatasetSpec, protocol: str, splits: Sequence[int]) -> list[str]:
+def duplicate_split_warnings(dataset: DatasetSpec, protocol: str, splits: Sequence[int],
+                             root: Path | None = None) -> list[str]:
     """One line per split whose class sets repeat an earlier split's (the osrci duplicates)."""
-    _, dropped = unique_splits(dataset, protocol, splits)
+    _, dropped = unique_splits(dataset, protocol, splits, root)
     return [f"{dataset.name}/{protocol} split {i} has the same class sets as split {first}; "
             "its results are not independent (use --unique-splits to keep only the first)"
             for i, first in dropped.items()]

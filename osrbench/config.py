@@ -30,6 +30,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "augment": "dataset",  # dataset | none | crop_flip
     "normalize": "none",  # none | cifar (MLS-paper recipe)
     "randaugment": 0,  # RandAugment magnitude M of the MLS recipe; 0 = off
+    "randaugment_n": 1,  # RandAugment N: ops per image, drawn with replacement (MLS release: 1; SSB: 2)
     "precision": "fp32",  # fp32 (reference) | bf16 (autocast + channels-last; opt-in for speed)
     # replay full-batch steps from CUDA graphs: auto = on for graph_safe methods on a CUDA device
     # (the record's cuda_graphs says what a run used); true insists, false is eager
@@ -54,7 +55,9 @@ ENGINE_OPTIONS: dict[str, Option] = {
     "augment": Option(choices=("dataset", "none", "crop_flip"),
                       help="training augmentation; dataset = the dataset's reference augmentation"),
     "normalize": Option(choices=("none", "cifar"), help="input normalisation (cifar: the MLS-paper recipe)"),
-    "randaugment": Option(minimum=0, maximum=30, help="RandAugment(1, M) magnitude M of the MLS recipe; 0 = off"),
+    "randaugment": Option(minimum=0, maximum=30, help="RandAugment(N, M) magnitude M of the MLS recipe; 0 = off"),
+    "randaugment_n": Option(minimum=1, maximum=16, help="RandAugment(N, M) ops per image N, drawn with replacement "
+                                                        "and applied in draw order (the MLS release: 1; its SSB runs: 2)"),
     "precision": Option(choices=("fp32", "bf16"),
                         help="fp32 (reference) or bf16 autocast with channels-last (opt-in for speed)"),
     "cuda_graphs": Option(choices=("auto", True, False),

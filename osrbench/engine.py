@@ -132,7 +132,7 @@ def plan(req: RunRequest, registry: plugins.Plugins | None = None) -> Plan:
     reg = registry or plugins.get()
     spec = reg.method(req.method)
     dataset = reg.dataset(req.dataset)
-    split = protocols.get_split(dataset, req.protocol, req.split)
+    split = protocols.get_split(dataset, req.protocol, req.split, root=req.data_root)
     recipe, cfg = configmod.resolve(spec, dataset, req.recipe, req.epochs, req.overrides)
     chash = configmod.config_hash(spec.name, cfg)
     rkey = configmod.resume_key(spec.name, cfg)

@@ -7,8 +7,11 @@ in the row as its label. Any 10-class dataset uses the ``mnist`` rows.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from osrbench.registry import Registry, load
@@ -47,6 +50,9 @@ class OpenSetSplit:
 
 
 def num_splits(spec: DatasetSpec, protocol: str, reg: Registry | None = None) -> int:
+    reader = reader_of(protocol, reg)
+    if reader is not None:  # splits from the user's files (see below)
+        return reader.num_splits(spec.name)
     return len(_rows(spec, protocol, reg or load())[0])
 
 
@@ -64,8 +70,12 @@ def _rows(spec: DatasetSpec, protocol: str, reg: Registry) -> tuple[list, list |
     return tables[spec.table], unknown_rows
 
 
-def get_split(spec: DatasetSpec, protocol: str, index: int, reg: Registry | None = None) -> OpenSetSplit:
+def get_split(spec: DatasetSpec, protocol: str, index: int, reg: Registry | None = None,
+              root: Path | None = None) -> OpenSetSplit:
+    """Split ``index``; ``root`` (default: the data root) is read only by a protocol of files."""
     reg = reg or load()
+    if reader_of(protocol, reg) is not None:  # splits from the user's files (see below)
+        return file_split(spec, protocol, index, reg, root)
     rows, unknown_rows = _rows(spec, protocol, reg)
     if not 0 <= index < len(rows):
         raise SplitError(f"split {index} out of range for {spec.name}/{protocol} (valid: 0-{len(rows) - 1})")
@@ -79,6 +89,42 @@ def get_split(spec: DatasetSpec, protocol: str, index: int, reg: Registry | None
     else:
         unknown = tuple(c for c in range(spec.num_classes) if c not in known)
     return OpenSetSplit(spec.name, protocol, index, known, unknown)
+
+
+# ------------------------------------------------------------------- splits from the user's files
+
+
+@dataclass(frozen=True)
+class FileSplit(OpenSetSplit):
+    """A split defined by files the user downloaded (OpenOOD's image lists): its hash covers the
+    files' contents too, so two versions of the files never share a record."""
+
+    sources: tuple[tuple[str, str], ...] = ()  # (file, sha256) of each file that defines the split
+
+    @property
+    def hash(self) -> str:
+        doc = {"known": list(self.known), "unknown": list(self.unknown), "dataset": self.dataset,
+               "sources": [list(s) for s in self.sources]}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def reader_of(protocol: str, reg: Registry | None = None) -> ModuleType | None:
+    """The module named by the protocol's registry entry ``reader`` (e.g. ``osrbench.data.openood``),
+    which reads its splits and images from the user's files; None for a protocol of split tables.
+
+    A reader has ``num_splits(dataset)``, ``read_split(dataset, index, root) -> (known, unknown,
+    sources)`` and ``load(root, split, image_size) -> OpenSetData``.
+    """
+    ref = (reg or load()).protocols.get(protocol, {}).get("reader")
+    return importlib.import_module(ref) if ref else None
+
+
+def file_split(spec: DatasetSpec, protocol: str, index: int, reg: Registry, root: Path | None) -> FileSplit:
+    try:
+        known, unknown, sources = reader_of(protocol, reg).read_split(spec.name, index, root)
+    except UserError as exc:  # missing or malformed files: callers catch SplitError
+        raise SplitError(str(exc)) from None
+    return FileSplit(spec.name, protocol, index, tuple(known), tuple(unknown), tuple(sources))
 
 
 #: Seeds run from 0 to this (the range every generator the host seeds accepts).

@@ -81,7 +81,9 @@ def parse(doc: Any, base: Path) -> Registry:
     protocols = _expect(doc["protocols"], dict, "protocols")
     for name, entry in protocols.items():
         _expect(entry, dict, f"protocols.{name}")
-        if name not in tables:
+        if "reader" in entry:  # its splits come from the user's files, read by that module
+            _expect(entry["reader"], str, f"protocols.{name}.reader")
+        elif name not in tables:
             raise RegistryError(f"protocols.{name}: no split table of that name in {doc['splits']}")
     datasets = _expect(doc["datasets"], dict, "datasets")
     for name, entry in datasets.items():

@@ -44,7 +44,7 @@ def rebuilt(rec: Record, device: str = "cpu", data_root: Path | None = None) -> 
     try:
         spec = reg.method(rec.method)
         ds = reg.dataset(rec.dataset)
-        split = protocols.get_split(ds, rec.protocol, rec.split)
+        split = protocols.get_split(ds, rec.protocol, rec.split, root=data_root)
     except UserError as exc:
         raise UserError(f"{folder}: cannot rebuild the run ({one_line(exc)})") from None
     if split.hash != rec.split_hash:

@@ -140,7 +140,10 @@ def load_data(dataset: DatasetSpec, split: Any, image_size: int, root: Path | No
               ) -> OpenSetData | OpenSetFiles:
     """The split's uint8 tensors (or, for a file-backed dataset, its files); missing data is a user error."""
     try:
-        return dataset.load(Path(root or default_data_root()), split, image_size)
+        from osrbench.protocols import reader_of
+
+        reader = reader_of(getattr(split, "protocol", ""))  # a protocol of the user's files brings its own images
+        return (reader.load if reader else dataset.load)(Path(root or default_data_root()), split, image_size)
     except DataNotFound as exc:
         raise UserError(str(exc)) from None
 
@@ -337,7 +340,7 @@ def make_stream(data: OpenSetData | OpenSetFiles, cfg: Mapping[str, Any], seed: 
     """The run's training feed: the device-resident stream of an in-memory split, the file feed
     (decoded per pass) of a file-backed one; the same draws from ``(seed, epoch, phase)`` either way."""
     kw = dict(augment=cfg["augment"], normalize=cfg["normalize"], randaugment=cfg["randaugment"],
-              randaugment_ops=ops_for(dataset), randaugment_n=cfg.get("randaugment_n", 1))
+              randaugment_ops=ops_for(dataset), randaugment_n=cfg.get("randaugment_n", 1))  # absent from older records
     if isinstance(data, OpenSetFiles):
         return FileStream(data.train.paths, data.train_y, cfg["batch_size"], seed, data.image_size, device,
                           images=data.train_x, **kw)

@@ -56,23 +56,31 @@ def multistep_lr(epoch: int, base: float, milestones: Iterable[int], gamma: floa
     return base * gamma ** sum(1 for m in milestones if epoch >= m)
 
 
-def mls_cosine_lr(epoch: int, base: float, epochs: int, warmup: int = 10) -> float:
-    """The MLS paper's cosine schedule with warm restarts and linear warm-up (METHODS.md §4.2).
+def mls_cosine_lr(epoch: int, base: float, epochs: int, warmup: int = 10, restarts: int = 2) -> float:
+    """The MLS release's ``cosine_warm_restarts_warmup`` schedule (METHODS.md §4.2).
 
-    eta = 1e-3 * base, T = epochs // 3, f(t) = eta + (base - eta) * (1 + cos(pi * (t mod T) / T)) / 2;
-    epoch 0 uses eta, epochs 1..warmup ramp linearly to f(warmup), later epochs use f(epoch - 1).
+    The release (``utils/schedulers.py``, ``CosineAnnealingWarmupRestarts_New``: torch's
+    ``CosineAnnealingWarmRestarts`` with ``T_0 = int(epochs / (num_restarts + 1))``,
+    ``eta_min = 1e-3 * lr`` and a linear warm-up) stepped as its ``osr.py`` does,
+    ``scheduler.step(epoch=epoch)`` after each epoch. The rate used during ``epoch``:
+    eta = 1e-3 * base, T = epochs // (restarts + 1),
+    f(t) = eta + (base - eta) * (1 + cos(pi * t / T)) / 2; epoch 0 uses eta, epochs 1..warmup
+    ramp linearly to f(warmup), later epochs use f((epoch - 1) mod T). Every float operation is
+    the release's, in its order, so the rates are equal to the last bit.
     """
     eta = 1e-3 * base
-    period = max(1, epochs // 3)
+    period = max(1, epochs // (restarts + 1))
 
     def f(t: int) -> float:
-        return eta + (base - eta) * (1 + math.cos(math.pi * (t % period) / period)) / 2
+        return eta + (base - eta) * (1 + math.cos(math.pi * t / period)) / 2
 
     if epoch == 0:
         return eta
     if epoch <= warmup:
-        return eta + epoch * (f(warmup) - eta) / warmup
-    return f(epoch - 1)
+        # the release's warmup_lrs[epoch - 1]; its target f(warmup) takes no modulo (a warm-up
+        # longer than T ramps towards a point of the second period)
+        return eta + (f(warmup) - eta) / warmup * epoch
+    return f((epoch - 1) % period)
 
 
 def lr_at(epoch: int, cfg: Mapping[str, Any]) -> float:

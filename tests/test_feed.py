@@ -38,7 +38,8 @@ def _load_release_ops():
     (imported from there, one replica: pytest's importlib mode puts no test folder on sys.path)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_randaugment_replica", Path(__file__).with_name("test_randaugment.py"))
+    here = Path(__file__).with_name("test_randaugment.py")
+    spec = importlib.util.spec_from_file_location("_randaugment_replica", here)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module._release_op
@@ -147,8 +148,10 @@ def test_one_image_crop_flip_and_inputs_equal_the_streams_batched_ones():
     offsets = torch.tensor([[0, 0], [8, 8], [0, 8], [3, 5], [8, 1], [4, 4]])
     flips = torch.tensor([True, False, True, False, True, True])
     want = crop_flip(x, offsets, flips)
-    got = torch.stack([feed.crop_flip_one(x[i], int(offsets[i, 0]), int(offsets[i, 1]), bool(flips[i])) for i in range(6)])
-    assert torch.equal(got, want) and got[1, :, -PAD:].eq(0).all() and got[1, :, :, -PAD:].eq(0).all()  # offset 8: padding
+    got = torch.stack([feed.crop_flip_one(x[i], int(offsets[i, 0]), int(offsets[i, 1]), bool(flips[i]))
+                       for i in range(6)])
+    assert torch.equal(got, want)
+    assert got[1, :, -PAD:].eq(0).all() and got[1, :, :, -PAD:].eq(0).all()  # offset 8: the padding shows
     for norm in ("none", "cifar"):
         assert torch.equal(feed.inputs(want, norm), to_input(want, norm))
     out = torch.empty(want.shape)

@@ -42,12 +42,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         check_score_name(args.score)
     notes, dropped = [], {}
     if args.unique_splits:
-        splits, dropped = compare.unique_splits(spec, args.protocol, splits)
+        splits, dropped = compare.unique_splits(spec, args.protocol, splits, args.data_root)
         if dropped:
             notes.append("unique splits only: dropped " + ", ".join(
                 f"split {d} (same class sets as split {f})" for d, f in dropped.items()))
     else:
-        for line in compare.duplicate_split_warnings(spec, args.protocol, splits):
+        for line in compare.duplicate_split_warnings(spec, args.protocol, splits, args.data_root):
             log(f"warning: {line}")
             notes.append(f"note: {line}")
     for name in args.methods:  # fail fast on a typo before hours of training

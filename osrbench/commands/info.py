@@ -89,7 +89,7 @@ def cmd_splits(args: argparse.Namespace) -> int:
     rows = []
     seen: dict[Any, int] = {}
     for i in range(n):
-        s = protocols.get_split(ds, args.protocol, i)
+        s = protocols.get_split(ds, args.protocol, i, root=args.data_root)
         dup = seen.setdefault(s.class_set_key, i)
         rows.append([i, " ".join(map(str, s.known)), " ".join(map(str, s.unknown)), s.hash,
                      "" if dup == i else f"same classes as split {dup}"])
@@ -156,6 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("splits", help="the class splits of a dataset under a protocol")
     p.add_argument("dataset")
     p.add_argument("--protocol", default="auroc")
+    p.add_argument("--data-root", type=Path, help="where a protocol of files (openood) finds them")
     p.set_defaults(func=cmd_splits)
 
     p = sub.add_parser("data", help="check or download datasets")

@@ -14,8 +14,9 @@ then made as the release's ``rand-augment`` transform makes it
 
 on the RGB image its loaders give (torchvision's ``default_loader``: PIL ``convert('RGB')``);
 RandAugment is :mod:`osrbench.data.randaugment` (pixel for pixel PIL's) and the crop and flip are
-:func:`~osrbench.data.stream.crop_flip`'s, per image (:func:`crop_flip_one`). Test images (and the training images of the fit stage and
-of post-hoc scorers) go through the release's test transform, ``Resize((S, S))``: :class:`ImageSet`.
+:func:`~osrbench.data.stream.crop_flip`'s, per image (:func:`crop_flip_one`). Test images (and the
+training images of the fit stage and of post-hoc scorers) go through the release's test transform,
+``Resize((S, S))``: :class:`ImageSet`.
 
 - **Decoding**: grey and colour JPEG files by ``torchvision.io.decode_jpeg`` (the same pixels as
   PIL's decoder, libjpeg-turbo with the same settings; ``tests/test_feed.py`` checks it, and it is
@@ -170,7 +171,7 @@ def _pool(workers: int) -> Iterator[Executor | None]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _submit(pool: Executor | None, fn: Callable[[int], torch.Tensor], items: Sequence[int]) -> list[Future] | list[torch.Tensor]:
+def _submit(pool: Executor | None, fn: Callable[[int], torch.Tensor], items: Sequence[int]) -> list:
     """``fn`` of each item, in the pool (futures) or at once (tensors), in the items' order."""
     if pool is None:
         return [fn(i) for i in items]

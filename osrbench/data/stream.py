@@ -90,7 +90,7 @@ class TrainStream:
     :param augment: ``none`` or ``crop_flip`` (METHODS.md §7.2).
     :param normalize: ``none`` (reference) or ``cifar`` (MLS-paper recipe).
     :param randaugment: RandAugment magnitude M of the MLS recipe (0 = off), applied first.
-    :param randaugment_n: N, RandAugment ops per image (1 in the classic recipes).
+    :param randaugment_n: RandAugment N, ops per image (drawn with replacement, applied in order).
     :param on_host: keep the images in (pinned) host memory and move each batch to the device:
         the fallback for data that does not fit the device. ``None`` decides by the device's free
         memory. The permutation and augmentation draws are the same either way, so the batches
@@ -108,8 +108,8 @@ class TrainStream:
         normalize: str = "none",
         randaugment: int = 0,
         randaugment_ops: str = "all",
-        on_host: bool | None = None,
         randaugment_n: int = 1,
+        on_host: bool | None = None,
     ) -> None:
         if augment not in ("none", "crop_flip"):
             raise ValueError(f"augment must be none or crop_flip, got {augment!r}")

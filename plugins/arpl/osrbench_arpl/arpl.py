@@ -106,9 +106,42 @@ def _recipes(mls_m: dict[str, int]) -> dict[str, dict[str, dict[str, Any]]]:
     }
 
 
-RECIPES = _recipes(_MLS_M)
+#: The MLS release's Semantic Shift Benchmark runs of ARPLoss (bash_scripts/osr_finegrained_train.sh,
+#: --loss ARPLoss, no --cs: its osr.py builds ARPL+CS only on classifier32, so plain ARPL is what it
+#: trains on the SSB): SGD lr 0.001 (momentum 0.9, weight decay 1e-4 on the network, the points
+#: and the radius), batch 32, 600 epochs, 448 px, RandAugment N = 2, cosine warm restarts with
+#: warm-up (2 restarts), CIFAR normalisation; M and label smoothing (on the CE term) per dataset
+#: from the README's ARPL + CS table. Stanford Cars has no row.
+MLS_SSB = {
+    "*": {
+        "epochs": 600, "batch_size": 32, "image_size": 448, "optimizer": "sgd", "lr": 0.001, "momentum": 0.9,
+        "weight_decay": 1e-4, "schedule": "mls-cosine", "warmup_epochs": 10, "augment": "crop_flip",
+        "normalize": "cifar", "randaugment_n": 2,
+    },
+    "cub": {"randaugment": 30, "label_smoothing": 0.2},
+    "aircraft": {"randaugment": 18, "label_smoothing": 0.1},
+}
+
+#: The recipes GCPL and RPL share with ARPL (the MLS release trains neither loss, so no mls-ssb).
+CLASSIC_RECIPES = _recipes(_MLS_M)
+RECIPES = {**CLASSIC_RECIPES, "mls-ssb": MLS_SSB}
 #: "(ARPL+CS)+" uses RandAugment M = 15 on CIFAR-10 (§5.2); the other datasets keep §4.2's M.
-CS_RECIPES = _recipes({**_MLS_M, "cifar10": 15})
+#: ``mls-techniques-800`` is one reading of the DIAS release README's ARPL+CS number (Tiny-ImageNet,
+#: "800 epochs training" with the MLS paper's techniques; README.md of this plugin): the MLS
+#: release's Tiny-ImageNet ARPLoss settings (Adam lr 0.001 without weight decay, batch 128,
+#: RandAugment N = 1, M = 9, label smoothing 0.9, cosine warm restarts with warm-up, CIFAR
+#: normalisation, 64 px = the dataset's size) for 800 epochs. It sets every value in "*", so on
+#: another dataset it applies these same Tiny-ImageNet values.
+CS_RECIPES = {
+    **_recipes({**_MLS_M, "cifar10": 15}),
+    "mls-techniques-800": {
+        "*": {
+            "epochs": 800, "batch_size": 128, "optimizer": "adam", "lr": 0.001, "weight_decay": 0.0,
+            "schedule": "mls-cosine", "warmup_epochs": 10, "augment": "crop_flip", "normalize": "cifar",
+            "randaugment": 9, "randaugment_n": 1, "label_smoothing": 0.9,
+        },
+    },
+}
 
 
 # ------------------------------------------------------------------------------------ losses

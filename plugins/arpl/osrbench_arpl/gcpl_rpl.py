@@ -33,7 +33,7 @@ from osrbench import layouts
 from osrbench.method import Context, MethodSpec, Option
 from osrbench.training import OPTIM_DEFAULTS, mls_smoothed_cross_entropy
 
-from osrbench_arpl.arpl import ARPL, DEFAULTS, OPTIONS, RECIPES, ReciprocalPoints, distance_logits
+from osrbench_arpl.arpl import ARPL, CLASSIC_RECIPES, DEFAULTS, OPTIONS, ReciprocalPoints, distance_logits
 
 GCPL_CITATION = (
     'Yang, Zhang, Yin, Liu, "Robust Classification with Convolutional Prototype Learning", CVPR 2018; '
@@ -238,7 +238,7 @@ SPECS = (
         name="gcpl",
         factory=GCPL,
         defaults=CENTRE_DEFAULTS,
-        recipes=RECIPES,
+        recipes=CLASSIC_RECIPES,
         default_recipe="arpl-release",
         description="GCPL: prototypes on classifier32, logits -distance, CE + centre MSE; score MSP",
         citation=GCPL_CITATION,
@@ -248,7 +248,7 @@ SPECS = (
         name="rpl",
         factory=RPL,
         defaults=CENTRE_DEFAULTS,
-        recipes=RECIPES,
+        recipes=CLASSIC_RECIPES,
         default_recipe="arpl-release",
         description="RPL: reciprocal points + radius on classifier32, logits +distance; score MSP",
         citation=RPL_CITATION,

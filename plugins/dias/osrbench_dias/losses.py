@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from osrbench.training import bce, smoothed_cross_entropy
+from osrbench.training import bce, mls_smoothed_cross_entropy, smoothed_cross_entropy
 
 __all__ = [
     "sce",
@@ -58,9 +58,14 @@ def gan_classifier_loss(
     logits_fake: torch.Tensor,
     beta: float,
     alpha_uniform: float,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Step A4: CE(C(x; BN 0), y) + beta * SCE_alpha_uniform(C(G(z'); BN 1)); returns (total, CE, SCE)."""
-    ce = F.cross_entropy(logits_real, labels)
+    """Step A4: CE(C(x; BN 0), y) + beta * SCE_alpha_uniform(C(G(z'); BN 1)); returns (total, CE, SCE).
+
+    ``label_smoothing`` eps > 0 smooths the CE of the real images as the MLS release does (1 - eps on
+    the true class, eps / (K - 1) elsewhere); 0 is the release's plain CE.
+    """
+    ce = mls_smoothed_cross_entropy(logits_real, labels, label_smoothing)
     fake = sce(logits_fake, labels, alpha_uniform)
     return ce + beta * fake, ce, fake
 
@@ -107,8 +112,10 @@ def fake_loss(
 
 
 def classifier_loss(
-    logits_c: torch.Tensor, labels: torch.Tensor, l_fake: torch.Tensor, lambda_fake: float
+    logits_c: torch.Tensor, labels: torch.Tensor, l_fake: torch.Tensor, lambda_fake: float,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step B2: L_C = CE(z^C, y) + lambda_fake * L_fake; returns (total, CE)."""
-    ce = F.cross_entropy(logits_c, labels)
+    """Step B2: L_C = CE(z^C, y) + lambda_fake * L_fake; returns (total, CE) (``label_smoothing`` as
+    :func:`gan_classifier_loss`)."""
+    ce = mls_smoothed_cross_entropy(logits_c, labels, label_smoothing)
     return ce + lambda_fake * l_fake, ce

@@ -67,6 +67,9 @@ DEFAULTS: dict[str, Any] = {
     "alpha_hard": 0.5,  # SCE target of the injected (hard) fakes; also sets the F1 threshold
     "alpha_uniform": 1.0,  # SCE target of GAN and easy fakes (1 = uniform)
     "temperature": 1.0,  # test temperature of the MSP score
+    # MLS label smoothing of C's cross-entropy on real images (0 = the release's plain CE); only
+    # the recipe mls-techniques-800 sets it (README "Recipes")
+    "label_smoothing": 0.0,
     # GAN (METHODS.md §3)
     "gan_lr": 2e-4,
     "gan_betas": [0.5, 0.999],
@@ -97,6 +100,8 @@ OPTIONS: dict[str, Option] = {
     "alpha_hard": Option(minimum=0, maximum=1, help="SCE target of the hard fakes; also sets the F1 threshold"),
     "alpha_uniform": Option(minimum=0, maximum=1, help="SCE target of GAN and easy fakes (1 = uniform)"),
     "temperature": Option(exclusive_minimum=0, help="test temperature of the MSP score"),
+    "label_smoothing": Option(minimum=0, maximum=1, help="MLS label smoothing eps of C's cross-entropy on real "
+                                                         "images (0 = off, the release's)"),
     "gan_lr": Option(exclusive_minimum=0, help="Adam learning rate of G and D (constant)"),
     "gan_betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas of G and D"),
     "nz": Option(minimum=1, help="noise dimension of G"),
@@ -116,6 +121,20 @@ RECIPES = {
     "dias-800": {
         "*": {"epochs": 800, "batch_size": 64},
         "tiny_imagenet": {"image_size": 32},
+    },
+    # The other reading of that number (the README says DIAS and ARPL+CS were run with the MLS
+    # paper's techniques): the MLS release's Tiny-ImageNet settings (bash_scripts/
+    # osr_train_tinyimagenet.sh, README table) for 800 epochs. Adam lr 0.001 without weight decay for
+    # C and P (the MLS release's ARPLoss rate, and the DIAS release's own Adam rate), batch 128,
+    # RandAugment N = 1, M = 9, label smoothing 0.9 on C's CE of real images, cosine warm restarts
+    # with warm-up (2 restarts) for C and P, CIFAR normalisation, 64 px (the dataset's size).
+    # Every value is in "*": on another dataset it applies these same Tiny-ImageNet values.
+    "mls-techniques-800": {
+        "*": {
+            "epochs": 800, "batch_size": 128, "optim_mode": "adam", "adam_lr": 0.001, "adam_weight_decay": 0.0,
+            "schedule": "mls-cosine", "warmup_epochs": 10, "augment": "crop_flip", "normalize": "cifar",
+            "randaugment": 9, "randaugment_n": 1, "label_smoothing": 0.9,
+        },
     },
 }
 
@@ -234,7 +253,8 @@ class DIAS(Method):
         with torch.no_grad():
             fake = self.G(self._noise(images.shape[0]))
         total, ce, fake_term = losses.gan_classifier_loss(
-            logits_real, labels, self.net(fake, 1), self.cfg["beta"], self.cfg["alpha_uniform"]
+            logits_real, labels, self.net(fake, 1), self.cfg["beta"], self.cfg["alpha_uniform"],
+            self.cfg["label_smoothing"],
         )
         total.backward()
         self.opt_c.step()
@@ -283,7 +303,7 @@ class DIAS(Method):
         h_easy = self.net.head(f_p)
         cfg = self.cfg
         l_fake = losses.fake_loss(h_easy, h_hard1, h_hard2, labels, cfg["alpha_uniform"], cfg["alpha_hard"])
-        total, ce = losses.classifier_loss(logits_c, labels, l_fake, cfg["lambda_fake"])
+        total, ce = losses.classifier_loss(logits_c, labels, l_fake, cfg["lambda_fake"], cfg["label_smoothing"])
         total.backward()
         self.opt_c.step()
         return {"c": total.detach(), "c_ce": ce.detach(), "fake": l_fake.detach()}
@@ -327,7 +347,13 @@ class DIAS(Method):
         return "score", dias_f1_threshold(self.num_classes, self.cfg["alpha_hard"])
 
     def adaptations(self) -> dict[str, Any]:
-        return {} if self.gan_mode == "reference" else {"gan_mode": self.gan_mode}
+        out: dict[str, Any] = {} if self.gan_mode == "reference" else {"gan_mode": self.gan_mode}
+        if self.cfg["normalize"] == "cifar":  # mls-techniques-800: the release never normalises
+            out["gan_range"] = (
+                "real images are CIFAR-normalised while the generator's sigmoid output stays in [0, 1]; "
+                "D and C see the two ranges (as in the MLS paper's (ARPL+CS)+ recipe)"
+            )
+        return out
 
     #: The DIAS release's ``save_checkpoint`` file (or its classifier's bare state dict).
     external_layouts = ("dias-release",)
