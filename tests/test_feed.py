@@ -432,38 +432,29 @@ def test_decode_workers_from_the_environment(monkeypatch):
             feed.decode_workers()
 
 
-def test_cub_files_train_an_epoch_of_the_mls_ssb_recipe_and_evaluate(tmp_path):
-    """The CUB reader's OpenSetFiles (CUB_200_2011's layout, written here) through the session's
-    file feed under softmax's mls-ssb recipe (RandAugment N=2, M=30, CIFAR normalisation) at a small
-    size, then the one evaluation path: the chain a cub run takes, without the SSB split table."""
-    from osrbench import evaluation, session
-    from osrbench.data import cub
-
+def test_a_cub_run_of_the_ssb_protocol_trains_and_evaluates_from_the_files(tmp_path):
+    """A softmax run of the mls-ssb recipe (RandAugment N=2, M=30, CIFAR normalisation) on CUB, SSB
+    split Easy, at a small size: the CUB reader on CUB_200_2011's layout (200 classes, one training
+    and one test image each, written here), the file feed, the one evaluation path, a record."""
     base = tmp_path / "CUB_200_2011"
-    rows = [(i + 1, i % 4 + 1, int(i % 3 != 0)) for i in range(16)]  # (image id, class 1..4, is_training_img)
+    rows = [(2 * c + t + 1, c + 1, 1 - t) for c in range(200) for t in (0, 1)]  # (image id, class, is_training_img)
     rel = {i: f"{c:03d}.Bird_{c}/Bird_{c}_{i:04d}.jpg" for i, c, _ in rows}
     for i, c, _ in rows:
         (base / "images" / rel[i]).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(_picture(30 + i, 41 - i, i)).save(base / "images" / rel[i], quality=85)
+        Image.fromarray(_picture(12 + i % 7, 17 - i % 5, i)).save(base / "images" / rel[i], quality=85)
     (base / "images.txt").write_text("".join(f"{i} {rel[i]}\n" for i, _, _ in rows))
     (base / "image_class_labels.txt").write_text("".join(f"{i} {c}\n" for i, c, _ in rows))
     (base / "train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, _, t in rows))
-    (base / "classes.txt").write_text("".join(f"{c} {c:03d}.Bird_{c}\n" for c in range(1, 5)))
-
-    class Split:
-        known, unknown = (0, 2, 3), (1,)
+    (base / "classes.txt").write_text("".join(f"{c} {c:03d}.Bird_{c}\n" for c in range(1, 201)))
 
     reg = plugins.get()
-    ds, spec = reg.dataset("cub"), reg.method("softmax")
-    assert ds.files
-    recipe, cfg = configmod.resolve(spec, ds, "mls-ssb", epochs=1, overrides={"image_size": 24, "batch_size": 4})
-    assert (cfg["randaugment"], cfg["randaugment_n"], cfg["normalize"]) == (30, 2, "cifar")
-    data = session.load_data(ds, Split(), cfg["image_size"], tmp_path)
-    assert isinstance(data, OpenSetFiles) and len(data.train) == 7 and len(data.unknown) == 1
-    s = session.open_session(spec, cfg, data, num_classes=3, dataset="cub", device=torch.device("cpu"), seed=0)
-    assert isinstance(s.stream, FileStream) and s.stream.randaugment_n == 2 and len(s.stream) == 2
-    seen = []
-    s.run_epoch(0, lambda phase, i, losses: seen.append(float(losses["loss"])))
-    assert len(seen) == 2 and all(np.isfinite(seen))
-    ev = evaluation.evaluate(s.method, data, s.device, "cifar", 3, s.precision)
-    assert ev.scores.known_logits.shape == (len(data.known), 3) and 0.0 <= ev.metrics["auroc"] <= 1.0
+    assert reg.dataset("cub").files
+    req = engine.RunRequest(method="softmax", dataset="cub", protocol="ssb", split=0, recipe="mls-ssb", epochs=1,
+                            overrides={"image_size": 16}, out=tmp_path / "runs", data_root=tmp_path, device="cpu",
+                            progress=False)
+    rec = engine.run(req, registry=reg).record
+    split = protocols.get_split(reg.dataset("cub"), "ssb", 0)
+    assert (rec.config["randaugment"], rec.config["randaugment_n"], rec.config["normalize"]) == (30, 2, "cifar")
+    assert rec.counts == {"train": 100, "known": 100, "unknown": len(split.unknown)} and rec.image_shape == (3, 16, 16)
+    assert len(rec.history) == 1 and np.isfinite(rec.history[0]["train/loss"])
+    assert 0.0 <= rec.metrics["auroc"] <= 1.0 and np.isfinite(rec.metrics["oscr"])
