@@ -26,6 +26,7 @@ from osrbench.data.stream import CIFAR_MEAN, CIFAR_STD, PAD, derive_seed
 from osrbench.datasets import DataNotFound, DatasetSpec, OpenSetData
 from osrbench.errors import UserError
 from osrbench.method import MethodSpec
+from osrbench.testing.standins import picture, write_cub
 
 S = 32
 NAME = "standin-files"
@@ -48,16 +49,8 @@ def _load_release_ops():
 _release_op = _load_release_ops()
 
 
-def _picture(h: int, w: int, seed: int) -> np.ndarray:
-    """Smooth gradients plus noise: JPEG-like content with every op visibly acting on it."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    a = np.stack([xx * 255 // max(1, w - 1), yy * 255 // max(1, h - 1), (xx + yy) * 127 // (w + h)], -1)
-    return np.clip(a + rng.integers(-30, 31, a.shape), 0, 255).astype(np.uint8)
-
-
 def _write(folder: Path, i: int, h: int, w: int) -> str:
-    img = Image.fromarray(_picture(h, w, i))
+    img = Image.fromarray(picture(h, w, i))
     if i % 11 == 3:
         img, path = img.convert("L"), folder / f"{i:03d}.jpg"  # a grey JPEG: RGB by replication
     elif i % 11 == 7:
@@ -436,17 +429,7 @@ def test_a_cub_run_of_the_ssb_protocol_trains_and_evaluates_from_the_files(tmp_p
     """A softmax run of the mls-ssb recipe (RandAugment N=2, M=30, CIFAR normalisation) on CUB, SSB
     split Easy, at a small size: the CUB reader on CUB_200_2011's layout (200 classes, one training
     and one test image each, written here), the file feed, the one evaluation path, a record."""
-    base = tmp_path / "CUB_200_2011"
-    rows = [(2 * c + t + 1, c + 1, 1 - t) for c in range(200) for t in (0, 1)]  # (image id, class, is_training_img)
-    rel = {i: f"{c:03d}.Bird_{c}/Bird_{c}_{i:04d}.jpg" for i, c, _ in rows}
-    for i, c, _ in rows:
-        (base / "images" / rel[i]).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(_picture(12 + i % 7, 17 - i % 5, i)).save(base / "images" / rel[i], quality=85)
-    (base / "images.txt").write_text("".join(f"{i} {rel[i]}\n" for i, _, _ in rows))
-    (base / "image_class_labels.txt").write_text("".join(f"{i} {c}\n" for i, c, _ in rows))
-    (base / "train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, _, t in rows))
-    (base / "classes.txt").write_text("".join(f"{c} {c:03d}.Bird_{c}\n" for c in range(1, 201)))
-
+    write_cub(tmp_path)
     reg = plugins.get()
     assert reg.dataset("cub").files
     req = engine.RunRequest(method="softmax", dataset="cub", protocol="ssb", split=0, recipe="mls-ssb", epochs=1,
