@@ -22,7 +22,7 @@ $(BIN)/osrbench: pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
 	touch $@
 
 $(VENV)/.test-extras: $(BIN)/osrbench
-	$(PIP) install --quiet -e ".[test,plot,ray,tensorboard,mlflow,wandb]"
+	$(PIP) install --quiet -e ".[test,plot,ray,browser,tensorboard,mlflow,wandb]"
 	touch $@
 
 install: $(BIN)/osrbench
@@ -30,6 +30,7 @@ install: $(BIN)/osrbench
 ## Compare the three built-in methods on the embedded digits dataset over the 5 auroc splits.
 demo: install
 	$(BIN)/osrbench compare $(DEMO_METHODS) --dataset digits --splits 0-4 --epochs $(DEMO_EPOCHS) --metrics auroc,oscr,acc --out runs/demo --quiet --jobs $(DEMO_JOBS)
+	$(BIN)/osrbench report --runs runs/demo --format html --output runs/demo/report.html
 
 ## The test suite (what CI runs): one worker per core (pytest-xdist), each test file on one worker
 ## (its module fixtures train once), one torch thread per worker (two per process on two cores

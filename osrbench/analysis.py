@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from osrbench import compare, metrics, records, stats
+from osrbench import compare, metrics, protocols, records, stats
 from osrbench.compare import Comparison
 from osrbench.errors import UserError
 from osrbench.records import Record
@@ -415,7 +415,8 @@ def render_intervals(c: Comparison, iv: Intervals, fmt: str = "simple") -> str:
             rows.append([m, _pct(c.summaries[metric][m].mean), _iv(t), _iv(b),
                          *(_iv(iv.split[metric][m].get(k)) for k in c.splits)])
         out.append(_table(rows, ["method", "mean", "t over splits", "bootstrap over splits",
-                                 *(f"split {k} (test bootstrap)" for k in c.splits)], fmt))
+                                 *(f"{protocols.split_title(c.dataset, c.protocol, k)} (test bootstrap)"
+                                   for k in c.splits)], fmt))
         rows = []
         for p in c.pairs.get(metric, []):
             t, b = iv.pair_mean[metric][p.a, p.b]
@@ -424,7 +425,8 @@ def render_intervals(c: Comparison, iv: Intervals, fmt: str = "simple") -> str:
         if rows:
             out.append("")
             out.append(_table(rows, ["paired A - B", "mean diff", "t over splits", "bootstrap over splits",
-                                     *(f"split {k} (paired bootstrap)" for k in c.splits)], fmt))
+                                     *(f"{protocols.split_title(c.dataset, c.protocol, k)} (paired bootstrap)"
+                                       for k in c.splits)], fmt))
     return "\n".join(out)
 
 

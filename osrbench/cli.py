@@ -17,11 +17,12 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from osrbench.commands import compare, evaluate, export, info, new_plugin, report, rescore, run, score, sweep
+from osrbench.commands import (compare, evaluate, export, info, leaderboard, new_plugin, report, rescore, run, score,
+                               sweep)
 from osrbench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER, MethodFailed, UserError, one_line
 
 #: The command modules, in the order ``osrbench --help`` lists their commands.
-COMMANDS = (run, evaluate, compare, info, report, rescore, score, export, sweep, new_plugin)
+COMMANDS = (run, evaluate, compare, info, report, rescore, score, export, leaderboard, sweep, new_plugin)
 
 #: The exit code when stdout is closed before the output is written: 128 + SIGPIPE, what a shell
 #: reports for a tool the signal ended (Python ignores SIGPIPE, so it sees BrokenPipeError instead).

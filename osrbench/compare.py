@@ -524,8 +524,12 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
 
     many_seeds = len(c.seeds) > 1
     markdown = fmt in ("github", "pipe")  # titles set apart so the tables render as tables
-    out = [f"{c.dataset}, protocol {c.protocol}, splits {split_list(c.splits)} ({len(c.splits)}), "
-           f"seeds {split_list(c.seeds)}; values in %: mean +- {std_label(c.ddof)} over splits"
+    # named splits (ssb): one column per difficulty, as the SSB papers report them; no mean over difficulties
+    named = protocols.split_titles(c.dataset, c.protocol) is not None
+    heads = {k: protocols.split_title(c.dataset, c.protocol, k) for k in c.splits}
+    shown = ", ".join(heads.values()) if named else f"{split_list(c.splits)} ({len(c.splits)})"
+    out = [f"{c.dataset}, protocol {c.protocol}, splits {shown}, seeds {split_list(c.seeds)}; values in %"
+           + (", one column per split" if named else f": mean +- {std_label(c.ddof)} over splits")
            + ("; seeds averaged within a split first" if many_seeds else "")]
     out.extend(notes)
     rows = []
@@ -548,12 +552,13 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
         out += ["", f"**{title}**", ""] if markdown else ["", title]
         rows = []
         for m, s in summ.items():
-            row = [m, f"{_pct(s.mean)} +- {_pct(s.std)}"]
+            row = [m] if named else [m, f"{_pct(s.mean)} +- {_pct(s.std)}"]
             if many_seeds:
                 row.append(_pct(c.seed_std[metric].get(m, math.nan)))
             row.extend(_pct(s.per_split[k]) if k in s.per_split else "-" for k in c.splits)
             rows.append(row)
-        headers = ["method", "mean +- std", *(["seed std"] if many_seeds else []), *(f"split {k}" for k in c.splits)]
+        headers = ["method", *([] if named else ["mean +- std"]), *(["seed std"] if many_seeds else []),
+                   *(heads[k] for k in c.splits)]
         out.append(table(rows, headers))
         if c.pairs.get(metric):
             rows = []
@@ -566,7 +571,8 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
                              f"{p.wins}/{p.ties}/{p.losses}", _p(p.p_wilcoxon), _p(p.p_t),
                              *((_p(p.p_wilcoxon_holm), _p(p.p_t_holm)) if several else ())])
             out.append("")
-            out.append(table(rows, ["paired A - B", "mean diff +- std", *(f"{c.unit} {k}" for k in keys),
+            out.append(table(rows, ["paired A - B", "mean diff +- std",
+                                    *(heads[k] if c.unit == "split" else f"{c.unit} {k}" for k in keys),
                                     "W/T/L", "p Wilcoxon", "p paired-t",
                                     *(("p Wilcoxon (Holm)", "p paired-t (Holm)") if several else ())]))
     if max_n:

@@ -9,6 +9,7 @@ evaluation :mod:`osrbench.evaluation`, the files :mod:`osrbench.checkpoints` and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 import time
@@ -27,6 +28,7 @@ from osrbench import config as configmod
 from osrbench.datasets import DatasetSpec
 from osrbench.errors import Interrupted, MethodFailed, NonFiniteLoss, UsageError, UserError
 from osrbench.method import MethodSpec
+from osrbench.models import backbones
 from osrbench.records import ERROR, Record, RunIdentity
 
 
@@ -137,6 +139,7 @@ def plan(req: RunRequest, registry: plugins.Plugins | None = None) -> Plan:
     dataset = reg.dataset(req.dataset)
     split = protocols.get_split(dataset, req.protocol, req.split, root=req.data_root)
     recipe, cfg = configmod.resolve(spec, dataset, req.recipe, req.epochs, req.overrides)
+    cfg = backbones.pin_weights_file(cfg)  # a backbone weights file's sha256 enters the config hash
     chash = configmod.config_hash(spec.name, cfg)
     loggers.check(req.loggers, reg)  # an unknown logger or a missing extra, before any data is read
     rkey = configmod.resume_key(spec.name, cfg)
@@ -202,6 +205,42 @@ def _checkpoint_to_resume(p: Plan, kind: str, log: Callable[[str], None]) -> dic
     return ckpt
 
 
+def shared_training(p: Plan, log: Callable[[str], None] = lambda msg: None) -> dict[str, Any] | None:
+    """The finished checkpoint of a run that trained exactly what ``p`` would: same method, dataset,
+    protocol, seed and config, another split of a protocol with named splits with the same known
+    classes in the same order (the SSB's difficulties share their known classes, so the release
+    trains once and evaluates on each). ``None`` when there is none; the run then trains.
+
+    Only a protocol with named splits shares: a numbered protocol's repeated rows are separate
+    trials of its table. The checkpoint (with its ``fitted`` state) becomes this run's starting
+    point at the last epoch, so the run trains no step and only evaluates on its own unknowns.
+    """
+    req = p.request
+    names = protocols.split_names(p.dataset, req.protocol)
+    if names is None:
+        return None
+    for other in range(len(names)):
+        split = protocols.get_split(p.dataset, req.protocol, other)
+        if other == req.split or split.known != p.split.known:
+            continue
+        folder = results.run_dir(req.out, p.spec.name, p.dataset.name, req.protocol, other, req.seed, p.resume_key)
+        identity = dataclasses.replace(p.identity, split=other, split_hash=split.hash)
+
+        def accept(ckpt: dict[str, Any], where: str) -> None:
+            identity.check(ckpt.get("identity"), where)
+            if ckpt.get("resume_key") != p.resume_key or ckpt.get("epoch") != p.config["epochs"]:
+                raise records.ForeignFile(f"{where} is not a finished run of this config")
+
+        if not folder.is_dir():
+            continue
+        ckpt, _ = checkpoints.load_latest(folder, accept)
+        if ckpt is not None:
+            log(f"{p.spec.name} on {p.dataset.name} split {names[req.split]}: the known classes and training of "
+                f"split {names[other]} (its checkpoint in {folder}); evaluating it on this split's unknowns")
+            return {**ckpt, "identity": p.identity.to_json(), "shared_training": {"split": other, "split_hash": split.hash}}
+    return None
+
+
 def start(req: RunRequest, registry: plugins.Plugins | None = None, log: Callable[[str], None] | None = None,
           graph_backend: Callable[[], Any] | None = None) -> "Outcome | Training":
     """Plan a run and make it ready to train: its stored :class:`Outcome` when it is finished, else a
@@ -217,6 +256,8 @@ def start(req: RunRequest, registry: plugins.Plugins | None = None, log: Callabl
     if kind == "this" and not req.force:
         return Outcome(existing, trained=False)
     ckpt = _checkpoint_to_resume(p, kind, log)
+    if ckpt is None and not req.force:
+        ckpt = shared_training(p, log)
     device = devices.pick_device(req.device)
     data = session.load_data(p.dataset, p.split, p.config["image_size"], req.data_root)
     with failures(p), devices.cpu_threads(p.config["threads"]):
@@ -286,7 +327,9 @@ class Training:
         if ckpt is not None:
             s.restore(ckpt)
             self.start, self.history, self.elapsed = ckpt["epoch"], list(ckpt["history"]), ckpt["elapsed"]
-            log(f"resuming {p.spec.name} on {p.dataset.name} split {p.split.index} from epoch {self.start}")
+        if ckpt is not None and "shared_training" not in ckpt:
+            log(f"resuming {p.spec.name} on {p.dataset.name} split "
+                f"{protocols.split_label(p.dataset.name, p.split.protocol, p.split.index)} from epoch {self.start}")
         results.ensure_dir(p.dir, "run folder")
         for tmp in results.remove_orphans(p.dir):
             log(f"removed {tmp.name}, a temporary file a killed process left in {p.dir}")
@@ -347,6 +390,9 @@ class Training:
         if s.fits and not (ckpt is not None and start == cfg["epochs"] and ckpt.get("fitted")):
             s.fit()  # once, after the last epoch; its state is checkpointed, so a resume does not fit again
             checkpoints.save(p.dir, {**self._payload(cfg["epochs"]), "fitted": True})
+        elif ckpt is not None and "shared_training" in ckpt and not (p.dir / checkpoints.CHECKPOINT).exists():
+            # the weights this run evaluates, under its own identity (rescore and --resume read them here)
+            checkpoints.save(p.dir, {**self._payload(cfg["epochs"]), "fitted": bool(ckpt.get("fitted"))})
         train_time = self.elapsed + time.perf_counter() - self.t0
 
         t1 = time.perf_counter()
@@ -368,7 +414,7 @@ class Training:
             wall_time_s={"train": train_time, "eval": eval_time}, peak_memory_mb=devices.peak_memory_mb(device),
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), cuda_graphs=s.cuda_graphs,
             cuda_graph_steps=dict(step.counts) if s.cuda_graphs and isinstance(step, graphs.StepGraphs) else None,
-            scores_sha256=scores_sha256,
+            scores_sha256=scores_sha256, shared_training=(ckpt or {}).get("shared_training"),
         )
         record = records.write_record(p.dir, record)
         (p.dir / ERROR).unlink(missing_ok=True)

@@ -21,8 +21,29 @@ from osrbench.errors import UserError
 EXPORT_VERSION = 2
 
 
+#: The largest file :func:`read_bundle` reads (an export bundle is a few hundred kB).
+MAX_BUNDLE_BYTES = 100_000_000
+
+
 class ExportInvalid(UserError, ValueError):
     """An export bundle that fails :func:`validate_export`; the message lists every problem."""
+
+
+def read_bundle(path: Path) -> dict[str, Any]:
+    """The bundle in ``path``, checked as ``export --validate`` checks it; one :class:`UserError`
+    line naming the file otherwise (unreadable, too large, not JSON, or :func:`validate_export`'s
+    problems)."""
+    try:
+        if Path(path).stat().st_size > MAX_BUNDLE_BYTES:
+            raise UserError(f"{path}: larger than {MAX_BUNDLE_BYTES:,} bytes, not an export bundle")
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"{path}: cannot read an export bundle ({type(exc).__name__})") from None
+    try:
+        validate_export(doc)
+    except ExportInvalid as exc:
+        raise UserError(f"{path}: invalid export: {exc}") from None
+    return doc
 
 
 def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapping[int, int] | None = None,

@@ -47,7 +47,7 @@ from osrbench.records import Record
 #: The config key that holds the layout and the files' hashes.
 CONFIG_KEY = "external_weights"
 #: How many ``--weights`` files each layout takes.
-FILE_COUNTS = {"arpl-release": (1, 2), "dias-release": (1, 1), "cac-release": (1, 1), "medaf-release": (1, 1), "osrbench": (1, 1)}
+FILE_COUNTS = {"arpl-release": (1, 2), "dias-release": (1, 1), "mls-release": (1, 1), "cac-release": (1, 1), "medaf-release": (1, 1), "osrbench": (1, 1)}
 
 
 @dataclass
@@ -103,6 +103,7 @@ def check_request(req: EvaluateRequest) -> None:
         want = str(lo) if lo == hi else f"{lo} or {hi}"
         what = {"arpl-release": "the network's .pth and, for ARPLoss, its _criterion.pth",
                 "dias-release": "the release's checkpoint.pth.tar",
+                "mls-release": "the release's pretrained_weights/tinyimagenet_<i>.pth",
                 "cac-release": "the release's <dataset>_<trial>_<name>CACclassifierAnchorLoss.pth",
                 "medaf-release": "the release's epoch_<N>.pth",
                 "osrbench": "a checkpoint.pt or a state_dict() file"}[req.layout]

@@ -27,6 +27,14 @@
   (its README).
 - ``medaf-release`` (``Vanixxz/MEDAF``): ``osr_main.py`` saves ``{'epoch', 'state_dict':
   MultiBranchNet.state_dict(), 'optimizer', 'scheduler'}``; the plugin ``osrbench-medaf`` reads it.
+- ``mls-release`` (``sgvaze/osr_closed_set_all_you_need``): the MLS baseline's checkpoints it ships,
+  ``pretrained_weights/tinyimagenet_<i>.pth`` (softmax-trained VGG32 = the release's ``classifier32``
+  with ``feat_dim`` 128, Tiny-ImageNet at 64 px). Each is the ``nn.DataParallel`` network's
+  ``state_dict()`` alone: ``module.conv1..9.weight``, plain ``module.bn1..bn10.*`` (``bn10`` unused
+  by ``forward``), ``module.fc.weight`` (K×128, no bias); no criterion, no epoch. File ``i`` is split
+  ``i`` of the ``osrci`` protocol (the release's ``osr_splits['tinyimagenet'][i]``, in the same row
+  order); its README evaluates them with CIFAR normalisation at 64 px (softmax's ``mls-paper``
+  recipe: ``--recipe mls-paper --protocol osrci``). Read by ``softmax`` (and ``openmax``).
 - ``osrbench``: this host's ``checkpoint.pt``, or a ``Method.state_dict()`` saved with
   ``torch.save``; :mod:`osrbench.external` loads it with ``load_state_dict`` for every method.
 
@@ -53,7 +61,7 @@ from torch import nn
 from osrbench.errors import UserError
 
 #: The layouts ``osrbench evaluate --layout`` takes.
-LAYOUTS = ("dias-release", "arpl-release", "cac-release", "medaf-release", "osrbench")
+LAYOUTS = ("dias-release", "arpl-release", "mls-release", "cac-release", "medaf-release", "osrbench")
 #: The host's own layout (any method; :mod:`osrbench.external` reads it).
 HOST_LAYOUT = "osrbench"
 #: The key prefix ``nn.DataParallel`` adds.
@@ -404,3 +412,21 @@ def dias_release(weights: Mapping[str, torch.Tensor]) -> dict[str, dict[str, tor
             weights.info["trained_epochs"] = epoch + 1
         drop(weights, ["epoch"], "the release's epoch counter (recorded as trained_epochs)")
     return parts
+
+
+def mls_release(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The MLS release's shipped checkpoint (``pretrained_weights/tinyimagenet_<i>.pth``) in the host's
+    ``Classifier32`` names (:func:`classifier32_state`: ``module.`` stripped, ``bn10`` dropped).
+
+    One network file, no criterion: an ARPL criterion (``points``, ``radius``) or a DIAS checkpoint
+    is refused, naming the layout that reads it.
+    """
+    if any(k.split(".")[-1] in CRITERION_KEYS or k.endswith(CRITERION_ALIAS) for k in weights):
+        raise LayoutError("the files hold an ARPL criterion (points, radius), not an MLS release checkpoint: "
+                          "use --layout arpl-release")
+    if any(k.startswith(DIAS_NETWORKS["net"] + ".") for k in weights):
+        raise LayoutError("the file is a DIAS release checkpoint (net2_state_dict, ...), not an MLS release "
+                          "checkpoint: use --layout dias-release")
+    if not len(weights):
+        raise LayoutError("the MLS release file holds no tensors")
+    return classifier32_state(weights, what="the MLS release network")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from osrbench import compare, records, results, stats
+from osrbench import compare, protocols, records, results, stats
 from osrbench.errors import UserError
 from osrbench.records import Record
 
@@ -70,8 +70,11 @@ def _figure(width: float = 5.0, height: float = 4.0):
 
 
 def _save(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path``: SVG when its name ends in ``.svg`` (without a date: the same figure
+    gives the same text), else PNG."""
     path = Path(path)
-    results.atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI))  # OSError -> one line
+    kw = {"format": "svg", "metadata": {"Date": None}} if path.suffix == ".svg" else {"format": "png"}
+    results.atomic_write(path, lambda fh: fig.savefig(fh, dpi=DPI, **kw))  # OSError -> one line
     return path
 
 
@@ -113,10 +116,11 @@ def plot_hist(known: np.ndarray, unknown: np.ndarray, path: Path, title: str, xl
 
 
 def plot_bars(summaries: Mapping[str, compare.Summary], splits: Sequence[int], path: Path, title: str,
-              lower_is_better: bool = False) -> Path:
-    """Grouped bars: one group per split plus a "mean" group with +- std error bars (values in %)."""
+              lower_is_better: bool = False, labels: Sequence[str] | None = None) -> Path:
+    """Grouped bars: one group per split plus a "mean" group with +- std error bars (values in %);
+    ``labels``: the splits' headings (default ``split K``; ``Easy`` for a named split)."""
     methods = list(summaries)
-    groups = [*(f"split {k}" for k in splits), "mean ± std"]
+    groups = [*(labels or [f"split {k}" for k in splits]), "mean ± std"]
     x = np.arange(len(groups))
     width = 0.8 / max(1, len(methods))
     fig = _figure(max(5.0, 1.0 + 0.9 * len(groups)), 3.6)
@@ -158,6 +162,7 @@ def comparison_plots(c: compare.Comparison, out_dir: Path, log=None) -> list[Pat
     out_dir = results.ensure_dir(Path(out_dir), "--plot folder")
     written: list[Path] = []
     tag = f"{c.dataset}/{c.protocol}"
+    titles = {k: protocols.split_title(c.dataset, c.protocol, k) for k in c.splits}
     for k in c.splits:
         curves = []
         for m in c.methods:
@@ -173,14 +178,14 @@ def comparison_plots(c: compare.Comparison, out_dir: Path, log=None) -> list[Pat
             curves.append((f"{m} ({name})" if name != "score" else m, known, unknown))
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in m)
             written.append(plot_hist(known, unknown, out_dir / f"hist_{safe}_split{k}.png",
-                                     f"{m} on {tag} split {k} (seed {recs[0].seed})",
+                                     f"{m} on {tag} {titles[k]} (seed {recs[0].seed})",
                                      "open-set score" + (f" ({name})" if name != "score" else "")))
         if curves:
-            written.append(plot_roc(curves, out_dir / f"roc_split{k}.png", f"ROC, {tag} split {k}"))
+            written.append(plot_roc(curves, out_dir / f"roc_split{k}.png", f"ROC, {tag} {titles[k]}"))
     for metric in c.metrics:
         written.append(plot_bars(c.summaries[metric], c.splits, out_dir / f"bars_{metric}.png",
                                  f"{compare.SHORT.get(metric, metric)} per split, {tag}",
-                                 metric in compare.LOWER_IS_BETTER))
+                                 metric in compare.LOWER_IS_BETTER, [titles[k] for k in c.splits]))
     return written
 
 

@@ -1,7 +1,9 @@
 """Split protocols: which classes are known and unknown in split ``i`` of a dataset.
 
 Rows come verbatim from the official tables (``splits.yaml``); a known class keeps its position
-in the row as its label. Any 10-class dataset uses the ``mnist`` rows.
+in the row as its label. Any 10-class dataset uses the ``mnist`` rows. A protocol with named splits
+(``ssb``, ``ssb_splits.yaml``) names its splits (``easy``, ``medium``, ``hard``); a record keeps the
+split's index, its position in the table's names (:func:`split_names`).
 """
 
 from __future__ import annotations
@@ -50,18 +52,21 @@ class OpenSetSplit:
 
 
 def num_splits(spec: DatasetSpec, protocol: str, reg: Registry | None = None) -> int:
+    reg = reg or load()
     reader = reader_of(protocol, reg)
     if reader is not None:  # splits from the user's files (see below)
         return reader.num_splits(spec.name)
-    return len(_rows(spec, protocol, reg or load())[0])
+    if protocol in reg.named_splits:
+        return len(_named_table(spec, protocol, reg).splits)
+    return len(_rows(spec, protocol, reg)[0])
 
 
 def _rows(spec: DatasetSpec, protocol: str, reg: Registry) -> tuple[list, list | None]:
     if protocol not in reg.splits:
-        raise SplitError(f"unknown protocol {protocol!r} (valid: {', '.join(reg.splits)})")
+        raise SplitError(f"unknown protocol {protocol!r} (valid: {', '.join(protocol_names(reg))})")
     tables = reg.splits[protocol]
     if spec.table not in tables:
-        raise SplitError(f"protocol {protocol!r} has no table {spec.table!r} for dataset {spec.name!r}")
+        raise _no_table(spec, protocol, reg)
     unknown_rows = None
     if spec.unknown_table is not None:
         if spec.unknown_table not in tables:
@@ -76,6 +81,8 @@ def get_split(spec: DatasetSpec, protocol: str, index: int, reg: Registry | None
     reg = reg or load()
     if reader_of(protocol, reg) is not None:  # splits from the user's files (see below)
         return file_split(spec, protocol, index, reg, root)
+    if protocol in reg.named_splits:
+        return _named_split(spec, protocol, index, reg)
     rows, unknown_rows = _rows(spec, protocol, reg)
     if not 0 <= index < len(rows):
         raise SplitError(f"split {index} out of range for {spec.name}/{protocol} (valid: 0-{len(rows) - 1})")
@@ -182,3 +189,145 @@ def parse_indices(text: str, upper: int, what: str = "split", limit: int = MAX_I
     if count > limit:
         raise SplitError(f"{what} list {shown} names {count:,} {what}s; at most {limit:,} are allowed")
     return [i for lo, hi in merged for i in range(lo, hi + 1)]
+
+
+# ------------------------------------------------------------------ named splits (protocol ssb)
+# The Semantic Shift Benchmark fixes the known classes and names its splits by difficulty. A record
+# keeps an integer split (its position in the table's ``splits``); the name is what users type and see.
+
+
+def protocol_names(reg: Registry | None = None) -> list[str]:
+    """Every protocol, in the registry's order (split tables, named splits, files)."""
+    reg = reg or load()
+    return [*reg.protocols, *(p for p in reg.splits if p not in reg.protocols)]
+
+
+def _protocols_with(spec: DatasetSpec, reg: Registry) -> list[str]:
+    """The protocols that have splits for ``spec`` (a protocol of files: its reader knows the dataset)."""
+    out = []
+    for p in protocol_names(reg):
+        reader = reader_of(p, reg)
+        if reader is not None:
+            try:
+                reader.num_splits(spec.name)
+            except UserError:
+                continue
+            out.append(p)
+        elif spec.table in reg.splits.get(p, {}) or spec.table in reg.named_splits.get(p, {}):
+            out.append(p)
+    return out
+
+
+def _no_table(spec: DatasetSpec, protocol: str, reg: Registry) -> SplitError:
+    has = _protocols_with(spec, reg)
+    if has:
+        return SplitError(f"{spec.name} has no splits under protocol {protocol!r}; use --protocol "
+                          f"{' or '.join(has)}")
+    return SplitError(f"protocol {protocol!r} has no table {spec.table!r} for dataset {spec.name!r}")
+
+
+def default_protocol(spec: DatasetSpec, reg: Registry | None = None) -> str:
+    """``auroc`` (the classic default), or the only protocol a dataset has splits under (``ssb`` for
+    cub, aircraft, scars and imagenet-ssb, ``openood`` for cifar50)."""
+    has = _protocols_with(spec, reg or load())
+    return "auroc" if "auroc" in has or not has else has[0]
+
+
+def _named_table(spec: DatasetSpec, protocol: str, reg: Registry):
+    tables = reg.named_splits[protocol]
+    if spec.table not in tables:
+        raise _no_table(spec, protocol, reg)
+    return tables[spec.table]
+
+
+def split_names(spec: DatasetSpec, protocol: str, reg: Registry | None = None) -> tuple[str, ...] | None:
+    """The split names in index order (``("easy", "medium", "hard")``); ``None`` for numbered splits."""
+    reg = reg or load()
+    if protocol not in reg.named_splits:
+        return None
+    return tuple(_named_table(spec, protocol, reg).splits)
+
+
+def split_titles(dataset: str, protocol: str) -> tuple[str, ...] | None:
+    """The table headings of the named splits of the dataset called ``dataset`` (``Easy``, ``Medium``,
+    ``Hard``, as the SSB papers write them); ``None`` for numbered splits, or for a dataset or protocol
+    this installation does not know."""
+    from osrbench import plugins
+
+    try:
+        names = split_names(plugins.get().dataset(dataset), protocol)
+    except (plugins.UnknownName, SplitError):
+        return None
+    return None if names is None else tuple(n.capitalize() for n in names)
+
+
+def split_title(dataset: str, protocol: str, index: int) -> str:
+    """A table heading for split ``index``: ``Easy`` for a named split, ``split 0`` for a numbered one."""
+    titles = split_titles(dataset, protocol)
+    return titles[index] if titles is not None and 0 <= index < len(titles) else f"split {index}"
+
+
+def split_label(dataset: str, protocol: str, index: int) -> str:
+    """A split in a message: ``2 (hard)`` for a named split, ``2`` for a numbered one."""
+    titles = split_titles(dataset, protocol)
+    return f"{index} ({titles[index].lower()})" if titles is not None and 0 <= index < len(titles) else str(index)
+
+
+def parse_split(text: str | int, spec: DatasetSpec, protocol: str, reg: Registry | None = None) -> int:
+    """The index of one split: a name (``easy``) of a protocol with named splits, or an index."""
+    reg = reg or load()
+    names = split_names(spec, protocol, reg)
+    n = num_splits(spec, protocol, reg)
+    word = str(text).strip().lower()
+    if names is not None and word in names:
+        return names.index(word)
+    try:
+        index = int(word)
+    except ValueError:
+        valid = f"{', '.join(names)} or 0-{n - 1}" if names else f"0-{n - 1}"
+        raise SplitError(f"unknown split {str(text)[:40]!r} for {spec.name}/{protocol} (valid: {valid})") from None
+    if not 0 <= index < n:
+        shown = f" ({', '.join(f'{i}={m}' for i, m in enumerate(names))})" if names else ""
+        raise SplitError(f"split {index} out of range for {spec.name}/{protocol} (valid: 0-{n - 1}{shown})")
+    return index
+
+
+def parse_splits(text: str | None, spec: DatasetSpec, protocol: str, reg: Registry | None = None) -> list[int]:
+    """A split list: ``None`` for all splits, names (``easy,hard``) or indices (``0-4``, ``1,3``), sorted."""
+    reg = reg or load()
+    n = num_splits(spec, protocol, reg)
+    if text is None:
+        return list(range(n))
+    names = split_names(spec, protocol, reg)
+    if names is not None and isinstance(text, str) and len(text) <= MAX_INDEX_TEXT:
+        parts = [p.strip() for p in text.split(",")]
+        for p in parts:
+            if p.lower() not in names and not p.replace("-", "").isdigit():
+                raise SplitError(f"unknown split {p[:40]!r} for {spec.name}/{protocol} "
+                                 f"(valid: {', '.join(names)} or indices 0-{n - 1}, e.g. {','.join(names)})")
+        text = ",".join(str(names.index(p.lower())) if p.lower() in names else p for p in parts)
+    return parse_indices(text, n)
+
+
+def unknown_wnid_ids(table) -> dict[str, int]:
+    """wnid -> class id of the unknown wnids of a named table (ImageNet-SSB): the number of known classes
+    plus the wnid's position in the sorted union of every difficulty's wnids, so an id means the same
+    class in every split."""
+    wnids = sorted({w for ids in table.unknown.values() for w in ids if isinstance(w, str)})
+    return {w: len(table.known) + i for i, w in enumerate(wnids)}
+
+
+def _named_split(spec: DatasetSpec, protocol: str, index: int, reg: Registry) -> OpenSetSplit:
+    table = _named_table(spec, protocol, reg)
+    names = list(table.splits)
+    if not 0 <= index < len(names):
+        shown = ", ".join(f"{i}={m}" for i, m in enumerate(names))
+        raise SplitError(f"split {index} out of range for {spec.name}/{protocol} (valid: 0-{len(names) - 1}: {shown})")
+    known = table.known
+    if len(set(known)) != len(known) or not all(0 <= c < spec.num_classes for c in known):
+        raise SplitError(f"{protocol}.{spec.table}.known: ids must be distinct and in 0..{spec.num_classes - 1}")
+    ids = unknown_wnid_ids(table)
+    unknown = tuple(ids.get(c, c) for d in table.splits[names[index]] for c in table.unknown[d])  # type: ignore[misc]
+    if len(set(unknown)) != len(unknown) or set(unknown) & set(known):
+        raise SplitError(f"{protocol}.{spec.table}.{names[index]}: unknown ids repeat or overlap the known ones")
+    return OpenSetSplit(spec.name, protocol, index, known, unknown)  # type: ignore[arg-type]

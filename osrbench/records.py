@@ -132,6 +132,10 @@ class Record:
     #: ``osrbench evaluate``: weights trained elsewhere, ``{"layout", "files": [{"name", "sha256"}]}``;
     #: ``None`` for a run trained here.
     external_weights: Mapping[str, Any] | None = None
+    #: A run that trained nothing itself: the weights are those another split of the same method,
+    #: seed and config trained on the same known classes (protocol ssb), ``{"split", "split_hash"}``;
+    #: ``None`` for a run that trained its own weights.
+    shared_training: Mapping[str, Any] | None = None
     schema: int = SCHEMA
     #: Content hash of the file it was read from (``None`` before it is written).
     sha256: str | None = field(default=None, compare=False)
@@ -144,7 +148,7 @@ class Record:
         for key in ("known_classes", "unknown_classes", "image_shape", "scores", "history", "f1_rule"):
             if doc[key] is not None:
                 doc[key] = list(doc[key])
-        for key in ("cuda_graphs", "cuda_graph_steps", "external_weights"):  # absent rather than null: older readers
+        for key in ("cuda_graphs", "cuda_graph_steps", "external_weights", "shared_training"):  # absent rather than null: older readers
             if doc[key] is None:
                 del doc[key]
         return doc
@@ -228,6 +232,8 @@ _FIELDS: dict[str, tuple[bool, Callable[[Any], bool]]] = {
     "cuda_graphs": (False, lambda v: v is None or isinstance(v, bool)),
     "external_weights": (False, lambda v: v is None or (isinstance(v, Mapping) and isinstance(v.get("layout"), str)
                                                         and isinstance(v.get("files"), list))),
+    "shared_training": (False, lambda v: v is None or (isinstance(v, Mapping) and _is_int(v.get("split"))
+                                                       and isinstance(v.get("split_hash"), str))),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -30,6 +30,61 @@ class Registry:
     protocols: Mapping[str, Mapping[str, Any]]
     datasets: Mapping[str, Mapping[str, Any]]
     standard_recipes: Mapping[str, str]
+    #: protocol -> table -> its named splits, for a protocol whose entry names a ``tables`` file (``ssb``)
+    named_splits: Mapping[str, Mapping[str, "NamedSplitTable"]] = field(default_factory=dict)
+
+
+#: ``known`` values that stand for a whole class range instead of a list: ImageNet-1K's 1000 classes
+#: (label = position in sorted wnid order, as torchvision's ImageFolder gives).
+KNOWN_RANGES = {"imagenet-1k": 1000}
+
+
+@dataclass(frozen=True)
+class NamedSplitTable:
+    """One dataset's table of a protocol with named splits (the Semantic Shift Benchmark): the same
+    known classes in every split, the unknown classes of a split the union of its difficulty lists.
+
+    ``unknown`` keeps each difficulty's list verbatim (class ids, or wnids for ImageNet-21K-P);
+    ``splits`` maps each split name, in index order, to the difficulties it joins.
+    """
+
+    known: tuple[int, ...]
+    unknown: Mapping[str, tuple[int | str, ...]]
+    splits: Mapping[str, tuple[str, ...]]
+
+
+def _named_tables(path: Path, where: str) -> dict[str, NamedSplitTable]:
+    """Read and check a named-split file (``ssb_splits.yaml``)."""
+    doc = _expect(_read_yaml(path), dict, where)
+    out = {}
+    for table, entry in _expect(doc.get("tables"), dict, f"{where}.tables").items():
+        at = f"{where}.tables.{table}"
+        _expect(entry, dict, at)
+        for key in ("known", "unknown", "splits"):
+            if key not in entry:
+                raise RegistryError(f"{at}.{key}: missing")
+        known = entry["known"]
+        if isinstance(known, str):
+            if known not in KNOWN_RANGES:
+                raise RegistryError(f"{at}.known: expected a list of ids or one of {', '.join(KNOWN_RANGES)}")
+            known = list(range(KNOWN_RANGES[known]))
+        for j, cid in enumerate(_expect(known, list, f"{at}.known")):
+            _expect(cid, int, f"{at}.known[{j}]")
+        unknown = {}
+        for diff, ids in _expect(entry["unknown"], dict, f"{at}.unknown").items():
+            ids = _expect(ids, list, f"{at}.unknown.{diff}")
+            kinds = {type(i) for i in ids}
+            if not ids or not (kinds == {int} or kinds == {str}):
+                raise RegistryError(f"{at}.unknown.{diff}: expected a non-empty list of class ids or of wnids")
+            unknown[diff] = tuple(ids)
+        splits = {}
+        for name, diffs in _expect(entry["splits"], dict, f"{at}.splits").items():
+            for d in _expect(diffs, list, f"{at}.splits.{name}"):
+                if d not in unknown:
+                    raise RegistryError(f"{at}.splits.{name}: no difficulty {d!r} (valid: {', '.join(unknown)})")
+            splits[str(name)] = tuple(diffs)
+        out[table] = NamedSplitTable(tuple(known), unknown, splits)
+    return out
 
 
 _DATASET_SCHEMA: dict[str, tuple[type, bool]] = {  # key -> (type, required)
@@ -45,6 +100,7 @@ _DATASET_SCHEMA: dict[str, tuple[type, bool]] = {  # key -> (type, required)
     "epochs": (int, False),
     "source": (str, False),
     "licence": (str, False),
+    "files": (bool, False),  # the loader returns OpenSetFiles (decoded per batch by the file feed)
 }
 
 
@@ -78,9 +134,13 @@ def parse(doc: Any, base: Path) -> Registry:
                 for j, cid in enumerate(_expect(row, list, f"splits.protocols.{proto}.{table}[{i}]")):
                     _expect(cid, int, f"splits.protocols.{proto}.{table}[{i}][{j}]")
     protocols = _expect(doc["protocols"], dict, "protocols")
+    named: dict[str, dict[str, NamedSplitTable]] = {}
     for name, entry in protocols.items():
         _expect(entry, dict, f"protocols.{name}")
-        if "reader" in entry:  # its splits come from the user's files, read by that module
+        if "tables" in entry:  # named splits in a file of their own
+            named[name] = _named_tables(base / _expect(entry["tables"], str, f"protocols.{name}.tables"),
+                                        f"protocols.{name}.tables")
+        elif "reader" in entry:  # its splits come from the user's files, read by that module
             _expect(entry["reader"], str, f"protocols.{name}.reader")
         elif name not in tables:
             raise RegistryError(f"protocols.{name}: no split table of that name in {doc['splits']}")
@@ -99,7 +159,8 @@ def parse(doc: Any, base: Path) -> Registry:
     recipes = _expect(doc.get("standard_recipes", {}), dict, "standard_recipes")
     for method, recipe in recipes.items():
         _expect(recipe, str, f"standard_recipes.{method}")
-    return Registry(splits=tables, protocols=protocols, datasets=datasets, standard_recipes=recipes)
+    return Registry(splits=tables, protocols=protocols, datasets=datasets, standard_recipes=recipes,
+                    named_splits=named)
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,6 +199,7 @@ def builtin_datasets(reg: Registry | None = None) -> list[DatasetSpec]:
                 description=e.get("description", ""),
                 source=e.get("source", ""),
                 licence=e.get("licence", ""),
+                files=e.get("files", False),
             )
         )
     return specs

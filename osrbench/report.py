@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from osrbench import compare, records
 from osrbench.compare import GroupKey, Summary
+from osrbench.results import mean_std
 from osrbench.errors import MethodFailed, UserError
 from osrbench.records import Record
 from osrbench.results import json_number
@@ -88,7 +89,7 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
                     why: list[str] = []  # why a stored record is not used (damaged, edited)
                     rec = p.existing_result(why.append)
                     if rec is None:
-                        failures.append(f"{name} split {split} seed {seed}: " + (
+                        failures.append(f"{name} split {_label(req, split)} seed {seed}: " + (
                             why[-1].removeprefix("warning: ") if why else
                             f"no result in {p.dir} (run without --no-run)"))
                     else:
@@ -98,8 +99,14 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
                     found.append(engine.run(req, log=log).record)
                 except MethodFailed as exc:
                     log(f"osrbench: run failed: {exc}")
-                    failures.append(f"{name} split {split} seed {seed}: {exc}")
+                    failures.append(f"{name} split {_label(req, split)} seed {seed}: {exc}")
     return found, failures
+
+
+def _label(req: Any, split: int) -> str:
+    from osrbench import protocols
+
+    return protocols.split_label(req.dataset, req.protocol, split)
 
 
 # ------------------------------------------------------------------------------------- report
@@ -116,6 +123,17 @@ class Cell:
     expected_splits: int | None = None
     dropped: dict[int, int] = field(default_factory=dict)  # duplicate split -> first (--unique-splits)
     duplicates: dict[int, int] = field(default_factory=dict)  # duplicate split -> first, kept
+    #: Under a protocol with named splits (ssb) a cell holds one split, shown as its own column.
+    split: int | None = None
+
+    @property
+    def column(self) -> str:
+        """The table column: the dataset, or ``cub Easy`` for one named split."""
+        if self.split is None:
+            return self.key.dataset
+        from osrbench import protocols
+
+        return f"{self.key.dataset} {protocols.split_title(self.key.dataset, self.key.protocol, self.split)}"
 
     @property
     def splits(self) -> list[int]:
@@ -187,8 +205,25 @@ def build_report(records: Iterable[Record], metrics: Sequence[str] = REPORT_METR
             for c in same:
                 if labels.count(c.variant) > 1:
                     c.variant = (c.variant + ", " if c.variant else "") + f"config {c.key.short_hash}"
-    cells.sort(key=lambda c: (c.key.protocol, c.key.method, c.key.recipe or "", c.variant, c.key.dataset))
+    cells = [part for cell in cells for part in _per_named_split(cell, metrics, ddof)]
+    cells.sort(key=lambda c: (c.key.protocol, c.key.method, c.key.recipe or "", c.variant, c.key.dataset,
+                              -1 if c.split is None else c.split))
     return cells
+
+
+def _per_named_split(cell: Cell, metrics: Sequence[str], ddof: int) -> list[Cell]:
+    """A cell of a protocol with named splits as one cell per split (the SSB papers' Easy and Hard
+    columns: a mean over difficulties is no benchmark number); other cells as they are."""
+    from osrbench import protocols
+
+    if protocols.split_titles(cell.key.dataset, cell.key.protocol) is None:
+        return [cell]
+    out = []
+    for k in cell.splits:
+        recs = [r for r in cell.records if r.split == k]
+        summ = {m: compare.summarize(recs, m, ddof).get(cell.key.method) for m in metrics}
+        out.append(Cell(cell.key, recs, {m: s for m, s in summ.items() if s is not None}, cell.variant, 1, split=k))
+    return out
 
 
 def plugin_warnings(cells: Sequence[Cell]) -> list[str]:
@@ -226,15 +261,17 @@ def _cell_note(cell: Cell) -> str:
 def _layout(cells: Sequence[Cell]) -> dict[str, tuple[list[str], list[str], dict[tuple[str, str], Cell]]]:
     """protocol -> (row labels, datasets, {(row, dataset): cell})."""
     out: dict[str, tuple[list[str], list[str], dict[tuple[str, str], Cell]]] = {}
+    order: dict[str, tuple[str, int]] = {}
     for cell in cells:
         rows, datasets, grid = out.setdefault(cell.key.protocol, ([], [], {}))
         if cell.row not in rows:
             rows.append(cell.row)
-        if cell.key.dataset not in datasets:
-            datasets.append(cell.key.dataset)
-        grid[(cell.row, cell.key.dataset)] = cell
+        if cell.column not in datasets:
+            datasets.append(cell.column)
+            order[cell.column] = (cell.key.dataset, -1 if cell.split is None else cell.split)
+        grid[(cell.row, cell.column)] = cell
     for _, datasets, _ in out.values():
-        datasets.sort()
+        datasets.sort(key=order.__getitem__)  # a dataset's named splits in index order: Easy, Medium, Hard
     return out
 
 
@@ -242,7 +279,17 @@ def _flag(cell: Cell) -> str:
     return " *" if (cell.expected_splits is not None and len(cell.splits) != cell.expected_splits) or cell.duplicates else ""
 
 
+def _one_split(c: Cell, metric: str, sep: str) -> str:
+    """A named split's cell: its value, over several seeds their mean ± std."""
+    values = [r.metrics[metric] for r in c.records if r.metrics.get(metric) is not None]
+    if len(values) < 2:
+        return compare._pct(c.metrics[metric].mean)
+    return f"{compare._pct(c.metrics[metric].mean)}{sep}{compare._pct(mean_std(values, c.metrics[metric].ddof)[1])}"
+
+
 def _md_value(c: Cell | None, metric: str) -> str:
+    if c and metric in c.metrics and c.split is not None:
+        return _one_split(c, metric, " ± ")
     return _pm(c.metrics.get(metric), " ± ") + _flag(c) if c and metric in c.metrics else "–"
 
 
@@ -253,7 +300,9 @@ def _ddof(cells: Sequence[Cell]) -> int:
 def format_md(cells: Sequence[Cell], metrics: Sequence[str], source: str = "", layout: str = "metric") -> str:
     out = [f"osrbench report{' of ' + source if source else ''}: values in %, mean ± "
            f"{compare.std_label(_ddof(cells))} over splits "
-           "(seeds averaged within a split); * = incomplete or repeated splits (see the config table)."]
+           "(seeds averaged within a split); * = incomplete or repeated splits (see the config table)."
+           + (" Named splits (ssb: Easy, Medium, Hard) are columns of their own: the value, or over several seeds "
+              "mean ± std over the seeds." if any(c.split is not None for c in cells) else "")]
     for protocol, (rows, datasets, grid) in _layout(cells).items():
         if layout == "wide":
             present = [m for m in metrics if any(m in c.metrics for c in grid.values())]
@@ -293,6 +342,8 @@ def latex_escape(text: str) -> str:
 
 
 def _tex_value(c: Cell | None, metric: str) -> str:
+    if c and metric in c.metrics and c.split is not None:
+        return _one_split(c, metric, " $\\pm$ ")
     if c and metric in c.metrics:
         return _pm(c.metrics[metric], " $\\pm$ ") + ("$^*$" if _flag(c) else "")
     return "--"
@@ -410,13 +461,13 @@ def tie_tol_from(points: float | None) -> float:
     return points / 100.0
 
 
-def resolve_splits(dataset: str, protocol: str, split_text: str, seed_text: str,
+def resolve_splits(dataset: str, protocol: str, split_text: str | None, seed_text: str,
                    unique: bool) -> tuple[list[int], list[int], dict[int, int]]:
     """Split and seed indices of a comparison; with ``unique`` the repeated class sets are dropped."""
     from osrbench import plugins, protocols
 
     spec = plugins.get().dataset(dataset)
-    splits = protocols.parse_indices(split_text, protocols.num_splits(spec, protocol))
+    splits = protocols.parse_splits(split_text, spec, protocol)
     seeds = protocols.parse_indices(seed_text, protocols.MAX_SEED + 1, "seed")
     dropped: dict[int, int] = {}
     if unique:

@@ -163,7 +163,7 @@ def with_score(recs: Sequence[Record], name: str, compute: bool = True, device: 
     """``recs`` with their metrics under score ``name``: a registered post-hoc scorer's (computed from
     the checkpoint and stored where missing, when ``compute``; no macro-F1), else a score the runs
     stored themselves (``scores.npz``; macro-F1 keeps each run's own rule)."""
-    from osrbench import plugins
+    from osrbench import plugins, protocols
 
     reg = plugins.get()
     if name not in reg.scorers:
@@ -178,7 +178,8 @@ def with_score(recs: Sequence[Record], name: str, compute: bool = True, device: 
             raise UserError(f"scorer {name!r} does not apply to method {rec.method!r}: {why}")
         out.append(rec.replace(metrics=ph.metrics(name, records.read_scores(Path(rec.dir), rec))))
         if log:
-            log(f"scored {rec.method} split {rec.split} seed {rec.seed} with {name}")
+            log(f"scored {rec.method} split {protocols.split_label(rec.dataset, rec.protocol, rec.split)} "
+                f"seed {rec.seed} with {name}")
     return out
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from osrbench.errors import MethodFailed, UserError, one_line
+from osrbench.protocols import split_label
 
 if TYPE_CHECKING:  # the engine imports torch: imported where a run is planned or run, so that
     from osrbench import engine  # ``osrbench sweep --help`` does not
@@ -62,7 +63,7 @@ class SweepError(UserError):
 
 
 def label(req: engine.RunRequest) -> str:
-    return f"{req.method} {req.dataset}/{req.protocol} split {req.split} seed {req.seed}"
+    return f"{req.method} {req.dataset}/{req.protocol} split {split_label(req.dataset, req.protocol, req.split)} seed {req.seed}"
 
 
 @dataclass(frozen=True)

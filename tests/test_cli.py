@@ -27,7 +27,7 @@ BASE = ["run", "--dataset", "digits", "--epochs", "1", "--device", "cpu", "--qui
     [
         (["run", "--method", "sofmax", "--dataset", "digits"], "unknown method 'sofmax'.*did you mean 'softmax'"),
         (["run", "--method", "softmax", "--dataset", "digitz"], "unknown dataset 'digitz'.*did you mean 'digits'"),
-        (["run", "--method", "softmax", "--dataset", "digits", "--protocol", "f2"], "unknown protocol 'f2' \\(valid: auroc, f1, osrci\\)"),
+        (["run", "--method", "softmax", "--dataset", "digits", "--protocol", "f2"], "unknown protocol 'f2' \\(valid: auroc, f1, osrci, ssb, openood\\)"),
         (["run", "--method", "softmax", "--dataset", "digits", "--recipe", "mls-papr"], "unknown recipe 'mls-papr'.*did you mean 'mls-paper'"),
         (["run", "--method", "softmax", "--dataset", "digits", "--set", "learning_rate=0.1"], "unknown config key 'learning_rate'"),
         (["run", "--method", "softmax", "--dataset", "digits", "--set", "lr=fast"], "config key 'lr' expects float"),

@@ -128,6 +128,7 @@ def test_mls_ssb_is_the_finegrained_script(method, dataset, m, ls):
     assert (cfg["schedule"], cfg["warmup_epochs"], cfg["randaugment_n"]) == ("mls-cosine", 10, 2)
     assert (cfg["randaugment"], cfg["label_smoothing"]) == (m, ls)
     assert (cfg["normalize"], cfg["augment"]) == ("cifar", "crop_flip")
+    assert cfg["backbone"] == "resnet50"  # osr_finegrained_train.sh: --model=timm_resnet50_pretrained
 
 
 def test_mls_ssb_recipes_where_the_release_has_them():

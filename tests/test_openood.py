@@ -289,7 +289,7 @@ def test_datasets_without_an_openood_benchmark(tmp_path, capsys):
         split_of("cifar+50", tmp_path)
     with pytest.raises(protocols.SplitError, match="no benchmark for dataset 'svhn'"):
         split_of("svhn", tmp_path)
-    with pytest.raises(protocols.SplitError, match="no table 'cifar50'"):
+    with pytest.raises(protocols.SplitError, match="^cifar50 has no splits under protocol 'auroc'; use --protocol openood$"):
         protocols.get_split(plugins.get().dataset("cifar50"), "auroc", 0)
 
 

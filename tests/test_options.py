@@ -209,7 +209,7 @@ def test_installed_methods_declare_valid_options_and_every_recipe_resolves(name)
         ("softmax", {"label_smoothing": 1.5}, r"'label_smoothing': 1\.5 is out of range \(must be in \[0, 1\]\)"),
         ("arpl", {"temp": 0.0}, r"'temp': 0\.0 is out of range \(must be > 0\)"),
         ("arpl", {"weight_decay": -1e-4}, r"'weight_decay': -0\.0001 is out of range \(must be >= 0\)"),
-        ("arpl-cs", {"gan_mode": "wrapped"}, r"'gan_mode': 'wrapped' is not allowed \(valid: auto, reference, wrap, native\)"),
+        ("arpl-cs", {"gan_mode": "wrapped"}, r"'gan_mode': 'wrapped' is not allowed \(valid: auto, reference, wrap, native, mls-release\)"),
         ("arpl-cs", {"nz": 0}, r"'nz': 0 is out of range \(must be >= 1\)"),
         ("arpl-cs", {"gan_betas": [0.5, 1.5]}, r"'gan_betas': \[0\.5, 1\.5\] is out of range \(each element must be in \[0, 1\)\)"),
         ("dias", {"optim_mode": "adm"}, r"'optim_mode': 'adm' is not allowed \(valid: sgd, adam\); did you mean 'adam'"),

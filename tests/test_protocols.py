@@ -99,7 +99,8 @@ def test_bad_split_index_and_protocol_name_the_valid_ones():
 def _write_registry(tmp_path, mutate):
     doc = yaml.safe_load(registry.REGISTRY_PATH.read_text())
     mutate(doc)
-    (tmp_path / "splits.yaml").write_text(registry.REGISTRY_PATH.with_name("splits.yaml").read_text())
+    for name in ("splits.yaml", "ssb_splits.yaml"):  # the split files the registry names
+        (tmp_path / name).write_text(registry.REGISTRY_PATH.with_name(name).read_text())
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump(doc))
     return tmp_path / "registry.yaml"
 

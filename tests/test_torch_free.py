@@ -152,8 +152,8 @@ def test_help_lists_every_command_without_importing_torch():
         }))
         """
     )
-    expected = ["compare", "data", "evaluate", "export", "list", "new-plugin", "plugins", "report", "rescore", "run",
-                "score", "splits", "sweep"]
+    expected = ["compare", "data", "evaluate", "export", "leaderboard", "list", "new-plugin", "plugins", "report",
+                "rescore", "run", "score", "splits", "sweep"]
     assert out["code"] == 0 and out["torch"] == []
     assert out["commands"] == expected
     assert out["codes"] == {c: 0 for c in expected}  # each command's own --help too
@@ -187,7 +187,7 @@ def test_results_are_read_compared_reported_and_rescored_without_torch(tmp_path)
     out = _run_without_torch(
         f"""
         import numpy as np
-        import osrbench.compare, osrbench.export, osrbench.report
+        import osrbench.compare, osrbench.export, osrbench.report, osrbench.site.leaderboard, osrbench.site.report_page
         from osrbench import records, rescore
         with np.load({str(tmp_path / "scores.npz")!r}) as z:
             scores = records.Scores.from_arrays({{k: z[k] for k in z.files}})

@@ -11,6 +11,24 @@ if TYPE_CHECKING:  # the engine imports torch; registering a command must not
     from osrbench import engine
 
 
+#: ``--protocol`` of the commands that run or evaluate one dataset.
+PROTOCOL_HELP = "split protocol: auroc, f1, osrci, ssb or openood (default auroc; a dataset's only protocol where it has one)"
+#: ``--split`` of the commands that run or evaluate one split.
+SPLIT_HELP = "split index, or name under a protocol with named splits (ssb: easy, medium, hard; default 0)"
+
+
+def resolve_protocol(args: argparse.Namespace) -> None:
+    """Fill ``--protocol``'s default for ``args.dataset`` (``ssb`` for a dataset only ssb has) and read
+    a ``--split`` name (``easy``) as the split's index."""
+    from osrbench import plugins, protocols
+
+    spec = plugins.get().dataset(args.dataset)
+    if args.protocol is None:
+        args.protocol = protocols.default_protocol(spec)
+    if isinstance(getattr(args, "split", None), str):
+        args.split = protocols.parse_split(args.split, spec, args.protocol)
+
+
 def add_run_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> None:
     """The options every training command shares (run, compare, sweep; a sweep takes several datasets)."""
     if many_datasets:
@@ -18,7 +36,7 @@ def add_run_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> 
                        help="dataset names (osrbench list)")
     else:
         p.add_argument("--dataset", required=True, help="dataset name (osrbench list)")
-    p.add_argument("--protocol", default="auroc", help="split protocol: auroc, f1 or osrci (default auroc)")
+    p.add_argument("--protocol", help=PROTOCOL_HELP)
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     p.add_argument("--recipe", help="a named recipe of the method (osrbench list)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -75,6 +93,13 @@ def request_from_args(
         progress=not args.quiet, deterministic=args.deterministic,
         loggers=parse_loggers(getattr(args, "loggers", None)), log_dir=getattr(args, "log_dir", None),
     )
+
+
+def split_shown(rec: Any) -> str:
+    """A record's split as users name it: ``2 (hard)`` under a protocol with named splits, else ``2``."""
+    from osrbench import protocols
+
+    return protocols.split_label(rec.dataset, rec.protocol, rec.split)
 
 
 def tabulate(rows: list[list[Any]], headers: Sequence[str], fmt: str = "simple") -> str:

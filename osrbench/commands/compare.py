@@ -8,7 +8,8 @@ from pathlib import Path
 from osrbench import compare, stats
 from osrbench.commands._checks import (check_distinct, check_jobs, check_run_args, check_stats_args,
                                        check_table_format, check_tie_tol)
-from osrbench.commands._options import add_pack_option, add_run_options, add_std_option, log, request_from_args
+from osrbench.commands._options import (add_pack_option, add_run_options, add_std_option, log, request_from_args,
+                                       resolve_protocol)
 from osrbench.errors import EXIT_FAILED
 
 
@@ -18,8 +19,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     check_distinct(args.methods)
     reg = plugins.get()
     spec = reg.dataset(args.dataset)
-    n = protocols.num_splits(spec, args.protocol)
-    splits = protocols.parse_indices(args.splits, n)
+    resolve_protocol(args)
+    splits = protocols.parse_splits(args.splits, spec, args.protocol)
     seeds = protocols.parse_indices(args.seeds, protocols.MAX_SEED + 1, "seed")
     # every flag checked before anything is trained: a bad --format must not waste hours of training
     check_run_args(args, writes=not args.no_run)
@@ -138,7 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="run what is missing and compare methods over splits")
     p.add_argument("methods", nargs="+")
     add_run_options(p)
-    p.add_argument("--splits", default="0-4", help="split indices, e.g. 0-4 or 0,2 (default 0-4)")
+    p.add_argument("--splits", help="split indices, e.g. 0-4 or 0,2, or names (ssb: easy,hard) (default: all)")
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0-2 (default 0)")
     p.add_argument("--no-run", action="store_true", help="only read existing results")
     p.add_argument("--jobs", type=int, default=1, metavar="N",

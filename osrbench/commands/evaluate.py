@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from osrbench.commands._options import log, pct, tabulate
+from osrbench.commands._options import PROTOCOL_HELP, SPLIT_HELP, log, pct, resolve_protocol, split_shown, tabulate
 from osrbench.commands.run import METRIC_ORDER
 
 #: The layouts (osrbench.layouts.LAYOUTS; repeated so that registering the command imports no torch).
-LAYOUT_NAMES = ("dias-release", "arpl-release", "cac-release", "medaf-release", "osrbench")
+LAYOUT_NAMES = ("dias-release", "arpl-release", "mls-release", "cac-release", "medaf-release", "osrbench")
 
 DESCRIPTION = """\
 Evaluate weights trained elsewhere on one split: the method is set up exactly as `osrbench run`
@@ -24,6 +24,10 @@ Layouts:
   dias-release  the DIAS release (wjun0830/Difficulty-Aware-Simulator): its
                 <item>_<epoch>_<batch>_checkpoint.pth.tar (net2 = the classifier, net1 = the Copycat,
                 G, D), or the classifier's bare state dict; method dias.
+  mls-release   the MLS release (sgvaze/osr_closed_set_all_you_need): its pretrained_weights/
+                tinyimagenet_<i>.pth (VGG32 = classifier32, softmax-trained); method softmax (or
+                openmax). File i is --protocol osrci --split i (not reversed); its README evaluates
+                at 64 px with CIFAR normalisation: --recipe mls-paper.
   cac-release   the CAC release (dimitymiller/cac-openset): its
                 <dataset>_<trial>_<name>CACclassifierAnchorLoss.pth ({'net', 'acc', 'epoch'}); method
                 cac (plugin osrbench-cac), whose fit stage then replaces the anchors as its evaluation does.
@@ -58,6 +62,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         specs = [reg.scorer(n) for n in scorer_names(reg, args.scorer)]
     check_device_name(args.device)
     results.check_writable_dir(args.out, "--out")
+    resolve_protocol(args)
     req = external.EvaluateRequest(
         method=args.method, dataset=args.dataset, weights=tuple(args.weights or ()), layout=args.layout,
         protocol=args.protocol, split=args.split, seed=args.seed, recipe=args.recipe,
@@ -72,7 +77,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rows = [[k, pct(m[k])] for k in METRIC_ORDER if k in m]
     when = (f"evaluated in {rec.wall_time_s['eval']:.1f} s" if out.evaluated
             else "the stored record of these weights; --force evaluates them again")
-    print(f"{rec.method} on {rec.dataset} ({rec.protocol} split {rec.split}, seed {rec.seed}) -- external weights, "
+    print(f"{rec.method} on {rec.dataset} ({rec.protocol} split {split_shown(rec)}, seed {rec.seed}) -- external weights, "
           f"layout {ext.get('layout')} ({files}); {rec.device}, {when}")
     print(tabulate(rows, ["metric", "%"]))
     if specs:
@@ -98,8 +103,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", required=True)
     p.add_argument("--dataset", required=True, help="dataset name (osrbench list)")
-    p.add_argument("--protocol", default="auroc", help="split protocol: auroc, f1 or osrci (default auroc)")
-    p.add_argument("--split", type=int, default=0, help="split index (default 0)")
+    p.add_argument("--protocol", help=PROTOCOL_HELP)
+    p.add_argument("--split", default="0", help=SPLIT_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the set-up (default 0)")
     p.add_argument("--recipe", help="a named recipe of the method (osrbench list)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

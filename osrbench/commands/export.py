@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from osrbench import compare, export, report, results
 from osrbench.commands._checks import check_distinct, check_tie_tol
+from osrbench.commands._options import resolve_protocol
 from osrbench.errors import UserError
-
-#: The largest file ``--validate`` reads (an export bundle is a few hundred kB).
-MAX_BUNDLE_BYTES = 100_000_000
 
 if TYPE_CHECKING:  # the engine imports torch; registering a command must not
     from osrbench import engine
@@ -20,16 +17,7 @@ if TYPE_CHECKING:  # the engine imports torch; registering a command must not
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.validate:
-        try:
-            if Path(args.validate).stat().st_size > MAX_BUNDLE_BYTES:
-                raise UserError(f"{args.validate}: larger than {MAX_BUNDLE_BYTES:,} bytes, not an export bundle")
-            doc = json.loads(Path(args.validate).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise UserError(f"{args.validate}: cannot read an export bundle ({type(exc).__name__})") from None
-        try:
-            export.validate_export(doc)
-        except export.ExportInvalid as exc:
-            raise UserError(f"{args.validate}: invalid export: {exc}") from None
+        doc = export.read_bundle(args.validate)
         print(f"{args.validate}: valid osrbench export ({doc['dataset']}/{doc['protocol']}, "
               f"{len(doc['methods'])} methods, splits {compare.split_list(doc['splits'])})")
         return 0
@@ -43,6 +31,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from osrbench import config as configmod
     from osrbench import engine
 
+    resolve_protocol(args)
     splits, seeds, dropped = report.resolve_splits(args.dataset, args.protocol, args.splits, args.seeds,
                                                    args.unique_splits)
     overrides = configmod.parse_overrides(args.overrides)
@@ -70,8 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="one JSON bundle of a comparison for a leaderboard (or --validate one)")
     p.add_argument("methods", nargs="*")
     p.add_argument("--dataset", help="dataset name")
-    p.add_argument("--protocol", default="auroc", help="split protocol (default auroc)")
-    p.add_argument("--splits", default="0-4", help="split indices (default 0-4)")
+    p.add_argument("--protocol", help="split protocol (default auroc; ssb for a dataset only ssb has)")
+    p.add_argument("--splits", help="split indices or names (ssb: easy,hard) (default: all)")
     p.add_argument("--seeds", default="0", help="seeds (default 0)")
     p.add_argument("--unique-splits", action="store_true", help="drop splits that repeat an earlier split's classes")
     p.add_argument("--epochs", type=int, help="the epoch count the runs used")

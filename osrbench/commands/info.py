@@ -52,10 +52,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name, ds in reg.datasets.items():
         sizes = []
-        for proto in registry.load().splits:
+        for proto in protocols.protocol_names():
+            if protocols.reader_of(proto) is not None:  # its splits are files under the data root
+                continue
             try:
                 s = protocols.get_split(ds, proto, 0)
-                sizes.append(f"{proto} {protocols.num_splits(ds, proto)}x{len(s.known)}/{len(s.unknown)}")
+                names = protocols.split_names(ds, proto)
+                if names is None:
+                    sizes.append(f"{proto} {protocols.num_splits(ds, proto)}x{len(s.known)}/{len(s.unknown)}")
+                else:  # same known classes, one unknown set per named split
+                    sizes.append(f"{proto} {len(s.known)}/" + ", ".join(
+                        f"{len(protocols.get_split(ds, proto, k).unknown)} {n}" for k, n in enumerate(names)))
             except protocols.SplitError:
                 pass
         rows.append([name, ds.image_size, ds.augment, "; ".join(sizes), ds.description])
@@ -85,6 +92,10 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
     reg = plugins.get()
     ds = reg.dataset(args.dataset)
+    if args.protocol is None:
+        args.protocol = protocols.default_protocol(ds)
+    if protocols.split_names(ds, args.protocol) is not None:
+        return _named_splits(ds, args.protocol)
     n = protocols.num_splits(ds, args.protocol)
     rows = []
     seen: dict[Any, int] = {}
@@ -95,6 +106,30 @@ def cmd_splits(args: argparse.Namespace) -> int:
                      "" if dup == i else f"same classes as split {dup}"])
     print(f"{ds.name}, protocol {args.protocol}: known class ids in label order (id at position i = label i)")
     print(tabulate(rows, ["split", "known", "unknown", "hash", "note"]))
+    return 0
+
+
+def _named_splits(ds: Any, protocol: str) -> int:
+    """``splits`` of a protocol with named splits: the known classes and each difficulty's unknown
+    classes as the table holds them (the release's lists), then what each named split evaluates."""
+    from osrbench import protocols, registry
+
+    table = registry.load().named_splits[protocol][ds.table]
+    known = " ".join(map(str, table.known))
+    if table.known == tuple(range(len(table.known))):
+        known = f"0-{len(table.known) - 1} (all {len(table.known)} classes, label = id)"
+    print(f"{ds.name}, protocol {protocol}: known class ids in label order (id at position i = label i)")
+    print(f"known ({len(table.known)}): {known}")
+    for diff, ids in table.unknown.items():
+        print(f"{diff} ({len(ids)}): {' '.join(map(str, ids))}")
+    rows = []
+    for k, name in enumerate(table.splits):
+        s = protocols.get_split(ds, protocol, k)
+        rows.append([k, name, " + ".join(table.splits[name]), len(s.unknown), s.hash])
+    print()
+    print(tabulate(rows, ["split", "name", "unknown classes", "n unknown", "hash"]))
+    if any(isinstance(c, str) for ids in table.unknown.values() for c in ids):
+        print("unknown wnids have class id number of known classes + position in the sorted union of the lists")
     return 0
 
 
@@ -155,7 +190,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("splits", help="the class splits of a dataset under a protocol")
     p.add_argument("dataset")
-    p.add_argument("--protocol", default="auroc")
+    p.add_argument("--protocol", help="default auroc; the dataset's only protocol where it has one (cub: ssb)")
     p.add_argument("--data-root", type=Path, help="where a protocol of files (openood) finds them")
     p.set_defaults(func=cmd_splits)
 

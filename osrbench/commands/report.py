@@ -13,11 +13,12 @@ from osrbench.errors import UsageError, UserError
 def cmd_report(args: argparse.Namespace) -> int:
     from osrbench import results
 
-    metrics = report.parse_metrics(args.metrics, report.REPORT_METRICS)
+    # the page has room for every metric compare shows; the paper tables keep the paper's four
+    metrics = report.parse_metrics(args.metrics, compare.METRICS if args.format == "html" else report.REPORT_METRICS)
     if args.output:
         results.check_output_file(args.output, "--output")
-    if args.ranks and args.format not in ("md", "json"):
-        raise UsageError(f"--ranks goes with --format md or json, not {args.format}")
+    if args.ranks and args.format not in ("md", "json", "html"):
+        raise UsageError(f"--ranks goes with --format md or json (html always shows its ranks), not {args.format}")
     if args.plot:
         from osrbench import plots
 
@@ -28,7 +29,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     cells = report.build_report(recs, metrics, args.unique_splits, compare.STD_CHOICES[args.std])
     for line in report.plugin_warnings(cells):
         log(f"warning: {line}")
-    text = report.render_report(cells, metrics, args.format, str(args.runs), args.layout)
+    if args.format == "html":  # one self-contained page: osrbench.site reads the cells, the report does not know it
+        from osrbench.site import report_page
+
+        text = report_page.render(cells, metrics, str(args.runs), log)
+    else:
+        text = report.render_report(cells, metrics, args.format, str(args.runs), args.layout)
     if args.ranks or args.plot:
         from osrbench import analysis
 
@@ -37,7 +43,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             log("warning: no ranks: they need at least 2 methods on at least 2 (dataset, protocol) blocks")
         if args.ranks and args.format == "md":
             text = text.rstrip("\n") + "\n" + analysis.render_ranks(ranks) + "\n"
-        elif args.ranks:  # json
+        elif args.ranks and args.format == "json":  # html: the page always has its ranks
             import json
 
             doc = report.report_doc(cells, metrics, str(args.runs))
@@ -62,9 +68,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="paper table of every result record: methods x datasets, mean +- std")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
-    p.add_argument("--format", choices=report.FORMATS, default="md",
-                   help="md (GitHub table), csv, latex (booktabs), json")
-    p.add_argument("--metrics", help=f"comma-separated metrics (default {','.join(report.REPORT_METRICS)})")
+    p.add_argument("--format", choices=(*report.FORMATS, "html"), default="md",
+                   help="md (GitHub table), csv, latex (booktabs), json, html (one self-contained page: "
+                        "sortable tables, paired statistics, ranks, figures and every run's provenance)")
+    p.add_argument("--metrics", help=f"comma-separated metrics (default {','.join(report.REPORT_METRICS)}; html: "
+                                     f"{','.join(compare.METRICS)})")
     p.add_argument("--layout", choices=("metric", "wide"), default="metric",
                    help="md/latex: one table per metric (default) or one table with metrics under each dataset")
     p.add_argument("--dataset", help="only this dataset")

@@ -32,6 +32,7 @@ def scorer_names(reg: Any, text: str | None) -> list[str]:
 def cmd_score(args: argparse.Namespace) -> int:
     from osrbench import compare, plugins, records, report, rescore
     from osrbench.devices import check_device_name
+    from osrbench.protocols import split_label
 
     reg = plugins.get()
     names = scorer_names(reg, args.scorer)
@@ -57,7 +58,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                 not_applicable[(compare.group_key(rec), n)] = why
             else:
                 by_scorer[n].append(rec.replace(metrics=ph.metrics(n, scores)))
-        log(f"scored {rec.method} {rec.dataset}/{rec.protocol} split {rec.split} seed {rec.seed} "
+        log(f"scored {rec.method} {rec.dataset}/{rec.protocol} split {split_label(rec.dataset, rec.protocol, rec.split)} "
+            f"seed {rec.seed} "
             f"({time.perf_counter() - t0:.1f} s)")
     print(render_matrix(recs, by_scorer, names, metric_names, not_applicable, args.format))
     return 0

@@ -35,10 +35,10 @@ def load_grid(path: Path) -> dict[str, Any]:
     types = {  # key -> (allowed kinds, in words); lists hold names (str) or indices (int)
         "methods": ((str, "list[str]"), "a name or a list of names"),
         "datasets": ((str, "list[str]"), "a name or a list of names"),
-        "protocol": ((str,), "one protocol name (auroc, f1 or osrci)"),
+        "protocol": ((str,), "one protocol name (auroc, f1, osrci or ssb)"),
         "recipe": ((str,), "one recipe name"),
         "epochs": ((int,), "a positive integer"),
-        "splits": ((str, int, "list[int]"), "indices like 0-4, a list of integers, or all"),
+        "splits": ((str, int, "list[int]", "list[str]"), "indices like 0-4, a list of integers or split names, or all"),
         "seeds": ((str, int, "list[int]"), "seeds like 0-2 or a list of integers"),
     }
 
@@ -90,7 +90,8 @@ def _as_list(value: Any, key: str) -> list[str]:
     raise SweepError(f"grid key {key!r} expects a name or a list of names, got {value!r}")
 
 
-def _indices(value: Any, upper: int, key: str) -> list[int]:
+def _indices(value: Any, upper: int, key: str, spec: Any = None, protocol: str | None = None) -> list[int]:
+    """Indices from a flag or grid value; with ``spec`` and ``protocol`` split names (``easy``) too."""
     from osrbench import protocols
 
     if value is None or value == "all":
@@ -100,11 +101,14 @@ def _indices(value: Any, upper: int, key: str) -> list[int]:
     if isinstance(value, int):
         value = str(value)
     if isinstance(value, (list, tuple)):
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise SweepError(f"grid key {key!r} expects integers, got {value!r}")
+        named = spec is not None and protocols.split_names(spec, protocol) is not None
+        if not all((isinstance(v, int) and not isinstance(v, bool)) or (named and isinstance(v, str)) for v in value):
+            raise SweepError(f"grid key {key!r} expects integers{' or split names' if named else ''}, got {value!r}")
         value = ",".join(map(str, value))
     if not isinstance(value, str):
         raise SweepError(f"grid key {key!r}: cannot read {value!r}")
+    if spec is not None:
+        return protocols.parse_splits(value, spec, protocol)
     return protocols.parse_indices(value, upper, key.rstrip("s"))
 
 
@@ -153,7 +157,7 @@ def grid_requests(args: argparse.Namespace) -> list[engine.RunRequest]:
         raise SweepError("no methods: pass --methods NAME ... or a grid file with 'methods'")
     if not datasets:
         raise SweepError("no datasets: pass --datasets NAME ... or a grid file with 'datasets'")
-    protocol = args.protocol or grid.get("protocol", "auroc")
+    protocol = args.protocol or grid.get("protocol")  # None: each dataset's default
     epochs = args.epochs if args.epochs is not None else grid.get("epochs")
     if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
         raise SweepError(f"--epochs must be positive, got {epochs!r}")
@@ -165,8 +169,9 @@ def grid_requests(args: argparse.Namespace) -> list[engine.RunRequest]:
     out = []
     for name in datasets:
         spec = reg.dataset(name)
-        splits = _indices(splits_spec, protocols.num_splits(spec, protocol), "splits")
-        ns = argparse.Namespace(**{**vars(args), "dataset": name, "protocol": protocol, "epochs": epochs,
+        proto = protocol or protocols.default_protocol(spec)
+        splits = _indices(splits_spec, protocols.num_splits(spec, proto), "splits", spec, proto)
+        ns = argparse.Namespace(**{**vars(args), "dataset": name, "protocol": proto, "epochs": epochs,
                                    "recipe": recipe, "overrides": [], "out": args.out or Path("runs")})
         for method in dict.fromkeys(methods):
             for split in splits:

@@ -32,7 +32,8 @@ from torch import nn
 from osrbench import layouts
 from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
-from osrbench.models import GAN_MODES, Classifier32, make_gan, sample_noise
+from osrbench.models import GAN_MODES, make_gan, sample_noise
+from osrbench.models.backbones import BACKBONE_DEFAULTS, BACKBONE_OPTIONS, BackboneError, make_network, network_adaptations
 from osrbench.training import OPTIM_DEFAULTS, OPTIM_OPTIONS, bce, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
 
 CITATION = (
@@ -48,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "weight_pl": 0.1,  # λ, weight of the radius (margin-ranking) term
     "margin": 1.0,  # margin of max(0, d_e(f, P_y) − R + margin)
     "label_smoothing": 0.0,  # MLS convention on the CE term: 1 − ε true class, ε/(K−1) elsewhere
+    **BACKBONE_DEFAULTS,  # classifier32 | resnet50 | vit_b16 (P and R are points of its feature width)
 }
 
 #: ARPL+CS adds the confusing-sample GAN (release: --beta, --gan_lr, --nz; Adam betas (0.5, 0.999)).
@@ -57,7 +59,7 @@ CS_DEFAULTS: dict[str, Any] = {
     "gan_lr": 2e-4,  # Adam lr of G and D (constant)
     "gan_betas": [0.5, 0.999],
     "nz": 100,  # noise dimension
-    "gan_mode": "auto",  # auto | reference | wrap | native (osrbench.models.resolve_gan_mode)
+    "gan_mode": "auto",  # auto | reference | wrap | native (osrbench.models.resolve_gan_mode) | mls-release
 }
 
 #: The allowed values of the keys above (checked before a run starts; ``osrbench list --options``).
@@ -67,6 +69,7 @@ OPTIONS: dict[str, Option] = {
     "weight_pl": Option(minimum=0, help="lambda, weight of the radius (margin-ranking) term"),
     "margin": Option(help="margin of max(0, d_e(f, P_y) - R + margin)"),
     "label_smoothing": Option(minimum=0, maximum=1, help="MLS label smoothing eps of the CE term (0 = off)"),
+    **BACKBONE_OPTIONS,
 }
 
 #: ARPL+CS's options: ARPL's and the GAN's.
@@ -76,8 +79,9 @@ CS_OPTIONS: dict[str, Option] = {
     "gan_lr": Option(exclusive_minimum=0, help="Adam learning rate of G and D (constant)"),
     "gan_betas": Option(minimum=0, exclusive_maximum=1, help="Adam betas of G and D"),
     "nz": Option(minimum=1, help="noise dimension of G"),
-    "gan_mode": Option(choices=("auto", *GAN_MODES),
-                       help="GAN networks for the image size (osrbench.models.resolve_gan_mode)"),
+    "gan_mode": Option(choices=("auto", *GAN_MODES, "mls-release"),
+                       help="GAN networks for the image size (osrbench.models.resolve_gan_mode); mls-release: "
+                            "the MLS release's G64/D for any size >= 64 (G32/D below), fakes not resized"),
 }
 
 # MLS-paper recipe (METHODS.md §4.2): RandAugment magnitude per dataset.
@@ -116,7 +120,7 @@ MLS_SSB = {
     "*": {
         "epochs": 600, "batch_size": 32, "image_size": 448, "optimizer": "sgd", "lr": 0.001, "momentum": 0.9,
         "weight_decay": 1e-4, "schedule": "mls-cosine", "warmup_epochs": 10, "augment": "crop_flip",
-        "normalize": "cifar", "randaugment_n": 2,
+        "normalize": "cifar", "randaugment_n": 2, "backbone": "resnet50",  # weights: --set backbone_weights=PATH
     },
     "cub": {"randaugment": 30, "label_smoothing": 0.2},
     "aircraft": {"randaugment": 18, "label_smoothing": 0.1},
@@ -232,7 +236,11 @@ class ARPL(Method):
         self.device = ctx.device
         self.image_shape = tuple(ctx.image_shape)
         # Release order: network, (GAN), criterion (reciprocal points and radius).
-        self.net = ctx.place(Classifier32(ctx.num_classes, in_channels=ctx.image_shape[0], bn_branches=self.bn_branches))
+        self.backbone = self.cfg.get("backbone", "classifier32")  # .get: configs of runs from before the option
+        self._check_backbone()
+        self.net = ctx.place(make_network(self.backbone, ctx.num_classes, in_channels=ctx.image_shape[0],
+                                          image_size=ctx.image_shape[1], weights=self.cfg.get("backbone_weights", ""),
+                                          bn_branches=self.bn_branches))
         self._build_gan(ctx)
         self.rp = self._build_criterion(ctx).to(ctx.device)
         # One optimiser over the backbone and {P, R} (weight decay acts on P and R, §10.12). The
@@ -240,6 +248,9 @@ class ARPL(Method):
         self.opt = make_optimizer([{"params": self.net.parameters()}, {"params": self.rp.parameters()}], self.cfg)
         self.epoch = 0
         set_lr(self.opt, lr_at(0, self.cfg))
+
+    def _check_backbone(self) -> None:
+        """Every backbone carries plain ARPL (its points are of the backbone's feature width)."""
 
     def _build_gan(self, ctx: Context) -> None:
         """No GAN in plain ARPL."""
@@ -307,6 +318,9 @@ class ARPL(Method):
         # ARPL's logits are distances to the reciprocal points, not affine in f (ViM does not apply).
         return arpl_logits(penultimate, self.rp.points)
 
+    def adaptations(self) -> dict[str, Any]:
+        return network_adaptations(self.net, self.image_shape[0])
+
     def f1_rule(self) -> tuple[str, float]:
         # The ARPL release has no macro-F1 rule. For head-to-head macro-F1 with DIAS, osrbench
         # applies the DIAS rule (MSP > α/K + (1 − α) − 0.05) to the softmax of ARPL's logits.
@@ -320,6 +334,9 @@ class ARPL(Method):
         """The ARPL release's network (``classifier32``; ``classifier32ABN`` for ARPL+CS) and its
         ``ARPLoss`` criterion, whose ``points`` and ``radius`` become :attr:`rp`. The release does not
         save ARPL+CS's GAN: G and D keep their set-up weights (evaluation does not use them)."""
+        if self.backbone != "classifier32":
+            raise layouts.LayoutError(f"--layout {layout} holds a classifier32 network; this run's backbone is "
+                                      f"{self.backbone} (drop --set backbone)")
         net, criterion = layouts.arpl_release(weights)
         if criterion is None:
             raise layouts.LayoutError(
@@ -347,9 +364,27 @@ class ARPLCS(ARPL):
     phases: tuple[str, ...] = ("cs", "arpl")
     bn_branches = 2
 
+    def _check_backbone(self) -> None:
+        """ARPL+CS trains classifier32ABN only: the MLS release's ``osr.py`` (lines 143-147) raises
+        ``NotImplementedError`` for ``--cs`` with any other model, so no release trains it on ResNet-50 or ViT."""
+        if self.backbone != "classifier32":
+            raise BackboneError(f"arpl-cs trains the two-branch-BN classifier32 only (the MLS release's osr.py raises "
+                                f"NotImplementedError for --cs with another model); backbone {self.backbone} is "
+                                "offered by arpl, gcpl and rpl")
+
     def _build_gan(self, ctx: Context) -> None:
         c, h, w = ctx.image_shape
-        self.G, self.D, self.gan_mode = make_gan((h, w), c, self.cfg["gan_mode"], nz=self.cfg["nz"])
+        if self.cfg["gan_mode"] == "mls-release":
+            # The MLS release's osr.py (lines 163-168): Generator/Discriminator (64 px) for any image size >= 64,
+            # the 32-px pair below. train_cs feeds D the real batch at the run's size and G's fakes, at the GAN's
+            # size, to D and the classifier unresized (both end in a global pool).
+            if h != w or h < 32:
+                raise ValueError(f"gan_mode mls-release needs square images of at least 32 px, got {h}x{w}")
+            self.gan_size = 64 if h >= 64 else 32
+            self.G, self.D, _ = make_gan(self.gan_size, c, "reference", nz=self.cfg["nz"])
+            self.gan_mode = "reference" if h == self.gan_size else "mls-release"  # at 32 and 64 px: the reference
+        else:
+            self.G, self.D, self.gan_mode = make_gan((h, w), c, self.cfg["gan_mode"], nz=self.cfg["nz"])
         ctx.place(self.G)
         ctx.place(self.D)
         self.generator = ctx.generator
@@ -451,8 +486,12 @@ class ARPLCS(ARPL):
 
     # ---------------------------------------------------------------- records and checkpoints
     def adaptations(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.gan_mode != "reference":
+        out: dict[str, Any] = super().adaptations()
+        if self.gan_mode == "mls-release":
+            out["gan_mode"] = self.gan_mode
+            out["gan_image_size"] = [self.gan_size, self.gan_size]
+            out["gan_channels"] = self.image_shape[0]
+        elif self.gan_mode != "reference":
             out["gan_mode"] = self.gan_mode
             out["gan_image_size"] = list(self.image_shape[1:])
             out["gan_channels"] = self.image_shape[0]

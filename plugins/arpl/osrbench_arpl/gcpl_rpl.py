@@ -31,6 +31,7 @@ from torch import nn
 
 from osrbench import layouts
 from osrbench.method import Context, MethodSpec, Option
+from osrbench.models.backbones import BACKBONE_DEFAULTS
 from osrbench.training import OPTIM_DEFAULTS, mls_smoothed_cross_entropy
 
 from osrbench_arpl.arpl import ARPL, CLASSIC_RECIPES, DEFAULTS, OPTIONS, ReciprocalPoints, distance_logits
@@ -46,12 +47,12 @@ RPL_CITATION = (
 
 #: GCPL's and RPL's keys: ARPL's without the margin, plus the release's --num-centers.
 CENTRE_DEFAULTS: dict[str, Any] = {
-    **{key: DEFAULTS[key] for key in (*OPTIM_DEFAULTS, "temp", "weight_pl", "label_smoothing")},
+    **{key: DEFAULTS[key] for key in (*OPTIM_DEFAULTS, "temp", "weight_pl", "label_smoothing", *BACKBONE_DEFAULTS)},
     "num_centers": 1,  # M, centres per class (release --num-centers; GCPLoss ignores it there)
 }
 
 CENTRE_OPTIONS: dict[str, Option] = {
-    **{key: OPTIONS[key] for key in (*OPTIM_DEFAULTS, "temp", "label_smoothing")},
+    **{key: OPTIONS[key] for key in (*OPTIM_DEFAULTS, "temp", "label_smoothing", *BACKBONE_DEFAULTS)},
     "weight_pl": Option(minimum=0, help="lambda, weight of the centre term (GCPL: MSE to the own centre; "
                                         "RPL: distance to the radius)"),
     "num_centers": Option(minimum=1, help="M, centres per class, distances averaged over them (the release's "
@@ -134,6 +135,9 @@ class _CentreMethod(ARPL):
     def load_external(self, layout: str, weights: Mapping[str, torch.Tensor]) -> None:
         """The ARPL release's ``classifier32`` and its ``GCPLoss`` / ``RPLoss`` criterion file
         (``Dist.centers``, and RPL's ``radius``), which become :attr:`rp` (``points``, ``radius``)."""
+        if self.backbone != "classifier32":
+            raise layouts.LayoutError(f"--layout {layout} holds a classifier32 network; this run's backbone is "
+                                      f"{self.backbone} (drop --set backbone)")
         net, crit = release_files(weights, self.method_name, self.release_loss, self.release_keys)
         centres = layouts.CRITERION_ALIAS
         expected = {centres: self.rp.points, **({"radius": self.rp.radius} if self.has_radius else {})}
@@ -170,9 +174,10 @@ class GCPL(_CentreMethod):
         return -class_distances(penultimate, self.rp.points, self.num_classes)
 
     def adaptations(self) -> dict[str, Any]:
+        out = super().adaptations()  # the backbone's
         if self.num_centers == 1:
-            return {}
-        return {"num_centers": (
+            return out
+        return {**out, "num_centers": (
             f"{self.num_centers} centres per class: the release's GCPLoss never passes --num-centers to Dist (its "
             "GCPL always has one); distances averaged over them and the MSE term on centers[labels] as RPLoss does"
         )}

@@ -291,9 +291,10 @@ def test_predict_scores_raw_max_logit_in_eval_mode():
 
 def test_gan_shapes_for_every_registered_image_size():
     sizes = {spec.image_size for spec in plugins.get().datasets.values()}
-    assert sizes <= {8, 32, 64}, sizes  # extend the expectations below if a dataset adds a size
-    expect = {8: ("native", 2), 32: ("reference", 4), 64: ("reference", 5)}  # mode, ConvT layers in G
-    for size in sorted(sizes | {8, 32, 64}):
+    assert sizes <= {8, 32, 64, 224, 448}, sizes  # extend the expectations below if a dataset adds a size
+    # mode, ConvT layers in G; the SSB sizes (224 ImageNet, 448 fine-grained) wrap the 32-px pair
+    expect = {8: ("native", 2), 32: ("reference", 4), 64: ("reference", 5), 224: ("wrap", 4), 448: ("wrap", 4)}
+    for size in sorted(sizes | set(expect)):
         m = _method(size=size)
         mode, n_convt = expect[size]
         assert m.gan_mode == mode
@@ -310,7 +311,7 @@ def test_gan_shapes_for_every_registered_image_size():
             assert d_map.shape[1:] == (1024, *(2 * ((1 if size == 32 else 5),)))
             assert m.adaptations() == {}
         else:
-            assert m.adaptations()["gan_mode"] == "native"
+            assert m.adaptations()["gan_mode"] == mode
             assert m.adaptations()["gan_image_size"] == [size, size]
     assert "gan_range" in _method(size=32, normalize="cifar").adaptations()
 

@@ -84,3 +84,30 @@ class OpenSetClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.classify(self.flat(x))
         return z, self.distances(z)
+
+
+class BackboneOpenSetClassifier(nn.Module):
+    """CAC's anchored logit layer on a pretrained-style backbone (``backbone`` resnet50 / vit_b16).
+
+    ``encoder`` is the extractor of :func:`osrbench.models.backbones.make_backbone` (pooled
+    features, grey images replicated to three channels), ``classify`` a Linear(feat_dim -> K) with
+    the release's Linear init (N(0, 0.01), bias 0; applied to it alone, so a weights file or the
+    extractor's own init is kept), then the same float64 distances to the anchors alpha * e_k.
+    """
+
+    def __init__(self, encoder: nn.Module, feat_dim: int, num_classes: int, alpha: float) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.encoder = encoder
+        self.classify = nn.Linear(feat_dim, num_classes)
+        self.register_buffer("anchors", torch.diag(torch.full((num_classes,), float(alpha))).double())
+        _init_weights(self.classify)
+        self.weights_info: dict | None = None
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.encoder(x)
+
+    distances = OpenSetClassifier.distances
+    forward = OpenSetClassifier.forward

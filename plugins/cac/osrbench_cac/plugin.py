@@ -21,7 +21,8 @@ from osrbench.training import (
     set_lr,
     zero_grad_in_place,
 )
-from osrbench_cac.network import OpenSetClassifier
+from osrbench.models.backbones import BACKBONE_DEFAULTS, BACKBONE_OPTIONS, load_weights, make_backbone
+from osrbench_cac.network import BackboneOpenSetClassifier, OpenSetClassifier
 
 # The release's per-trial input statistics (datasets/config.json data_mean / data_std, trials 0-4).
 RELEASE_STATS: dict[str, tuple[list[list[float]], list[list[float]]]] = {
@@ -70,6 +71,9 @@ DEFAULTS: dict[str, Any] = {
     **_stats("cifar10"),
     "reset_momentum": True,
     "fit_flip": True,
+    # "release": the CAC release's own encoder (not classifier32); resnet50 / vit_b16 under its anchored layer
+    **BACKBONE_DEFAULTS,
+    "backbone": "release",
 }
 
 OPTIONS: dict[str, Option] = {
@@ -82,6 +86,10 @@ OPTIONS: dict[str, Option] = {
     "reset_momentum": Option(choices=(True, False), help="zero SGD momentum at each milestone (the release's "
                                                          "second stage builds a new optimiser)"),
     "fit_flip": Option(choices=(True, False), help="average flipped training images into the test anchors too"),
+    **BACKBONE_OPTIONS,
+    "backbone": Option(choices=("release", "resnet50", "vit_b16"),
+                       help="encoder under the anchored logit layer: release (the CAC release's nine-conv encoder), "
+                            "resnet50 (2048-d) or vit_b16 (768-d, image size a multiple of 16)"),
 }
 
 _MNIST = {"epochs": 70, "milestones": [35], "weight_decay": 5e-6, "channels": 1, "fit_flip": False, **_stats("mnist")}
@@ -146,7 +154,18 @@ class CAC(Method):
         self.num_classes = ctx.num_classes
         self.image_size = h
         self.dataset = ctx.dataset
-        self.net = ctx.place(OpenSetClassifier(ctx.num_classes, cfg["channels"], h, cfg["dropout"], cfg["alpha"]))
+        self.backbone = cfg.get("backbone", "release")  # .get: configs of runs from before the option
+        if self.backbone == "release":
+            if cfg.get("backbone_weights"):
+                raise layouts.LayoutError("backbone_weights is for backbone resnet50 or vit_b16; the CAC release's "
+                                          "encoder trains from scratch (evaluate its files with --layout cac-release)")
+            net = OpenSetClassifier(ctx.num_classes, cfg["channels"], h, cfg["dropout"], cfg["alpha"])
+        else:
+            encoder, dim = make_backbone(self.backbone, image_size=h)
+            net = BackboneOpenSetClassifier(encoder, dim, ctx.num_classes, cfg["alpha"])
+            if cfg.get("backbone_weights"):
+                net.weights_info = load_weights(self.backbone, encoder, cfg["backbone_weights"], h)
+        self.net = ctx.place(net)
         self.mean = torch.tensor(cfg["input_mean"], device=ctx.device).view(1, -1, 1, 1)
         self.std = torch.tensor(cfg["input_std"], device=ctx.device).view(1, -1, 1, 1)
         self.opt = make_optimizer(self.net.parameters(), cfg)
@@ -237,6 +256,9 @@ class CAC(Method):
     def load_external(self, layout: str, weights: Mapping[str, torch.Tensor]) -> None:
         """The release's ``{'net': openSetClassifier.state_dict(), 'acc', 'epoch'}`` file (README);
         its anchors are ``anchors`` or, in the files it ships, ``means`` (eval_cacOpenset.py 52-53)."""
+        if self.backbone != "release":
+            raise layouts.LayoutError(f"--layout {layout} holds the CAC release's encoder; this run's backbone is "
+                                      f"{self.backbone} (drop --set backbone)")
         names = {k[len("net."):]: k for k in weights if k.startswith("net.")}
         if not names:
             raise layouts.LayoutError("a cac-release file holds the network under 'net' "
@@ -266,7 +288,13 @@ class CAC(Method):
             "model_selection": "last epoch (the release keeps the lowest validation anchor loss)",
             "normalisation": "mean of the release's five per-trial statistics, applied by the method",
         }
-        if self.image_size not in RELEASE_SIZES:
+        if self.backbone != "release":
+            out["backbone"] = (f"{self.backbone} under the anchored layer (classify initialised alone with the release's "
+                               "Linear init)" + ("; grey images replicated to 3 channels" if self.cfg["channels"] == 1
+                                                 else ""))
+            if self.net.weights_info is not None:
+                out["backbone_weights"] = dict(self.net.weights_info)
+        elif self.image_size not in RELEASE_SIZES:
             out["image_size"] = f"{self.image_size} px: Linear(128*ceil(H/8)^2) (the release has 32 and 64 px only)"
         if self.dataset in BORROWED:
             out["recipe"] = f"{self.dataset} is not in the release: {BORROWED[self.dataset]}'s recipe and statistics"

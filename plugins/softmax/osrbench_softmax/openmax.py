@@ -158,6 +158,7 @@ class OpenMax(Softmax):
 
     def adaptations(self) -> dict[str, Any]:
         out: dict[str, Any] = {
+            **super().adaptations(),  # the backbone's
             "openmax": OPENOOD_OPENMAX["adaptation"],
             "openmax_f1_rule": "macro-F1 accepts an image iff its largest known OpenMax probability is the largest of "
                                "the K+1 and > weibull_threshold (strict; OpenOOD: >=); the accepted image's class is "

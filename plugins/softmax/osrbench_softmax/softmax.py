@@ -1,4 +1,5 @@
-"""Softmax baseline (METHODS.md §4): classifier32 trained with cross-entropy.
+"""Softmax baseline (METHODS.md §4): classifier32 (or the ``backbone`` option's ResNet-50 / ViT-B/16,
+:mod:`osrbench.models.backbones`) trained with cross-entropy.
 
 ``openmax`` (:mod:`osrbench_softmax.openmax`) builds on it: this training, then a fit stage and
 the OpenMax score; :mod:`osrbench_softmax.plugin` registers both.
@@ -17,13 +18,14 @@ import torch
 from osrbench import layouts
 from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
-from osrbench.models import Classifier32
+from osrbench.models.backbones import BACKBONE_DEFAULTS, BACKBONE_OPTIONS, make_network, network_adaptations
 from osrbench.training import OPTIM_DEFAULTS, OPTIM_OPTIONS, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
 
 DEFAULTS: dict[str, Any] = {
     **OPTIM_DEFAULTS,
     "score": "msp",  # msp | mls
     "label_smoothing": 0.0,  # MLS convention: 1 - eps on the true class, eps / (K - 1) elsewhere
+    **BACKBONE_DEFAULTS,  # classifier32 | resnet50 | vit_b16, and a local weights file
 }
 
 #: The allowed values of the keys above (checked before a run starts; ``osrbench list --options``).
@@ -31,6 +33,7 @@ OPTIONS: dict[str, Option] = {
     **OPTIM_OPTIONS,
     "score": Option(choices=("msp", "mls"), help="test score: maximum softmax probability or maximum logit"),
     "label_smoothing": Option(minimum=0, maximum=1, help="MLS label smoothing eps of the cross-entropy (0 = off)"),
+    **BACKBONE_OPTIONS,
 }
 
 # MLS-paper recipe (METHODS.md §4.2): RandAugment magnitude per dataset.
@@ -58,6 +61,9 @@ RECIPES = {
             "epochs": 600, "batch_size": 32, "image_size": 448, "optimizer": "sgd", "lr": 0.001, "momentum": 0.9,
             "weight_decay": 1e-4, "schedule": "mls-cosine", "warmup_epochs": 10, "augment": "crop_flip",
             "normalize": "cifar", "randaugment_n": 2, "score": "mls",
+            # timm's ResNet-50 as the release fine-tunes it; its MoCo-Places weights are a local file
+            # (--set backbone_weights=PATH), so the recipe cannot name them.
+            "backbone": "resnet50",
         },
         "cub": {"randaugment": 30, "label_smoothing": 0.3},
         "aircraft": {"randaugment": 15, "label_smoothing": 0.2},
@@ -73,7 +79,10 @@ class Softmax(Method):
         self.cfg = ctx.config
         self.check_config(ctx)
         self.num_classes = ctx.num_classes
-        self.net = ctx.place(Classifier32(ctx.num_classes, in_channels=ctx.image_shape[0]))
+        self.backbone = self.cfg.get("backbone", "classifier32")  # .get: configs of runs from before the option
+        self.in_channels = ctx.image_shape[0]
+        self.net = ctx.place(make_network(self.backbone, ctx.num_classes, in_channels=self.in_channels,
+                                          image_size=ctx.image_shape[1], weights=self.cfg.get("backbone_weights", "")))
         self.opt = make_optimizer(self.net.parameters(), self.cfg)
         self.epoch = 0
         set_lr(self.opt, lr_at(0, self.cfg))
@@ -111,18 +120,29 @@ class Softmax(Method):
     def head(self, penultimate: torch.Tensor) -> torch.Tensor:
         return self.net.head(penultimate)
 
-    #: The ARPL release trains this baseline too (``osr.py --loss Softmax``).
-    external_layouts = ("arpl-release",)
+    #: The ARPL release trains this baseline too (``osr.py --loss Softmax``); the MLS release ships
+    #: softmax-trained VGG32 (classifier32) checkpoints of Tiny-ImageNet.
+    external_layouts = ("arpl-release", "mls-release")
 
     def load_external(self, layout: str, weights: Mapping[str, torch.Tensor]) -> None:
         """The ARPL release's ``--loss Softmax`` network (``classifier32``; its criterion file, if
-        given, is empty: the ``Softmax`` criterion has no parameters)."""
+        given, is empty: the ``Softmax`` criterion has no parameters), or an MLS release checkpoint
+        (``pretrained_weights/tinyimagenet_<i>.pth``: classifier32, feat_dim 128)."""
+        if self.backbone != "classifier32":
+            raise layouts.LayoutError(f"--layout {layout} holds a classifier32 network; this run's backbone is "
+                                      f"{self.backbone} (drop --set backbone)")
+        if layout == "mls-release":
+            layouts.load_module(self.net, layouts.mls_release(weights), "the MLS release network (classifier32)")
+            return
         net, criterion = layouts.arpl_release(weights)
         if criterion is not None:
             raise layouts.LayoutError(
                 "softmax reads the ARPL release's --loss Softmax files, whose criterion is empty; these files "
                 "hold an ARPLoss criterion (points, radius): evaluate them with --method arpl or arpl-cs")
         layouts.load_module(self.net, net, "the ARPL release network (classifier32)")
+
+    def adaptations(self) -> dict[str, Any]:
+        return network_adaptations(self.net, self.in_channels)
 
     def f1_rule(self) -> tuple[str, float]:
         # The DIAS rule thresholds MSP; it applies to any softmax-trained network.
