@@ -100,6 +100,7 @@ _DATASET_SCHEMA: dict[str, tuple[type, bool]] = {  # key -> (type, required)
     "epochs": (int, False),
     "source": (str, False),
     "licence": (str, False),
+    "cite": (str, False),  # the paper to cite for the data (osrbench list --cite)
 }
 
 
