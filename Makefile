@@ -22,7 +22,7 @@ $(BIN)/osrbench: pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
 	touch $@
 
 $(VENV)/.test-extras: $(BIN)/osrbench
-	$(PIP) install --quiet -e ".[test,plot,ray,browser]"
+	$(PIP) install --quiet -e ".[test,plot,ray,browser,frames]"
 	touch $@
 
 install: $(BIN)/osrbench

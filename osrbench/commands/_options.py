@@ -86,6 +86,12 @@ def add_std_option(p: argparse.ArgumentParser) -> None:
                         "(OpenOOD's and the MLS code's; labelled in the output)")
 
 
+def add_plot_format_option(p: argparse.ArgumentParser) -> None:
+    """``--plot-format``: the format of the figures ``--plot`` writes."""
+    p.add_argument("--plot-format", choices=("png", "pdf", "svg"), default="png",  # osrbench.plots.PLOT_FORMATS
+                   help="with --plot: png (default), pdf or svg (vector, for a paper)")
+
+
 def request_from_args(
     args: argparse.Namespace, method: str, split: int, seed: int, resume: str = "auto", force: bool = False
 ) -> engine.RunRequest:

@@ -9,8 +9,8 @@ from pathlib import Path
 from osrbench import compare, formats, stats
 from osrbench.commands._checks import (check_distinct, check_jobs, check_run_args, check_stats_args,
                                        check_tie_tol)
-from osrbench.commands._options import (add_pack_option, add_run_options, add_std_option, emit, log,
-                                       request_from_args, resolve_protocol)
+from osrbench.commands._options import (add_pack_option, add_plot_format_option, add_run_options, add_std_option,
+                                       emit, log, request_from_args, resolve_protocol)
 from osrbench.errors import EXIT_FAILED, UsageError
 
 #: compare's ``--format`` names (osrbench.formats).
@@ -142,9 +142,9 @@ def _compare(args: argparse.Namespace, fmt: formats.Format) -> int:
         if args.plot:
             from osrbench import analysis, plots
 
-            written = plots.comparison_plots(c, args.plot, log=lambda m: log(f"warning: {m}"))
+            written = plots.comparison_plots(c, args.plot, log=lambda m: log(f"warning: {m}"), fmt=args.plot_format)
             breakdown = breakdown or analysis.class_breakdown(c)
-            written.append(plots.plot_class_heatmap(breakdown, args.plot / "classes_auroc.png",
+            written.append(plots.plot_class_heatmap(breakdown, args.plot / f"classes_auroc.{args.plot_format}",
                                                     f"AUROC per class, {c.dataset}/{c.protocol}"))
             log(f"wrote {len(written)} plots to {args.plot}")
         if args.export:
@@ -260,6 +260,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seeds planner: the difference (in %% points) to resolve (default: each pair's observed "
                         "difference; the planner shows with several seeds, or with this flag)")
     p.add_argument("--plot", type=Path, metavar="DIR",
-                   help="write ROC, histogram, per-split bar and per-class AUROC heat-map PNGs to DIR")
+                   help="write ROC, histogram, per-split bar and per-class AUROC heat-map figures to DIR (the ROC "
+                        "points and histogram bins as CSV beside them)")
+    add_plot_format_option(p)
     p.add_argument("--export", type=Path, metavar="FILE", help="write the comparison's JSON export bundle")
     p.set_defaults(func=cmd_compare)

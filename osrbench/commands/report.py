@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from osrbench import compare, formats, report
-from osrbench.commands._options import add_std_option, log
+from osrbench.commands._options import add_plot_format_option, add_std_option, log
 from osrbench.errors import UsageError, UserError
 
 
@@ -53,7 +53,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             from osrbench import plots
 
             for r in ranks:
-                path = plots.plot_cd(r, args.plot / f"cd_{r.metric}.png",
+                path = plots.plot_cd(r, args.plot / f"cd_{r.metric}.{args.plot_format}",
                                      f"{compare.SHORT.get(r.metric, r.metric)}: mean rank over {r.result.n} "
                                      "datasets/protocols")
                 log(f"wrote {path}")
@@ -87,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="md/json: Friedman test, mean ranks and Nemenyi critical difference of the methods over the "
                         "report's (dataset, protocol) blocks, per metric")
     p.add_argument("--plot", type=Path, metavar="DIR",
-                   help="write a critical-difference diagram PNG per metric (cd_<metric>.png) to DIR")
+                   help="write a critical-difference diagram per metric (cd_<metric>.png) to DIR")
+    add_plot_format_option(p)
     p.add_argument("--output", "-o", type=Path, help="write to FILE instead of stdout")
     p.set_defaults(func=cmd_report)
