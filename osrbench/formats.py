@@ -10,6 +10,7 @@ scripts keep working.
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -74,7 +75,7 @@ _RULE = re.compile(r"^-+(?:  -+)*$")  # the rule under the headers of a tabulate
 def fit_width(text: str, width: int, keep: int = 1) -> str:
     """``text`` with each plain-text (tabulate ``simple``) table wider than ``width`` folded: its
     columns are cut into consecutive groups that fit, each printed as its own table under the same
-    first ``keep`` columns (the row names), one after another. Other lines are kept as they are."""
+    first ``keep`` columns (the row names), one after another. A longer line of prose is wrapped."""
     lines = text.split("\n")
     out: list[str] = []
     i = 0
@@ -87,7 +88,8 @@ def fit_width(text: str, width: int, keep: int = 1) -> str:
             out.extend(_fold(lines[i:end], spans, width, keep))
             i = end
         else:
-            out.append(lines[i])
+            out.extend(textwrap.wrap(lines[i], width, subsequent_indent="  ", break_long_words=False,
+                                     break_on_hyphens=False) if len(lines[i]) > width else [lines[i]])
             i += 1
     return "\n".join(out)
 

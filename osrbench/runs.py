@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from osrbench import records
 from osrbench.errors import UserError
 from osrbench.records import Record
 
@@ -65,10 +66,12 @@ def row(rec: Record, metric_names: Iterable[str]) -> dict[str, Any]:
 
 
 def read_runs(path: str | Path = "runs", verify: bool = True) -> Runs:
-    """Every finished run under ``path`` (the ``--out`` of the runs), in path order."""
-    from osrbench import report
-
-    return Runs(report.read_runs(Path(path), lambda msg: warnings.warn(msg, stacklevel=3), verify=verify))
+    """Every finished run under ``path`` (the ``--out`` of the runs), in path order; read as
+    ``osrbench report`` reads them (osrbench.records.iter_records)."""
+    if not Path(path).is_dir():
+        raise UserError(f"no results folder {path} (give the --out of your runs)")
+    return Runs(records.iter_records(Path(path), lambda msg: warnings.warn(f"skipped {msg}", stacklevel=4),
+                                     verify=verify))
 
 
 def runs_frame(path: str | Path = "runs", verify: bool = True) -> pandas.DataFrame:

@@ -125,10 +125,11 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-def emit(text: str) -> None:
-    """Print a command's tables; on a terminal narrower than a table, its columns are folded to fit
-    (osrbench.formats.fit_width). A file or a pipe gets the full width."""
-    if sys.stdout.isatty():
+def emit(text: str, fit: bool = True) -> None:
+    """Print a command's plain-text tables (``fit``); on a terminal narrower than a table, its columns
+    are folded to fit (osrbench.formats.fit_width). A file or a pipe gets the full width, and so does
+    text that is not plain tables (``fit=False``: Markdown, LaTeX, HTML are copied, not read there)."""
+    if fit and sys.stdout.isatty():
         import shutil
 
         from osrbench.formats import fit_width

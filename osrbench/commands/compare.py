@@ -133,7 +133,7 @@ def _compare(args: argparse.Namespace, fmt: formats.Format) -> int:
                 log(f"warning: {line}")
                 notes.append(f"note: {line}")
         if fmt.style is not None:
-            emit(compare.render_comparison(c, fmt=fmt.style, notes=notes))
+            emit(compare.render_comparison(c, fmt=fmt.style, notes=notes), fit=fmt.style == "simple")
         sections, breakdown = _statistics(c, args, fmt.style)
         if fmt.name == "json":  # the comparison and its statistics as the export bundle holds them
             print(json.dumps(export.export_doc(c, args.unique_splits, dropped, sections), indent=2))
@@ -186,7 +186,7 @@ def _statistics(c: compare.Comparison, args: argparse.Namespace, style: str | No
 
     def show(text: str = "") -> None:
         if style is not None:  # json and csv: the sections go into the document instead
-            emit(text)
+            emit(text, fit=style == "simple")
 
     out: dict = {}
     breakdown = None

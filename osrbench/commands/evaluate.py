@@ -112,8 +112,13 @@ def method_layouts() -> dict[str, list[str]]:
 
 
 def layouts_help() -> str:
-    """The end of evaluate's help: every layout and the installed methods that read it."""
-    rows = "\n".join(f"  {layout:<14}{', '.join(names)}" for layout, names in method_layouts().items())
+    """The end of evaluate's help: every layout and the installed methods that read it (where the
+    methods cannot be loaded, torch missing say, the host's layouts and why)."""
+    try:
+        found = method_layouts()
+    except ImportError as exc:
+        return f"Layouts: {', '.join(LAYOUT_NAMES)} (the installed methods cannot be loaded: {exc})"
+    rows = "\n".join(f"  {layout:<14}{', '.join(names)}" for layout, names in found.items())
     return f"Layouts the installed methods read:\n{rows}"
 
 
