@@ -178,11 +178,30 @@ def test_compare_without_dataset_compares_where_finished_runs_are(runs, capsys):
                      "--metrics", "auroc"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     recs = {(r.method, r.split): r.metrics["auroc"] for r in _records(runs)}
-    assert [(r["dataset"], r["protocol"], r["metric"], r["method"]) for r in rows] == [
-        ("digits", "auroc", "auroc", m) for m in METHODS]
+    assert [(r["dataset"], r["protocol"], r["metric"], r["method"], r["split"]) for r in rows] == [
+        ("digits", "auroc", "auroc", m, k) for m in METHODS for k in ("0", "1")]
     for r in rows:
-        assert [float(r["split 0"]), float(r["split 1"])] == [recs[r["method"], 0], recs[r["method"], 1]]
+        assert float(r["value"]) == recs[r["method"], int(r["split"])]
         assert float(r["mean"]) == pytest.approx(np.mean([recs[r["method"], 0], recs[r["method"], 1]]), abs=1e-15)
+        assert float(r["std"]) == pytest.approx(np.std([recs[r["method"], 0], recs[r["method"], 1]], ddof=1),
+                                                abs=1e-15)
+
+
+def test_compare_without_dataset_runs_one_comparison_per_dataset_and_protocol(runs, tmp_path, capsys):
+    out = tmp_path / "runs"
+    shutil.copytree(runs, out)
+    train = ["--dataset", "digits", "--splits", "0", "--epochs", "1", "--device", "cpu", "--quiet", "--out", str(out)]
+    assert cli.main(["compare", *METHODS, "--protocol", "f1", *train]) == 0
+    assert cli.main(["run", "--method", "dias", "--protocol", "osrci", *train[:2], *train[4:]]) == 0  # dias only
+    capsys.readouterr()
+    assert cli.main(["compare", *METHODS, "--epochs", "1", "--out", str(out), "--format", "json"]) == 0
+    docs = json.loads(capsys.readouterr().out)  # one document: the list of comparisons
+    assert [(d["dataset"], d["protocol"], sorted(d["methods"])) for d in docs] == [
+        ("digits", "auroc", sorted(METHODS)), ("digits", "f1", sorted(METHODS))]
+    assert cli.main(["compare", *METHODS, "--epochs", "1", "--out", str(out), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("dataset,") and sum(line.startswith("dataset,") for line in lines) == 1
+    assert sorted({tuple(line.split(",")[1:2]) for line in lines[1:]}) == [("auroc",), ("f1",)]
 
 
 @pytest.mark.parametrize("extra", [[], ["--epochs", "1", "--protocol", "f1"]], ids=["other config", "other protocol"])

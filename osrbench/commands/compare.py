@@ -25,6 +25,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     check_distinct(args.methods)
     groups = found_comparisons(args)
     code = 0
+    several_json = fmt.name == "json" and len(groups) > 1  # one document: a JSON list of the comparisons
+    if several_json:
+        print("[")
     for n, (dataset, protocol, splits) in enumerate(groups):
         one = argparse.Namespace(**vars(args))
         one.dataset, one.protocol, one.splits, one.no_run = dataset, protocol, ",".join(map(str, splits)), True
@@ -32,9 +35,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
             tag = f"{dataset}_{protocol}"
             one.plot = args.plot / tag if args.plot else None
             one.export = args.export.with_name(f"{args.export.stem}_{tag}{args.export.suffix}") if args.export else None
+        one.csv_header = n == 0  # csv: one table, its header once
         if n and fmt.style is not None:
             print()
+        elif n and several_json:
+            print(",")
         code = max(code, _compare(one, fmt))
+    if several_json:
+        print("]")
     return code
 
 
@@ -138,7 +146,7 @@ def _compare(args: argparse.Namespace, fmt: formats.Format) -> int:
         if fmt.name == "json":  # the comparison and its statistics as the export bundle holds them
             print(json.dumps(export.export_doc(c, args.unique_splits, dropped, sections), indent=2))
         elif fmt.name == "csv":
-            print(comparison_csv(c), end="")
+            print(comparison_csv(c, header=getattr(args, "csv_header", True)), end="")
         if args.plot:
             from osrbench import analysis, plots
 
@@ -161,8 +169,10 @@ def _compare(args: argparse.Namespace, fmt: formats.Format) -> int:
     return 0
 
 
-def comparison_csv(c: compare.Comparison) -> str:
-    """One CSV row per metric and method: mean, std and each split's value, as fractions."""
+def comparison_csv(c: compare.Comparison, header: bool = True) -> str:
+    """One CSV row per metric, method and split: the split's value and the method's mean and std
+    over splits, as fractions (a long table: comparisons of other splits append to it; ``header``:
+    with the header row first)."""
     import csv
     import io
 
@@ -170,12 +180,13 @@ def comparison_csv(c: compare.Comparison) -> str:
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["dataset", "protocol", "metric", "method", "mean", "std",
-                     *(protocols.split_title(c.dataset, c.protocol, k) for k in c.splits)])
+    if header:
+        writer.writerow(["dataset", "protocol", "metric", "method", "split", "value", "mean", "std"])
     for metric in c.metrics:
         for m, s in c.summaries[metric].items():
-            writer.writerow([c.dataset, c.protocol, metric, m, repr(s.mean), repr(s.std),
-                             *(repr(s.per_split[k]) if k in s.per_split else "" for k in c.splits)])
+            for k in c.splits:
+                writer.writerow([c.dataset, c.protocol, metric, m, protocols.split_label(c.dataset, c.protocol, k),
+                                 repr(s.per_split[k]) if k in s.per_split else "", repr(s.mean), repr(s.std)])
     return buf.getvalue()
 
 
@@ -237,7 +248,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_pack_option(p)
     p.add_argument("--format", default="text", metavar=formats.format_metavar(FORMATS),
                    help=formats.format_help(FORMATS, "text", "; json: the comparison as the export bundle holds "
-                                            "it, csv: one row per metric and method"))
+                                            "it, csv: one row per metric, method and split"))
     p.add_argument("--metrics", help="comma-separated metrics (default auroc,oscr,acc,macro_f1,fpr95_known,aupr_in,aupr_out)")
     p.add_argument("--unique-splits", action="store_true",
                    help="keep only the first of splits with the same class sets (the osrci duplicates)")
