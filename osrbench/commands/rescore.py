@@ -9,7 +9,7 @@ from typing import Any
 from osrbench import compare, report, rescore
 from osrbench.commands._checks import TABLE_FORMATS, check_table_format
 from osrbench.formats import format_help, format_metavar
-from osrbench.commands._options import log, tabulate
+from osrbench.commands._options import emit, log, tabulate
 from osrbench.compare import GroupKey
 from osrbench.errors import UserError
 from osrbench.records import Record
@@ -46,7 +46,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
              *(f"{compare.SHORT.get(m, m)} main -> {name}" for m in metric_names), "from"]
     print(f"rescored with score {name!r}: values in %, the run's main score -> {name!r}; "
           "macro-F1 keeps each method's own rule")
-    print(tabulate(rows, heads, args.format))
+    emit(tabulate(rows, heads, args.format), fit=args.format == "simple")
     # Summary per config group: mean +- std over splits, both scores, and the paired difference.
     groups: dict[GroupKey, list[tuple[Record, dict[str, Any]]]] = {}
     for rec, res in done:
@@ -68,8 +68,8 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         rows.append(row)
     print()
     print("mean over splits, main score -> " + repr(name) + " (paired mean difference)")
-    print(tabulate(rows, ["method (recipe, config)", "dataset/protocol", "splits",
-                          *(compare.SHORT.get(m, m) for m in metric_names)], args.format))
+    emit(tabulate(rows, ["method (recipe, config)", "dataset/protocol", "splits",
+                         *(compare.SHORT.get(m, m) for m in metric_names)], args.format), fit=args.format == "simple")
     if args.write:
         print(f"wrote metrics_{name}.json beside {len(done)} record(s)")
     return 0

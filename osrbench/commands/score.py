@@ -9,7 +9,7 @@ from typing import Any
 
 from osrbench.commands._checks import TABLE_FORMATS, check_table_format
 from osrbench.formats import format_help, format_metavar
-from osrbench.commands._options import log, tabulate
+from osrbench.commands._options import emit, log, tabulate
 from osrbench.errors import UsageError, UserError
 
 #: The metrics of the matrix (a scorer has no macro-F1 rule).
@@ -62,7 +62,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         log(f"scored {rec.method} {rec.dataset}/{rec.protocol} split {split_label(rec.dataset, rec.protocol, rec.split)} "
             f"seed {rec.seed} "
             f"({time.perf_counter() - t0:.1f} s)")
-    print(render_matrix(recs, by_scorer, names, metric_names, not_applicable, args.format))
+    emit(render_matrix(recs, by_scorer, names, metric_names, not_applicable, args.format), fit=args.format == "simple")
     return 0
 
 
