@@ -58,8 +58,9 @@ class _Version(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="osrbench", description="Open-set recognition benchmark host.",
-                                     epilog="example: osrbench run --method softmax --dataset mnist --epochs 1; "
-                                            "then osrbench compare softmax arpl. Each command's --help has an example.")
+                                     epilog="example: osrbench run --method softmax --dataset digits; osrbench run --method arpl "
+                                            "--dataset digits; osrbench compare softmax arpl (every dataset both ran "
+                                            "on). Each command's --help has an example.")
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for command in COMMANDS:
