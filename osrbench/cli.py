@@ -40,7 +40,8 @@ def version_text() -> str:
 
     lines = [f"osrbench {osrbench.__version__} (Python {platform.python_version()})"]
     for info in sorted(plugins.get().infos.values(), key=lambda i: (i.distribution, i.name)):
-        lines.append(f"  {info.name}: {info.distribution} {info.version}" + (f" (error: {info.error})" if info.error else ""))
+        error = f" (error: {info.error})" if info.error else ""
+        lines.append(f"  {info.name}: {info.distribution} {info.version}{error}")
     return "\n".join(lines)
 
 
@@ -57,10 +58,10 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="osrbench", description="Open-set recognition benchmark host.",
-                                     epilog="example: osrbench run --method softmax --dataset digits; osrbench run --method arpl "
-                                            "--dataset digits; osrbench compare softmax arpl (every dataset both ran "
-                                            "on). Each command's --help has an example.")
+    parser = argparse.ArgumentParser(
+        prog="osrbench", description="Open-set recognition benchmark host.",
+        epilog="example: osrbench run --method softmax --dataset digits; osrbench run --method arpl --dataset digits; "
+               "osrbench compare softmax arpl (every dataset both ran on). Each command's --help has an example.")
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for command in COMMANDS:

@@ -207,7 +207,8 @@ def _statistics(c: compare.Comparison, args: argparse.Namespace, style: str | No
         show(analysis.render_variance(c, style, resolve))
         out["variance"] = analysis.variance_doc(c, resolve)
     if args.ci:
-        iv = analysis.intervals(c, args.resamples, args.ci_seed, args.level, progress=not args.quiet and style is not None)
+        iv = analysis.intervals(c, args.resamples, args.ci_seed, args.level,
+                                progress=not args.quiet and style is not None)
         show()
         show(analysis.render_intervals(c, iv, style))
         out["intervals"] = iv.as_dict()
@@ -233,7 +234,8 @@ def _installed_plugins(reg, methods) -> dict[str, tuple[str, str]]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="run what is missing and compare methods over splits",
-                       epilog="examples: osrbench compare softmax arpl --dataset cifar10 --protocol osrci --splits 0-4; "
+                       epilog="examples: osrbench compare softmax arpl --dataset cifar10 --protocol osrci "
+                              "--splits 0-4; "
                               "osrbench compare dias arpl (no --dataset: every dataset and protocol where finished "
                               "runs of both are under --out)")
     p.add_argument("methods", nargs="+", metavar="METHOD", help="the methods to compare (osrbench list)")

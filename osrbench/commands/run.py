@@ -35,7 +35,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train and evaluate one method on one split",
-                       epilog="example: osrbench run --method arpl --dataset cifar10 --protocol osrci --split 0 --seed 1")
+                       epilog="example: osrbench run --method arpl --dataset cifar10 --protocol osrci --split 0 "
+                              "--seed 1")
     p.add_argument("--method", required=True, help="method name (osrbench list)")
     add_run_options(p)
     p.add_argument("--split", default="0", help=SPLIT_HELP)
