@@ -22,7 +22,7 @@ $(BIN)/osrbench: pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
 	touch $@
 
 $(VENV)/.test-extras: $(BIN)/osrbench
-	$(PIP) install --quiet -e ".[test,plot,ray,browser,tensorboard,mlflow,wandb]"
+	$(PIP) install --quiet -e ".[test,plot,ray,browser,frames,tensorboard,mlflow,wandb]"
 	touch $@
 
 install: $(BIN)/osrbench

@@ -38,11 +38,14 @@ _LAZY = {
     "View": "osrbench.scoring",
     "DatasetSpec": "osrbench.datasets",
     "OpenSetData": "osrbench.datasets",
+    "read_runs": "osrbench.runs",
+    "runs_frame": "osrbench.runs",
 }
 
 if TYPE_CHECKING:
     from osrbench.datasets import DatasetSpec, OpenSetData
     from osrbench.method import Context, Features, Method, MethodSpec, Prediction
+    from osrbench.runs import read_runs, runs_frame
     from osrbench.scoring import NotApplicable, ScoreSpec, View
 
 __all__ = [
@@ -58,6 +61,8 @@ __all__ = [
     "View",
     "__version__",
     "hookimpl",
+    "read_runs",
+    "runs_frame",
 ]
 
 

@@ -17,21 +17,53 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from osrbench.commands import (compare, evaluate, export, info, leaderboard, new_plugin, report, rescore, run, score,
-                               sweep)
+from osrbench.commands import (compare, completion, evaluate, export, info, leaderboard, new_plugin, report, rescore,
+                               run, score, sweep)
+from osrbench.commands._options import CommandParser
 from osrbench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER, MethodFailed, UserError, one_line
 
 #: The command modules, in the order ``osrbench --help`` lists their commands.
-COMMANDS = (run, evaluate, compare, info, report, rescore, score, export, leaderboard, sweep, new_plugin)
+COMMANDS = (run, evaluate, compare, info, report, rescore, score, export, leaderboard, sweep, new_plugin, completion)
 
 #: The exit code when stdout is closed before the output is written: 128 + SIGPIPE, what a shell
 #: reports for a tool the signal ended (Python ignores SIGPIPE, so it sees BrokenPipeError instead).
 EXIT_BROKEN_PIPE = 141
 
 
+def version_text() -> str:
+    """``osrbench --version``: the host's version, then each plugin's distribution and version (a
+    plugin that failed to load says so)."""
+    import platform
+
+    import osrbench
+    from osrbench import plugins
+
+    lines = [f"osrbench {osrbench.__version__} (Python {platform.python_version()})"]
+    for info in sorted(plugins.get().infos.values(), key=lambda i: (i.distribution, i.name)):
+        error = f" (error: {info.error})" if info.error else ""
+        lines.append(f"  {info.name}: {info.distribution} {info.version}{error}")
+    return "\n".join(lines)
+
+
+class _Version(argparse.Action):
+    """``--version``, whose text is built only when asked for (it loads the plugins)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kw) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version of osrbench and of each installed plugin, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="osrbench", description="Open-set recognition benchmark host.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(
+        prog="osrbench", description="Open-set recognition benchmark host.",
+        epilog="example: osrbench run --method softmax --dataset digits; osrbench run --method arpl --dataset digits; "
+               "osrbench compare softmax arpl (every dataset both ran on). Each command's --help has an example.")
+    parser.add_argument("--version", action=_Version)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for command in COMMANDS:
         command.register(sub)
     return parser

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 SCORES_FILE = records.SCORES
 DPI = 100
+#: The figure formats (``--plot-format``); the file's suffix picks the format.
+PLOT_FORMATS = ("png", "pdf", "svg")
+#: savefig's options per suffix: no dates in SVG and PDF, so the same figure gives the same file.
+_SAVE = {".png": {"format": "png"}, ".svg": {"format": "svg", "metadata": {"Date": None}},
+         ".pdf": {"format": "pdf", "metadata": {"CreationDate": None, "ModDate": None}}}
 
 
 def roc_curve(known_scores: Sequence[float], unknown_scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -70,33 +75,45 @@ def _figure(width: float = 5.0, height: float = 4.0):
 
 
 def _save(fig, path: Path) -> Path:
-    """Write ``fig`` to ``path``: SVG when its name ends in ``.svg`` (without a date: the same figure
-    gives the same text), else PNG."""
+    """Write ``fig`` to ``path`` in the format its suffix names (:data:`PLOT_FORMATS`; PNG for any other)."""
     path = Path(path)
-    kw = {"format": "svg", "metadata": {"Date": None}} if path.suffix == ".svg" else {"format": "png"}
+    kw = _SAVE.get(path.suffix, _SAVE[".png"])
     results.atomic_write(path, lambda fh: fig.savefig(fh, dpi=DPI, **kw))  # OSError -> one line
     return path
 
 
+def _save_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
+    """The data a figure draws, as CSV beside it (``path``): numbers in full precision (repr)."""
+    lines = [",".join(header)] + [",".join(v if isinstance(v, str) else repr(float(v)) for v in row) for row in rows]
+    data = ("\n".join(lines) + "\n").encode()
+    results.atomic_write(Path(path), lambda fh: fh.write(data))
+    return Path(path)
+
+
 def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
-    """One ROC curve per ``(label, known scores, unknown scores)``; the legend gives each AUROC."""
+    """One ROC curve per ``(label, known scores, unknown scores)``; the legend gives each AUROC.
+    The curves' points are written beside the figure (``roc_split0.csv``: curve, fpr, tpr)."""
     from osrbench.metrics import auroc
 
     fig = _figure()
     ax = fig.add_subplot()
+    points = []
     for label, known, unknown in curves:
         fpr, tpr = roc_curve(known, unknown)
+        points += [(label, x, y) for x, y in zip(fpr, tpr)]
         ax.plot(fpr, tpr, lw=1.6, label=f"{label} (AUROC {100 * auroc(known, unknown):.1f})")
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="unknowns accepted (FPR)", ylabel="knowns accepted (TPR)",
            title=title)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
+    _save_csv(Path(path).with_suffix(".csv"), ("curve", "fpr", "tpr"), points)
     return _save(fig, path)
 
 
 def plot_hist(known: np.ndarray, unknown: np.ndarray, path: Path, title: str, xlabel: str = "open-set score") -> Path:
-    """Overlaid histograms of the known and unknown test scores on shared bins (each sums to 1)."""
+    """Overlaid histograms of the known and unknown test scores on shared bins (each sums to 1); the
+    bins are written beside the figure (``.csv``: bin_low, bin_high, known_fraction, unknown_fraction)."""
     known = np.asarray(known, dtype=np.float64)
     unknown = np.asarray(unknown, dtype=np.float64)
     lo = float(min(known.min(), unknown.min()))
@@ -112,6 +129,10 @@ def plot_hist(known: np.ndarray, unknown: np.ndarray, path: Path, title: str, xl
             label=f"unknown (n={unknown.size})", color="tab:red")
     ax.set(xlabel=xlabel, ylabel="fraction of the set", title=title)
     ax.legend(fontsize=8)
+    k_frac = np.histogram(known, bins=bins)[0] / known.size
+    u_frac = np.histogram(unknown, bins=bins)[0] / unknown.size
+    _save_csv(Path(path).with_suffix(".csv"), ("bin_low", "bin_high", "known_fraction", "unknown_fraction"),
+              list(zip(bins[:-1], bins[1:], k_frac, u_frac)))
     return _save(fig, path)
 
 
@@ -152,8 +173,9 @@ def _load_scores(rec: Record) -> tuple[np.ndarray, np.ndarray, str] | None:
     return known, unknown, scores.main
 
 
-def comparison_plots(c: compare.Comparison, out_dir: Path, log=None) -> list[Path]:
-    """Write ``roc_split<k>.png``, ``hist_<method>_split<k>.png`` and ``bars_<metric>.png``.
+def comparison_plots(c: compare.Comparison, out_dir: Path, log=None, fmt: str = "png") -> list[Path]:
+    """Write ``roc_split<k>.<fmt>``, ``hist_<method>_split<k>.<fmt>`` and ``bars_<metric>.<fmt>``
+    (``fmt``: one of :data:`PLOT_FORMATS`), with the ROC and histogram data as ``.csv`` beside them.
 
     Curves and histograms use each method's lowest seed on the split (its stored ``scores.npz``);
     a record without a score file is skipped with a message through ``log``.
@@ -177,13 +199,13 @@ def comparison_plots(c: compare.Comparison, out_dir: Path, log=None) -> list[Pat
             known, unknown, name = scores
             curves.append((f"{m} ({name})" if name != "score" else m, known, unknown))
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in m)
-            written.append(plot_hist(known, unknown, out_dir / f"hist_{safe}_split{k}.png",
+            written.append(plot_hist(known, unknown, out_dir / f"hist_{safe}_split{k}.{fmt}",
                                      f"{m} on {tag} {titles[k]} (seed {recs[0].seed})",
                                      "open-set score" + (f" ({name})" if name != "score" else "")))
         if curves:
-            written.append(plot_roc(curves, out_dir / f"roc_split{k}.png", f"ROC, {tag} {titles[k]}"))
+            written.append(plot_roc(curves, out_dir / f"roc_split{k}.{fmt}", f"ROC, {tag} {titles[k]}"))
     for metric in c.metrics:
-        written.append(plot_bars(c.summaries[metric], c.splits, out_dir / f"bars_{metric}.png",
+        written.append(plot_bars(c.summaries[metric], c.splits, out_dir / f"bars_{metric}.{fmt}",
                                  f"{compare.SHORT.get(metric, metric)} per split, {tag}",
                                  metric in compare.LOWER_IS_BETTER, [titles[k] for k in c.splits]))
     return written

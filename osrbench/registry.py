@@ -89,6 +89,7 @@ def _named_tables(path: Path, where: str) -> dict[str, NamedSplitTable]:
 
 _DATASET_SCHEMA: dict[str, tuple[type, bool]] = {  # key -> (type, required)
     "description": (str, False),
+    "cite": (str, False),  # the paper to cite for the data (osrbench list --cite)
     "loader": (str, True),
     "check": (str, False),
     "download": (str, False),

@@ -163,7 +163,8 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _is_command(module: str) -> bool:
-    return module == "osrbench.cli" or module == "osrbench.commands" or module.startswith("osrbench.commands.")
+    return (module in ("osrbench.cli", "osrbench.__main__", "osrbench.commands")  # python -m osrbench is the CLI
+            or module.startswith("osrbench.commands."))
 
 
 # ------------------------------------------------------------------------------------------ tests

@@ -421,7 +421,8 @@ def test_compare_end_to_end_plots_export_and_rescore_from_checkpoint(tmp_path, c
     assert "digits, protocol auroc, splits 0,1 (2)" in out and "AUROC, higher is better" in out
     assert {p.name for p in (tmp_path / "img").iterdir()} == {
         "roc_split0.png", "roc_split1.png", "hist_softmax_split0.png", "hist_softmax_split1.png",
-        "bars_auroc.png", "bars_oscr.png", "classes_auroc.png"}
+        "bars_auroc.png", "bars_oscr.png", "classes_auroc.png",
+        "roc_split0.csv", "roc_split1.csv", "hist_softmax_split0.csv", "hist_softmax_split1.csv"}  # the curves' data
     export.validate_export(json.loads((tmp_path / "b.json").read_text()))
     assert cli.main([*argv, "--no-run", "--metrics", "auroc"]) == 0  # reads, trains nothing
     assert capsys.readouterr().out.startswith("digits, protocol auroc")

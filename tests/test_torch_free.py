@@ -152,7 +152,7 @@ def test_help_lists_every_command_without_importing_torch():
         }))
         """
     )
-    expected = ["compare", "data", "evaluate", "export", "leaderboard", "list", "new-plugin", "plugins", "report",
+    expected = ["compare", "completion", "data", "evaluate", "export", "leaderboard", "list", "new-plugin", "plugins", "report",
                 "rescore", "run", "score", "splits", "sweep"]
     assert out["code"] == 0 and out["torch"] == []
     assert out["commands"] == expected

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:  # the engine imports torch; registering a command must not
     from osrbench import engine
@@ -29,13 +29,27 @@ def resolve_protocol(args: argparse.Namespace) -> None:
         args.split = protocols.parse_split(args.split, spec, args.protocol)
 
 
-def add_run_options(p: argparse.ArgumentParser, many_datasets: bool = False) -> None:
-    """The options every training command shares (run, compare, sweep; a sweep takes several datasets)."""
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser. ``help_tail``: a function whose text ends the command's ``--help``,
+    called only when the help is shown (what it lists may need the plugins, which registering a
+    command must not load)."""
+
+    help_tail: Callable[[], str] | None = None
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        return text if self.help_tail is None else text.rstrip("\n") + "\n\n" + self.help_tail() + "\n"
+
+
+def add_run_options(p: argparse.ArgumentParser, many_datasets: bool = False, dataset_help: str | None = None) -> None:
+    """The options every training command shares (run, compare, sweep; a sweep takes several datasets).
+    ``dataset_help``: ``--dataset`` is optional and does what this says when left out (compare)."""
     if many_datasets:
         p.add_argument("--datasets", "--dataset", dest="dataset", nargs="+", metavar="DATASET",
                        help="dataset names (osrbench list)")
     else:
-        p.add_argument("--dataset", required=True, help="dataset name (osrbench list)")
+        p.add_argument("--dataset", required=dataset_help is None,
+                       help="dataset name (osrbench list)" + (f"; {dataset_help}" if dataset_help else ""))
     p.add_argument("--protocol", help=PROTOCOL_HELP)
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     p.add_argument("--recipe", help="a named recipe of the method (osrbench list)")
@@ -77,6 +91,12 @@ def add_std_option(p: argparse.ArgumentParser) -> None:
                         "(OpenOOD's and the MLS code's; labelled in the output)")
 
 
+def add_plot_format_option(p: argparse.ArgumentParser) -> None:
+    """``--plot-format``: the format of the figures ``--plot`` writes."""
+    p.add_argument("--plot-format", choices=("png", "pdf", "svg"), default="png",  # osrbench.plots.PLOT_FORMATS
+                   help="with --plot: png (default), pdf or svg (vector, for a paper)")
+
+
 def request_from_args(
     args: argparse.Namespace, method: str, split: int, seed: int, resume: str = "auto", force: bool = False
 ) -> engine.RunRequest:
@@ -110,6 +130,19 @@ def tabulate(rows: list[list[Any]], headers: Sequence[str], fmt: str = "simple")
 
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
+
+
+def emit(text: str, fit: bool = True) -> None:
+    """Print a command's plain-text tables (``fit``); on a terminal narrower than a table, its columns
+    are folded to fit (osrbench.formats.fit_width). A file or a pipe gets the full width, and so does
+    text that is not plain tables (``fit=False``: Markdown, LaTeX, HTML are copied, not read there)."""
+    if fit and sys.stdout.isatty():
+        import shutil
+
+        from osrbench.formats import fit_width
+
+        text = fit_width(text, shutil.get_terminal_size().columns)
+    print(text)
 
 
 def log(msg: str) -> None:

@@ -3,17 +3,84 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from osrbench import compare, stats
+from osrbench import compare, formats, stats
 from osrbench.commands._checks import (check_distinct, check_jobs, check_run_args, check_stats_args,
-                                       check_table_format, check_tie_tol)
-from osrbench.commands._options import (add_pack_option, add_run_options, add_std_option, log, request_from_args,
-                                       resolve_protocol)
-from osrbench.errors import EXIT_FAILED
+                                       check_tie_tol)
+from osrbench.commands._options import (add_pack_option, add_plot_format_option, add_run_options, add_std_option,
+                                       emit, log, request_from_args, resolve_protocol)
+from osrbench.errors import EXIT_FAILED, UsageError
+
+#: compare's ``--format`` names (osrbench.formats).
+FORMATS = ("text", "md", "latex", "html", "json", "csv")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    fmt = formats.parse_format(args.format, FORMATS)
+    if args.dataset is not None:
+        return _compare(args, fmt)
+    # no --dataset: every (dataset, protocol) where finished runs of the named methods exist
+    check_distinct(args.methods)
+    groups = found_comparisons(args)
+    code = 0
+    several_json = fmt.name == "json" and len(groups) > 1  # one document: a JSON list of the comparisons
+    if several_json:
+        print("[")
+    for n, (dataset, protocol, splits) in enumerate(groups):
+        one = argparse.Namespace(**vars(args))
+        one.dataset, one.protocol, one.splits, one.no_run = dataset, protocol, ",".join(map(str, splits)), True
+        if len(groups) > 1:  # one figure folder and one bundle per comparison
+            tag = f"{dataset}_{protocol}"
+            one.plot = args.plot / tag if args.plot else None
+            one.export = args.export.with_name(f"{args.export.stem}_{tag}{args.export.suffix}") if args.export else None
+        one.csv_header = n == 0  # csv: one table, its header once
+        if n and fmt.style is not None:
+            print()
+        elif n and several_json:
+            print(",")
+        code = max(code, _compare(one, fmt))
+    if several_json:
+        print("]")
+    return code
+
+
+def found_comparisons(args: argparse.Namespace) -> list[tuple[str, str, list[int]]]:
+    """``(dataset, protocol, splits)`` of every comparison the finished runs under ``--out`` allow:
+    each named method has a result of the config the run options give (``--epochs``, ``--recipe``,
+    ``--set``) on every split listed, for every seed of ``--seeds``. A one-line usage error naming
+    ``--dataset`` when there is none."""
+    from osrbench import engine, protocols, report
+
+    seeds = set(protocols.parse_indices(args.seeds, protocols.MAX_SEED + 1, "seed"))
+    recs = report.select(report.read_runs(args.out, log) if Path(args.out).is_dir() else [],
+                         protocol=args.protocol, methods=args.methods)
+    hashes: dict[tuple[str, str, str], str] = {}  # (method, dataset, protocol) -> the config hash asked for
+    have: dict[tuple[str, str], dict[str, dict[int, set[int]]]] = {}  # (dataset, protocol) -> method -> split -> seeds
+    for rec in sorted(recs, key=lambda r: (r.dataset, r.protocol, r.method, r.split, r.seed)):
+        key = (rec.method, rec.dataset, rec.protocol)
+        if key not in hashes:
+            one = argparse.Namespace(**{**vars(args), "dataset": rec.dataset, "protocol": rec.protocol})
+            hashes[key] = engine.plan(request_from_args(one, rec.method, rec.split, rec.seed)).config_hash
+        if rec.config_hash == hashes[key] and rec.seed in seeds:
+            have.setdefault((rec.dataset, rec.protocol), {}).setdefault(rec.method, {}).setdefault(
+                rec.split, set()).add(rec.seed)
+    found = []
+    for (dataset, protocol), by_method in sorted(have.items()):
+        if set(by_method) != set(args.methods):
+            continue
+        splits = sorted(set.intersection(*({k for k, s in per.items() if s == seeds} for per in by_method.values())))
+        if splits:
+            found.append((dataset, protocol, splits))
+    if not found:
+        raise UsageError(f"no finished runs of {' and '.join(args.methods)} on a common dataset under {args.out} "
+                         "(with these --epochs/--recipe/--set/--seeds); give --dataset to train and compare them")
+    return found
+
+
+def _compare(args: argparse.Namespace, fmt: formats.Format) -> int:
+    """compare on one dataset (``args.dataset``), training what is missing unless ``--no-run``."""
     from osrbench import compare, engine, export, plugins, protocols, report
 
     check_distinct(args.methods)
@@ -25,7 +92,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     # every flag checked before anything is trained: a bad --format must not waste hours of training
     check_run_args(args, writes=not args.no_run)
     check_jobs(args.jobs)
-    check_table_format(args.format)
     check_tie_tol(args.tie_tol)
     check_stats_args(args)
     if args.plot:
@@ -74,14 +140,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         f"{compare.plugin_label(*installed[m])}")
                 log(f"warning: {line}")
                 notes.append(f"note: {line}")
-        print(compare.render_comparison(c, fmt=args.format, notes=notes))
-        sections, breakdown = _statistics(c, args)
+        if fmt.style is not None:
+            emit(compare.render_comparison(c, fmt=fmt.style, notes=notes), fit=fmt.style == "simple")
+        sections, breakdown = _statistics(c, args, fmt.style)
+        if fmt.name == "json":  # the comparison and its statistics as the export bundle holds them
+            print(json.dumps(export.export_doc(c, args.unique_splits, dropped, sections), indent=2))
+        elif fmt.name == "csv":
+            print(comparison_csv(c, header=getattr(args, "csv_header", True)), end="")
         if args.plot:
             from osrbench import analysis, plots
 
-            written = plots.comparison_plots(c, args.plot, log=lambda m: log(f"warning: {m}"))
+            written = plots.comparison_plots(c, args.plot, log=lambda m: log(f"warning: {m}"), fmt=args.plot_format)
             breakdown = breakdown or analysis.class_breakdown(c)
-            written.append(plots.plot_class_heatmap(breakdown, args.plot / "classes_auroc.png",
+            written.append(plots.plot_class_heatmap(breakdown, args.plot / f"classes_auroc.{args.plot_format}",
                                                     f"AUROC per class, {c.dataset}/{c.protocol}"))
             log(f"wrote {len(written)} plots to {args.plot}")
         if args.export:
@@ -98,27 +169,53 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _statistics(c: compare.Comparison, args: argparse.Namespace):
-    """Print the statistics sections the flags ask for; returns their export sections and the
-    per-class breakdown (``None`` when not asked for)."""
+def comparison_csv(c: compare.Comparison, header: bool = True) -> str:
+    """One CSV row per metric, method and split: the split's value and the method's mean and std
+    over splits, as fractions (a long table: comparisons of other splits append to it; ``header``:
+    with the header row first)."""
+    import csv
+    import io
+
+    from osrbench import protocols
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if header:
+        writer.writerow(["dataset", "protocol", "metric", "method", "split", "value", "mean", "std"])
+    for metric in c.metrics:
+        for m, s in c.summaries[metric].items():
+            for k in c.splits:
+                writer.writerow([c.dataset, c.protocol, metric, m, protocols.split_label(c.dataset, c.protocol, k),
+                                 repr(s.per_split[k]) if k in s.per_split else "", repr(s.mean), repr(s.std)])
+    return buf.getvalue()
+
+
+def _statistics(c: compare.Comparison, args: argparse.Namespace, style: str | None):
+    """Print the statistics sections the flags ask for as tables of ``style`` (``None``: print
+    nothing); returns their export sections and the per-class breakdown (``None`` when not asked for)."""
     from osrbench import analysis
+
+    def show(text: str = "") -> None:
+        if style is not None:  # json and csv: the sections go into the document instead
+            emit(text, fit=style == "simple")
 
     out: dict = {}
     breakdown = None
     resolve = None if args.resolve is None else args.resolve / 100.0
     if len(c.seeds) > 1 or args.resolve is not None:
-        print()
-        print(analysis.render_variance(c, args.format, resolve))
+        show()
+        show(analysis.render_variance(c, style, resolve))
         out["variance"] = analysis.variance_doc(c, resolve)
     if args.ci:
-        iv = analysis.intervals(c, args.resamples, args.ci_seed, args.level, progress=not args.quiet)
-        print()
-        print(analysis.render_intervals(c, iv, args.format))
+        iv = analysis.intervals(c, args.resamples, args.ci_seed, args.level,
+                                progress=not args.quiet and style is not None)
+        show()
+        show(analysis.render_intervals(c, iv, style))
         out["intervals"] = iv.as_dict()
     if args.by_class:
         breakdown = analysis.class_breakdown(c)
-        print()
-        print(analysis.render_classes(breakdown, args.format))
+        show()
+        show(analysis.render_classes(breakdown, style))
         out["classes"] = breakdown.as_dict()
     return out, breakdown
 
@@ -136,9 +233,14 @@ def _installed_plugins(reg, methods) -> dict[str, tuple[str, str]]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="run what is missing and compare methods over splits")
-    p.add_argument("methods", nargs="+")
-    add_run_options(p)
+    p = sub.add_parser("compare", help="run what is missing and compare methods over splits",
+                       epilog="examples: osrbench compare softmax arpl --dataset cifar10 --protocol osrci "
+                              "--splits 0-4; "
+                              "osrbench compare dias arpl (no --dataset: every dataset and protocol where finished "
+                              "runs of both are under --out)")
+    p.add_argument("methods", nargs="+", metavar="METHOD", help="the methods to compare (osrbench list)")
+    add_run_options(p, dataset_help="left out: every dataset and protocol where finished runs of the methods "
+                                    "exist under --out, nothing trained")
     p.add_argument("--splits", help="split indices, e.g. 0-4 or 0,2, or names (ssb: easy,hard) (default: all)")
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0-2 (default 0)")
     p.add_argument("--no-run", action="store_true", help="only read existing results")
@@ -146,7 +248,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train up to N missing runs at once (default 1): as one pack on a CUDA device, "
                         "else in separate processes (--pack)")
     add_pack_option(p)
-    p.add_argument("--format", default="simple", help="table format (tabulate): simple, github, latex, ...")
+    p.add_argument("--format", default="text", metavar=formats.format_metavar(FORMATS),
+                   help=formats.format_help(FORMATS, "text", "; json: the comparison as the export bundle holds "
+                                            "it, csv: one row per metric, method and split"))
     p.add_argument("--metrics", help="comma-separated metrics (default auroc,oscr,acc,macro_f1,fpr95_known,aupr_in,aupr_out)")
     p.add_argument("--unique-splits", action="store_true",
                    help="keep only the first of splits with the same class sets (the osrci duplicates)")
@@ -169,6 +273,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seeds planner: the difference (in %% points) to resolve (default: each pair's observed "
                         "difference; the planner shows with several seeds, or with this flag)")
     p.add_argument("--plot", type=Path, metavar="DIR",
-                   help="write ROC, histogram, per-split bar and per-class AUROC heat-map PNGs to DIR")
+                   help="write ROC, histogram, per-split bar and per-class AUROC heat-map figures to DIR (the ROC "
+                        "points and histogram bins as CSV beside them)")
+    add_plot_format_option(p)
     p.add_argument("--export", type=Path, metavar="FILE", help="write the comparison's JSON export bundle")
     p.set_defaults(func=cmd_compare)

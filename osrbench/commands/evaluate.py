@@ -98,10 +98,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def method_layouts() -> dict[str, list[str]]:
+    """layout -> the installed methods that read it, from each method's ``external_layouts`` (the
+    host's layout last: every method reads it)."""
+    from osrbench import plugins
+    from osrbench.method import Method
+
+    out: dict[str, list[str]] = {}
+    for name, spec in sorted(plugins.get().methods.items()):
+        cls = spec.factory if isinstance(spec.factory, type) else type(spec.factory())
+        if cls.load_external is not Method.load_external:
+            for layout in getattr(cls, "external_layouts", ()):
+                if layout != LAYOUT_NAMES[-1]:
+                    out.setdefault(layout, []).append(name)
+    out[LAYOUT_NAMES[-1]] = ["every method"]
+    return out
+
+
+def layouts_help() -> str:
+    """The end of evaluate's help: every layout and the installed methods that read it (where the
+    methods cannot be loaded, torch missing say, the host's layouts and why)."""
+    try:
+        found = method_layouts()
+    except ImportError as exc:
+        return f"Layouts: {', '.join(LAYOUT_NAMES)} (the installed methods cannot be loaded: {exc})"
+    rows = "\n".join(f"  {layout:<14}{', '.join(names)}" for layout, names in found.items())
+    return f"Layouts the installed methods read:\n{rows}"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate weights trained elsewhere (ARPL / DIAS releases) on one split",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", required=True)
+    p = sub.add_parser("evaluate", help="evaluate weights trained elsewhere (a release's or an osrbench checkpoint) "
+                                        "on one split; its --help lists every layout",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example: osrbench evaluate --method arpl --dataset cifar10 --protocol osrci --split 4 "
+                              "--layout arpl-release --weights net_.pth --weights net__criterion.pth")
+    p.help_tail = layouts_help  # looked up when the help is shown: it loads the plugins
+    p.add_argument("--method", required=True, help="method name (osrbench list); it must read --layout")
     p.add_argument("--dataset", required=True, help="dataset name (osrbench list)")
     p.add_argument("--protocol", help=PROTOCOL_HELP)
     p.add_argument("--split", default="0", help=SPLIT_HELP)
@@ -111,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a config key (YAML value); repeatable")
     p.add_argument("--weights", action="append", metavar="FILE", required=True,
                    help="a weights file; repeat it for the ARPL release's network and criterion files")
-    p.add_argument("--layout", required=True, metavar="LAYOUT", help=f"one of: {', '.join(LAYOUT_NAMES)}")
+    p.add_argument("--layout", required=True, metavar="LAYOUT", help="how the files are laid out: a release's layout or osrbench (listed at the end of this help)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default runs/)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")

@@ -56,8 +56,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="one JSON bundle of a comparison for a leaderboard (or --validate one)")
-    p.add_argument("methods", nargs="*")
+    p = sub.add_parser("export", help="one JSON bundle of a comparison for a leaderboard (or --validate one)",
+                       epilog="example: osrbench export softmax arpl --dataset cifar10 --protocol osrci "
+                              "--output cifar10.json; osrbench export --validate cifar10.json")
+    p.add_argument("methods", nargs="*", metavar="METHOD", help="the compared methods (osrbench list)")
     p.add_argument("--dataset", help="dataset name")
     p.add_argument("--protocol", help="split protocol (default auroc; ssb for a dataset only ssb has)")
     p.add_argument("--splits", help="split indices or names (ssb: easy,hard) (default: all)")

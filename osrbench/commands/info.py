@@ -42,6 +42,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("Post-hoc scorers (osrbench score --scorer NAME; compare --score NAME)")
         print(tabulate(rows, ["scorer", "plugin", "needs", "parameters (default)", "description"]))
         return 0
+    if args.cite:
+        return _cite(reg)
     std = registry.load().standard_recipes
     rows = []
     for name, spec in sorted(reg.methods.items()):
@@ -71,6 +73,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [[n, e.get("description", "")] for n, e in registry.load().protocols.items()]
     print("\nProtocols")
     print(tabulate(rows, ["protocol", "description"]))
+    return 0
+
+
+def _cite(reg: Any) -> int:
+    """``list --cite``: the paper of each method and scorer, of each protocol and of each dataset."""
+    from osrbench import registry
+
+    reg_doc = registry.load()
+    sections = [
+        ("Methods", [(n, s.citation) for n, s in sorted(reg.methods.items())]),
+        ("Post-hoc scorers", [(n, s.citation) for n, s in sorted(reg.scorers.items())]),
+        ("Protocols (split definitions)", [(n, e.get("cite", "")) for n, e in reg_doc.protocols.items()]),
+        ("Datasets", [(n, reg_doc.datasets.get(n, {}).get("cite", "")) for n in reg.datasets]),
+    ]
+    print("How to cite what a result used (and osrbench itself: CITATION.cff in its repository)")
+    for title, rows in sections:
+        print(f"\n{title}")
+        print(tabulate([[n, textwrap.fill(c, 90) if c else "- (no citation given)"] for n, c in rows],
+                       ["name", "cite"]))
     return 0
 
 
@@ -178,24 +199,31 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="methods, datasets and protocols")
+    p = sub.add_parser("list", help="methods, datasets and protocols",
+                       epilog="example: osrbench list --options arpl; osrbench list --cite")
     p.add_argument("--options", metavar="METHOD",
                    help="instead: the config keys of METHOD with default, type, allowed values and help")
     p.add_argument("--scorers", action="store_true", help="instead: the post-hoc scorers (osrbench score)")
+    p.add_argument("--cite", action="store_true",
+                   help="instead: the paper to cite for each method, scorer, protocol and dataset")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("plugins", help="installed plugins and their status")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("plugins", help="installed plugins and their status",
+                       epilog="example: osrbench plugins --json")
+    p.add_argument("--json", action="store_true", help="as JSON: one object per plugin, with its error if any")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("splits", help="the class splits of a dataset under a protocol")
-    p.add_argument("dataset")
+    p = sub.add_parser("splits", help="the class splits of a dataset under a protocol",
+                       epilog="example: osrbench splits cifar10 --protocol osrci")
+    p.add_argument("dataset", help="dataset name (osrbench list)")
     p.add_argument("--protocol", help="default auroc; the dataset's only protocol where it has one (cub: ssb)")
     p.add_argument("--data-root", type=Path, help="where a protocol of files (openood) finds them")
     p.set_defaults(func=cmd_splits)
 
-    p = sub.add_parser("data", help="check or download datasets")
-    p.add_argument("action", choices=["check", "download"])
-    p.add_argument("name", nargs="?")
-    p.add_argument("--data-root", type=Path)
+    p = sub.add_parser("data", help="check or download datasets",
+                       epilog="example: osrbench data check; osrbench data download svhn")
+    p.add_argument("action", choices=["check", "download"],
+                   help="check: which datasets are ready under the data root; download: fetch those that can be")
+    p.add_argument("name", nargs="?", help="only this dataset (default: every dataset)")
+    p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
     p.set_defaults(func=cmd_data)

@@ -22,7 +22,9 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("new-plugin", help="write a ready method-plugin (or, with --scorer, scorer-plugin) package "
-                                          "osrbench-NAME/")
+                                          "osrbench-NAME/",
+                       epilog="example: osrbench new-plugin mymethod --dir plugins; then pip install -e "
+                              "plugins/osrbench-mymethod")
     p.add_argument("name", metavar="NAME", help="method (or scorer) and plugin name: lowercase letters, digits, "
                                                 "hyphens")
     p.add_argument("--scorer", action="store_true",

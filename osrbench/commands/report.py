@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from osrbench import compare, report
-from osrbench.commands._options import add_std_option, log
+from osrbench import compare, formats, report
+from osrbench.commands._options import add_plot_format_option, add_std_option, log
 from osrbench.errors import UsageError, UserError
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from osrbench import results
 
+    args.format = formats.parse_format(args.format, (*report.FORMATS, "html")).name
     # the page has room for every metric compare shows; the paper tables keep the paper's four
     metrics = report.parse_metrics(args.metrics, compare.METRICS if args.format == "html" else report.REPORT_METRICS)
     if args.output:
@@ -52,7 +53,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             from osrbench import plots
 
             for r in ranks:
-                path = plots.plot_cd(r, args.plot / f"cd_{r.metric}.png",
+                path = plots.plot_cd(r, args.plot / f"cd_{r.metric}.{args.plot_format}",
                                      f"{compare.SHORT.get(r.metric, r.metric)}: mean rank over {r.result.n} "
                                      "datasets/protocols")
                 log(f"wrote {path}")
@@ -66,11 +67,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="paper table of every result record: methods x datasets, mean +- std")
+    p = sub.add_parser("report", help="paper table of every result record: methods x datasets, mean +- std",
+                       epilog="example: osrbench report --runs runs --format html --output report.html")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
-    p.add_argument("--format", choices=(*report.FORMATS, "html"), default="md",
-                   help="md (GitHub table), csv, latex (booktabs), json, html (one self-contained page: "
-                        "sortable tables, paired statistics, ranks, figures and every run's provenance)")
+    p.add_argument("--format", default="md", metavar=formats.format_metavar((*report.FORMATS, "html")),
+                   help=formats.format_help((*report.FORMATS, "html"), "md",
+                                            "; latex is booktabs, html one self-contained page: sortable tables, "
+                                            "paired statistics, ranks, figures and every run's provenance"))
     p.add_argument("--metrics", help=f"comma-separated metrics (default {','.join(report.REPORT_METRICS)}; html: "
                                      f"{','.join(compare.METRICS)})")
     p.add_argument("--layout", choices=("metric", "wide"), default="metric",
@@ -84,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="md/json: Friedman test, mean ranks and Nemenyi critical difference of the methods over the "
                         "report's (dataset, protocol) blocks, per metric")
     p.add_argument("--plot", type=Path, metavar="DIR",
-                   help="write a critical-difference diagram PNG per metric (cd_<metric>.png) to DIR")
+                   help="write a critical-difference diagram per metric (cd_<metric>.png) to DIR")
+    add_plot_format_option(p)
     p.add_argument("--output", "-o", type=Path, help="write to FILE instead of stdout")
     p.set_defaults(func=cmd_report)

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from osrbench import compare, report, rescore
-from osrbench.commands._checks import check_table_format
-from osrbench.commands._options import log, tabulate
+from osrbench.commands._checks import TABLE_FORMATS, check_table_format
+from osrbench.formats import format_help, format_metavar
+from osrbench.commands._options import emit, log, tabulate
 from osrbench.compare import GroupKey
 from osrbench.errors import UserError
 from osrbench.records import Record
@@ -17,7 +18,7 @@ from osrbench.records import Record
 def cmd_rescore(args: argparse.Namespace) -> int:
     name = args.score
     rescore.check_score_name(name)
-    check_table_format(args.format)
+    args.format = check_table_format(args.format)
     if args.from_checkpoint:
         from osrbench.devices import check_device_name
 
@@ -45,7 +46,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
              *(f"{compare.SHORT.get(m, m)} main -> {name}" for m in metric_names), "from"]
     print(f"rescored with score {name!r}: values in %, the run's main score -> {name!r}; "
           "macro-F1 keeps each method's own rule")
-    print(tabulate(rows, heads, args.format))
+    emit(tabulate(rows, heads, args.format), fit=args.format == "simple")
     # Summary per config group: mean +- std over splits, both scores, and the paired difference.
     groups: dict[GroupKey, list[tuple[Record, dict[str, Any]]]] = {}
     for rec, res in done:
@@ -67,15 +68,16 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         rows.append(row)
     print()
     print("mean over splits, main score -> " + repr(name) + " (paired mean difference)")
-    print(tabulate(rows, ["method (recipe, config)", "dataset/protocol", "splits",
-                          *(compare.SHORT.get(m, m) for m in metric_names)], args.format))
+    emit(tabulate(rows, ["method (recipe, config)", "dataset/protocol", "splits",
+                         *(compare.SHORT.get(m, m) for m in metric_names)], args.format), fit=args.format == "simple")
     if args.write:
         print(f"wrote metrics_{name}.json beside {len(done)} record(s)")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rescore", help="recompute metrics with another stored score, without retraining")
+    p = sub.add_parser("rescore", help="recompute metrics with another stored score, without retraining",
+                       epilog="example: osrbench rescore --runs runs --score mls --dataset cifar10 --write")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
     p.add_argument("--score", required=True, help="stored score name, e.g. msp or mls (score = the run's main score)")
     p.add_argument("--dataset", help="only this dataset")
@@ -87,5 +89,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="score the test sets again from checkpoint.pt (default: only when scores.npz is missing)")
     p.add_argument("--device", default="cpu", help="device for --from-checkpoint (default cpu)")
     p.add_argument("--data-root", type=Path, help="data folder for --from-checkpoint")
-    p.add_argument("--format", default="simple", help="table format (tabulate): simple, github, latex, ...")
+    p.add_argument("--format", default="text", metavar=format_metavar(TABLE_FORMATS),
+                   help=format_help(TABLE_FORMATS, "text"))
     p.set_defaults(func=cmd_rescore)

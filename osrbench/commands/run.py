@@ -34,11 +34,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="train and evaluate one method on one split")
-    p.add_argument("--method", required=True)
+    p = sub.add_parser("run", help="train and evaluate one method on one split",
+                       epilog="example: osrbench run --method arpl --dataset cifar10 --protocol osrci --split 0 "
+                              "--seed 1")
+    p.add_argument("--method", required=True, help="method name (osrbench list)")
     add_run_options(p)
     p.add_argument("--split", default="0", help=SPLIT_HELP)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--force", action="store_true", help="replace an existing result or unfinished run")
     p.set_defaults(func=cmd_run)

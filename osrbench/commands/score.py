@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from osrbench.commands._checks import check_table_format
-from osrbench.commands._options import log, tabulate
+from osrbench.commands._checks import TABLE_FORMATS, check_table_format
+from osrbench.formats import format_help, format_metavar
+from osrbench.commands._options import emit, log, tabulate
 from osrbench.errors import UsageError, UserError
 
 #: The metrics of the matrix (a scorer has no macro-F1 rule).
@@ -37,7 +38,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     reg = plugins.get()
     names = scorer_names(reg, args.scorer)
     specs = [reg.scorer(n) for n in names]
-    check_table_format(args.format)
+    args.format = check_table_format(args.format)
     check_device_name(args.device)
     metric_names = report.parse_metrics(args.metrics, SCORE_METRICS)
     recs = report.select(report.read_runs(args.runs, log), args.dataset, args.protocol, args.method)
@@ -61,7 +62,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         log(f"scored {rec.method} {rec.dataset}/{rec.protocol} split {split_label(rec.dataset, rec.protocol, rec.split)} "
             f"seed {rec.seed} "
             f"({time.perf_counter() - t0:.1f} s)")
-    print(render_matrix(recs, by_scorer, names, metric_names, not_applicable, args.format))
+    emit(render_matrix(recs, by_scorer, names, metric_names, not_applicable, args.format), fit=args.format == "simple")
     return 0
 
 
@@ -119,7 +120,8 @@ def render_matrix(recs: list[Any], by_scorer: dict[str, list[Any]], names: list[
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="apply post-hoc scorers (energy, ODIN, KNN, OpenMax, ...) to finished runs")
+    p = sub.add_parser("score", help="apply post-hoc scorers (energy, ODIN, KNN, OpenMax, ...) to finished runs",
+                       epilog="example: osrbench score --runs runs --scorer energy,odin --dataset cifar10")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
     p.add_argument("--scorer", help="comma-separated scorer names (default: all; osrbench list --scorers)")
     p.add_argument("--dataset", help="only this dataset")
@@ -131,5 +133,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="score again even where posthoc.npz has the scorer")
     p.add_argument("--device", default="cpu", help="device to score on (default cpu)")
     p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
-    p.add_argument("--format", default="simple", help="table format (tabulate): simple, github, latex, ...")
+    p.add_argument("--format", default="text", metavar=format_metavar(TABLE_FORMATS),
+                   help=format_help(TABLE_FORMATS, "text"))
     p.set_defaults(func=cmd_score)

@@ -304,7 +304,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of methods x datasets x splits x seeds, locally or on Ray",
                        description="Run every missing run of a grid (flags or --grid FILE.yaml); finished runs "
-                                   "are skipped, interrupted ones resume from their checkpoint.")
+                                   "are skipped, interrupted ones resume from their checkpoint.",
+                       epilog="example: osrbench sweep --methods softmax arpl --datasets mnist svhn --splits 0-4 "
+                              "--seeds 0-2 --jobs 4")
     p.add_argument("--grid", type=Path, metavar="FILE",
                    help=f"YAML grid with keys {', '.join(GRID_KEYS)} (flags override it)")
     p.add_argument("--methods", nargs="+", metavar="METHOD", help="method names")
