@@ -77,8 +77,9 @@ RECIPES = {
     # both are stored (osrbench rescore switches). torchvision's own classifiers use bilinear there
     # (the script's *_torch branch): --set test_interpolation=bilinear.
     "imagenet-eval": {
-        "*": {"backbone": "resnet50", "image_size": 224, "normalize": "imagenet", "crop_pct": 0.875,
-              "test_interpolation": "bicubic", "score": "mls"},
+        "*": {"backbone": "resnet50", "normalize": "imagenet", "score": "mls"},
+        # the test transform is for image files; the in-memory datasets are resized when read
+        "imagenet-ssb": {"image_size": 224, "crop_pct": 0.875, "test_interpolation": "bicubic"},
     },
 }
 
