@@ -90,6 +90,9 @@ MAX_IMAGE_SIZE = 512
 #: only a batch is held at that size): a bound on one batch's memory, 4096 px = 48 MiB per image.
 MAX_FILE_IMAGE_SIZE = 4096
 
+#: The smallest ``crop_pct`` other than 0: the test resize is to S / crop_pct, at most twice the run's size.
+MIN_CROP_PCT = 0.5
+
 #: Keys that may differ between a checkpoint and a resumed run (resume can extend a run).
 RESUMABLE_CHANGES = ("epochs",)
 #: Keys added after records existed, with the value every earlier run had: at that value a key does
@@ -317,6 +320,9 @@ def resolve(
         if isinstance(cfg["image_size"], int) and cfg["image_size"] > MAX_FILE_IMAGE_SIZE:
             raise ConfigError(f"method {spec.name!r}, config key 'image_size': {cfg['image_size']} is out of range "
                               f"(at most {MAX_FILE_IMAGE_SIZE} for dataset {dataset.name!r}, decoded per batch)")
+        if 0 < cfg.get("crop_pct", 0.0) < MIN_CROP_PCT:  # Resize(int(S / crop_pct)) would grow without bound
+            raise ConfigError(f"method {spec.name!r}, config key 'crop_pct': {cfg['crop_pct']} is out of range "
+                              f"(0 = Resize((S, S)), else in [{MIN_CROP_PCT}, 1]; timm's classifiers use 0.75-1)")
     else:
         if isinstance(cfg["image_size"], int) and cfg["image_size"] > MAX_IMAGE_SIZE:
             raise ConfigError(f"method {spec.name!r}, config key 'image_size': {cfg['image_size']} is out of range "

@@ -254,8 +254,9 @@ def _load_osrbench(s: session.Session, name: str, loaded: Loaded, plan: engine.P
                     f"{plan.split.protocol} split {plan.split.index}")
         trained_cfg = ckpt.get("config")
         if isinstance(trained_cfg, Mapping):
-            keys = [k for k in plan.config
-                    if k not in (CONFIG_KEY, "epochs") and trained_cfg.get(k) != plan.config[k]]
+            keys = [k for k in plan.config  # a key newer than the checkpoint counts as its earlier value
+                    if k not in (CONFIG_KEY, "epochs")
+                    and trained_cfg.get(k, configmod.LATER_KEYS.get(k)) != plan.config[k]]
             if keys:
                 log(f"warning: {path} was trained with another config "
                     f"({', '.join(f'{k}={trained_cfg.get(k)!r}' for k in keys[:3])}"

@@ -135,6 +135,9 @@ def test_config_keys_and_recipe():
         configmod.resolve(spec, cifar, overrides={"crop_pct": 0.875})
     with pytest.raises(configmod.ConfigError, match="crop_pct"):
         configmod.resolve(spec, inet, overrides={"crop_pct": 1.5})
+    too_small = r"'crop_pct': 0.01 is out of range \(0 = Resize\(\(S, S\)\), else in \[0.5, 1\]"
+    with pytest.raises(configmod.ConfigError, match=too_small):
+        configmod.resolve(spec, inet, overrides={"crop_pct": 0.01})
     with pytest.raises(configmod.ConfigError, match="test_interpolation"):
         configmod.resolve(spec, inet, overrides={"test_interpolation": "nearest"})
 
