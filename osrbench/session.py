@@ -151,15 +151,17 @@ def load_data(dataset: DatasetSpec, split: Any, image_size: int, root: Path | No
         data = (reader.load if reader else dataset.load)(Path(root or default_data_root()), split, image_size)
     except DataNotFound as exc:
         raise UserError(str(exc)) from None
-    if isinstance(data, OpenSetFiles) and (crop_pct, test_interpolation) != (0.0, "bilinear"):
+    if isinstance(data, OpenSetFiles):
         data = dataclasses.replace(data, crop_pct=crop_pct, test_interpolation=test_interpolation)
     return data
 
 
 def test_transform(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The test-transform keywords of :func:`load_data` from a run's config (the defaults where an
-    older record's config lacks the keys)."""
-    return {"crop_pct": cfg.get("crop_pct", 0.0), "test_interpolation": cfg.get("test_interpolation", "bilinear")}
+    """The test-transform keywords of :func:`load_data` from a run's config (their earlier values
+    where an older record's config lacks the keys)."""
+    from osrbench.config import FILE_TEST_KEYS, LATER_KEYS
+
+    return {key: cfg.get(key, LATER_KEYS[key]) for key in FILE_TEST_KEYS}
 
 
 test_transform.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

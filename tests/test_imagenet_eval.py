@@ -264,6 +264,11 @@ def test_torchvision_layout_refusals(imagenet, classifier, tmp_path):
     body = backbones.make_network("resnet50", 10, image_size=32)
     with pytest.raises(LayoutError, match="has 1000 classes; this split has 10 known classes"):
         backbones.load_classifier(body, dict(net.state_dict()))
+    # a timm training checkpoint wraps the network: {"state_dict": ..., "epoch": ...}, keys read under it
+    wrapped = {f"state_dict.{k}": v for k, v in net.state_dict().items()}
+    body10 = backbones.make_network("resnet50", 1000, image_size=32)
+    assert backbones.load_classifier(body10, wrapped)["notes"] == ["read the file's 'state_dict' entry"]
+    assert torch.equal(body10.fc.weight, net.fc.weight)
     headless = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
     with pytest.raises(LayoutError, match=r"no classifier head \(fc.weight\).*--set backbone_weights"):
         backbones.load_classifier(body, headless)

@@ -372,14 +372,17 @@ def load_classifier(net: BackboneNet, weights: Mapping[str, torch.Tensor], what:
 
     The file's head rows are its classes in its own order: for torchvision's and timm's ImageNet-1K
     classifiers, the sorted wnids (``ImageFolder``'s order of the ImageNet train folders), which is
-    the order of imagenet-ssb's known labels. ``module.`` is stripped; timm ViT keys are mapped
+    the order of imagenet-ssb's known labels. A ``state_dict`` / ``model`` entry is read where the file
+    wraps the network in one; ``module.`` is stripped; timm ViT keys are mapped
     (:func:`timm_vit_to_torchvision`); a ViT of another image size gets its position embedding
     resized. Returns what it read (``format``, ``notes``) and keeps it in ``net.weights_info``.
     """
     from osrbench.layouts import plain_state
 
     name = net.backbone_name
-    state = plain_state(weights)  # reads every tensor: the whole file is the network
+    box = next((b for b in ("state_dict.", "model.") if any(k.startswith(b) for k in weights)), "")
+    state = plain_state(weights, box)  # reads every tensor of the network: the file (or its box) is the network
+    notes = [f"read the file's {box[:-1]!r} entry"] if box else []
     fmt = "torchvision"
     if name == "vit_b16" and "patch_embed.proj.weight" in state:
         fmt = "timm"
@@ -397,7 +400,6 @@ def load_classifier(net: BackboneNet, weights: Mapping[str, torch.Tensor], what:
                           "classifier is evaluated on imagenet-ssb, whose 1000 known classes are its classes)")
     features = net.features_net
     expected = features.state_dict()
-    notes = []
     if name == "vit_b16":
         side = int(round((expected["encoder.pos_embedding"].shape[1] - 1) ** 0.5))
         resized = _interpolate_pos_embedding(state, expected, side * VIT_PATCH, what)
