@@ -261,12 +261,14 @@ def test_torchvision_layout_refusals(imagenet, classifier, tmp_path):
             method="softmax", dataset="imagenet-ssb", weights=(weights,), layout="torchvision", protocol="ssb",
             split=0, overrides={"image_size": 32}, device="cpu", out=tmp_path / "runs", data_root=root))
     # a head of another width, and a file without a head (a backbone_weights file)
-    body = backbones.make_network("resnet50", 10, image_size=32)
+    with torch.device("meta"):  # init skipped: the loads fill every weight
+        body = backbones.make_network("resnet50", 10, image_size=32)
+        body10 = backbones.make_network("resnet50", 1000, image_size=32)
+    body10 = body10.to_empty(device="cpu")
     with pytest.raises(LayoutError, match="has 1000 classes; this split has 10 known classes"):
         backbones.load_classifier(body, dict(net.state_dict()))
     # a timm training checkpoint wraps the network: {"state_dict": ..., "epoch": ...}, keys read under it
     wrapped = {f"state_dict.{k}": v for k, v in net.state_dict().items()}
-    body10 = backbones.make_network("resnet50", 1000, image_size=32)
     assert backbones.load_classifier(body10, wrapped)["notes"] == ["read the file's 'state_dict' entry"]
     assert torch.equal(body10.fc.weight, net.fc.weight)
     headless = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
@@ -276,8 +278,13 @@ def test_torchvision_layout_refusals(imagenet, classifier, tmp_path):
 
 def test_vit_classifier_in_timm_and_torchvision_names():
     torchvision = pytest.importorskip("torchvision")
-    torch.manual_seed(0)
-    ref = torchvision.models.vit_b_16(weights=None, image_size=32, num_classes=7).eval()
+    with torch.device("meta"):  # torchvision's init of 86M weights costs seconds: random values instead
+        ref = torchvision.models.vit_b_16(weights=None, image_size=32, num_classes=7)
+    ref = ref.to_empty(device="cpu").eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for t in ref.state_dict().values():
+            t.copy_(0.05 * torch.randn(t.shape, generator=g))
     tv_state = ref.state_dict()
     # the same weights in timm's names, through the inverse of the host's timm -> torchvision map
     timm_like = {"head." + k[len("heads.head."):]: v for k, v in tv_state.items() if k.startswith("heads.head.")}
@@ -285,7 +292,9 @@ def test_vit_classifier_in_timm_and_torchvision_names():
     timm_like.update({timm_of[k]: v for k, v in tv_state.items() if not k.startswith("heads.")})
     assert len(timm_like) == len(tv_state) and "blocks.0.attn.qkv.weight" in timm_like
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    net = backbones.make_network("vit_b16", 7, image_size=32).eval()
+    with torch.device("meta"):  # the host's network with its init skipped: the load fills every weight
+        net = backbones.make_network("vit_b16", 7, image_size=32)
+    net = net.to_empty(device="cpu").eval()
     for state, fmt in ((tv_state, "torchvision"), (timm_like, "timm")):
         torch.nn.init.zeros_(net.fc.weight)  # each load fills the head again
         assert backbones.load_classifier(net, dict(state))["format"] == fmt
