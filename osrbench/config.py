@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from osrbench.data.stream import NORMALIZE_CHOICES
 from osrbench.datasets import DatasetSpec
 from osrbench.method import MethodSpec, Option
 from osrbench.results import canonical_hash
@@ -28,7 +29,11 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "batch_size": 64,
     "image_size": 0,  # 0 = the dataset's reference size
     "augment": "dataset",  # dataset | none | crop_flip
-    "normalize": "none",  # none | cifar (MLS-paper recipe)
+    "normalize": "none",  # none | cifar (MLS-paper recipe) | imagenet (ImageNet classifiers)
+    # the test transform of a file-backed dataset: 0 = the MLS release's Resize((S, S)); else
+    # Resize(int(S / crop_pct)) of the shorter side + CenterCrop(S) (its ImageNet evaluation: 0.875)
+    "crop_pct": 0.0,
+    "test_interpolation": "bilinear",  # that resize's filter: bilinear | bicubic (timm's ImageNet classifiers)
     "randaugment": 0,  # RandAugment magnitude M of the MLS recipe; 0 = off
     "randaugment_n": 1,  # RandAugment N: ops per image, drawn with replacement (MLS release: 1; SSB: 2)
     "precision": "fp32",  # fp32 (reference) | bf16 (autocast + channels-last; opt-in for speed)
@@ -54,7 +59,14 @@ ENGINE_OPTIONS: dict[str, Option] = {
                                          "4096 for a file-backed one (decoded per batch)"),
     "augment": Option(choices=("dataset", "none", "crop_flip"),
                       help="training augmentation; dataset = the dataset's reference augmentation"),
-    "normalize": Option(choices=("none", "cifar"), help="input normalisation (cifar: the MLS-paper recipe)"),
+    "normalize": Option(choices=NORMALIZE_CHOICES, help="input normalisation (cifar: the MLS-paper recipe; imagenet: "
+                                                         "ImageNet mean/std, as pretrained ImageNet classifiers)"),
+    "crop_pct": Option(minimum=0, maximum=1, help="test transform of a file-backed dataset: 0 = Resize((S, S)); else "
+                                                  "Resize(int(S / crop_pct)) of the shorter side + CenterCrop(S) "
+                                                  "(timm's crop_pct; ImageNet evaluation: 0.875)"),
+    "test_interpolation": Option(choices=("bilinear", "bicubic"),
+                                 help="filter of the test transform's resize on a file-backed dataset "
+                                      "(bicubic: timm's ImageNet classifiers)"),
     "randaugment": Option(minimum=0, maximum=30, help="RandAugment(N, M) magnitude M of the MLS recipe; 0 = off"),
     "randaugment_n": Option(minimum=1, maximum=16, help="RandAugment(N, M) ops per image N, drawn with replacement "
                                                         "and applied in draw order (the MLS release: 1; its SSB runs: 2)"),
@@ -78,8 +90,16 @@ MAX_IMAGE_SIZE = 512
 #: only a batch is held at that size): a bound on one batch's memory, 4096 px = 48 MiB per image.
 MAX_FILE_IMAGE_SIZE = 4096
 
+#: The smallest ``crop_pct`` other than 0: the test resize is to S / crop_pct, at most twice the run's size.
+MIN_CROP_PCT = 0.5
+
 #: Keys that may differ between a checkpoint and a resumed run (resume can extend a run).
 RESUMABLE_CHANGES = ("epochs",)
+#: Keys added after records existed, with the value every earlier run had: at that value a key does
+#: not enter the config hash, so an earlier run keeps its hash, run folder and resume key.
+LATER_KEYS: dict[str, Any] = {"crop_pct": 0.0, "test_interpolation": "bilinear"}
+#: Keys of the test transform of a file-backed dataset (an in-memory dataset is resized when read).
+FILE_TEST_KEYS = ("crop_pct", "test_interpolation")
 
 
 class ConfigError(UserError, ValueError):
@@ -300,9 +320,18 @@ def resolve(
         if isinstance(cfg["image_size"], int) and cfg["image_size"] > MAX_FILE_IMAGE_SIZE:
             raise ConfigError(f"method {spec.name!r}, config key 'image_size': {cfg['image_size']} is out of range "
                               f"(at most {MAX_FILE_IMAGE_SIZE} for dataset {dataset.name!r}, decoded per batch)")
-    elif isinstance(cfg["image_size"], int) and cfg["image_size"] > MAX_IMAGE_SIZE:
-        raise ConfigError(f"method {spec.name!r}, config key 'image_size': {cfg['image_size']} is out of range "
-                          f"(at most {MAX_IMAGE_SIZE}: every image of the dataset is held in memory at that size)")
+        if 0 < cfg.get("crop_pct", 0.0) < MIN_CROP_PCT:  # Resize(int(S / crop_pct)) would grow without bound
+            raise ConfigError(f"method {spec.name!r}, config key 'crop_pct': {cfg['crop_pct']} is out of range "
+                              f"(0 = Resize((S, S)), else in [{MIN_CROP_PCT}, 1]; timm's classifiers use 0.75-1)")
+    else:
+        if isinstance(cfg["image_size"], int) and cfg["image_size"] > MAX_IMAGE_SIZE:
+            raise ConfigError(f"method {spec.name!r}, config key 'image_size': {cfg['image_size']} is out of range "
+                              f"(at most {MAX_IMAGE_SIZE}: every image of the dataset is held in memory at that size)")
+        for key in FILE_TEST_KEYS:
+            if key in cfg and cfg[key] != LATER_KEYS[key]:
+                raise ConfigError(f"config key {key!r} is the test transform of a dataset read from image files "
+                                  f"(cub, aircraft, scars, imagenet-ssb); dataset {dataset.name!r} is resized when "
+                                  f"it is read: drop {key} (set by {sources.get(key, '--set')})")
     if cfg["augment"] not in ("none", "crop_flip") or not isinstance(cfg["image_size"], int) or cfg["image_size"] < 1:
         raise ConfigError(f"dataset {dataset.name!r} declares augment {dataset.augment!r} and image size "
                           f"{dataset.image_size!r}; expected none or crop_flip and a positive integer (plugin bug)")
@@ -310,7 +339,8 @@ def resolve(
 
 
 def config_hash(method: str, cfg: Mapping[str, Any]) -> str:
-    return canonical_hash({"method": method, "config": dict(cfg)})
+    kept = {k: v for k, v in cfg.items() if not (k in LATER_KEYS and v == LATER_KEYS[k])}
+    return canonical_hash({"method": method, "config": kept})
 
 
 def resume_key(method: str, cfg: Mapping[str, Any]) -> str:

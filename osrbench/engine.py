@@ -259,7 +259,8 @@ def start(req: RunRequest, registry: plugins.Plugins | None = None, log: Callabl
     if ckpt is None and not req.force:
         ckpt = shared_training(p, log)
     device = devices.pick_device(req.device)
-    data = session.load_data(p.dataset, p.split, p.config["image_size"], req.data_root)
+    data = session.load_data(p.dataset, p.split, p.config["image_size"], req.data_root,
+                             **session.test_transform(p.config))
     with failures(p), devices.cpu_threads(p.config["threads"]):
         return Training(p, reg, data, device, ckpt, log, graph_backend)
 

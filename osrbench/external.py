@@ -47,7 +47,7 @@ from osrbench.records import Record
 #: The config key that holds the layout and the files' hashes.
 CONFIG_KEY = "external_weights"
 #: How many ``--weights`` files each layout takes.
-FILE_COUNTS = {"arpl-release": (1, 2), "dias-release": (1, 1), "mls-release": (1, 1), "cac-release": (1, 1), "medaf-release": (1, 1), "osrbench": (1, 1)}
+FILE_COUNTS = {"arpl-release": (1, 2), "dias-release": (1, 1), "mls-release": (1, 1), "cac-release": (1, 1), "medaf-release": (1, 1), "torchvision": (1, 1), "osrbench": (1, 1)}
 
 
 @dataclass
@@ -106,6 +106,7 @@ def check_request(req: EvaluateRequest) -> None:
                 "mls-release": "the release's pretrained_weights/tinyimagenet_<i>.pth",
                 "cac-release": "the release's <dataset>_<trial>_<name>CACclassifierAnchorLoss.pth",
                 "medaf-release": "the release's epoch_<N>.pth",
+                "torchvision": "an ImageNet classifier's state_dict() with its head",
                 "osrbench": "a checkpoint.pt or a state_dict() file"}[req.layout]
         raise UsageError(f"--layout {req.layout} takes {want} --weights file(s) ({what}), got {n}")
     seen: dict[Path, Path] = {}
@@ -253,8 +254,9 @@ def _load_osrbench(s: session.Session, name: str, loaded: Loaded, plan: engine.P
                     f"{plan.split.protocol} split {plan.split.index}")
         trained_cfg = ckpt.get("config")
         if isinstance(trained_cfg, Mapping):
-            keys = [k for k in plan.config
-                    if k not in (CONFIG_KEY, "epochs") and trained_cfg.get(k) != plan.config[k]]
+            keys = [k for k in plan.config  # a key newer than the checkpoint counts as its earlier value
+                    if k not in (CONFIG_KEY, "epochs")
+                    and trained_cfg.get(k, configmod.LATER_KEYS.get(k)) != plan.config[k]]
             if keys:
                 log(f"warning: {path} was trained with another config "
                     f"({', '.join(f'{k}={trained_cfg.get(k)!r}' for k in keys[:3])}"
@@ -301,7 +303,7 @@ def evaluate(req: EvaluateRequest, registry: plugins.Plugins | None = None,
         return Evaluated(existing, evaluated=False)
     device = devices.pick_device(req.device)
     cfg = p.config
-    data = session.load_data(p.dataset, p.split, cfg["image_size"], req.data_root)
+    data = session.load_data(p.dataset, p.split, cfg["image_size"], req.data_root, **session.test_transform(cfg))
     with devices.cpu_threads(cfg["threads"]):  # the run's thread count: rescore rebuilds it under the same
         return _evaluate(p, reg, req, data, device, loaded, log)
 

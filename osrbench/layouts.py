@@ -35,6 +35,11 @@
   ``i`` of the ``osrci`` protocol (the release's ``osr_splits['tinyimagenet'][i]``, in the same row
   order); its README evaluates them with CIFAR normalisation at 64 px (softmax's ``mls-paper``
   recipe: ``--recipe mls-paper --protocol osrci``). Read by ``softmax`` (and ``openmax``).
+- ``torchvision``: a pretrained ImageNet classifier's whole ``state_dict()`` with its 1000-way head:
+  torchvision's ``resnet50`` / ``vit_b_16`` or timm's ``resnet50`` (the same keys) /
+  ``vit_base_patch16_*`` (mapped), evaluated without training as the MLS release's
+  ``methods/tests/openset_test_imagenet.py`` does; read by ``softmax`` with ``backbone`` resnet50 or
+  vit_b16 (:func:`osrbench.models.backbones.load_classifier`: the head is the method's Linear head).
 - ``osrbench``: this host's ``checkpoint.pt``, or a ``Method.state_dict()`` saved with
   ``torch.save``; :mod:`osrbench.external` loads it with ``load_state_dict`` for every method.
 
@@ -61,7 +66,7 @@ from torch import nn
 from osrbench.errors import UserError
 
 #: The layouts ``osrbench evaluate --layout`` takes.
-LAYOUTS = ("dias-release", "arpl-release", "mls-release", "cac-release", "medaf-release", "osrbench")
+LAYOUTS = ("dias-release", "arpl-release", "mls-release", "cac-release", "medaf-release", "torchvision", "osrbench")
 #: The host's own layout (any method; :mod:`osrbench.external` reads it).
 HOST_LAYOUT = "osrbench"
 #: The key prefix ``nn.DataParallel`` adds.

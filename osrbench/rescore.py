@@ -61,7 +61,7 @@ def rebuilt(rec: Record, device: str = "cpu", data_root: Path | None = None) -> 
     if ckpt.get("epoch") != cfg["epochs"]:
         raise UserError(f"{folder}: checkpoint is at epoch {ckpt.get('epoch')}, not the final {cfg['epochs']}")
     dev = devices.pick_device(device)
-    data = session.load_data(ds, split, cfg["image_size"], data_root)
+    data = session.load_data(ds, split, cfg["image_size"], data_root, **session.test_transform(cfg))
     with devices.cpu_threads(rec.config.get("threads", torch_threads())):  # the run's thread count: the same numbers
         s = session.open_session(spec, cfg, data, num_classes=split.num_known, dataset=ds.name, device=dev,
                                  seed=rec.seed, call=session.guarded(rec.method))

@@ -11,6 +11,7 @@ conformance suite and the benchmarks all build their methods here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from dataclasses import dataclass, field
@@ -136,16 +137,34 @@ def default_data_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "osrbench"
 
 
-def load_data(dataset: DatasetSpec, split: Any, image_size: int, root: Path | None = None
-              ) -> OpenSetData | OpenSetFiles:
-    """The split's uint8 tensors (or, for a file-backed dataset, its files); missing data is a user error."""
+def load_data(dataset: DatasetSpec, split: Any, image_size: int, root: Path | None = None, *,
+              crop_pct: float = 0.0, test_interpolation: str = "bilinear") -> OpenSetData | OpenSetFiles:
+    """The split's uint8 tensors (or, for a file-backed dataset, its files); missing data is a user error.
+
+    ``crop_pct`` / ``test_interpolation``: a file-backed split's test transform (the config keys,
+    :func:`test_transform` of a config); the config refuses them for an in-memory dataset.
+    """
     try:
         from osrbench.protocols import reader_of
 
         reader = reader_of(getattr(split, "protocol", ""))  # a protocol of the user's files brings its own images
-        return (reader.load if reader else dataset.load)(Path(root or default_data_root()), split, image_size)
+        data = (reader.load if reader else dataset.load)(Path(root or default_data_root()), split, image_size)
     except DataNotFound as exc:
         raise UserError(str(exc)) from None
+    if isinstance(data, OpenSetFiles):
+        data = dataclasses.replace(data, crop_pct=crop_pct, test_interpolation=test_interpolation)
+    return data
+
+
+def test_transform(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The test-transform keywords of :func:`load_data` from a run's config (their earlier values
+    where an older record's config lacks the keys)."""
+    from osrbench.config import FILE_TEST_KEYS, LATER_KEYS
+
+    return {key: cfg.get(key, LATER_KEYS[key]) for key in FILE_TEST_KEYS}
+
+
+test_transform.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
 def seed_everything(seed: int, device: torch.device, deterministic: bool | None = False) -> None:

@@ -247,7 +247,7 @@ def _assert_one_to_one(host: nn.Module, release: nn.Module, plain: bool) -> None
 
 def test_the_command_lists_the_layouts_of_the_library():
     assert evaluate_command.LAYOUT_NAMES == layouts.LAYOUTS == (
-        "dias-release", "arpl-release", "mls-release", "cac-release", "medaf-release", "osrbench")
+        "dias-release", "arpl-release", "mls-release", "cac-release", "medaf-release", "torchvision", "osrbench")
 
 
 def test_strip_data_parallel_only_when_every_key_has_it():
@@ -485,10 +485,10 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     not_read = r"not a weights file torch.load\(weights_only=True\) reads"
     return {
         "unknown-layout": (ev("arpl", "arpl", net_path), r"unknown --layout 'arpl' \(valid: dias-release, "
-                                                         r"arpl-release, mls-release, cac-release, medaf-release, osrbench\); did you mean 'arpl-release'"),
+                                                         r"arpl-release, mls-release, cac-release, medaf-release, torchvision, osrbench\); did you mean 'arpl-release'"),
         "layout-of-another-method": (ev("softmax", "dias-release", dias_path),
                                      r"method 'softmax' does not read --layout dias-release "
-                                     r"\(it reads: arpl-release, mls-release, osrbench\)"),
+                                     r"\(it reads: arpl-release, mls-release, torchvision, osrbench\)"),
         "missing-file": (ev("arpl", "arpl-release", d / "nope.pth"), r"--weights .*nope.pth: no such file"),
         "same-file-twice": (ev("arpl", "arpl-release", net_path, net_path), r"is given twice"),
         "too-many-files": (ev("dias", "dias-release", dias_path, net_path),

@@ -99,7 +99,7 @@ def test_every_engine_key_has_an_option_and_the_engine_defaults_satisfy_them():
     ("overrides", "expect"),
     [
         ({"augment": "crop"}, r"'augment': 'crop' is not allowed \(valid: dataset, none, crop_flip\); did you mean 'crop_flip'\?"),
-        ({"normalize": "cifar10"}, r"'normalize': 'cifar10' is not allowed \(valid: none, cifar\); did you mean 'cifar'\?"),
+        ({"normalize": "cifar10"}, r"'normalize': 'cifar10' is not allowed \(valid: none, cifar, imagenet\); did you mean 'cifar'\?"),
         ({"precision": "bf61"}, r"'precision': 'bf61' is not allowed \(valid: fp32, bf16\); did you mean 'bf16'\?"),
         ({"precision": "fp64"}, r"'precision': 'fp64' is not allowed \(valid: fp32, bf16\)"),
         ({"epochs": 0}, r"'epochs': 0 is out of range \(must be >= 1\)"),

@@ -9,7 +9,8 @@ from osrbench.commands._options import PROTOCOL_HELP, SPLIT_HELP, log, pct, reso
 from osrbench.commands.run import METRIC_ORDER
 
 #: The layouts (osrbench.layouts.LAYOUTS; repeated so that registering the command imports no torch).
-LAYOUT_NAMES = ("dias-release", "arpl-release", "mls-release", "cac-release", "medaf-release", "osrbench")
+LAYOUT_NAMES = ("dias-release", "arpl-release", "mls-release", "cac-release", "medaf-release", "torchvision",
+                "osrbench")
 
 DESCRIPTION = """\
 Evaluate weights trained elsewhere on one split: the method is set up exactly as `osrbench run`
@@ -33,6 +34,10 @@ Layouts:
                 cac (plugin osrbench-cac), whose fit stage then replaces the anchors as its evaluation does.
   medaf-release the MEDAF release (Vanixxz/MEDAF): its ckpt/osr/<dataset>/<time>/epoch_<N>.pth
                 ({'epoch', 'state_dict', 'optimizer', 'scheduler'}); method medaf (plugin osrbench-medaf).
+  torchvision   a pretrained ImageNet-1K classifier's state_dict() with its 1000-way head (torchvision's
+                or timm's resnet50, vit_b_16 / timm vit_base_patch16_*), evaluated without training as
+                the MLS release evaluates ImageNet; method softmax with --set backbone=resnet50 (or
+                vit_b16), on imagenet-ssb --split easy|hard: --recipe imagenet-eval.
   osrbench      an osrbench checkpoint.pt or a Method.state_dict() file; every method.
 The releases number their five trials in reverse: a file of item i is --split 4-i here (ARPL:
 --protocol osrci; DIAS: auroc or f1, after its runs/AUROC or runs/F1 folder).

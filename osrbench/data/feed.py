@@ -16,7 +16,9 @@ on the RGB image its loaders give (torchvision's ``default_loader``: PIL ``conve
 RandAugment is :mod:`osrbench.data.randaugment` (pixel for pixel PIL's) and the crop and flip are
 :func:`~osrbench.data.stream.crop_flip`'s, per image (:func:`crop_flip_one`). Test images (and the
 training images of the fit stage and of post-hoc scorers) go through the release's test transform,
-``Resize((S, S))``: :class:`ImageSet`.
+``Resize((S, S))``: :class:`ImageSet`; with the config's ``crop_pct`` > 0, through the ImageNet
+evaluation's ``Resize(int(S / crop_pct))`` + ``CenterCrop(S)`` instead (:func:`test_image`), with the
+``test_interpolation`` filter (bilinear, or bicubic as timm's ImageNet classifiers).
 
 - **Decoding**: grey and colour JPEG files by ``torchvision.io.decode_jpeg`` (the same pixels as
   PIL's decoder, libjpeg-turbo with the same settings; ``tests/test_feed.py`` checks it, and it is
@@ -43,7 +45,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from osrbench.data.stream import CIFAR_MEAN, CIFAR_STD, PAD, derive_seed, to_input
+from osrbench.data.stream import NORMALIZE_CHOICES, NORMALIZE_STATS, PAD, derive_seed, to_input
 from osrbench.datasets import DataNotFound
 from osrbench.errors import UserError
 
@@ -115,15 +117,55 @@ def decode(path: str) -> torch.Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
 
 
-def resize(image: torch.Tensor, size: int) -> torch.Tensor:
-    """``transforms.Resize((size, size))`` of a uint8 (3, H, W) image, as on a PIL image (PIL bilinear)."""
-    if image.shape[1] == size and image.shape[2] == size:
-        return image  # PIL returns a copy at the same size
+#: ``test_interpolation`` -> PIL's filter (torchvision's ``InterpolationMode`` on a PIL image).
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def _pil_filter(interpolation: str) -> int:
+    from PIL import Image
+
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+    return Image.BILINEAR if interpolation == "bilinear" else Image.BICUBIC
+
+
+def _pil_resize(image: torch.Tensor, width: int, height: int, interpolation: str) -> torch.Tensor:
     from PIL import Image
 
     hwc = image.permute(1, 2, 0).contiguous().numpy()  # a view where the image is stored HWC (decode_jpeg's)
-    out = np.asarray(Image.fromarray(hwc).resize((size, size), Image.BILINEAR))
+    out = np.asarray(Image.fromarray(hwc).resize((width, height), _pil_filter(interpolation)))
     return torch.from_numpy(out.copy()).permute(2, 0, 1)
+
+
+def resize(image: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """``transforms.Resize((size, size))`` of a uint8 (3, H, W) image, as on a PIL image (PIL bilinear,
+    or bicubic)."""
+    if image.shape[1] == size and image.shape[2] == size:
+        return image  # PIL returns a copy at the same size
+    return _pil_resize(image, size, size, interpolation)
+
+
+def resize_shorter(image: torch.Tensor, size: int, interpolation: str = "bicubic") -> torch.Tensor:
+    """``transforms.Resize(size)`` (an int: the shorter side) of a uint8 (3, H, W) image, as torchvision
+    0.10 (the MLS release's) and today's run it on a PIL image: the shorter side becomes ``size``, the
+    longer ``int(size * long / short)`` (truncated); an image whose shorter side is ``size`` is kept."""
+    h, w = image.shape[1:]
+    short, long = (w, h) if w <= h else (h, w)
+    if short == size:
+        return image
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    return _pil_resize(image, new_w, new_h, interpolation)
+
+
+def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``transforms.CenterCrop(size)`` of a (C, H, W) image at least ``size`` on each side: the offsets
+    ``int(round((H - size) / 2))`` (Python's round, half to even) as torchvision's ``center_crop``."""
+    h, w = image.shape[1:]
+    if h < size or w < size:  # torchvision pads here; resize_shorter(int(S / crop_pct)) never leaves it smaller
+        raise ValueError(f"center_crop: a {h}x{w} image is smaller than {size}")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return image[:, top:top + size, left:left + size]
 
 
 def crop_flip_one(image: torch.Tensor, dy: int, dx: int, flip: bool) -> torch.Tensor:
@@ -139,21 +181,29 @@ def inputs(images: torch.Tensor, normalize: str, out: torch.Tensor | None = None
     """:func:`~osrbench.data.stream.to_input` of a batch of 3-channel images; on the CPU image by image,
     as a cast then the same float32 divisions and subtraction (the same values, every operation
     is per pixel: 3x faster at 448 px, where a batch of floats outgrows the caches)."""
-    if images.device.type != "cpu" or normalize not in ("none", "cifar"):
+    if images.device.type != "cpu" or normalize not in NORMALIZE_CHOICES:
         return to_input(images, normalize, out)
     out = torch.empty(images.shape, dtype=torch.float32) if out is None else out
     scale = torch.tensor(255.0)
-    mean, std = torch.tensor(CIFAR_MEAN).view(3, 1, 1), torch.tensor(CIFAR_STD).view(3, 1, 1)
+    stats = NORMALIZE_STATS.get(normalize)
+    mean, std = (torch.tensor(stats[0]).view(3, 1, 1), torch.tensor(stats[1]).view(3, 1, 1)) if stats else (None, None)
     for image, o in zip(images, out):
         o.copy_(image).div_(scale)  # float32(x) / 255 in float32, as to_input's one kernel
-        if normalize == "cifar":
+        if stats:
             o.sub_(mean).div_(std)
     return out
 
 
-def test_image(path: str, size: int) -> torch.Tensor:
-    """One image as the release's test transform makes it, before ToTensor: uint8 (3, size, size)."""
-    return resize(decode(path), size).contiguous()
+def test_image(path: str, size: int, crop_pct: float = 0.0, interpolation: str = "bilinear") -> torch.Tensor:
+    """One image as the run's test transform makes it, before ToTensor: uint8 (3, size, size).
+
+    ``crop_pct`` 0: the MLS release's ``Resize((S, S))``; else ``Resize(int(S / crop_pct))`` (the shorter
+    side) then ``CenterCrop(S)``, the ImageNet evaluation's transform (timm's ``crop_pct``; 0.875 for
+    ``resnet50``, 224 px: Resize(256) + CenterCrop(224)). ``interpolation``: the resize's filter.
+    """
+    if not crop_pct:
+        return resize(decode(path), size, interpolation).contiguous()
+    return center_crop(resize_shorter(decode(path), int(size / crop_pct), interpolation), size).contiguous()
 
 
 test_image.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
@@ -201,8 +251,8 @@ def _available_bytes() -> int:
 
 
 class ImageSet:
-    """Image files (``paths``, in order) as uint8 (N, 3, S, S) images through the release's test
-    transform, read like a tensor.
+    """Image files (``paths``, in order) as uint8 (N, 3, S, S) images through the run's test
+    transform (:func:`test_image` with ``crop_pct`` and ``interpolation``), read like a tensor.
 
     ``len``, ``shape``, ``split(n)`` (consecutive chunks, decoded one chunk ahead) and indexing by a
     slice or an index tensor give uint8 tensors, so :mod:`osrbench.evaluation`, the fit stage and
@@ -211,9 +261,12 @@ class ImageSet:
     decoded once, at the first read, and kept; else every read decodes its images.
     """
 
-    def __init__(self, paths: Sequence[str], size: int, workers: int | None = None, keep: bool | None = None) -> None:
+    def __init__(self, paths: Sequence[str], size: int, workers: int | None = None, keep: bool | None = None,
+                 crop_pct: float = 0.0, interpolation: str = "bilinear") -> None:
         self.paths = tuple(paths)
         self.size = size
+        self.crop_pct = crop_pct
+        self.interpolation = interpolation
         self.workers = decode_workers() if workers is None else workers
         self.keep = keep  # None: decided at the first read, by the memory available then
         self._kept: torch.Tensor | None = None
@@ -229,10 +282,12 @@ class ImageSet:
     def nbytes(self) -> int:
         return math.prod(self.shape)
 
+    def _one(self, i: int) -> torch.Tensor:
+        return test_image(self.paths[i], self.size, self.crop_pct, self.interpolation)
+
     def _decode(self, index: Sequence[int]) -> torch.Tensor:
-        paths, size = self.paths, self.size
         with _pool(min(self.workers, len(index))) as pool:
-            return _gather(_submit(pool, lambda i: test_image(paths[i], size), index), size, False)
+            return _gather(_submit(pool, self._one, index), self.size, False)
 
     def _all(self) -> torch.Tensor | None:
         if self.keep is None:
@@ -257,12 +312,12 @@ class ImageSet:
         if kept is not None:
             yield from kept.split(n)
             return
-        paths, size = self.paths, self.size
+        size = self.size
         chunks = [range(s, min(s + n, len(self))) for s in range(0, len(self), n)]
         with _pool(self.workers) as pool:
             ahead: deque[list] = deque()
             for c in chunks:
-                ahead.append(_submit(pool, lambda i: test_image(paths[i], size), c))
+                ahead.append(_submit(pool, self._one, c))
                 if len(ahead) > 1:
                     yield _gather(ahead.popleft(), size, False)
             while ahead:
@@ -275,7 +330,7 @@ class FileStream:
     :param paths: the split's training files (``OpenSetFiles.train.paths``); ``labels`` their known labels.
     :param size: the run's square image size S.
     :param augment: ``none`` or ``crop_flip`` (RandomCrop(S, padding=4), then RandomHorizontalFlip).
-    :param normalize: ``none`` or ``cifar``.
+    :param normalize: ``none``, ``cifar`` or ``imagenet``.
     :param randaugment: RandAugment magnitude M (0 = off), applied first, at each image's own size.
     :param randaugment_n: N, RandAugment ops per image.
     :param workers: decoding threads (``None``: :func:`decode_workers`); the batches do not depend on it.

@@ -41,6 +41,8 @@ class OpenSetFiles:
 
     ``image_size`` is the run's square size S; labels are int64 known labels 0..K-1 (the position
     in the split row); ``unknown_ids`` the original class id of each unknown test image.
+    ``crop_pct`` and ``test_interpolation`` are the run's test transform (the config keys;
+    :func:`osrbench.data.feed.test_image`): at their defaults the release's ``Resize((S, S))``.
     """
 
     train: ImageFiles
@@ -50,6 +52,8 @@ class OpenSetFiles:
     unknown: ImageFiles
     unknown_ids: torch.Tensor
     image_size: int
+    crop_pct: float = 0.0
+    test_interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         if len(self.train) != len(self.train_y) or len(self.known) != len(self.known_y) \
@@ -65,26 +69,25 @@ class OpenSetFiles:
     def image_shape(self) -> tuple[int, int, int]:
         return (3, self.image_size, self.image_size)
 
-    # The three image sets as the release's test transform makes them (Resize((S, S)) of the RGB
-    # image), read like OpenSetData's tensors: evaluation, the fit stage and the post-hoc scorers
-    # read a file-backed split through them (osrbench.data.feed.ImageSet); decoded when read.
-    @cached_property
-    def train_x(self) -> "ImageSet":
+    # The three image sets as the run's test transform makes them (the release's Resize((S, S)) of
+    # the RGB image by default), read like OpenSetData's tensors: evaluation, the fit stage and the
+    # post-hoc scorers read a file-backed split through them (osrbench.data.feed.ImageSet); decoded when read.
+    def _images(self, files: ImageFiles) -> "ImageSet":
         from osrbench.data.feed import ImageSet
 
-        return ImageSet(self.train.paths, self.image_size)
+        return ImageSet(files.paths, self.image_size, crop_pct=self.crop_pct, interpolation=self.test_interpolation)
+
+    @cached_property
+    def train_x(self) -> "ImageSet":
+        return self._images(self.train)
 
     @cached_property
     def known_x(self) -> "ImageSet":
-        from osrbench.data.feed import ImageSet
-
-        return ImageSet(self.known.paths, self.image_size)
+        return self._images(self.known)
 
     @cached_property
     def unknown_x(self) -> "ImageSet":
-        from osrbench.data.feed import ImageSet
-
-        return ImageSet(self.unknown.paths, self.image_size)
+        return self._images(self.unknown)
 
 
 def select_files(

@@ -22,8 +22,10 @@ order (classes sorted, then a sorted walk of each class folder).
 Size: the release evaluates ImageNet with each pretrained timm model's own test transform
 (``methods/tests/openset_test_imagenet.py``: its ``default_cfg`` input size, crop_pct and
 interpolation; Resize(size / crop_pct), CenterCrop(size)). For the model it runs, ``resnet50``, that is
-224 px, crop_pct 0.875, bicubic (``timm_pretrained_accs.csv``): the registry's 224. Nothing is trained
-on ImageNet there; the known training tree is read for the split's shape (and for a run that trains).
+224 px, crop_pct 0.875, bicubic (``timm_pretrained_accs.csv``): the registry's 224, and the config keys
+``crop_pct`` / ``test_interpolation`` / ``normalize: imagenet`` that softmax's ``imagenet-eval`` recipe sets
+(``osrbench evaluate --layout torchvision``). Nothing is trained on ImageNet there; the known training
+tree is read for the split's shape (and for a run that trains).
 """
 
 from __future__ import annotations

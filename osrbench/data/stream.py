@@ -20,6 +20,13 @@ import torch.nn.functional as F
 #: CIFAR statistics the MLS-paper recipe normalises every dataset with (METHODS.md §4.2).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
+#: ImageNet statistics (timm's IMAGENET_DEFAULT_MEAN / STD): the test transform of the MLS release's
+#: ImageNet evaluation (``methods/tests/openset_test_imagenet.py``) and of torchvision's classifiers.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ``normalize`` -> (mean, std) per channel, applied after the division by 255; ``none`` has none.
+NORMALIZE_STATS = {"cifar": (CIFAR_MEAN, CIFAR_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+NORMALIZE_CHOICES = ("none", *NORMALIZE_STATS)
 PAD = 4  # RandomCrop(S, padding=4), zero fill
 #: Bytes of augmented uint8 images a pass prepares at once on the device (a whole CIFAR-10 or
 #: MNIST split; Tiny-ImageNet at 64 px in ten chunks).
@@ -32,10 +39,11 @@ def derive_seed(seed: int, *keys: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _cifar_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """CIFAR mean and std as (1, 3, 1, 1) tensors, made once per device (not once per batch)."""
-    return (torch.tensor(CIFAR_MEAN, device=device).view(1, 3, 1, 1),
-            torch.tensor(CIFAR_STD, device=device).view(1, 3, 1, 1))
+def _stats(normalize: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std of ``normalize`` as (1, 3, 1, 1) tensors, made once per device (not once per batch)."""
+    mean, std = NORMALIZE_STATS[normalize]
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1),
+            torch.tensor(std, device=device).view(1, 3, 1, 1))
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,19 +59,19 @@ def to_input(images: torch.Tensor, normalize: str = "none", out: torch.Tensor | 
     float32, the same values as ``images.float() / 255``. ``out``: a float32 tensor of the result's
     shape to write into instead (a CUDA graph's static input; the same values, its own strides).
     """
-    if normalize not in ("none", "cifar"):
-        raise ValueError(f"normalize must be none or cifar, got {normalize!r}")
+    if normalize not in NORMALIZE_CHOICES:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_CHOICES)}, got {normalize!r}")
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     if out is not None:
         x = torch.div(images, _scale(images.device), out=out)
-        if normalize == "cifar":
-            mean, std = _cifar_stats(x.device)
+        if normalize != "none":
+            mean, std = _stats(normalize, x.device)
             x.sub_(mean).div_(std)  # the same float operations as (x - mean) / std
         return x
     x = torch.div(images, _scale(images.device))
-    if normalize == "cifar":
-        mean, std = _cifar_stats(x.device)
+    if normalize != "none":
+        mean, std = _stats(normalize, x.device)
         x = (x - mean) / std
     return x.contiguous()
 
@@ -88,7 +96,7 @@ class TrainStream:
     """Shuffled training batches of one split, identical for every method given the seed.
 
     :param augment: ``none`` or ``crop_flip`` (METHODS.md §7.2).
-    :param normalize: ``none`` (reference) or ``cifar`` (MLS-paper recipe).
+    :param normalize: ``none`` (reference), ``cifar`` (MLS-paper recipe) or ``imagenet``.
     :param randaugment: RandAugment magnitude M of the MLS recipe (0 = off), applied first.
     :param randaugment_n: RandAugment N, ops per image (drawn with replacement, applied in order).
     :param on_host: keep the images in (pinned) host memory and move each batch to the device:

@@ -73,6 +73,7 @@ __all__ = [
     "make_backbone",
     "make_network",
     "load_weights",
+    "load_classifier",
     "timm_vit_to_torchvision",
     "network_adaptations",
     "pin_weights_file",
@@ -358,6 +359,59 @@ def load_weights(name: str, extractor: nn.Module, path: str | Path, image_size: 
     check_strict(state, expected, f"{what} ({fmt} format, backbone {name})")
     extractor.load_state_dict(state, strict=True)
     return {"format": fmt, "dropped": dropped, "notes": notes}
+
+
+#: The ImageNet classifier head of each pretrained backbone in a whole-classifier file: torchvision's
+#: names, and timm's ViT name (timm's ``resnet50`` head is ``fc``, as torchvision's).
+CLASSIFIER_HEADS = {"resnet50": ("fc.",), "vit_b16": ("heads.head.", "head.")}
+
+
+def load_classifier(net: BackboneNet, weights: Mapping[str, torch.Tensor], what: str = "--weights") -> dict[str, Any]:
+    """A whole ImageNet classifier's state dict, head included (``evaluate --layout torchvision``), into
+    ``net``: the extractor strictly as :func:`load_weights` reads it, the head into ``net.fc``.
+
+    The file's head rows are its classes in its own order: for torchvision's and timm's ImageNet-1K
+    classifiers, the sorted wnids (``ImageFolder``'s order of the ImageNet train folders), which is
+    the order of imagenet-ssb's known labels. A ``state_dict`` / ``model`` entry is read where the file
+    wraps the network in one; ``module.`` is stripped; timm ViT keys are mapped
+    (:func:`timm_vit_to_torchvision`); a ViT of another image size gets its position embedding
+    resized. Returns what it read (``format``, ``notes``) and keeps it in ``net.weights_info``.
+    """
+    from osrbench.layouts import plain_state
+
+    name = net.backbone_name
+    box = next((b for b in ("state_dict.", "model.") if any(k.startswith(b) for k in weights)), "")
+    state = plain_state(weights, box)  # reads every tensor of the network: the file (or its box) is the network
+    notes = [f"read the file's {box[:-1]!r} entry"] if box else []
+    fmt = "torchvision"
+    if name == "vit_b16" and "patch_embed.proj.weight" in state:
+        fmt = "timm"
+        state = timm_vit_to_torchvision(state)
+    prefix = next((p for p in CLASSIFIER_HEADS[name] if f"{p}weight" in state), None)
+    if prefix is None:
+        heads = " or ".join(f"{p}weight" for p in CLASSIFIER_HEADS[name])
+        raise LayoutError(f"{what}: no classifier head ({heads}) in the file; a {name} file without its head goes "
+                          f"in --set backbone_weights=FILE (the run's head is then trained)")
+    head = {k[len(prefix):]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+    rows = head["weight"].shape[0] if head["weight"].dim() == 2 else None
+    if rows != net.num_classes:
+        raise LayoutError(f"{what}: the file's classifier head ({prefix}weight {list(head['weight'].shape)}) has "
+                          f"{rows} classes; this split has {net.num_classes} known classes (an ImageNet-1K "
+                          "classifier is evaluated on imagenet-ssb, whose 1000 known classes are its classes)")
+    features = net.features_net
+    expected = features.state_dict()
+    if name == "vit_b16":
+        side = int(round((expected["encoder.pos_embedding"].shape[1] - 1) ** 0.5))
+        resized = _interpolate_pos_embedding(state, expected, side * VIT_PATCH, what)
+        if resized:
+            notes.append(resized)
+    check_strict(state, expected, f"{what} ({fmt} format, backbone {name})")
+    check_strict(head, net.fc.state_dict(), f"{what}: its classifier head {prefix}*")
+    features.load_state_dict(state, strict=True)
+    net.fc.load_state_dict(head, strict=True)
+    net.weights_info = {"format": fmt, "dropped": {}, "notes": notes,
+                        "head": f"the file's {rows}-way head {prefix}* (class i = the file's class i)"}
+    return dict(net.weights_info)
 
 
 # ------------------------------------------------------------------------------------ the record

@@ -104,7 +104,8 @@ def _check_spec(s: _Session) -> str:
                 why = _unstable(value, f"recipes[{recipe!r}][{scope!r}][{key!r}]")
                 if why:
                     raise _fail("spec", why)
-            ds = toy if scope == "*" else dataclasses.replace(toy, name=scope)
+            # a scope's dataset as the toy, file-backed where the registered one is (crop_pct: files only)
+            ds = toy if scope == "*" else dataclasses.replace(toy, name=scope, files=_file_backed(scope))
             try:
                 configmod.resolve(spec, ds, recipe, None, None)
             except configmod.ConfigError as exc:
@@ -117,3 +118,13 @@ def _check_spec(s: _Session) -> str:
     if "\n" in spec.description:
         raise _fail("spec", "description must be one line (osrbench list shows it in a table)")
     return f"{len(spec.defaults)} config keys ({len(spec.options)} with options), recipes {sorted(spec.recipes) or '-'}"
+
+
+def _file_backed(name: str) -> bool:
+    """Whether the registered dataset ``name`` is read from image files (``False`` where none is registered)."""
+    from osrbench import plugins
+
+    try:
+        return bool(getattr(plugins.get().datasets.get(name), "files", False))
+    except Exception:  # noqa: BLE001 - a registry that does not load: the toy stays in memory
+        return False

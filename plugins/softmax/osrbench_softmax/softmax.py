@@ -18,7 +18,8 @@ import torch
 from osrbench import layouts
 from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
-from osrbench.models.backbones import BACKBONE_DEFAULTS, BACKBONE_OPTIONS, make_network, network_adaptations
+from osrbench.models.backbones import (BACKBONE_DEFAULTS, BACKBONE_OPTIONS, PRETRAINED, load_classifier, make_network,
+                                       network_adaptations)
 from osrbench.training import OPTIM_DEFAULTS, OPTIM_OPTIONS, logit_scores, lr_at, make_optimizer, mls_smoothed_cross_entropy, set_lr
 
 DEFAULTS: dict[str, Any] = {
@@ -67,6 +68,18 @@ RECIPES = {
         },
         "cub": {"randaugment": 30, "label_smoothing": 0.3},
         "aircraft": {"randaugment": 15, "label_smoothing": 0.2},
+    },
+    # The MLS release's ImageNet SSB evaluation (methods/tests/openset_test_imagenet.py): nothing is
+    # trained; a pretrained ImageNet-1K classifier (osrbench evaluate --layout torchvision) is scored on
+    # ImageNet-1K val against the Easy / Hard 21K-P classes with its own test transform, for timm's
+    # resnet50 (default_cfg): 224 px, Resize(int(224 / 0.875) = 256, bicubic) + CenterCrop(224),
+    # ImageNet mean / std. Its script prints MSP (-max softmax); the paper's headline score is MLS:
+    # both are stored (osrbench rescore switches). torchvision's own classifiers use bilinear there
+    # (the script's *_torch branch): --set test_interpolation=bilinear.
+    "imagenet-eval": {
+        "*": {"backbone": "resnet50", "normalize": "imagenet", "score": "mls"},
+        # the test transform is for image files; the in-memory datasets are resized when read
+        "imagenet-ssb": {"image_size": 224, "crop_pct": 0.875, "test_interpolation": "bicubic"},
     },
 }
 
@@ -121,13 +134,24 @@ class Softmax(Method):
         return self.net.head(penultimate)
 
     #: The ARPL release trains this baseline too (``osr.py --loss Softmax``); the MLS release ships
-    #: softmax-trained VGG32 (classifier32) checkpoints of Tiny-ImageNet.
-    external_layouts = ("arpl-release", "mls-release")
+    #: softmax-trained VGG32 (classifier32) checkpoints of Tiny-ImageNet, and evaluates pretrained
+    #: ImageNet classifiers (torchvision / timm files, head included) on the ImageNet SSB.
+    external_layouts = ("arpl-release", "mls-release", "torchvision")
 
     def load_external(self, layout: str, weights: Mapping[str, torch.Tensor]) -> None:
         """The ARPL release's ``--loss Softmax`` network (``classifier32``; its criterion file, if
-        given, is empty: the ``Softmax`` criterion has no parameters), or an MLS release checkpoint
-        (``pretrained_weights/tinyimagenet_<i>.pth``: classifier32, feat_dim 128)."""
+        given, is empty: the ``Softmax`` criterion has no parameters), an MLS release checkpoint
+        (``pretrained_weights/tinyimagenet_<i>.pth``: classifier32, feat_dim 128), or a torchvision /
+        timm ImageNet classifier (``torchvision``: backbone resnet50 or vit_b16, its head this head)."""
+        if layout == "torchvision":
+            if self.backbone not in PRETRAINED:
+                raise layouts.LayoutError(f"--layout torchvision holds a resnet50 or vit_b16 ImageNet classifier; this "
+                                          f"run's backbone is {self.backbone} (add --set backbone=resnet50 or vit_b16, "
+                                          "or --recipe imagenet-eval)")
+            if self.cfg.get("backbone_weights"):
+                raise layouts.LayoutError("--layout torchvision loads the whole classifier; drop --set backbone_weights")
+            load_classifier(self.net, weights)
+            return
         if self.backbone != "classifier32":
             raise layouts.LayoutError(f"--layout {layout} holds a classifier32 network; this run's backbone is "
                                       f"{self.backbone} (drop --set backbone)")
