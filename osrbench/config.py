@@ -97,7 +97,17 @@ MIN_CROP_PCT = 0.5
 RESUMABLE_CHANGES = ("epochs",)
 #: Keys added after records existed, with the value every earlier run had: at that value a key does
 #: not enter the config hash, so an earlier run keeps its hash, run folder and resume key.
-LATER_KEYS: dict[str, Any] = {"crop_pct": 0.0, "test_interpolation": "bilinear"}
+LATER_KEYS: dict[str, Any] = {"crop_pct": 0.0, "test_interpolation": "bilinear", "randaugment_n": 1,
+                              "backbone": "classifier32", "backbone_weights": ""}
+#: The same for a key one method gained later with an earlier value of its own (CAC's own encoder,
+#: DIAS without label smoothing; softmax always had the key, so its 0.0 stays in its hash).
+LATER_METHOD_KEYS: dict[tuple[str, str], Any] = {("cac", "backbone"): "release", ("dias", "label_smoothing"): 0.0}
+_NONE = object()
+
+
+def earlier_value(method: str, key: str) -> Any:
+    """The value every run made before ``key`` existed had (a sentinel equal to nothing if none)."""
+    return LATER_METHOD_KEYS.get((method, key), LATER_KEYS.get(key, _NONE))
 #: Keys of the test transform of a file-backed dataset (an in-memory dataset is resized when read).
 FILE_TEST_KEYS = ("crop_pct", "test_interpolation")
 
@@ -339,7 +349,7 @@ def resolve(
 
 
 def config_hash(method: str, cfg: Mapping[str, Any]) -> str:
-    kept = {k: v for k, v in cfg.items() if not (k in LATER_KEYS and v == LATER_KEYS[k])}
+    kept = {k: v for k, v in cfg.items() if v != earlier_value(method, k)}
     return canonical_hash({"method": method, "config": kept})
 
 

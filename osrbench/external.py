@@ -256,7 +256,7 @@ def _load_osrbench(s: session.Session, name: str, loaded: Loaded, plan: engine.P
         if isinstance(trained_cfg, Mapping):
             keys = [k for k in plan.config  # a key newer than the checkpoint counts as its earlier value
                     if k not in (CONFIG_KEY, "epochs")
-                    and trained_cfg.get(k, configmod.LATER_KEYS.get(k)) != plan.config[k]]
+                    and trained_cfg.get(k, configmod.earlier_value(plan.spec.name, k)) != plan.config[k]]
             if keys:
                 log(f"warning: {path} was trained with another config "
                     f"({', '.join(f'{k}={trained_cfg.get(k)!r}' for k in keys[:3])}"
