@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from osrbench import compare, stats
+from osrbench import compare, stats, verify
 from osrbench.commands._checks import (check_distinct, check_jobs, check_run_args, check_stats_args,
                                        check_table_format, check_tie_tol)
 from osrbench.commands._options import (add_pack_option, add_run_options, add_std_option, log, request_from_args,
@@ -74,7 +74,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         f"{compare.plugin_label(*installed[m])}")
                 log(f"warning: {line}")
                 notes.append(f"note: {line}")
-        print(compare.render_comparison(c, fmt=args.format, notes=notes))
+        unverified = verify.unverified_note(records)
+        print(compare.render_comparison(c, fmt=args.format, notes=[*([unverified] if unverified else []), *notes]))
         sections, breakdown = _statistics(c, args)
         if args.plot:
             from osrbench import analysis, plots

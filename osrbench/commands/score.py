@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from osrbench.commands._checks import check_table_format
+from osrbench import verify
 from osrbench.commands._options import log, tabulate
 from osrbench.errors import UsageError, UserError
 
@@ -132,4 +133,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="device to score on (default cpu)")
     p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
     p.add_argument("--format", default="simple", help="table format (tabulate): simple, github, latex, ...")
+    verify.add_option(p)
     p.set_defaults(func=cmd_score)
