@@ -36,7 +36,8 @@ import numpy as np
 from osrbench import protocols
 from osrbench.datasets import DatasetSpec
 from osrbench.records import Record
-from osrbench.results import folder_hash, json_number, mean_std
+from osrbench.config import folder_hash
+from osrbench.results import json_number, mean_std
 from osrbench.stats import average_ranks, holm, p_t_text
 
 # Read from the one catalogue, osrbench.metrics.METRICS (kept under these names for their readers).

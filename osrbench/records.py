@@ -32,6 +32,7 @@ import numpy as np
 
 from osrbench import metrics, results
 from osrbench.errors import UserError
+from osrbench import verify as checks  # the checks; ``verify`` is the readers' flag
 from osrbench.verify import Unverified
 
 RESULT = "result.json"
@@ -261,7 +262,7 @@ def write_record(folder: Path, record: Record) -> Record:
 def read_record(path: Path, verify: bool = True) -> Record:
     """A verified record (``result.json`` or its folder); :class:`CorruptRecord` when it is not one.
 
-    ``verify``: it must also pass :func:`osrbench.verify.check_record` (its metrics are what its
+    ``verify``: it must also pass :func:`verify_metrics` (its metrics are what its
     scores give, its scores what its split fixes; an unverified record is refused unless allowed);
     only a reader that recomputes every number itself (``rescore``, ``verify``) reads without it.
     """
@@ -276,11 +277,33 @@ def read_record(path: Path, verify: bool = True) -> Record:
     return verify_metrics(rec) if verify else rec
 
 
-def verify_metrics(rec: Record, scores: "Scores | None" = None) -> Record:
-    """:func:`osrbench.verify.check_record`: the one check every reader of a metric makes."""
-    from osrbench import verify
+def verify_metrics(rec: Record, scores: "Scores | None" = None, allow_unverified: bool | None = None) -> Record:
+    """The one check every reader of a metric makes (the checks are :mod:`osrbench.verify`'s): ``rec``
+    if every metric it states is what its scores give and its scores are what its split fixes;
+    ``rec`` marked ``unverified`` if it states no scores hash and those are allowed
+    (``allow_unverified``, default: ``--allow-unverified`` was given).
 
-    return verify.check_record(rec, scores)
+    Raises :class:`osrbench.verify.Unverified` for an unverified record that is not allowed, and
+    :class:`CorruptRecord` naming the file and the problem otherwise.
+    """
+    path = Path(rec.dir) / RESULT if rec.dir is not None else "record"
+    why = checks.unverified_reason(rec)
+    if why is not None:
+        if checks.allowed() if allow_unverified is None else allow_unverified:
+            return rec.replace(unverified=True)
+        raise Unverified(f"{path}: unverified, {why}; its metrics cannot be checked, so it is not used "
+                         "(--allow-unverified includes it, marked)")
+    if rec.dir is None:
+        return rec
+    if scores is None:
+        try:
+            scores = read_scores(rec.dir, rec)
+        except UserError as exc:
+            raise CorruptRecord(f"{path}: its metrics cannot be verified ({exc}); {checks.AGAIN}") from None
+    problem = checks.split_problem(rec, scores) or checks.metrics_problem(rec, scores)
+    if problem:
+        raise CorruptRecord(f"{path}: {problem}; {checks.AGAIN}")
+    return rec
 
 
 def misplaced(rec: Record) -> str | None:

@@ -227,17 +227,6 @@ def run_dir(out: Path, method: str, dataset: str, protocol: str, split: int, see
     return Path(out) / dataset / protocol / method / f"split{split}-seed{seed}-{config_hash[:10]}"
 
 
-def folder_hash(rec: Any) -> str:
-    """The hash a record's run folder name ends in (``split0-seed0-<hash>``, :func:`run_dir`): the
-    run's resume key (its config hash without the epochs), what a user finds on disk; the record's
-    ``config_hash`` covers the whole config and names no folder."""
-    if rec.dir is not None:
-        return Path(rec.dir).name.rsplit("-", 1)[-1]
-    from osrbench.config import resume_key
-
-    return resume_key(rec.method, rec.config)[:10]
-
-
 def json_number(x: float | None) -> float | None:
     """``x`` as a JSON number: ``None`` for NaN, infinities and ``None`` (JSON has no NaN)."""
     return float(x) if x is not None and math.isfinite(x) else None

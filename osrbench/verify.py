@@ -1,7 +1,8 @@
-"""What a record proves, checked in one place: every reader of a metric calls :func:`check_record`.
+"""What a record proves, checked in one place: every reader of a metric calls
+:func:`osrbench.records.verify_metrics`, which makes the checks written here.
 
 A record's content hash (``sha256``) and its scores hash (``scores_sha256``) prove that the two
-files are intact and belong together, and :func:`check_record` recomputes every metric from the
+files are intact and belong together, and :func:`metrics_problem` recomputes every metric from the
 stored scores. None of that is a signature: anyone who edits the scores can recompute the metrics
 and both hashes. What the split fixes (its known and unknown classes, and, for a dataset whose
 test set is fixed here, the number of test images of each class) is checked against the scores
@@ -18,15 +19,18 @@ Torch-free.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from osrbench.errors import UserError
 
-if TYPE_CHECKING:
-    from osrbench.records import Record, Scores
+# A record and its scores are osrbench.records' Record and Scores: records calls these checks
+# (records.verify_metrics), so this module names them without importing them (no cycle).
+Record = Scores = Any
 
 #: Set by ``--allow-unverified`` (an environment variable: a sweep's worker processes inherit it).
 ALLOW_ENV = "OSRBENCH_ALLOW_UNVERIFIED"
@@ -40,12 +44,6 @@ TEST_IMAGES_PER_CLASS: Mapping[str, tuple[int, ...]] = {
 #: What a record that fails a check says to do (``compare`` and ``run`` do it themselves).
 AGAIN = "it is not used (osrbench run or compare evaluates it again from its final checkpoint)"
 MISMATCH = "the scores were changed after training, or the checkpoint is not this run's"
-
-
-def _corrupt() -> type:
-    from osrbench.records import CorruptRecord
-
-    return CorruptRecord
 
 
 class Unverified(UserError, ValueError):
@@ -72,35 +70,6 @@ def unverified_reason(rec: Record) -> str | None:
     if rec.schema < 2:
         return "a schema-1 record, which states no scores hash"
     return "its scores hash is missing or null (the field was removed: an edited record)"
-
-
-def check_record(rec: Record, scores: Scores | None = None, allow_unverified: bool | None = None) -> Record:
-    """``rec`` if every metric it states is what its scores give and its scores are what its split
-    fixes; ``rec`` marked ``unverified`` if it states no scores hash and those are allowed.
-
-    Raises :class:`Unverified` for an unverified record that is not allowed, and
-    :class:`osrbench.records.CorruptRecord` naming the file and the problem otherwise.
-    """
-    from osrbench import records
-
-    path = Path(rec.dir) / records.RESULT if rec.dir is not None else "record"
-    why = unverified_reason(rec)
-    if why is not None:
-        if allowed() if allow_unverified is None else allow_unverified:
-            return rec.replace(unverified=True)
-        raise Unverified(f"{path}: unverified, {why}; its metrics cannot be checked, so it is not used "
-                         "(--allow-unverified includes it, marked)")
-    if rec.dir is None:
-        return rec
-    if scores is None:
-        try:
-            scores = records.read_scores(rec.dir, rec)
-        except UserError as exc:
-            raise _corrupt()(f"{path}: its metrics cannot be verified ({exc}); {AGAIN}") from None
-    problem = split_problem(rec, scores) or metrics_problem(rec, scores)
-    if problem:
-        raise _corrupt()(f"{path}: {problem}; {AGAIN}")
-    return rec
 
 
 def metrics_problem(rec: Record, scores: Scores) -> str | None:
@@ -131,17 +100,31 @@ def same(a: Any, b: Any) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def registry_split(rec: Record) -> Any:
-    """The split the registry defines for ``rec`` (``None`` where it cannot say without data files)."""
-    from osrbench import protocols, registry
+def split_hash(dataset: str, known: tuple[int, ...], unknown: tuple[int, ...]) -> str:
+    """:attr:`osrbench.protocols.OpenSetSplit.hash` (the records layer cannot import protocols, which
+    reach the plugin registry; tests/test_verify.py checks that the two agree on every digits split)."""
+    doc = {"known": list(known), "unknown": list(unknown), "dataset": dataset}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def registry_split(rec: Record) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """``(known, unknown)`` class ids of ``rec``'s split in a split table of ``registry.yaml``; ``None``
+    for a protocol whose splits come from files or are named (ssb), or a dataset it does not list."""
+    from osrbench import registry
 
     try:
         reg = registry.load()
-        spec = next((d for d in registry.builtin_datasets(reg) if d.name == rec.dataset), None)
-        if spec is None or protocols.reader_of(rec.protocol, reg) is not None:
+        entry = reg.datasets.get(rec.dataset)
+        tables = reg.splits.get(rec.protocol)
+        if entry is None or tables is None or entry["table"] not in tables:
             return None
-        return protocols.get_split(spec, rec.protocol, rec.split, reg)
-    except (UserError, KeyError, ValueError, TypeError, OSError):
+        known = tuple(tables[entry["table"]][rec.split])
+        if entry.get("unknown_table"):
+            unknown = tuple(tables[entry["unknown_table"]][rec.split])
+        else:
+            unknown = tuple(c for c in range(entry["num_classes"]) if c not in known)
+        return known, unknown
+    except (UserError, KeyError, IndexError, ValueError, TypeError, OSError):
         return None
 
 
@@ -157,9 +140,9 @@ def split_problem(rec: Record, scores: Scores) -> str | None:
     import numpy as np
 
     reg = registry_split(rec)
-    if reg is None or reg.hash != rec.split_hash:
+    if reg is None or split_hash(rec.dataset, *reg) != rec.split_hash:
         return None
-    known, unknown = tuple(reg.known), tuple(reg.unknown)
+    known, unknown = reg
     if rec.known_classes and (tuple(rec.known_classes), tuple(rec.unknown_classes)) != (known, unknown):
         return f"its classes are not those of {rec.dataset}/{rec.protocol} split {rec.split} in the registry"
     labels, ids = np.asarray(scores.known_labels), np.asarray(scores.unknown_ids)

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from osrbench import cli, records, results
+from osrbench import cli, records
+from osrbench.config import folder_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- demo-output:.*?-->\n(.*?)\n<!-- /demo-output -->", re.S)
@@ -76,7 +77,7 @@ def test_a_demo_run_trained_again_gives_the_readme_s_numbers(tmp_path):
     for title, metric in (("AUROC", "auroc"), ("OSCR", "oscr")):
         assert _rows(block, title)["softmax"][1] == f"{100 * rec.metrics[metric]:.2f}", title  # split 0
     config_row = next(line for line in block.splitlines() if line.startswith("| softmax  | arpl-release"))
-    assert f"| {results.folder_hash(rec)} " in config_row
+    assert f"| {folder_hash(rec)} " in config_row
 
 
 @pytest.mark.skipif(not os.environ.get("OSRBENCH_DEMO_RUNS"),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from osrbench import analysis, compare, results, stats
-from osrbench.config import config_hash, resume_key
+from osrbench.config import config_hash, folder_hash, resume_key
 from osrbench.records import Record
 
 
@@ -70,8 +70,8 @@ def test_the_hash_a_compare_table_shows_is_the_run_folder_s(tmp_path):
     rec = make_record("softmax", 0, 0, {"auroc": 0.8})
     folder = results.run_dir(tmp_path, "softmax", "digits", "auroc", 0, 0, resume_key("softmax", rec.config))
     rec = rec.replace(dir=folder)  # where the engine puts it (engine.plan: the resume key)
-    assert results.folder_hash(rec) == Path(rec.dir).name.rsplit("-", 1)[-1]
-    assert results.folder_hash(rec.replace(dir=None)) == resume_key("softmax", rec.config)[:10]
-    assert results.folder_hash(rec) != rec.config_hash[:10]  # the config hash covers the epochs too
+    assert folder_hash(rec) == Path(rec.dir).name.rsplit("-", 1)[-1]
+    assert folder_hash(rec.replace(dir=None)) == resume_key("softmax", rec.config)[:10]
+    assert folder_hash(rec) != rec.config_hash[:10]  # the config hash covers the epochs too
     text = compare.render([rec], ["softmax"], metrics=["auroc"])
-    assert "run folder hash" in text and results.folder_hash(rec) in text and rec.config_hash[:10] not in text
+    assert "run folder hash" in text and folder_hash(rec) in text and rec.config_hash[:10] not in text

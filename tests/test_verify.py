@@ -190,3 +190,19 @@ def test_a_record_whose_classes_are_not_its_split_s_is_refused(trained, tmp_path
     _rewrite(run, change)
     with pytest.raises(records.CorruptRecord, match="its classes are not those of digits/auroc split 0"):
         records.read_record(run)
+
+
+def test_the_split_the_record_checks_use_is_the_protocols_split():
+    """verify.registry_split and verify.split_hash restate protocols' split tables and split hash for
+    the records layer (which cannot import protocols): they must agree on every table split."""
+    from osrbench import plugins, protocols
+
+    reg = plugins.get()
+    for dataset, protocol in (("digits", "auroc"), ("digits", "f1"), ("mnist", "osrci"), ("cifar10", "auroc")):
+        spec = reg.dataset(dataset)
+        for k in range(protocols.num_splits(spec, protocol)):
+            split = protocols.get_split(spec, protocol, k)
+            rec = records.Record(method="m", dataset=dataset, protocol=protocol, split=k, seed=0, config={"epochs": 1},
+                                 config_hash="h", split_hash=split.hash, metrics={})
+            assert verify.registry_split(rec) == (split.known, split.unknown)
+            assert verify.split_hash(dataset, split.known, split.unknown) == split.hash
