@@ -206,3 +206,13 @@ def test_the_split_the_record_checks_use_is_the_protocols_split():
                                  config_hash="h", split_hash=split.hash, metrics={})
             assert verify.registry_split(rec) == (split.known, split.unknown)
             assert verify.split_hash(dataset, split.known, split.unknown) == split.hash
+
+
+def test_the_leaderboard_marks_an_entry_exported_with_unverified_runs(trained, tmp_path, capsys):
+    runs, run = _copy(trained, tmp_path)
+    _rewrite(run, _deleted)
+    assert cli.main([*_argv(runs, "export"), "--allow-unverified"]) == 0
+    site = tmp_path / "site"
+    assert cli.main(["leaderboard", str(runs.parent / "bundle.json"), "--out", str(site)]) == 0
+    page = next(p for p in site.iterdir() if p.name.startswith("digits-auroc-")).read_text()
+    assert "softmax (UNVERIFIED: 1 of 1 runs)" in page
