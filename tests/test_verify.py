@@ -216,3 +216,13 @@ def test_the_leaderboard_marks_an_entry_exported_with_unverified_runs(trained, t
     assert cli.main(["leaderboard", str(runs.parent / "bundle.json"), "--out", str(site)]) == 0
     page = next(p for p in site.iterdir() if p.name.startswith("digits-auroc-")).read_text()
     assert "softmax (UNVERIFIED: 1 of 1 runs)" in page
+
+
+def test_run_with_allow_unverified_keeps_the_record_and_marks_it(trained, tmp_path, capsys):
+    runs, run = _copy(trained, tmp_path)
+    _rewrite(run, _nulled)
+    capsys.readouterr()
+    assert cli.main(["run", "--method", "softmax", "--dataset", "digits", "--epochs", "1", "--device", "cpu",
+                     "--quiet", "--out", str(runs), "--allow-unverified"]) == 0
+    out = capsys.readouterr().out
+    assert "99.90" in out and "UNVERIFIED: this record states no scores hash" in out
