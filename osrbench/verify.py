@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from osrbench.errors import UserError
