@@ -13,7 +13,7 @@ DEMO_JOBS ?= 2
 # that shadows it (cli.shadow_warning).
 PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip
 
-.PHONY: demo test kernels bench install clean
+.PHONY: demo demo-check test kernels bench install clean
 
 $(BIN)/osrbench: pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ install: $(BIN)/osrbench
 demo: install
 	$(BIN)/osrbench compare $(DEMO_METHODS) --dataset digits --splits 0-4 --epochs $(DEMO_EPOCHS) --metrics auroc,oscr,acc --out runs/demo --quiet --jobs $(DEMO_JOBS)
 	$(BIN)/osrbench report --runs runs/demo --format html --output runs/demo/report.html
+
+## The README's demo tables against the demo's output, character for character (CI runs it; the
+## suite checks one of its runs on every `make test`): tests/test_readme_demo.py.
+demo-check: demo $(VENV)/.test-extras
+	OSRBENCH_DEMO_RUNS=runs/demo OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/test_readme_demo.py -q
 
 ## The test suite (what CI runs): one worker per core (pytest-xdist), each test file on one worker
 ## (its module fixtures train once), one torch thread per worker (two per process on two cores

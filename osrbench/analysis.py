@@ -507,8 +507,10 @@ def render_ranks(ranks: Sequence[Ranks], fmt: str = "md") -> str:
         rows = [[fr.methods[i], f"{fr.mean_ranks[i]:.2f}"] for i in order]
         out.append(_table(rows, ["method", "mean rank"], "github" if md else "simple"))
         out.append("")
-        out.append(f"Friedman chi2 = {_fixed(fr.chi2)} (df {fr.k - 1}), p = {compare._p(fr.p_chi2)}; "
-                   f"Iman-Davenport F = {_fixed(fr.f)}, p = {compare._p(fr.p_f)}; Nemenyi CD = {fr.cd:.3f}.")
+        f_text = (f"{_fixed(fr.f)}, p = {_p(fr.p_f)}" if math.isfinite(fr.f) else
+                  "n/a (undefined: every block ranks the methods alike, so chi2 is at its maximum)")
+        out.append(f"Friedman chi2 = {_fixed(fr.chi2)} (df {fr.k - 1}), p = {_p(fr.p_chi2)}; "
+                   f"Iman-Davenport F = {f_text}; Nemenyi CD = {fr.cd:.3f}.")
         groups = stats.cliques(fr.mean_ranks, fr.cd)
         if groups:
             out.append("Not told apart (mean ranks within CD): "
@@ -523,4 +525,9 @@ def render_ranks(ranks: Sequence[Ranks], fmt: str = "md") -> str:
 
 
 def _fixed(x: float) -> str:
-    return "-" if math.isnan(x) else f"{x:.3f}"
+    return "n/a" if not math.isfinite(x) else f"{x:.3f}"
+
+
+def _p(x: float) -> str:
+    """A p-value; ``n/a`` where the test is undefined (never ``-`` or ``< 0.0001`` for it)."""
+    return "n/a" if x is None or not math.isfinite(x) else compare._p(x)

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from osrbench.commands import (compare, completion, evaluate, export, info, leaderboard, new_plugin, report, rescore,
-                               run, score, sweep)
+                               run, score, sweep, verify)
 from osrbench.commands._options import CommandParser
+from osrbench.verify import ALLOW_ENV, allow
 from osrbench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER, MethodFailed, UserError, one_line
 
 #: The command modules, in the order ``osrbench --help`` lists their commands.
-COMMANDS = (run, evaluate, compare, info, report, rescore, score, export, leaderboard, sweep, new_plugin, completion)
+COMMANDS = (run, evaluate, compare, info, report, rescore, verify, score, export, leaderboard, sweep, new_plugin,
+            completion)
 
 #: The exit code when stdout is closed before the output is written: 128 + SIGPIPE, what a shell
 #: reports for a tool the signal ended (Python ignores SIGPIPE, so it sees BrokenPipeError instead).
@@ -122,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    before = os.environ.get(ALLOW_ENV)
+    if getattr(args, "allow_unverified", False):  # an environment variable: a sweep's workers see it too
+        allow()
     try:
         code = func(args)
         sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe would print a traceback
@@ -148,6 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # a run says what it kept (errors.Interrupted)
         print(f"osrbench: {getattr(exc, 'message', 'interrupted')}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if before is None:  # this call's flag ends with it (tests call main() many times in one process)
+            os.environ.pop(ALLOW_ENV, None)
+        else:
+            os.environ[ALLOW_ENV] = before
 
 
 if __name__ == "__main__":

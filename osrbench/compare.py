@@ -36,8 +36,9 @@ import numpy as np
 from osrbench import protocols
 from osrbench.datasets import DatasetSpec
 from osrbench.records import Record
+from osrbench.config import folder_hash
 from osrbench.results import json_number, mean_std
-from osrbench.stats import average_ranks, holm
+from osrbench.stats import average_ranks, holm, p_t_text
 
 # Read from the one catalogue, osrbench.metrics.METRICS (kept under these names for their readers).
 from osrbench.metrics import METRICS as CATALOGUE
@@ -538,10 +539,10 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
         recs = c.records[m]
         cfg = recs[0].config
         recipe = (g.recipe or "-") + (" (external weights)" if recs[0].external_weights else "")
-        rows.append([m, recipe, g.config_hash[:10], cfg.get("epochs", "-"),
+        rows.append([m, recipe, folder_hash(recs[0]), cfg.get("epochs", "-"),
                      f"{len({r.split for r in recs})} x {len({r.seed for r in recs})}"])
     out.append("")
-    out.append(table(rows, ["method", "recipe", "config hash", "epochs", "splits x seeds"]))
+    out.append(table(rows, ["method", "recipe", "run folder hash", "epochs", "splits x seeds"]))
     max_n = 0
     several = len(c.methods) > 2  # one pair: Holm changes nothing
     for metric in c.metrics:
@@ -568,8 +569,8 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
                 max_n = max(max_n, len(p.splits))
                 rows.append([f"{p.a} - {p.b}", f"{_signed(p.mean_diff)} +- {_pct(p.std_diff)}",
                              *(_signed(by[k]) if k in by else "-" for k in keys),
-                             f"{p.wins}/{p.ties}/{p.losses}", _p(p.p_wilcoxon), _p(p.p_t),
-                             *((_p(p.p_wilcoxon_holm), _p(p.p_t_holm)) if several else ())])
+                             f"{p.wins}/{p.ties}/{p.losses}", _p(p.p_wilcoxon), p_t_text(p.p_t, len(p.diffs)),
+                             *((_p(p.p_wilcoxon_holm), p_t_text(p.p_t_holm, len(p.diffs))) if several else ())])
             out.append("")
             out.append(table(rows, ["paired A - B", "mean diff +- std",
                                     *(heads[k] if c.unit == "split" else f"{c.unit} {k}" for k in keys),
@@ -588,7 +589,8 @@ def render_comparison(c: Comparison, fmt: str = "simple", notes: Sequence[str] =
                    "(zero differences dropped);")
         out.append(f"  with {max_n} {unit}s the smallest attainable p is {min_wilcoxon_p(max_n):.4g}"
                    + (", so no comparison can reach p < 0.05." if min_wilcoxon_p(max_n) >= 0.05 else "."))
-        out.append(f"p paired-t: two-sided paired t-test on the same differences (df = {unit}s - 1). "
+        out.append(f"p paired-t: two-sided paired t-test on the same differences (df = {unit}s - 1"
+                   + (f"; not shown with 2 {unit}s: one degree of freedom). " if max_n == 2 else "). ")
                    + ("Holm: each adjusted by Holm's step-down method over the table's "
                       f"{len(c.methods) * (len(c.methods) - 1) // 2} pairs (one family per metric)."
                       if several else "One pair: no multiple-comparison correction needed."))

@@ -74,7 +74,9 @@ def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapp
             "versions_consistent": all(v == versions[0] for v in versions),
             "runs": [{"split": r.split, "seed": r.seed, "record_sha256": r.sha256,
                       "created": r.created, "device": r.device,
-                      "plugin": dict(zip(("distribution", "version"), r.plugin_id))}
+                      "plugin": dict(zip(("distribution", "version"), r.plugin_id)),
+                      # included by --allow-unverified: no scores hash, its metrics were not checked
+                      **({"unverified": True} if r.unverified else {})}
                      for r in recs],
         }
     return {

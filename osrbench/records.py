@@ -32,6 +32,8 @@ import numpy as np
 
 from osrbench import metrics, results
 from osrbench.errors import UserError
+from osrbench import verify as checks  # the checks; ``verify`` is the readers' flag
+from osrbench.verify import Unverified
 
 RESULT = "result.json"
 SCORES = "scores.npz"
@@ -141,10 +143,13 @@ class Record:
     sha256: str | None = field(default=None, compare=False)
     #: The run folder it was read from or written to; not part of the file.
     dir: Path | None = field(default=None, compare=False)
+    #: Included by ``--allow-unverified`` although it states no scores hash (:mod:`osrbench.verify`);
+    #: not part of the file.
+    unverified: bool = field(default=False, compare=False)
 
     # ------------------------------------------------------------------------- conversion
     def to_json(self) -> dict[str, Any]:
-        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("sha256", "dir")}
+        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("sha256", "dir", "unverified")}
         for key in ("known_classes", "unknown_classes", "image_shape", "scores", "history", "f1_rule"):
             if doc[key] is not None:
                 doc[key] = list(doc[key])
@@ -159,7 +164,7 @@ class Record:
         if not isinstance(schema, int) or schema > SCHEMA:
             raise CorruptRecord(f"{where}: record schema {schema!r} is newer than this osrbench reads ({SCHEMA}); "
                                 "upgrade osrbench")
-        known = {f.name for f in dataclasses.fields(cls)} - {"sha256", "dir"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"sha256", "dir", "unverified"}
         kw = {k: v for k, v in doc.items() if k in known}
         if schema == 1:
             versions = doc.get("versions")
@@ -257,8 +262,9 @@ def write_record(folder: Path, record: Record) -> Record:
 def read_record(path: Path, verify: bool = True) -> Record:
     """A verified record (``result.json`` or its folder); :class:`CorruptRecord` when it is not one.
 
-    ``verify``: its metrics must also be what its scores file gives (:func:`verify_metrics`); only
-    a reader that recomputes every number itself (``rescore``) reads without it.
+    ``verify``: it must also pass :func:`verify_metrics` (its metrics are what its
+    scores give, its scores what its split fixes; an unverified record is refused unless allowed);
+    only a reader that recomputes every number itself (``rescore``, ``verify``) reads without it.
     """
     path = Path(path)
     if path.is_dir():
@@ -268,58 +274,36 @@ def read_record(path: Path, verify: bool = True) -> Record:
     except results.CorruptJSON as exc:
         raise CorruptRecord(str(exc)) from None
     rec = Record.from_json(doc, str(path)).replace(dir=path.parent)
-    if verify:
-        verify_metrics(rec)
-    return rec
+    return verify_metrics(rec) if verify else rec
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Two metric values agree: equal up to rounding, or both missing (JSON stores NaN as null)."""
-    missing = [x is None or (isinstance(x, float) and math.isnan(x)) for x in (a, b)]
-    if any(missing):
-        return all(missing)
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+def verify_metrics(rec: Record, scores: "Scores | None" = None, allow_unverified: bool | None = None) -> Record:
+    """The one check every reader of a metric makes (the checks are :mod:`osrbench.verify`'s): ``rec``
+    if every metric it states is what its scores give and its scores are what its split fixes;
+    ``rec`` marked ``unverified`` if it states no scores hash and those are allowed
+    (``allow_unverified``, default: ``--allow-unverified`` was given).
 
-
-#: What a record that fails verification says to do (``compare`` and ``run`` do it themselves).
-_AGAIN = "it is not used (osrbench run or compare evaluates it again from its final checkpoint)"
-
-
-def verify_metrics(rec: Record, scores: "Scores | None" = None) -> None:
-    """Refuse (:class:`CorruptRecord`, naming the file and the metric) a record whose numbers are not
-    the ones its own ``scores.npz`` (or ``scores``, already read from it) gives.
-
-    The content hash proves a record is intact, not that its numbers came from its scores: anyone
-    can edit a metric and hash the file again. So every metric is recomputed from the stored
-    scores (a few thousand values: cheap) and must agree, as must the image counts and score
-    names. A record that states no scores file (``scores_sha256`` null: schema 1) has nothing to
-    be checked against and is read as it is.
+    Raises :class:`osrbench.verify.Unverified` for an unverified record that is not allowed, and
+    :class:`CorruptRecord` naming the file and the problem otherwise.
     """
-    if rec.scores_sha256 is None or rec.dir is None:
-        return
-    path = Path(rec.dir) / RESULT
+    path = Path(rec.dir) / RESULT if rec.dir is not None else "record"
+    why = checks.unverified_reason(rec)
+    if why is not None:
+        if checks.allowed() if allow_unverified is None else allow_unverified:
+            return rec.replace(unverified=True)
+        raise Unverified(f"{path}: unverified, {why}; its metrics cannot be checked, so it is not used "
+                         "(--allow-unverified includes it, marked)")
+    if rec.dir is None:
+        return rec
     if scores is None:
         try:
             scores = read_scores(rec.dir, rec)
         except UserError as exc:
-            raise CorruptRecord(f"{path}: its metrics cannot be verified ({exc}); {_AGAIN}") from None
-    n_known, n_unknown = len(scores.known["score"]), len(scores.unknown["score"])
-    if (rec.counts.get("known"), rec.counts.get("unknown")) != (n_known, n_unknown):
-        raise CorruptRecord(f"{path}: its counts ({rec.counts.get('known')} known, {rec.counts.get('unknown')} "
-                            f"unknown images) are not its scores file's ({n_known}, {n_unknown}); {_AGAIN}")
-    if list(rec.scores) != scores.names:
-        raise CorruptRecord(f"{path}: its score names {list(rec.scores)} are not its scores file's {scores.names}; "
-                            f"{_AGAIN}")
-    try:
-        derived = scores.metrics("score", rec.f1_rule)
-    except (UserError, ValueError) as exc:
-        raise CorruptRecord(f"{path}: its metrics cannot be recomputed from its scores ({exc}); {_AGAIN}") from None
-    for name, value in rec.metrics.items():
-        if name not in derived:
-            raise CorruptRecord(f"{path}: metric {name!r} is not one its scores give; {_AGAIN}")
-        if not _same(value, derived[name]):
-            raise CorruptRecord(f"{path}: metric {name!r} is {value!r}, but its scores.npz gives {derived[name]!r} "
-                                f"(the record was edited); {_AGAIN}")
+            raise CorruptRecord(f"{path}: its metrics cannot be verified ({exc}); {checks.AGAIN}") from None
+    problem = checks.split_problem(rec, scores) or checks.metrics_problem(rec, scores)
+    if problem:
+        raise CorruptRecord(f"{path}: {problem}; {checks.AGAIN}")
+    return rec
 
 
 def misplaced(rec: Record) -> str | None:
@@ -338,14 +322,14 @@ def iter_records(root: Path, on_error: Callable[[str], None] | None = None,
                  verify: bool = True) -> Iterator[Record]:
     """Every valid record under ``root`` in its own run folder, in path order; a corrupt,
     unverifiable (``verify``, see :func:`read_record`) or misplaced one is reported through
-    ``on_error`` and skipped."""
+    ``on_error`` (one line each) and skipped."""
     for path in sorted(Path(root).rglob(RESULT)):
         try:
             rec = read_record(path, verify=False)
             problem = misplaced(rec)  # first: a copied record's folder holds no scores of its own
             if problem is None and verify:
-                verify_metrics(rec)
-        except CorruptRecord as exc:
+                rec = verify_metrics(rec)
+        except (CorruptRecord, Unverified) as exc:
             problem = str(exc)
         if problem is None:
             yield rec

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from osrbench import compare, records
 from osrbench.compare import GroupKey, Summary
+from osrbench.config import folder_hash
 from osrbench.results import mean_std
 from osrbench.errors import MethodFailed, UserError
 from osrbench.records import Record
@@ -322,13 +323,14 @@ def format_md(cells: Sequence[Cell], metrics: Sequence[str], source: str = "", l
             for row in rows:
                 out.append(f"| {row} | " + " | ".join(_md_value(grid.get((row, d)), metric) for d in datasets) + " |")
         out += ["", f"Configs, protocol `{protocol}`:", "",
-                "| method (recipe) | dataset | config hash | epochs | splits | seeds | note |",
-                "|---|---|---|---:|---|---|---|"]
+                "| method (recipe) | dataset | config hash | run folder hash | epochs | splits | seeds | note |",
+                "|---|---|---|---|---:|---|---|---|"]
         for row in rows:
             for d in datasets:
                 c = grid.get((row, d))
                 if c:
-                    out.append(f"| {row} | {d} | `{c.key.config_hash}` | {c.config.get('epochs', '')} | "
+                    out.append(f"| {row} | {d} | `{c.key.config_hash}` | `{folder_hash(c.records[0])}` | "
+                               f"{c.config.get('epochs', '')} | "
                                f"{compare.split_list(c.splits)} | {compare.split_list(c.seeds)} | {_cell_note(c)} |")
     return "\n".join(out)
 

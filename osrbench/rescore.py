@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from osrbench import records, results
+from osrbench import records, results, verify
 from osrbench.errors import UserError, one_line
 from osrbench.records import ForeignFile, Posthoc, Record, Scores
 
@@ -102,8 +102,8 @@ def check_reproduced(rec: Record, again: Scores, device: Any) -> None:
         if not ok:
             raise UserError(
                 f"{rec.dir}: the checkpoint does not reproduce the run's stored {what} (max abs difference "
-                f"{np.abs(a - b).max():.3g}); the method's state_dict() leaves out part of its state, so "
-                "scores computed from it would describe another network; nothing was written")
+                f"{np.abs(a - b).max():.3g}): {verify.MISMATCH} (or, for a new method, its state_dict() leaves "
+                "out part of its state); nothing was written; osrbench verify checks the run")
 
 
 def posthoc_from_checkpoint(rec: Record, specs: Sequence[Any], device: str = "cpu", data_root: Path | None = None,
@@ -210,8 +210,10 @@ def rescore_record(rec: Record, name: str, from_checkpoint: bool = False, device
             check_reproduced(rec, scores, pick_device(device))
     if name not in scores.names:
         raise UserError(f"run {folder} stored no score {name!r} (available: {', '.join(scores.names)})")
+    # from the checkpoint: the record's own numbers must be the rebuilt run's (verify.metrics_problem)
+    problem = verify.metrics_problem(rec, scores) if source != records.SCORES else None
     return {"metrics": scores.metrics(name, rec.f1_rule), "source": source,
-            "main_score": scores.main}
+            "main_score": scores.main, "problem": problem}
 
 
 def check_score_name(name: str) -> None:

@@ -209,6 +209,17 @@ def nemenyi_cd(k: int, n: int, alpha: float = ALPHA) -> float:
     return q * math.sqrt(k * (k + 1) / (6.0 * n))
 
 
+def p_t_text(p: float, n: int) -> str:
+    """A paired t-test's p as a table shows it: ``n/a (df 1)`` for two pairs, where it rests on one
+    degree of freedom (two differences say nothing of their spread's shape: p = 0.0003 from two
+    splits whose Wilcoxon p cannot go below 0.5), ``n/a`` where it is undefined."""
+    if n == 2:
+        return "n/a (df 1)"
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return "<0.0001" if p < 0.0001 else f"{p:.3g}"
+
+
 def friedman(table: np.ndarray, methods: Sequence[str], higher_is_better: bool = True,
              alpha: float = ALPHA) -> Friedman:
     """Friedman test on ``table`` (blocks x methods), with ranks 1 = best.
@@ -234,8 +245,10 @@ def friedman(table: np.ndarray, methods: Sequence[str], higher_is_better: bool =
         stat = (12.0 / (n * k * (k + 1)) * float(np.sum(sums**2)) - 3.0 * n * (k + 1)) / c
         p = float(chi2_dist.sf(stat, k - 1))
         denom = n * (k - 1) - stat
-        fstat = (n - 1) * stat / denom if denom > 0 else math.inf
-        pf = float(f_dist.sf(fstat, k - 1, (k - 1) * (n - 1))) if math.isfinite(fstat) else 0.0
+        # chi2 at its maximum n (k - 1) (every block ranks the methods alike): F = x / 0, undefined,
+        # whatever chi2's p says (two blocks: chi2 p 0.157); NaN, shown "n/a", never inf and p = 0
+        fstat = (n - 1) * stat / denom if denom > 0 else math.nan
+        pf = float(f_dist.sf(fstat, k - 1, (k - 1) * (n - 1))) if math.isfinite(fstat) else math.nan
     return Friedman(list(methods), [float(r) for r in sums / n], n, k, stat, p, fstat, pf,
                     nemenyi_cd(k, n, alpha), alpha)
 

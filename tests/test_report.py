@@ -16,6 +16,16 @@ from osrbench import cli, compare, export, metrics, plots, records, report, resu
 from osrbench.config import config_hash
 from osrbench.records import Record, Scores
 
+
+@pytest.fixture(autouse=True)
+def _hand_made_records_are_allowed(monkeypatch):
+    """``make_record`` without ``scores_rng`` writes a record with no scores file and so no scores hash:
+    unverified (tests/test_verify.py checks that readers refuse those); these tests read them as
+    ``--allow-unverified`` does."""
+    from osrbench import verify
+
+    monkeypatch.setenv(verify.ALLOW_ENV, "1")
+
 VERSIONS = {"osrbench": "0.1.0", "torch": "x", "numpy": "y", "python": "z",
             "plugin": {"name": "p", "distribution": "d", "version": "1"}}
 

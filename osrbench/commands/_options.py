@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from osrbench import verify
+
 if TYPE_CHECKING:  # the engine imports torch; registering a command must not
     from osrbench import engine
 
@@ -57,6 +59,7 @@ def add_run_options(p: argparse.ArgumentParser, many_datasets: bool = False, dat
                    help="override a config key (YAML value); repeatable")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default runs/)")
+    verify.add_option(p)
     p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
     p.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="checkpoint every N epochs (default: after the first epoch, then once SECONDS have "

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from osrbench import compare, formats, stats
+from osrbench import compare, formats, stats, verify
 from osrbench.commands._checks import (check_distinct, check_jobs, check_run_args, check_stats_args,
                                        check_tie_tol)
 from osrbench.commands._options import (add_pack_option, add_plot_format_option, add_run_options, add_std_option,
@@ -140,6 +140,8 @@ def _compare(args: argparse.Namespace, fmt: formats.Format) -> int:
                         f"{compare.plugin_label(*installed[m])}")
                 log(f"warning: {line}")
                 notes.append(f"note: {line}")
+        unverified = verify.unverified_note(records)
+        notes = [*([unverified] if unverified else []), *notes]
         if fmt.style is not None:
             emit(compare.render_comparison(c, fmt=fmt.style, notes=notes), fit=fmt.style == "simple")
         sections, breakdown = _statistics(c, args, fmt.style)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from osrbench import compare, export, report, results
+from osrbench import compare, export, report, results, verify
 from osrbench.commands._checks import check_distinct, check_tie_tol
 from osrbench.commands._options import resolve_protocol
 from osrbench.errors import UserError
@@ -74,4 +74,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tie-tol", type=float, default=0.0, metavar="POINTS", help="tie tolerance in %% points (default 0)")
     p.add_argument("--output", "-o", type=Path, help="bundle file to write")
     p.add_argument("--validate", type=Path, metavar="FILE", help="check a bundle's structure and content hash")
+    verify.add_option(p)
     p.set_defaults(func=cmd_export)

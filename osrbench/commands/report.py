@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from osrbench import compare, formats, report
+from osrbench import compare, formats, report, verify
 from osrbench.commands._options import add_plot_format_option, add_std_option, log
 from osrbench.errors import UsageError, UserError
 
@@ -36,6 +36,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         text = report_page.render(cells, metrics, str(args.runs), log)
     else:
         text = report.render_report(cells, metrics, args.format, str(args.runs), args.layout)
+    unverified = verify.unverified_note(recs)
+    if unverified:  # marked in the output itself (csv: a comment row would break its readers)
+        log(unverified)
+        if args.format == "md":
+            text = f"**{unverified}**\n\n{text}"
+        elif args.format == "latex":
+            text = f"% {unverified}\n{text}"
+        elif args.format == "json":
+            import json
+
+            text = json.dumps({**json.loads(text), "unverified": unverified}, indent=2)
     if args.ranks or args.plot:
         from osrbench import analysis
 
@@ -90,4 +101,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write a critical-difference diagram per metric (cd_<metric>.png) to DIR")
     add_plot_format_option(p)
     p.add_argument("--output", "-o", type=Path, help="write to FILE instead of stdout")
+    verify.add_option(p)
     p.set_defaults(func=cmd_report)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from osrbench import compare, report, rescore
+from osrbench import compare, report, rescore, verify
 from osrbench.commands._checks import TABLE_FORMATS, check_table_format
 from osrbench.formats import format_help, format_metavar
 from osrbench.commands._options import emit, log, tabulate
@@ -72,7 +72,11 @@ def cmd_rescore(args: argparse.Namespace) -> int:
                          *(compare.SHORT.get(m, m) for m in metric_names)], args.format), fit=args.format == "simple")
     if args.write:
         print(f"wrote metrics_{name}.json beside {len(done)} record(s)")
-    return 0
+    # --from-checkpoint: a record whose own numbers are not its checkpoint's is a finding (exit 1)
+    wrong = [(rec, res["problem"]) for rec, res in done if res.get("problem")]
+    for rec, problem in wrong:
+        log(f"error: {rec.dir}: the record is not what its checkpoint gives ({problem}): {verify.MISMATCH}")
+    return 1 if wrong else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,9 +90,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", help=f"comma-separated metrics to show (default {','.join(rescore.RESCORE_METRICS)})")
     p.add_argument("--write", action="store_true", help="write metrics_<score>.json beside each record")
     p.add_argument("--from-checkpoint", action="store_true",
-                   help="score the test sets again from checkpoint.pt (default: only when scores.npz is missing)")
+                   help="score the test sets again from checkpoint.pt (default: only when scores.npz is missing); "
+                        "exit 1 when a record's stored metrics are not the ones its checkpoint gives")
     p.add_argument("--device", default="cpu", help="device for --from-checkpoint (default cpu)")
     p.add_argument("--data-root", type=Path, help="data folder for --from-checkpoint")
     p.add_argument("--format", default="text", metavar=format_metavar(TABLE_FORMATS),
                    help=format_help(TABLE_FORMATS, "text"))
+    verify.add_option(p)
     p.set_defaults(func=cmd_rescore)

@@ -29,6 +29,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{rec.method} on {rec.dataset} ({rec.protocol} split {split_shown(rec)}, seed {rec.seed}, "
           f"{rec.epochs} epochs, {rec.device}, {rec.wall_time_s['train']:.1f} s)")
     print(tabulate(rows, ["metric", "%"]))
+    if rec.unverified:  # kept as finished only because --allow-unverified was given
+        print("UNVERIFIED: this record states no scores hash; its metrics were not checked (osrbench verify)")
     print(f"record: {rec.dir}/result.json")
     return 0
 

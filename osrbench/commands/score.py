@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from osrbench import verify
 from osrbench.commands._checks import TABLE_FORMATS, check_table_format
 from osrbench.formats import format_help, format_metavar
 from osrbench.commands._options import emit, log, tabulate
@@ -135,4 +136,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
     p.add_argument("--format", default="text", metavar=format_metavar(TABLE_FORMATS),
                    help=format_help(TABLE_FORMATS, "text"))
+    verify.add_option(p)
     p.set_defaults(func=cmd_score)

@@ -152,6 +152,12 @@ def _runs(m: Mapping[str, Any]) -> list[Any]:
     return m["runs"] if isinstance(m.get("runs"), list) else []
 
 
+def _unverified(m: Mapping[str, Any]) -> str:
+    """The mark of an entry with runs exported by ``--allow-unverified`` (no scores hash: unchecked)."""
+    n = sum(1 for r in _runs(m) if isinstance(r, dict) and r.get("unverified"))
+    return f" (UNVERIFIED: {n} of {len(_runs(m))} runs)" if n else ""
+
+
 def _value(v: Any) -> Num:
     """A bundle's number (validation checked that it reads as one, not that it is a JSON number)."""
     try:
@@ -176,7 +182,7 @@ def benchmark_page(bench: Benchmark) -> str:
     lower = {i: "min" if x in compare.LOWER_IS_BETTER else "max" for i, x in enumerate(metrics)}
     rows = []
     for name, b, m in entries:
-        cells: list[Any] = [name, m.get("recipe") or "-", b.label]
+        cells: list[Any] = [name + _unverified(m), m.get("recipe") or "-", b.label]
         for x in metrics:
             v = m["metrics"].get(x)
             cells += [_value(v["mean"]) if v else Num(None, "-"), _value(v["std"]) if v else Num(None, "-")]
