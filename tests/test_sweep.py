@@ -313,6 +313,23 @@ def test_ray_executor_without_ray_says_how_to_install(capsys, monkeypatch, tmp_p
     assert not list(tmp_path.iterdir())
 
 
+def test_an_address_where_nothing_listens_is_one_line_at_once(tmp_path):
+    """Ray would wait a minute and more; the sweep says at once that nothing listens at the address given."""
+    import socket
+
+    ray = pytest.importorskip("ray")
+    with socket.socket() as s:  # a loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(ray_cluster.RayJoinError, match=rf"^cannot reach the Ray cluster at 127\.0\.0\.1:{port}: "
+                                                      "nothing accepts connections there"):
+        ray_cluster.connect(ray, f"127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < ray_cluster.PROBE_TIMEOUT_S
+    assert ray_cluster.host_port("[::1]:6379") == ("::1", 6379)
+    assert ray_cluster.host_port("auto") is None and ray_cluster.host_port("ray://head:10001") is None
+
+
 # --------------------------------------------------------------------- failures, local executor
 
 DOOMED = """
