@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 from typing import Any, Iterator
 
@@ -113,13 +114,12 @@ def _first_line(exc: BaseException) -> str:
 def _auth_error(ray: Any, exc: BaseException | None) -> BaseException | None:
     """The token-authentication error behind ``exc`` (Ray wraps it in a ConnectionError), if any."""
     kind = getattr(ray.exceptions, "AuthenticationError", None)
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if (kind is not None and isinstance(exc, kind)) or "InvalidAuthToken" in str(exc):
-            return exc
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not e for e in chain):
+        chain.append(exc)
         exc = exc.__cause__ or exc.__context__
-    return None
+    typed = [e for e in chain if kind is not None and isinstance(e, kind)]
+    return (typed or [e for e in chain if "InvalidAuthToken" in str(e)] or [None])[0]
 
 
 def join_error(ray: Any, exc: BaseException, address: str) -> str:
@@ -127,15 +127,17 @@ def join_error(ray: Any, exc: BaseException, address: str) -> str:
     names the interface address it resolved), and the token when that is what failed."""
     auth = _auth_error(ray, exc)
     if auth is not None:
-        why = _first_line(auth).split(". ")[0].removeprefix("RPC error: ").removeprefix("InvalidAuthToken: ")
+        # Ray's reason, also when it is quoted inside a traceback's text (RuntimeError of a GCS connection)
+        found = re.search(r"InvalidAuthToken: ([^.\n]+)", str(getattr(auth, "message", None) or auth))
+        why = found.group(1) if found else _first_line(auth).split(". ")[0].removeprefix("RPC error: ")
         mode = os.environ.get("RAY_AUTH_MODE")
         if mode is None or mode.lower() != "token":
             fix = ("RAY_AUTH_MODE is not 'token' here, so this process sent no token: export RAY_AUTH_MODE=token "
                    f"and give it the cluster's token ({TOKEN_SOURCES})")
         else:
-            fix = (f"the token this process read ({TOKEN_SOURCES}) is missing or is not the cluster's: "
+            fix = (f"this process has no token ({TOKEN_SOURCES}) or not the cluster's: "
                    "use the head node's (`ray get-auth-token` there)")
-        return f"the Ray cluster at {address} refused this process's authentication token ({why}): {fix}"
+        return f"cannot join the Ray cluster at {address}: its token authentication failed ({why}): {fix}"
     cause = exc.__cause__ if exc.__cause__ is not None and "Failed to connect to Ray cluster" in str(exc) else exc
     return f"cannot join the Ray cluster at {address}: {_first_line(cause)}"
 

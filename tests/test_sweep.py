@@ -77,7 +77,7 @@ def local_pool(tmp_path_factory):
     return out, records
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def local_ray():
     """A local Ray instance as ``sweep --executor ray`` starts one: on the loopback only."""
     ray = pytest.importorskip("ray")
@@ -513,19 +513,31 @@ def _osrbench(argv, env, **kw):
 @pytest.mark.ray_cluster
 def test_joining_a_cluster_with_a_wrong_or_no_token_is_one_line_naming_the_token_and_the_given_address(
         tmp_path, loopback_cluster):
+    """The issue's case through the command (no RAY_AUTH_MODE, no token file: exit 2, one line);
+    a wrong token through :func:`ray_cluster.connect` alone (a process without torch: quicker)."""
     address = loopback_cluster["address"]
     argv = ["sweep", "--methods", "softmax", "--datasets", "digits", "--splits", "0", "--epochs", "1", "--device",
             "cpu", "--executor", "ray", "--address", address, "--out", str(tmp_path)]
-    wrong = {**loopback_cluster["env"], "RAY_AUTH_TOKEN": "0" * 64}
     unset = {k: v for k, v in loopback_cluster["env"].items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     unset["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
-    for env, fix in ((wrong, "is not the cluster's"), (unset, "export RAY_AUTH_MODE=token")):
-        res = _osrbench(argv, env, timeout=180)
-        err = [ln for ln in res.stderr.splitlines() if ln.startswith("osrbench: error: ")]
-        assert res.returncode == 2 and len(err) == 1, (res.returncode, res.stderr[-2000:])
-        assert f"the Ray cluster at {address} refused this process's authentication token" in err[0], err
-        assert fix in err[0] and "RAY_AUTH_TOKEN" in err[0], err
+    res = _osrbench(argv, unset, timeout=180)
+    err = [ln for ln in res.stderr.splitlines() if ln.startswith("osrbench: error: ")]
+    assert res.returncode == 2 and len(err) == 1, (res.returncode, res.stderr[-2000:])
+    assert err[0].startswith(f"osrbench: error: cannot join the Ray cluster at {address}: its token authentication "
+                             "failed (Authentication token is missing or incorrect): RAY_AUTH_MODE is not 'token' here, "
+                             "so this process sent no token: export RAY_AUTH_MODE=token"), err
+    assert "RAY_AUTH_TOKEN" in err[0] and "~/.ray/auth_token" in err[0], err
     assert not list(tmp_path.rglob(records.RESULT))
+
+    import subprocess
+
+    wrong = {**loopback_cluster["env"], "RAY_AUTH_TOKEN": "0" * 64}
+    code = ("import ray\nfrom osrbench import ray_cluster\ntry:\n    ray_cluster.connect(ray, %r)\n"
+            "except ray_cluster.RayJoinError as exc:\n    print(exc)\n" % address)
+    res = subprocess.run([sys.executable, "-c", code], env=wrong, capture_output=True, text=True, timeout=180)
+    assert res.stdout.startswith(f"cannot join the Ray cluster at {address}: its token authentication failed ("), \
+        (res.stdout, res.stderr[-2000:])
+    assert "or not the cluster's: use the head node's" in res.stdout and res.stdout.count("\n") == 1, res.stdout
 
 
 @pytest.mark.ray_cluster
