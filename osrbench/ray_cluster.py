@@ -31,7 +31,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 #: Ray's switch for multi-node clusters (ray._private.ray_constants.ENABLE_RAY_CLUSTER); off, a node
 #: keeps 127.0.0.1 as its IP and its servers listen on it alone.
 CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-#: Where Ray (2.52 and later) reads the cluster's token, in this order (ray/_private/authentication, ray.exceptions.AuthenticationError).
+#: Where Ray (2.52 and later) reads the cluster's token, in this order (ray/_private/authentication,
+#: ray.exceptions.AuthenticationError).
 TOKEN_SOURCES = "RAY_AUTH_TOKEN, the file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token"
 PROBE_TIMEOUT_S = 5.0  # a GCS that does not accept a TCP connection in this time is not there
 
@@ -139,7 +140,7 @@ def join_error(ray: Any, exc: BaseException, address: str) -> str:
                    "use the head node's (`ray get-auth-token` there)")
         return f"cannot join the Ray cluster at {address}: its token authentication failed ({why}): {fix}"
     cause = exc.__cause__ if exc.__cause__ is not None and "Failed to connect to Ray cluster" in str(exc) else exc
-    return f"cannot join the Ray cluster at {address}: {_first_line(cause)}"
+    return f"cannot join the Ray cluster at {address}: {_first_line(cause).split('. Last connection error')[0]}"
 
 
 class Tracker:

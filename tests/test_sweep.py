@@ -326,6 +326,11 @@ def test_an_address_where_nothing_listens_is_one_line_at_once(tmp_path):
                                                       "nothing accepts connections there"):
         ray_cluster.connect(ray, f"127.0.0.1:{port}")
     assert time.perf_counter() - t0 < ray_cluster.PROBE_TIMEOUT_S
+    # Ray names the interface address it resolved; the line names the one the user gave.
+    resolved = ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:6390")
+    resolved.__cause__ = RuntimeError("Failed to connect to GCS. Last connection error: Traceback ...\n  File")
+    assert ray_cluster.join_error(ray, resolved, "127.0.0.1:6390") == (
+        "cannot join the Ray cluster at 127.0.0.1:6390: Failed to connect to GCS")
     assert ray_cluster.host_port("[::1]:6379") == ("::1", 6379)
     assert ray_cluster.host_port("auto") is None and ray_cluster.host_port("ray://head:10001") is None
 
@@ -523,9 +528,9 @@ def test_joining_a_cluster_with_a_wrong_or_no_token_is_one_line_naming_the_token
     res = _osrbench(argv, unset, timeout=180)
     err = [ln for ln in res.stderr.splitlines() if ln.startswith("osrbench: error: ")]
     assert res.returncode == 2 and len(err) == 1, (res.returncode, res.stderr[-2000:])
-    assert err[0].startswith(f"osrbench: error: cannot join the Ray cluster at {address}: its token authentication "
-                             "failed (Authentication token is missing or incorrect): RAY_AUTH_MODE is not 'token' here, "
-                             "so this process sent no token: export RAY_AUTH_MODE=token"), err
+    assert err[0].startswith(f"osrbench: error: cannot join the Ray cluster at {address}: its token "
+                             "authentication failed (Authentication token is missing or incorrect): RAY_AUTH_MODE "
+                             "is not 'token' here, so this process sent no token: export RAY_AUTH_MODE=token"), err
     assert "RAY_AUTH_TOKEN" in err[0] and "~/.ray/auth_token" in err[0], err
     assert not list(tmp_path.rglob(records.RESULT))
 
@@ -543,9 +548,10 @@ def test_joining_a_cluster_with_a_wrong_or_no_token_is_one_line_naming_the_token
 @pytest.mark.ray_cluster
 def test_a_sweep_on_a_two_node_cluster_survives_the_loss_of_its_worker_node(tmp_path, local_pool, loopback_cluster):
     """``osrbench sweep --address 127.0.0.1:PORT`` on the loopback cluster; the worker node is lost
-    (its raylet and the workers it started are killed) while a run on it trains its second epoch: that run is retried on the head node,
-    resumes from its first epoch's checkpoint, and every record equals the local executor's. No
-    socket of the cluster or of the sweep listens beyond the loopback."""
+    (its raylet and the workers it started are killed) while a run on it trains its second epoch:
+    that run is retried on the head node, resumes from its first epoch's checkpoint, and every
+    record equals the local executor's. No socket of the cluster or of the sweep listens beyond the
+    loopback."""
     import subprocess
 
     import psutil
