@@ -16,8 +16,9 @@ The library of the ``sweep`` command (:mod:`osrbench.commands.sweep`): one funct
   ``num_gpus=gpus_per_run`` (fractional: ``0.25`` puts four splits on one GPU). A task whose worker
   dies (killed, OOM, node lost) is retried by Ray up to ``max_retries`` times and resumes from the
   run folder's last checkpoint (the output folder must be shared storage on a cluster). A method
-  that raises is a failure of that run and is not retried. Ray is optional:
-  ``pip install 'osrbench[ray]'``.
+  that raises is a failure of that run and is not retried. Without an address the Ray instance is
+  local and listens on 127.0.0.1 only; joining a cluster: :mod:`osrbench.ray_cluster`. Ray is
+  optional: ``pip install 'osrbench[ray]'``.
 - A method that raises, and a run error (missing data, a bad checkpoint), fail only their own run
   with every executor; the sweep goes on and returns the failures.
 - The CPU thread count of a run is its config key ``threads`` (default 1, part of the config hash;
@@ -499,20 +500,6 @@ def ray_available() -> bool:
     return True
 
 
-class _Tracker:
-    """A Ray actor the tasks tell when they start (worker pid and host), drained by the driver."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[int, int, str]] = []
-
-    def started(self, index: int, pid: int, host: str) -> None:
-        self.events.append((index, pid, host))
-
-    def drain(self) -> list[tuple[int, int, str]]:
-        out, self.events = self.events, []
-        return out
-
-
 def _ray_task(req: engine.RunRequest, index: int, tracker: Any) -> dict[str, Any]:
     tracker.started.remote(index, os.getpid(), socket.gethostname())
     return _run_one(req)
@@ -535,14 +522,14 @@ def _ray_failure(ray: Any, exc: BaseException, attempts: int) -> tuple[str, str]
 
 def _execute_ray(ray: Any, reqs: list[engine.RunRequest], todo: list[int], cpus: Mapping[int, int],
                  address: str | None, gpus_per_run: float | None, max_retries: int, progress: _Progress) -> None:
+    from osrbench import ray_cluster
+
     started_here = False
     if not ray.is_initialized():
-        try:
-            ray.init(address=address)
-        except (ConnectionError, RuntimeError, ValueError, ImportError) as exc:
-            where = f"the Ray cluster at {address}" if address else "Ray"
-            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise SweepError(f"cannot start or reach {where}: {msg}") from None
+        if address:
+            ray_cluster.connect(ray, address)
+        else:  # this machine only: on the loopback, no dashboard
+            ray_cluster.start_local(ray)
         started_here = True
     pending: list[Any] = []
     try:
@@ -557,7 +544,7 @@ def _execute_ray(ray: Any, reqs: list[engine.RunRequest], todo: list[int], cpus:
                              f"{have_cpus:g}")
         if gpus_per_run > have_gpus:
             raise SweepError(f"each run asks for {gpus_per_run:g} GPU(s) but the Ray cluster has {have_gpus:g}")
-        tracker = ray.remote(num_cpus=0)(_Tracker).remote()
+        tracker = ray_cluster.start_tracker(ray)
         task = ray.remote(_ray_task)
         refs = {task.options(num_cpus=cpus[i], num_gpus=gpus_per_run, max_retries=max_retries,  # threads = CPUs
                              retry_exceptions=False).remote(reqs[i], i, tracker): i for i in todo}

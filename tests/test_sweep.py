@@ -4,6 +4,8 @@ in the middle of a run (its task is retried and resumes from the run's checkpoin
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
 import threading
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from osrbench import checkpoints, cli, engine, records, sweep
+from osrbench import checkpoints, cli, engine, ray_cluster, records, sweep
 
 METHODS = ("softmax", "arpl")
 SPLITS = (0, 1)
@@ -75,10 +77,11 @@ def local_pool(tmp_path_factory):
     return out, records
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
+@pytest.fixture
+def local_ray():
+    """A local Ray instance as ``sweep --executor ray`` starts one: on the loopback only."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray_cluster.start_local(ray, num_cpus=2)
     yield ray
     ray.shutdown()
 
@@ -102,7 +105,74 @@ def test_in_process_equals_process_pool_and_reports_throughput(tmp_path, local_p
 # ----------------------------------------------------------------------------------- ray
 
 
-def test_ray_sweep_with_a_killed_worker_equals_the_local_executor(tmp_path, local_pool, ray_cluster):
+LOOPBACK_IPS = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
+    except psutil.Error:
+        return []
+
+
+class SocketWatch(threading.Thread):
+    """Collects ``(process name, address, port)`` of every listening TCP socket of the processes
+    ``pids()`` names, every 0.1 s until stopped."""
+
+    def __init__(self, pids):
+        super().__init__(daemon=True)
+        self.pids, self.seen, self._stop_event = pids, set(), threading.Event()
+
+    def run(self):
+        import psutil
+
+        while not self._stop_event.is_set():
+            for pid in self.pids():
+                try:
+                    proc = psutil.Process(pid)
+                    self.seen |= {(proc.name(), c.laddr.ip, c.laddr.port) for c in proc.net_connections("inet")
+                                  if c.status == psutil.CONN_LISTEN}
+                except psutil.Error:
+                    pass
+            time.sleep(0.1)
+
+    def stop(self):
+        self._stop_event.set()
+        self.join()
+
+    def beyond_loopback(self):
+        return {s for s in self.seen if s[1] not in LOOPBACK_IPS}
+
+
+def test_a_failing_method_on_a_local_ray_is_reported_not_retried_and_ray_listens_on_the_loopback_only(capsys, tmp_path):
+    """``--executor ray`` without ``--address`` starts a Ray instance whose every server (GCS,
+    raylet, workers, agents: this process's descendants) listens on the loopback only."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("another test's Ray instance is connected: the sweep would use it instead of starting one")
+    argv = ["sweep", "--methods", "softmax", "--datasets", "digits", "--splits", "0", "--epochs", "1", "--device",
+            "cpu", "--set", "lr=1.0e+10", "--executor", "ray", "--out", str(tmp_path)]
+    watch = SocketWatch(lambda: _descendants(os.getpid()))
+    watch.start()
+    try:
+        assert cli.main(argv) == 1
+    finally:
+        watch.stop()
+    cap = capsys.readouterr()
+    assert "1 runs: 0 done already, 1 to run (Ray executor (new local instance on 127.0.0.1 only)" in cap.out
+    assert len(re.findall(r"started softmax", cap.out)) == 1 and "restarted" not in cap.out
+    assert "FAILED softmax digits/auroc split 0 seed 0" in cap.out and "became nan" in cap.out
+    assert "1 run(s) failed:" in cap.err
+    assert not list(tmp_path.rglob(records.RESULT))
+    assert not ray.is_initialized()  # the sweep stopped the instance it started
+    names = {name for name, _, _ in watch.seen}
+    assert {"gcs_server", "raylet"} <= names, watch.seen
+    assert watch.beyond_loopback() == set(), watch.seen
+
+
+def test_ray_sweep_with_a_killed_worker_equals_the_local_executor(tmp_path, local_pool, local_ray):
     import psutil
 
     _, reference = local_pool
@@ -158,18 +228,6 @@ def test_ray_sweep_with_a_killed_worker_equals_the_local_executor(tmp_path, loca
     assert again.kinds("start") == [] and again.kinds("retry") == []
     assert (again.stats.submitted, again.stats.skipped, again.stats.images) == (0, 4, 0)
     _assert_same_records(records2, reference)
-
-
-def test_a_failing_method_on_ray_is_reported_not_retried_and_exits_1(capsys, tmp_path, ray_cluster):
-    argv = ["sweep", "--methods", "softmax", "--datasets", "digits", "--splits", "0", "--epochs", "1", "--device",
-            "cpu", "--set", "lr=1.0e+10", "--executor", "ray", "--out", str(tmp_path)]
-    assert cli.main(argv) == 1
-    cap = capsys.readouterr()
-    assert "1 runs: 0 done already, 1 to run" in cap.out
-    assert len(re.findall(r"started softmax", cap.out)) == 1 and "restarted" not in cap.out
-    assert "FAILED softmax digits/auroc split 0 seed 0" in cap.out and "became nan" in cap.out
-    assert "1 run(s) failed:" in cap.err
-    assert not list(tmp_path.rglob(records.RESULT))
 
 
 # ------------------------------------------------------------------------------------- cli
@@ -253,6 +311,28 @@ def test_ray_executor_without_ray_says_how_to_install(capsys, monkeypatch, tmp_p
     with pytest.raises(sweep.SweepError, match="pip install 'osrbench\\[ray\\]'"):
         sweep.execute(_requests(tmp_path), executor="ray")
     assert not list(tmp_path.iterdir())
+
+
+def test_an_address_where_nothing_listens_is_one_line_at_once(tmp_path):
+    """Ray would wait a minute and more; the sweep says at once that nothing listens at the address given."""
+    import socket
+
+    ray = pytest.importorskip("ray")
+    with socket.socket() as s:  # a loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(ray_cluster.RayJoinError, match=rf"^cannot reach the Ray cluster at 127\.0\.0\.1:{port}: "
+                                                      "nothing accepts connections there"):
+        ray_cluster.connect(ray, f"127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < ray_cluster.PROBE_TIMEOUT_S
+    # Ray names the interface address it resolved; the line names the one the user gave.
+    resolved = ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:6390")
+    resolved.__cause__ = RuntimeError("Failed to connect to GCS. Last connection error: Traceback ...\n  File")
+    assert ray_cluster.join_error(ray, resolved, "127.0.0.1:6390") == (
+        "cannot join the Ray cluster at 127.0.0.1:6390: Failed to connect to GCS")
+    assert ray_cluster.host_port("[::1]:6379") == ("::1", 6379)
+    assert ray_cluster.host_port("auto") is None and ray_cluster.host_port("ray://head:10001") is None
 
 
 # --------------------------------------------------------------------- failures, local executor
@@ -346,3 +426,185 @@ def test_a_dead_worker_fails_only_its_own_run_and_the_others_go_on(tmp_path, doo
     s = events.stats
     assert (s.total, s.submitted, s.completed, s.failed, s.retries) == (5, 5, 2, 3, 2)
     assert (engine.plan(killer).dir / checkpoints.CHECKPOINT).exists()  # kept for a rerun of the sweep
+
+
+# ------------------------------------------------------------- a two-node Ray cluster on the loopback
+
+CLUSTER = """
+import json
+import sys
+
+from ray._private import ray_constants
+from ray.cluster_utils import Cluster
+
+assert not ray_constants.ENABLE_RAY_CLUSTER, "started without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"
+node = dict(num_cpus=1, node_ip_address="127.0.0.1", temp_dir=sys.argv[1], object_store_memory=80 * 1024**2)
+cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+worker = cluster.add_node(**node)
+print(json.dumps({"address": cluster.address, "worker_raylet": worker.all_processes["raylet"][0].process.pid}),
+      flush=True)
+sys.stdin.read()  # until the test closes this process's stdin
+cluster.shutdown()
+"""
+
+
+def _session(sid: int) -> list[int]:
+    """The processes of session ``sid`` (the cluster process's own: it started it with a new session)."""
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid:
+                pids.append(proc.pid)
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.fixture(scope="module")
+def loopback_cluster(tmp_path_factory):
+    """A head and a worker node (1 CPU each) on 127.0.0.1 with Ray's token authentication, in a
+    process of its own session: every process of that session, and only those, is killed at the end.
+    Nodes started with `ray start` cannot stay on the loopback (Ray 2.60 swaps 127.0.0.1 for the
+    interface address, and a worker node refuses RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), so the nodes
+    are ray.cluster_utils.Cluster's: the same GCS, raylets and workers."""
+    import secrets
+    import select
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+
+    pytest.importorskip("ray")
+    temp = Path(tempfile.mkdtemp(prefix="osrray-"))  # short: Ray's socket paths must fit 107 bytes
+    script = tmp_path_factory.mktemp("cluster") / "cluster.py"
+    script.write_text(CLUSTER)
+    env = {**os.environ, ray_cluster.CLUSTER_SWITCH: "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, str(script), str(temp)], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 180)
+        line = proc.stdout.readline() if ready else ""
+        assert line, f"the cluster did not start in 180 s (exit code {proc.poll()})"
+        info = json.loads(line)
+        info["sid"], info["env"] = proc.pid, env
+        yield info
+    finally:
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=60)  # cluster.shutdown()
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        for pid in _session(proc.pid):  # whatever is left of this cluster, by process id
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if proc.poll() is None:
+            proc.wait(timeout=10)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _osrbench(argv, env, **kw):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "osrbench.cli", *argv], env=env, capture_output=True, text=True,
+                          **kw)
+
+
+@pytest.mark.ray_cluster
+def test_joining_a_cluster_with_a_wrong_or_no_token_is_one_line_naming_the_token_and_the_given_address(
+        tmp_path, loopback_cluster):
+    """The issue's case through the command (no RAY_AUTH_MODE, no token file: exit 2, one line);
+    a wrong token through :func:`ray_cluster.connect` alone (a process without torch: quicker)."""
+    address = loopback_cluster["address"]
+    argv = ["sweep", "--methods", "softmax", "--datasets", "digits", "--splits", "0", "--epochs", "1", "--device",
+            "cpu", "--executor", "ray", "--address", address, "--out", str(tmp_path)]
+    unset = {k: v for k, v in loopback_cluster["env"].items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    unset["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+    res = _osrbench(argv, unset, timeout=180)
+    err = [ln for ln in res.stderr.splitlines() if ln.startswith("osrbench: error: ")]
+    assert res.returncode == 2 and len(err) == 1, (res.returncode, res.stderr[-2000:])
+    assert err[0].startswith(f"osrbench: error: cannot join the Ray cluster at {address}: its token "
+                             "authentication failed (Authentication token is missing or incorrect): RAY_AUTH_MODE "
+                             "is not 'token' here, so this process sent no token: export RAY_AUTH_MODE=token"), err
+    assert "RAY_AUTH_TOKEN" in err[0] and "~/.ray/auth_token" in err[0], err
+    assert not list(tmp_path.rglob(records.RESULT))
+
+    import subprocess
+
+    wrong = {**loopback_cluster["env"], "RAY_AUTH_TOKEN": "0" * 64}
+    code = ("import ray\nfrom osrbench import ray_cluster\ntry:\n    ray_cluster.connect(ray, %r)\n"
+            "except ray_cluster.RayJoinError as exc:\n    print(exc)\n" % address)
+    res = subprocess.run([sys.executable, "-c", code], env=wrong, capture_output=True, text=True, timeout=180)
+    assert res.stdout.startswith(f"cannot join the Ray cluster at {address}: its token authentication failed ("), \
+        (res.stdout, res.stderr[-2000:])
+    assert "or not the cluster's: use the head node's" in res.stdout and res.stdout.count("\n") == 1, res.stdout
+
+
+@pytest.mark.ray_cluster
+def test_a_sweep_on_a_two_node_cluster_survives_the_loss_of_its_worker_node(tmp_path, local_pool, loopback_cluster):
+    """``osrbench sweep --address 127.0.0.1:PORT`` on the loopback cluster; the worker node is lost
+    (its raylet and the workers it started are killed) while a run on it trains its second epoch:
+    that run is retried on the head node, resumes from its first epoch's checkpoint, and every
+    record equals the local executor's. No socket of the cluster or of the sweep listens beyond the
+    loopback."""
+    import subprocess
+
+    import psutil
+
+    _, reference = local_pool
+    out = tmp_path / "runs"
+    argv = [sys.executable, "-m", "osrbench.cli", "sweep", *GRID_ARGS, "--checkpoint-every", "1", "--executor", "ray",
+            "--address", loopback_cluster["address"], "--max-retries", "2", "--out", str(out)]
+    dirs = {sweep.label(r): engine.plan(r).dir for r in _requests(out)}
+    raylet = loopback_cluster["worker_raylet"]
+    sweep_proc = subprocess.Popen(argv, env=loopback_cluster["env"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(sweep_proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    watch = SocketWatch(lambda: _session(loopback_cluster["sid"]) + _descendants(sweep_proc.pid))
+    watch.start()
+    killed = None
+    try:
+        deadline = time.monotonic() + 420
+        while sweep_proc.poll() is None and time.monotonic() < deadline:
+            for line in list(lines):
+                m = re.search(r"started (.+) on \S+ \(pid (\d+)\)", line)
+                if killed or not m:
+                    continue
+                d = dirs[m.group(1)]
+                try:
+                    on_worker = psutil.Process(int(m.group(2))).ppid() == raylet
+                except psutil.Error:
+                    continue
+                if on_worker and (d / checkpoints.CHECKPOINT).exists() and not (d / checkpoints.PREVIOUS).exists():
+                    node = psutil.Process(raylet)  # the worker node is lost mid-run: its raylet and every
+                    for proc in [*node.children(recursive=True), node]:  # process it started (this test's)
+                        proc.kill()
+                    killed = m.group(1)
+            time.sleep(0.05)
+        if sweep_proc.poll() is None:
+            sweep_proc.kill()
+        rc = sweep_proc.wait(timeout=30)
+    finally:
+        watch.stop()
+        if sweep_proc.poll() is None:
+            sweep_proc.kill()
+    reader.join(timeout=10)
+    text = "".join(lines)
+    assert killed, f"no run on the worker node was caught mid-run:\n{text[-3000:]}"
+    assert rc == 0, text[-3000:]
+    assert re.search(rf"{re.escape(killed)}: restarted on \S+ \(pid \d+\), attempt 2", text), text[-3000:]
+    assert f"{killed}: resumed from the checkpoint of epoch 1" in text, text[-3000:]
+    assert "sweep: 4 runs: 0 done already, 4 completed, 0 failed" in text, text[-3000:]
+    got, failures = sweep.execute(_requests(out), executor="local")  # reads the records; trains nothing
+    assert failures == []
+    _assert_same_records(got, reference)
+    names = {name for name, _, _ in watch.seen}
+    assert {"gcs_server", "raylet"} <= names, watch.seen
+    assert watch.beyond_loopback() == set(), watch.seen

@@ -215,7 +215,8 @@ def _describe(args: argparse.Namespace, threads: str) -> str:
                f"--pack {args.pack})")
         return f"local executor, {how}, {threads} thread(s) per run"
     gpus = "auto" if args.gpus_per_run is None else f"{args.gpus_per_run:g}"
-    where = args.address or ("connected cluster" if sweep.import_ray().is_initialized() else "new local cluster")
+    where = args.address or ("connected cluster" if sweep.import_ray().is_initialized()
+                             else "new local instance on 127.0.0.1 only")
     return (f"Ray executor ({where}), {threads} CPU + {gpus} GPU per run, "
             f"{args.max_retries} retries")
 
@@ -324,8 +325,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch CPU threads per run, and the CPUs a Ray task requests: the same as --set threads=T "
                         "for every run (config key threads, default 1; CPU results depend on it, so it is part "
                         "of the config hash)")
-    p.add_argument("--address", help="ray: cluster address: auto (a cluster started with `ray start`) or "
-                                     "ray://HOST:10001 (default: start a local one)")
+    p.add_argument("--address", help="ray: cluster address: HEAD_IP:6379 or auto (a cluster started with `ray start`; "
+                                     "with token authentication export RAY_AUTH_MODE=token) or ray://HOST:10001 "
+                                     "(default: start a local instance that listens on 127.0.0.1 only)")
     p.add_argument("--gpus-per-run", type=float, metavar="G",
                    help="ray: GPUs per run, fractional to share a GPU, e.g. 0.25 (default 1 when the cluster has GPUs)")
     p.add_argument("--max-retries", type=int, metavar="N",
