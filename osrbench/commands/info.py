@@ -28,7 +28,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             opt = options.get(key)
             kinds = sorted({type(c).__name__ for c in opt.choices}) if opt and opt.choices else [type(default).__name__]
             rows.append([key, json.dumps(default, default=repr), " | ".join(kinds),
-                         (opt.allowed() if opt else "") or "-", opt.help if opt else ""])
+                         (opt.allowed_span() if opt and opt.span else opt.allowed() if opt else "") or "-",
+                         opt.help if opt else ""])
         print(f"Config keys of {spec.name} (--set KEY=VALUE; engine keys first, then the method's own)")
         print(tabulate(rows, ["key", "default", "type", "allowed", "help"]))
         return 0
