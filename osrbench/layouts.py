@@ -190,6 +190,10 @@ class ExternalWeights(Mapping[str, torch.Tensor]):
     def __len__(self) -> int:
         return len(self._tensors)
 
+    def peek(self) -> Mapping[str, torch.Tensor]:
+        """Every tensor, without marking it used (for checks of the files themselves)."""
+        return dict(self._tensors)
+
     def drop(self, keys: Iterable[str], why: str) -> None:
         """Mark ``keys`` (tensors or other leaves) as saved by the release but not loaded, because ``why``."""
         for key in keys:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -410,6 +411,10 @@ def new_plugin(name: str, parent: Path = Path("."), check_installed: bool = True
     validate_name(name)
     if folder is not None and (folder in ("", ".", "..") or Path(folder).name != folder):
         raise ScaffoldError(f"--folder {folder!r} must be one folder name, not a path (use --dir for where)")
+    for flag, text in (("--folder", folder), ("--dir", str(parent))):
+        if text is not None and any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text):
+            raise ScaffoldError(f"{flag} {text!r} holds a control character (a newline, a tab, ...); "
+                                "a folder printed in a cd line must not")
     if check_installed:
         why = _taken(name, k.label)
         if why:
