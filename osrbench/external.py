@@ -204,13 +204,13 @@ def read_files(layout: str, paths: tuple[Path, ...]) -> Loaded:
             if not isinstance(state, Mapping):
                 raise LayoutError(f"--weights {path}: an osrbench checkpoint without a method state")
             trained_epochs(ckpt.get("epoch"), str(path))
-            check_finite(layouts.flatten(state, f"--weights {path}")[0], lambda key: str(path))
+            layouts.check_finite(layouts.flatten(state, f"--weights {path}")[0], lambda key: str(path))
             return Loaded(files, state=state, checkpoint=ckpt)
         obj = layouts.read_file(path)
         if not isinstance(obj, Mapping):
             raise LayoutError(f"--weights {path}: neither an osrbench checkpoint.pt nor a Method.state_dict() "
                               f"(a dict), but a {type(obj).__name__}")
-        check_finite(layouts.flatten(obj, f"--weights {path}")[0], lambda key: str(path))
+        layouts.check_finite(layouts.flatten(obj, f"--weights {path}")[0], lambda key: str(path))
         return Loaded(files, state=obj)
     for f in files:
         if is_checkpoint(f.path):
@@ -219,19 +219,8 @@ def read_files(layout: str, paths: tuple[Path, ...]) -> Loaded:
     objs = [(f.name if [g.name for g in files].count(f.name) == 1 else str(f.path), layouts.read_file(f.path))
             for f in files]
     weights = layouts.ExternalWeights.from_files(objs)
-    check_finite(weights.peek(), lambda key: weights.origin.get(key, "?"))
+    layouts.check_finite(weights.peek(), lambda key: weights.origin.get(key, "?"))
     return Loaded(files, weights=weights)
-
-
-def check_finite(tensors: Mapping[str, torch.Tensor], where: Callable[[str], str]) -> None:
-    """Refuse NaN or infinite weights as such (damaged or diverged), before any load compares them:
-    NaN != NaN would make a check of equal tensors name another problem. ``where(key)``: its file."""
-    for key, t in tensors.items():
-        if t.is_floating_point() or t.is_complex():
-            bad = int((~torch.isfinite(t)).sum())
-            if bad:
-                raise LayoutError(f"--weights {where(key)}: {key!r} holds {bad:,} NaN or infinite value(s) of "
-                                  f"{t.numel():,}: the weights are damaged or diverged; nothing is evaluated")
 
 
 def trained_epochs(value: Any, where: str) -> int | None:

@@ -161,11 +161,11 @@ def test_trained_epochs_are_bounded():
 
 
 def test_infinite_weights_are_refused_as_such_and_integers_are_not_checked():
-    from osrbench import external
+    from osrbench import layouts
 
-    external.check_finite({"a": torch.ones(3), "n": torch.tensor([1, 2])}, str)
-    with pytest.raises(external.LayoutError, match=r"--weights a: 'a' holds 2 NaN or infinite value\(s\) of 3"):
-        external.check_finite({"a": torch.tensor([1.0, float("inf"), -float("inf")])}, str)
+    layouts.check_finite({"a": torch.ones(3), "n": torch.tensor([1, 2])}, str)
+    with pytest.raises(layouts.LayoutError, match=r"--weights a: 'a' holds 2 NaN or infinite value\(s\) of 3"):
+        layouts.check_finite({"a": torch.tensor([1.0, float("inf"), -float("inf")])}, str)
 
 
 def _no_set_up(monkeypatch):
@@ -293,17 +293,19 @@ def osrbench_register_methods(register):
 """
 
 
-def test_ctrl_c_of_a_pack_prints_the_command_that_continues_it(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("jobs", [["--jobs", "2", "--pack", "yes"], []], ids=["pack", "one-at-a-time"])
+def test_ctrl_c_of_compare_prints_the_command_that_continues_it(jobs, tmp_path, monkeypatch, capsys):
+    """compare has no --resume: a plain rerun resumes every run, and the line says that command."""
     H._plugins(("ctrl-c", "ctrl-c"), template=_INTERRUPTED_ONCE)(tmp_path, monkeypatch)
     monkeypatch.setenv("HOSTILE_CTRL_C_FLAG", str(tmp_path / "interrupted"))
-    argv = ["compare", "ctrl-c", "--splits", "0", "--seeds", "0-1", "--jobs", "2", "--pack", "yes",
-            *DIGITS[:-1], str(tmp_path / "runs")]
+    argv = ["compare", "ctrl-c", "--splits", "0", "--seeds", "0-1", *jobs, *DIGITS[:-1], str(tmp_path / "runs")]
     assert cli.main(argv) == 130
     (err,) = capsys.readouterr().err.splitlines()
     assert "--resume" not in err
     head, again = err.split("; continue with: ")
-    assert re.fullmatch(r"osrbench: interrupted; ctrl-c split 0 seed 0: no checkpoint had been written yet: the run "
-                        r"starts over next time; ctrl-c split 0 seed 1: no checkpoint .*", head), head
+    running = ("ctrl-c split 0 seed 0", "ctrl-c split 0 seed 1") if jobs else ("ctrl-c split 0 seed 0",)
+    assert head == "osrbench: interrupted; " + "; ".join(
+        f"{run}: no checkpoint had been written yet: the run starts over next time" for run in running)
     assert shlex.split(again) == ["osrbench", *argv]
     assert cli.main(shlex.split(again)[1:]) == 0  # the printed command continues: both runs finish
     assert len(list((tmp_path / "runs").rglob("result.json"))) == 2
