@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -150,8 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MethodFailed as exc:
         print(f"osrbench: run failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt as exc:  # a run says what it kept (errors.Interrupted)
-        print(f"osrbench: {getattr(exc, 'message', 'interrupted')}", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a run says what it kept (errors.Interrupted), and what continues it
+        again = f"; continue with: {shlex.join(['osrbench', *argv])}" if getattr(exc, "rerun", False) else ""
+        print(f"osrbench: {getattr(exc, 'message', 'interrupted')}{again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if before is None:  # this call's flag ends with it (tests call main() many times in one process)

@@ -260,6 +260,8 @@ def _check_value(spec: MethodSpec, key: str, value: Any, option: Option, default
         bad = [v for v in (value if isinstance(value, (list, tuple)) else [value]) if v not in option.choices]
         hint = _suggest(bad[0], [str(c) for c in option.choices]) if isinstance(bad[0], str) else ""
         raise ConfigError(f"{what} is not allowed (valid: {option.allowed()})" + hint)
+    if why == "span":
+        raise ConfigError(f"{what} is not an interval (must be {option.allowed_span()})")
     each = "each element " if isinstance(value, (list, tuple)) else ""
     raise ConfigError(f"{what} is out of range ({each}must be {option.allowed()})")
 

@@ -17,7 +17,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -297,11 +297,20 @@ def failures(p: Plan) -> Iterator[None]:
         raise
 
 
-def kept_checkpoint(p: Plan) -> str:
-    """What an interrupted run keeps, in words: its last intact checkpoint, or none."""
+def kept_checkpoint(p: Plan, again: str = " (continue with --resume)") -> str:
+    """What an interrupted run keeps, in words: its last intact checkpoint (and ``again``: how to
+    continue from it), or none."""
     last, _ = checkpoints.load_latest(p.dir, p.check_checkpoint)
-    return (f"the checkpoint of epoch {last['epoch']} in {p.dir} is kept (continue with --resume)" if last
+    return (f"the checkpoint of epoch {last['epoch']} in {p.dir} is kept{again}" if last
             else "no checkpoint had been written yet: the run starts over next time")
+
+
+def interrupted(plans: Sequence[Plan]) -> Interrupted:
+    """Ctrl-C of several runs at once (a pack, worker processes, a sweep): what each unfinished run
+    keeps. Their command resumes every run, so a plain rerun of it continues them (the CLI prints it)."""
+    kept = [f"{p.spec.name} split {p.split.index} seed {p.request.seed}: {kept_checkpoint(p, again='')}"
+            for p in plans]
+    return Interrupted("interrupted; " + ("; ".join(kept) if kept else "no run had started"), rerun=True)
 
 
 class Training:

@@ -38,11 +38,16 @@ class NonFiniteLoss(MethodFailed):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run; the message says what was kept (the last checkpoint, or nothing)."""
+    """Ctrl-C during a run; the message says what was kept (the last checkpoint, or nothing).
 
-    def __init__(self, message: str) -> None:
+    ``rerun``: the same command continues (it resumes every run: ``compare``, ``sweep``); the CLI
+    prints that command after the message.
+    """
+
+    def __init__(self, message: str, rerun: bool = False) -> None:
         super().__init__(message)
         self.message = message
+        self.rerun = rerun
 
 
 def one_line(exc: BaseException) -> str:

@@ -37,8 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import torch
+
 from osrbench import checkpoints, devices, engine, evaluation, layouts, plugins, records, results, session
 from osrbench import config as configmod
+from osrbench.datasets import OpenSetData
 from osrbench.errors import UsageError, UserError
 from osrbench.layouts import LAYOUTS, LayoutError
 from osrbench.method import Method, implements
@@ -83,6 +86,11 @@ class WeightsFile:
     @property
     def name(self) -> str:
         return self.path.name
+
+
+#: The most epochs a weights file may state it was trained for (no release trains for more than a
+#: few thousand): a larger or a negative count is a damaged or edited file, never recorded.
+MAX_TRAINED_EPOCHS = 100_000
 
 
 def check_layout(layout: str) -> str:
@@ -196,11 +204,14 @@ def read_files(layout: str, paths: tuple[Path, ...]) -> Loaded:
             state = ckpt.get("state")
             if not isinstance(state, Mapping):
                 raise LayoutError(f"--weights {path}: an osrbench checkpoint without a method state")
+            trained_epochs(ckpt.get("epoch"), str(path))
+            layouts.check_finite(layouts.flatten(state, f"--weights {path}")[0], lambda key: str(path))
             return Loaded(files, state=state, checkpoint=ckpt)
         obj = layouts.read_file(path)
         if not isinstance(obj, Mapping):
             raise LayoutError(f"--weights {path}: neither an osrbench checkpoint.pt nor a Method.state_dict() "
                               f"(a dict), but a {type(obj).__name__}")
+        layouts.check_finite(layouts.flatten(obj, f"--weights {path}")[0], lambda key: str(path))
         return Loaded(files, state=obj)
     for f in files:
         if is_checkpoint(f.path):
@@ -208,7 +219,19 @@ def read_files(layout: str, paths: tuple[Path, ...]) -> Loaded:
                               "use --layout osrbench")
     objs = [(f.name if [g.name for g in files].count(f.name) == 1 else str(f.path), layouts.read_file(f.path))
             for f in files]
-    return Loaded(files, weights=layouts.ExternalWeights.from_files(objs))
+    weights = layouts.ExternalWeights.from_files(objs)
+    layouts.check_finite(weights.peek(), lambda key: weights.origin.get(key, "?"))
+    return Loaded(files, weights=weights)
+
+
+def trained_epochs(value: Any, where: str) -> int | None:
+    """The epochs a file states it was trained for, bounded (``None``: it states none)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TRAINED_EPOCHS:
+        raise LayoutError(f"--weights {where}: it states {str(value)[:40]} trained epochs, not a count of epochs "
+                          f"(0 to {MAX_TRAINED_EPOCHS:,}): a damaged or edited file")
+    return value
 
 
 def check_seed_matches(loaded: Loaded, req: EvaluateRequest) -> None:
@@ -231,7 +254,8 @@ def _load_release(s: session.Session, name: str, layout: str, loaded: Loaded) ->
         mine = [k for k in unused if weights.origin.get(k) == origin]
         raise LayoutError(f"--weights {origin}: {len(mine)} key(s) that method {name!r} did not read for --layout "
                           f"{layout}: {layouts.shown(mine)} (not a file of this layout and method?)")
-    return {"dropped": weights.dropped_summary(), "trained_epochs": weights.info.get("trained_epochs")}
+    epochs = trained_epochs(weights.info.get("trained_epochs"), ", ".join(f.name for f in loaded.files))
+    return {"dropped": weights.dropped_summary(), "trained_epochs": epochs}
 
 
 def _load_osrbench(s: session.Session, name: str, loaded: Loaded, plan: engine.Plan,
@@ -242,8 +266,7 @@ def _load_osrbench(s: session.Session, name: str, loaded: Loaded, plan: engine.P
     if ckpt is not None:
         if ckpt.get("method") != name:
             raise LayoutError(f"--weights {path}: a checkpoint of method {ckpt.get('method')!r}, not {name!r}")
-        epoch = ckpt.get("epoch")
-        info["trained_epochs"] = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+        info["trained_epochs"] = trained_epochs(ckpt.get("epoch"), str(path))
         ident = records.RunIdentity.from_json(ckpt.get("identity"))
         if ident is not None:
             info["from_run"] = ident.to_json()
@@ -303,9 +326,28 @@ def evaluate(req: EvaluateRequest, registry: plugins.Plugins | None = None,
         return Evaluated(existing, evaluated=False)
     device = devices.pick_device(req.device)
     cfg = p.config
+    with devices.cpu_threads(cfg["threads"]):
+        check_fit(p, req, device, loaded)
     data = session.load_data(p.dataset, p.split, cfg["image_size"], req.data_root, **session.test_transform(cfg))
     with devices.cpu_threads(cfg["threads"]):  # the run's thread count: rescore rebuilds it under the same
         return _evaluate(p, reg, req, data, device, loaded, log)
+
+
+def check_fit(p: engine.Plan, req: EvaluateRequest, device: Any, loaded: Loaded) -> None:
+    """Load the files into the method set up on a stand-in of the split (one blank image of the run's
+    size): a file that does not fit the layout or the method is refused in seconds, before the
+    split's images are read. The evaluation then sets the method up again on the real data."""
+    size = p.config["image_size"]
+    blank, label = torch.zeros((1, 3, size, size), dtype=torch.uint8), torch.zeros(1, dtype=torch.long)
+    stand_in = OpenSetData(blank, label, blank, label, blank, label)
+    name = p.spec.name
+    s = session.open_session(p.spec, p.config, stand_in, num_classes=p.split.num_known, dataset=p.dataset.name,
+                             device=device, seed=req.seed, call=session.guarded(name))
+    check_accepted(name, s.method, req.layout)
+    if req.layout == layouts.HOST_LAYOUT:
+        _load_osrbench(s, name, loaded, p, lambda msg: None)
+    else:
+        _load_release(s, name, req.layout, loaded)
 
 
 def _evaluate(p: engine.Plan, reg: plugins.Plugins, req: EvaluateRequest, data: Any, device: Any,

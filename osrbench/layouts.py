@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -146,6 +146,17 @@ def flatten(obj: Any, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return tensors, others
 
 
+def check_finite(tensors: Mapping[str, torch.Tensor], where: Callable[[str], str]) -> None:
+    """Refuse NaN or infinite weights as such (damaged or diverged), before any load compares them:
+    NaN != NaN would make a check of equal tensors name another problem. ``where(key)``: its file."""
+    for key, t in tensors.items():
+        if t.is_floating_point() or t.is_complex():
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                raise LayoutError(f"--weights {where(key)}: {key!r} holds {bad:,} NaN or infinite value(s) of "
+                                  f"{t.numel():,}: the weights are damaged or diverged; nothing is evaluated")
+
+
 class ExternalWeights(Mapping[str, torch.Tensor]):
     """The tensors of the files given to ``osrbench evaluate``, under their names in the files.
 
@@ -194,6 +205,10 @@ class ExternalWeights(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self._tensors)
+
+    def peek(self) -> Mapping[str, torch.Tensor]:
+        """Every tensor, without marking it used (for checks of the files themselves)."""
+        return dict(self._tensors)
 
     def drop(self, keys: Iterable[str], why: str) -> None:
         """Mark ``keys`` (tensors or other leaves) as saved by the release but not loaded, because ``why``."""

@@ -227,6 +227,7 @@ class Option:
     :param exclusive_minimum: the value must be greater than this (``lr`` > 0).
     :param exclusive_maximum: the value must be smaller than this (Adam's betas < 1).
     :param help: one line for ``osrbench list --options METHOD``.
+    :param span: the value is an interval ``[low, high]`` (or ``[]``, off): two numbers, low <= high.
     """
 
     choices: tuple[Any, ...] | None = None
@@ -235,6 +236,7 @@ class Option:
     exclusive_minimum: float | None = None
     exclusive_maximum: float | None = None
     help: str = ""
+    span: bool = False
 
     def __post_init__(self) -> None:
         if self.choices is not None:
@@ -260,6 +262,11 @@ class Option:
             return ("<= " if hi[-1] == "]" else "< ") + hi[:-1]
         return ""
 
+    def allowed_span(self) -> str:
+        """What a :attr:`span` value must be, in words."""
+        bounds = self.allowed()
+        return "[low, high] with low <= high" + (f", each {bounds}" if bounds else "") + ", or []"
+
     def violation(self, value: Any) -> str | None:
         """Why ``value`` (a scalar, or a list checked element by element) breaks the option; None if it does not."""
         items = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -274,6 +281,10 @@ class Option:
                         or (self.exclusive_minimum is not None and item <= self.exclusive_minimum)
                         or (self.exclusive_maximum is not None and item >= self.exclusive_maximum)):
                     return "range"
+        if self.span and items:  # an interval: two numbers, the low end first
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
+            if not isinstance(value, (list, tuple)) or len(items) != 2 or not numbers or items[0] > items[1]:
+                return "span"
         return None
 
 

@@ -30,8 +30,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import numpy as np
 import torch
 
-from osrbench import devices, engine, graphs
-from osrbench.errors import Interrupted
+from osrbench import devices, engine, graphs, session
 
 T = TypeVar("T")
 
@@ -132,6 +131,17 @@ def _on(stream: Any) -> Any:
     return torch.cuda.stream(stream) if stream is not None else nullcontext()
 
 
+def check_options(plans: Sequence[engine.Plan]) -> None:
+    """Refuse, before any run of the pack starts, what each run alone would refuse: the pack's
+    replay backend must not let ``cuda_graphs=true`` train on the CPU (the same
+    :func:`session.resolve_cuda_graphs` a run alone calls; a :class:`UserError`, exit 2)."""
+    for p in plans:
+        if p.config["cuda_graphs"] is not True:
+            continue  # auto and false need nothing the device may lack
+        device = devices.pick_device(p.request.device)
+        session.resolve_cuda_graphs(True, p.spec.factory(), p.spec.name, device, p.config["compile"])
+
+
 @dataclass
 class Member:
     """A run in the pack: the sweep's index, its training, its step iterator and its lane."""
@@ -151,6 +161,7 @@ def train(requests: Sequence[engine.RunRequest], todo: Sequence[int], jobs: int,
     ``failed(i, exc)`` when it ends with an exception (any but Ctrl-C), ``log(i, line)`` for its
     progress lines. Ctrl-C stops the pack: every member's last checkpoint stays for a resume.
     """
+    check_options([engine.plan(requests[i]) for i in todo])
     queue = deque(todo)
     members: list[Member] = []
     threads = torch.get_num_threads()
@@ -199,9 +210,7 @@ def train(requests: Sequence[engine.RunRequest], todo: Sequence[int], jobs: int,
                 join(queue.popleft())
             members[:] = [m for m in members if step(m)]
     except KeyboardInterrupt:  # Ctrl-C reaches the pack, not one run: say what each run keeps
-        kept = [f"{m.training.plan.spec.name} split {m.training.plan.split.index} seed "
-                f"{m.training.plan.request.seed}: {engine.kept_checkpoint(m.training.plan)}" for m in members]
-        raise Interrupted("interrupted; " + "; ".join(kept)) from None
+        raise engine.interrupted([m.training.plan for m in members]) from None
     finally:
         lanes.close()
         torch.set_num_threads(threads)

@@ -101,6 +101,8 @@ def collect(methods: Sequence[str], splits: Sequence[int], seeds: Sequence[int],
                 except MethodFailed as exc:
                     log(f"osrbench: run failed: {exc}")
                     failures.append(f"{name} split {_label(req, split)} seed {seed}: {exc}")
+                except KeyboardInterrupt:  # compare has no --resume: a plain rerun continues the run
+                    raise engine.interrupted([engine.plan(req)]) from None
     return found, failures
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -85,7 +86,7 @@ import torch
 import torch.nn.functional as F
 
 import osrbench
-from osrbench.method import Context, Method, MethodSpec, Option, Prediction
+from osrbench.method import Context, Features, Method, MethodSpec, Option, Prediction
 from osrbench.metrics import dias_f1_threshold
 from osrbench.models import Classifier32
 from osrbench.training import OPTIM_DEFAULTS, OPTIM_OPTIONS, logit_scores, lr_at, make_optimizer, set_lr
@@ -153,6 +154,17 @@ class ${cls}(Method):
         logits = self.net(images)
         scores = logit_scores(logits, self.cfg["temperature"])  # float64 msp and mls, higher = known
         return Prediction(logits=logits, score=scores["msp"], scores=scores)
+
+    # features() and head(): the post-hoc scorers that read penultimate features (mahalanobis, knn,
+    # vim, react, odin's input gradient) need them; without them osrbench score says n/a for those.
+    # No torch.no_grad() here: the host adds it, except where a scorer needs gradients.
+    def features(self, images: torch.Tensor) -> Features:
+        self.net.eval()
+        f = self.net.pooled(images)  # classifier32's pooled 128 features, the fc's input
+        return Features(penultimate=f, logits=self.net.head(f))
+
+    def head(self, penultimate: torch.Tensor) -> torch.Tensor:
+        return self.net.head(penultimate)  # affine (W f + b): ViM reads W and b from it
 
     def f1_rule(self) -> tuple[str, float] | None:
         # macro-F1 accepts an image as known iff its "msp" score exceeds the DIAS threshold.
@@ -410,6 +422,10 @@ def new_plugin(name: str, parent: Path = Path("."), check_installed: bool = True
     validate_name(name)
     if folder is not None and (folder in ("", ".", "..") or Path(folder).name != folder):
         raise ScaffoldError(f"--folder {folder!r} must be one folder name, not a path (use --dir for where)")
+    for flag, text in (("--folder", folder), ("--dir", str(parent))):
+        if text is not None and any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text):
+            raise ScaffoldError(f"{flag} {text!r} holds a control character (a newline, a tab, ...); "
+                                "a folder printed in a cd line must not")
     if check_installed:
         why = _taken(name, k.label)
         if why:

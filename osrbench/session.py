@@ -383,10 +383,12 @@ def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData 
     # The method is made before the precision policy and the Context, which depend on whether its
     # steps are graphed (only graph_safe methods are); making it first draws no random number.
     method = call("factory()", _make, spec)
+    # The same check for a run alone and in a pack: a pack's replay backend never lets
+    # cuda_graphs=true pass where a run alone is refused.
+    cuda_graphs = resolve_cuda_graphs(cfg["cuda_graphs"], method, spec.name, device, cfg["compile"])
     if graph_backend is not None and cfg["cuda_graphs"] is not False and getattr(method, "graph_safe", False):
         cuda_graphs, backend = False, graph_backend
     else:
-        cuda_graphs = resolve_cuda_graphs(cfg["cuda_graphs"], method, spec.name, device, cfg["compile"])
         backend = (lambda: graphs.CudaGraphBackend(device, [generator])) if cuda_graphs else None
     precision = Precision(cfg["precision"], device, cuda_graphs=cuda_graphs)
     ctx = Context(

@@ -131,7 +131,6 @@ def _run_one(req: engine.RunRequest, log: Callable[[str], None] | None = None) -
             log(msg)
 
     from osrbench import engine
-
     t0 = time.perf_counter()
     outcome = engine.run(req, log=_log)
     return {"outcome": outcome, "log": lines, "pid": os.getpid(), "host": socket.gethostname(),
@@ -300,7 +299,6 @@ def execute(
     cpus = {i: int(plans[i].config["threads"]) for i in todo}  # a run's torch threads (engine.run sets them)
     if executor == "local" and jobs > 1 and len(todo) > 1 and pack != "no":
         from osrbench import pack as packs
-
         stats.packed = pack == "yes" or packs.packable([plans[i] for i in todo])
     progress.emit("plan", total=stats.total, executor=executor, jobs=jobs, threads=sorted(set(cpus.values())),
                   packed=stats.packed)
@@ -313,6 +311,8 @@ def execute(
             _execute_pool(reqs, todo, jobs, max_retries, progress)
         elif todo:
             _execute_ray(ray, reqs, todo, cpus, address, gpus_per_run, max_retries, progress)
+    except KeyboardInterrupt:  # each unfinished run says what it keeps; a plain rerun continues them
+        raise engine.interrupted([plans[i] for i in sorted(progress.running)]) from None
     finally:
         stats.wall_s = time.perf_counter() - t0
     progress.emit("summary", stats=stats)

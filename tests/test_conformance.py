@@ -558,6 +558,7 @@ def test_new_plugin_writes_a_package_that_passes_the_suite_unmodified(generated)
     assert reg.infos["toy-osr"].error is None and reg.infos["toy-osr"].methods == ["toy-osr"]
     report = check_method("toy-osr", registry=reg)
     assert report.ok, str(report)
+    assert report["features"].status == "passed", report["features"]  # features() and head(): feature scorers apply
 
 
 def test_new_plugin_scorer_writes_a_package_that_passes_the_scorer_suite_unmodified(generate):

@@ -28,10 +28,13 @@ def cmd_list(args: argparse.Namespace) -> int:
             opt = options.get(key)
             kinds = sorted({type(c).__name__ for c in opt.choices}) if opt and opt.choices else [type(default).__name__]
             rows.append([key, json.dumps(default, default=repr), " | ".join(kinds),
-                         (opt.allowed() if opt else "") or "-", opt.help if opt else ""])
+                         (opt.allowed_span() if opt and opt.span else opt.allowed() if opt else "") or "-",
+                         opt.help if opt else ""])
         print(f"Config keys of {spec.name} (--set KEY=VALUE; engine keys first, then the method's own)")
         print(tabulate(rows, ["key", "default", "type", "allowed", "help"]))
         return 0
+    if args.recipe is not None:
+        return _recipe(reg, args.recipe)
     if args.scorers:
         rows = []
         for name, sp in reg.scorers.items():
@@ -92,6 +95,30 @@ def _cite(reg: Any) -> int:
         print(f"\n{title}")
         print(tabulate([[n, textwrap.fill(c, 90) if c else "- (no citation given)"] for n, c in rows],
                        ["name", "cite"]))
+    return 0
+
+
+def _recipe(reg: Any, name: str) -> int:
+    """``list --recipe NAME``: what recipe NAME sets, per method that has it and per dataset scope
+    (``*``: every dataset, applied first; then the dataset's own entry), next to the method's default."""
+    from osrbench import config
+
+    having = {m: spec for m, spec in sorted(reg.methods.items()) if name in spec.recipes}
+    if not having:
+        known = sorted({r for spec in reg.methods.values() for r in spec.recipes})
+        raise UsageError(f"no method has a recipe {name!r} (recipes: {', '.join(known) or 'none'})")
+    rows = []
+    for method, spec in having.items():
+        defaults = {**config.ENGINE_DEFAULTS, **spec.defaults}
+        for scope, values in spec.recipes[name].items():
+            for key, value in values.items():
+                shown = json.dumps(defaults.get(key), default=repr)
+                rows.append([method, scope, key, json.dumps(value, default=repr), shown])
+        if not spec.recipes[name]:
+            rows.append([method, "*", "-", "(sets nothing: the defaults)", ""])
+    print(f"Recipe {name} (--recipe {name}): the keys it sets, per method and dataset; '*' applies to every "
+          "dataset first, then the dataset's own entry")
+    print(tabulate(rows, ["method", "dataset", "key", "value", "method default"]))
     return 0
 
 
@@ -206,6 +233,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scorers", action="store_true", help="instead: the post-hoc scorers (osrbench score)")
     p.add_argument("--cite", action="store_true",
                    help="instead: the paper to cite for each method, scorer, protocol and dataset")
+    p.add_argument("--recipe", metavar="NAME",
+                   help="instead: what recipe NAME sets (key, value, default) per method and dataset")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("plugins", help="installed plugins and their status",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from osrbench import scaffold
@@ -12,9 +13,9 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
     kind = "scorer" if args.scorer else "method"
     root = scaffold.new_plugin(args.name, args.dir, folder=args.folder, kind=kind)
     pkg = scaffold.package_name(args.name)
-    print(f"wrote {root}/: pyproject.toml, README.md, {pkg}/plugin.py, tests/test_conformance.py")
+    print(f"wrote {shlex.quote(f'{root}/')}: pyproject.toml, README.md, {pkg}/plugin.py, tests/test_conformance.py")
     print("next:")
-    print(f"  cd {root}")
+    print(f"  cd {shlex.quote(str(root))}")  # pasted as it is, even when a folder name holds a space
     for command, _ in scaffold.setup_commands(args.name, kind) + scaffold.use_commands(args.name, kind):
         print(f"  {command}")
     return 0

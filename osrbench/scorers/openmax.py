@@ -34,7 +34,8 @@ TRANSLATE_AMOUNT = 1.0
 
 # OpenOOD v1.5: openood/postprocessors/openmax_postprocessor.py sets weibull_tail = 20 and
 # weibull_alpha = 3 in OpenMax.__init__, fits with distance_type 'euclidean' in setup() and passes
-# eu_weight 0.5 (unused by 'euclidean') to openmax() in postprocess(); its config,
+# eu_weight 0.5 (unused by 'euclidean') to openmax() in postprocess(), which returns as its
+# confidence conf = -1 * score_openmax[:, -1], -P(unknown): the score here. Its config,
 # configs/postprocessors/openmax.yml, has no postprocessor_sweep, so nothing is tuned.
 OPENOOD_OPENMAX = {
     "params": {"tail_size": 20, "alpha": 3, "distance": "euclidean", "eu_weight": 0.5},
@@ -46,11 +47,9 @@ OPENOOD_OPENMAX = {
                 "(Scheirer et al., Meta-Recognition, T-PAMI 2011)",
     "adaptation": "the Weibull is fitted by scipy's weibull_min maximum-likelihood fit (location 0) on "
                   "libMR's translated tail instead of by libMR; the training logits are those of "
-                  "osrbench's unaugmented pass over the training set, in float64; the score is "
-                  "-P(unknown), the quantity OpenOOD's code names in a comment (conf[:, -1]), whereas "
-                  "OpenOOD v1.5 returns the largest of all K+1 OpenMax probabilities, the unknown's "
-                  "included; the probabilities are computed with the row maximum subtracted from every "
-                  "exponent (the same values, without overflow)",
+                  "osrbench's unaugmented pass over the training set, in float64; the probabilities are "
+                  "computed with the row maximum subtracted from every exponent (the same values, without "
+                  "overflow)",
 }
 
 

@@ -245,8 +245,11 @@ OPENOOD: dict[str, dict] = {
                     "Adversarial Attacks (NeurIPS 2018); OpenOOD v1.5 mds postprocessor",
         "adaptation": "",
     },
-    "knn": {  # knn.yml (0e99b9d6, 8b8343b7): K 50, K_list [50]: nothing to tune
-        "params": {"k": 50}, "grid": {},
+    # knn.yml at the v1.5 tag (since 3215174, "enable knn hparam search", 2023-04-02): K 50,
+    # K_list [50, 100, 200, 500, 1000], APS_mode True: v1.5 tunes K over that list, and so does
+    # osrbench where it tunes (a K above the fit set is n/a for that candidate only); 50 otherwise.
+    "knn": {
+        "params": {"k": 50}, "grid": {"k": [50, 100, 200, 500, 1000]},
         "description": "minus the squared distance to the k-th nearest normalised training feature",
         "citation": "Sun et al., Out-of-Distribution Detection with Deep Nearest Neighbors (ICML 2022); "
                     "OpenOOD v1.5 knn postprocessor",

@@ -15,7 +15,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m osrbench.testing", description=__doc__.splitlines()[0])
     p.add_argument("methods", nargs="*")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where the methods' toy runs train: cpu (default), cuda, cuda:N, auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override for the methods' toy runs (YAML value; repeatable), e.g. a learning "
                         "rate that suits the toy problem's dozen steps")
@@ -27,9 +27,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(hook_reference(), end="")
         return 0
     from osrbench.config import parse_overrides
+    from osrbench.devices import check_device_name, pick_device
     from osrbench.errors import EXIT_USER, UserError, one_line
 
     try:
+        if not args.methods and not args.scorer:
+            raise UserError("nothing to check: name one or more methods and/or --scorer NAME "
+                            "(osrbench list shows them), or --hook-reference")
+        check_device_name(args.device)
+        pick_device(args.device)  # cuda without a GPU, cuda:N beyond the last: one line, as every command
         overrides = parse_overrides(args.overrides)
     except UserError as exc:
         print(f"osrbench: error: {one_line(exc)}", file=sys.stderr)

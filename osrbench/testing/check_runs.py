@@ -65,11 +65,23 @@ def _check_sign(s: _Session) -> str:
             what = "the main score" if name == "score" else f"the named score {name!r}"
             flipped = " (below 0.5: is the score's sign reversed? higher must mean more likely known)" if value < 0.5 else ""
             raise _fail("sign", f"AUROC of {what} on the separable toy problem is {value:.3f} < {MIN_AUROC}{flipped}; "
-                                f"closed-set accuracy {acc:.3f}")
+                                f"closed-set accuracy {acc:.3f}" + _chance_hint(s, acc))
     named = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if k != "score")
     skipped = "; ".join(f"{k}: {why}" for k, why in exempt.items())
     return (f"AUROC {values['score']:.3f}" + (f" (named: {named})" if named else "") + f", accuracy {acc:.3f}"
             + (f"; not sign-checked, as the method declares: {skipped}" if skipped else ""))
+
+
+def _chance_hint(s: _Session, acc: float) -> str:
+    """When the toy run did not learn the known classes (accuracy near chance, 1/K), the likelier cause
+    than a reversed score: a learning rate too high (or too low) for the toy's dozen steps."""
+    if acc >= 1.5 / TOY_CLASSES:
+        return ""
+    lr = s.config().get("lr")
+    try_lr = f"--set lr={lr / 10:g}" if isinstance(lr, (int, float)) and lr > 0 else "--set with its learning-rate key"
+    return (f", near chance (1/{TOY_CLASSES}): the method did not learn the toy in {TOY_EPOCHS} epochs; its learning "
+            f"rate may not suit the toy's few steps: try {try_lr} (python -m osrbench.testing NAME --set ..., or "
+            "overrides= of check_method)")
 
 
 def _check_determinism(s: _Session) -> str:

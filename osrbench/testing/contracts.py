@@ -29,7 +29,9 @@ CHECK_DOCS: dict[str, str] = {
                "adaptations are well formed",
     "sign": f"on the separable toy problem the main score and every named score rank knowns above unknowns "
             f"(AUROC >= {MIN_AUROC}: higher = more likely known), except named scores the method lists in "
-            "sign_check_exempt with a reason, which the report shows",
+            "sign_check_exempt with a reason, which the report shows; when the toy run's closed-set accuracy is "
+            "near chance (below 1.5/K) the failure says so and suggests a learning rate for the toy's few steps "
+            "(`--set lr=...`, a tenth of the run's)",
     "determinism": "two fresh runs with the same seed and batches give identical logits and scores",
     "state": f"state_dict holds only {checkpoints.STATE_TYPES} (no numpy values: the engine refuses to checkpoint "
              "them); it survives torch.save / torch.load(weights_only=True); a fresh setup + load_state_dict "

@@ -4,7 +4,8 @@
 scorer as the host does (:func:`osrbench.scoring.fit` and :func:`~osrbench.scoring.apply`) on a
 separable toy held in memory: a fixed network whose 12 penultimate features are its flattened
 (3, 2, 2) input images and whose head is affine, known images of 3 classes that light up their
-class's feature, unknown images of dim noise. Each check of :data:`SCORER_CHECKS` says which
+class's feature, unknown images of dim noise. The features are signed (noise around 0), not
+post-ReLU as a real network's pooled features are (docs/PLUGINS.md says what that means). Each check of :data:`SCORER_CHECKS` says which
 contract was broken; a scorer may raise :class:`osrbench.NotApplicable` only in ``not_affine``
 (a network whose head is not affine) and for single grid candidates.
 """

@@ -50,7 +50,7 @@ OPTIONS: dict[str, Option] = {
     "gate_temp": Option(exclusive_minimum=0, help="temperature of the gate's softmax (release 100)"),
     "lgs_temp": Option(exclusive_minimum=0, help="temperature of the test MSP of the fused logits (release 100)"),
     "input_std": Option(exclusive_minimum=0, help="per-channel std the method divides its inputs by"),
-    "train_scale": Option(minimum=0, help="range [lo, hi] of manual_ctr's per-image factor in training; [] = off"),
+    "train_scale": Option(minimum=0, span=True, help="range [lo, hi] of manual_ctr's per-image factor in training; [] = off"),
     "f1_tpr": Option(exclusive_minimum=0, maximum=1, help="macro-F1 threshold: the training score whose TPR is closest"),
 }
 
