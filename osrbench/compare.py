@@ -35,8 +35,7 @@ import numpy as np
 
 from osrbench import protocols
 from osrbench.datasets import DatasetSpec
-from osrbench.records import Record
-from osrbench.config import folder_hash
+from osrbench.records import Record, folder_hash
 from osrbench.results import json_number, mean_std
 from osrbench.stats import average_ranks, holm, p_t_text
 

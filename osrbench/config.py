@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from osrbench.data.stream import NORMALIZE_CHOICES
+from osrbench.data.normalization import NORMALIZE_CHOICES
 from osrbench.datasets import DatasetSpec
 from osrbench.method import MethodSpec, Option
 from osrbench.results import canonical_hash
@@ -354,15 +354,6 @@ def resolve(
 def config_hash(method: str, cfg: Mapping[str, Any]) -> str:
     kept = {k: v for k, v in cfg.items() if v != earlier_value(method, k)}
     return canonical_hash({"method": method, "config": kept})
-
-
-def folder_hash(rec: Any) -> str:
-    """The hash a record's run folder name ends in (``split0-seed0-<hash>``): its resume key's first
-    10 characters, what a user finds on disk; the record's ``config_hash`` covers the whole config
-    (the epochs too) and names no folder."""
-    if rec.dir is not None:
-        return Path(rec.dir).name.rsplit("-", 1)[-1]
-    return resume_key(rec.method, rec.config)[:10]
 
 
 def resume_key(method: str, cfg: Mapping[str, Any]) -> str:

@@ -558,3 +558,14 @@ def read_posthoc(folder: Path, record: Record) -> Posthoc:
                                 f"scores, not one per test image ({want[0]}, {want[1]}); score it again with "
                                 "osrbench score --force")
     return Posthoc(known, unknown, info)
+
+
+def folder_hash(rec: Any) -> str:
+    """The hash a record's run folder name ends in (``split0-seed0-<hash>``): its resume key's first
+    10 characters, what a user finds on disk; the record's ``config_hash`` covers the whole config
+    (the epochs too) and names no folder."""
+    if rec.dir is not None:
+        return Path(rec.dir).name.rsplit("-", 1)[-1]
+    from osrbench.config import resume_key  # torch: only for a record read without its folder
+
+    return resume_key(rec.method, rec.config)[:10]

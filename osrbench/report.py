@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from osrbench import compare, records
 from osrbench.compare import GroupKey, Summary
-from osrbench.config import folder_hash
 from osrbench.results import mean_std
 from osrbench.errors import MethodFailed, UserError
-from osrbench.records import Record
+from osrbench.records import Record, folder_hash
 from osrbench.results import json_number
 
 if TYPE_CHECKING:  # the engine imports torch; reading records does not need it

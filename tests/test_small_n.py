@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from osrbench import analysis, compare, results, stats
-from osrbench.config import config_hash, folder_hash, resume_key
+from osrbench.config import config_hash, resume_key
+from osrbench.records import folder_hash
 from osrbench.records import Record
 
 

@@ -153,7 +153,7 @@ def test_help_lists_every_command_without_importing_torch():
         """
     )
     expected = ["compare", "completion", "data", "evaluate", "export", "leaderboard", "list", "new-plugin", "plugins", "report",
-                "rescore", "run", "score", "splits", "sweep"]
+                "rescore", "run", "score", "splits", "sweep", "verify"]
     assert out["code"] == 0 and out["torch"] == []
     assert out["commands"] == expected
     assert out["codes"] == {c: 0 for c in expected}  # each command's own --help too

@@ -17,16 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: CIFAR statistics the MLS-paper recipe normalises every dataset with (METHODS.md §4.2).
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
-#: ImageNet statistics (timm's IMAGENET_DEFAULT_MEAN / STD): the test transform of the MLS release's
-#: ImageNet evaluation (``methods/tests/openset_test_imagenet.py``) and of torchvision's classifiers.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: ``normalize`` -> (mean, std) per channel, applied after the division by 255; ``none`` has none.
-NORMALIZE_STATS = {"cifar": (CIFAR_MEAN, CIFAR_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
-NORMALIZE_CHOICES = ("none", *NORMALIZE_STATS)
+from osrbench.data.normalization import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD,  # noqa: F401
+                                        NORMALIZE_CHOICES, NORMALIZE_STATS)
+
 PAD = 4  # RandomCrop(S, padding=4), zero fill
 #: Bytes of augmented uint8 images a pass prepares at once on the device (a whole CIFAR-10 or
 #: MNIST split; Tiny-ImageNet at 64 px in ten chunks).

@@ -253,13 +253,6 @@ def verification(rec: Record) -> tuple[bool, str]:
     return True, "yes"
 
 
-def folder_hash(rec: Record) -> str:
-    """The hash the run folder's name ends in (``split0-seed0-<hash>``): the first 10 characters of
-    the run's resume key (:func:`osrbench.config.resume_key`: its config hash without the keys a
-    resumed run may change, the epochs), not of the record's ``config_hash``."""
-    return "-" if rec.dir is None else Path(rec.dir).name.rsplit("-", 1)[-1]
-
-
 def _versions(rec: Record) -> str:
     v = {k: x for k, x in rec.versions.items() if k != "plugin"}
     return ", ".join(f"{k} {x}" for k, x in sorted(v.items())) or "-"
@@ -281,7 +274,7 @@ def _provenance(block: Sequence["Cell"]) -> Markup:
         for rec in sorted(cell.records, key=lambda r: (r.split, r.seed)):
             ok, why = verification(rec)
             rows.append([cell.row, rec.method, rec.recipe or "-", Num(rec.split, str(rec.split)),
-                         Num(rec.seed, str(rec.seed)), tag("code", folder_hash(rec)), tag("code", rec.config_hash),
+                         Num(rec.seed, str(rec.seed)), tag("code", records.folder_hash(rec)), tag("code", rec.config_hash),
                          f"{plugin.get('name', '?')} ({compare.plugin_label(*rec.plugin_id)})",
                          _versions(rec), rec.device or "-", tag("span", why, class_="good" if ok else "bad"),
                          _weights(rec), rec.created or "-"])
