@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from osrbench import cli, records
-from osrbench.config import folder_hash
+from osrbench.records import folder_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- demo-output:.*?-->\n(.*?)\n<!-- /demo-output -->", re.S)
