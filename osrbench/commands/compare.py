@@ -67,7 +67,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.score in reg.scorers:
             from osrbench.commands.score import params_used
 
-            notes.append(f"note: {args.score!r} used {params_used(records, args.score)}")
+            notes.append(f"note: parameters of {args.score!r}: {params_used(records, args.score)}")
     if records:
         installed = _installed_plugins(reg, args.methods)
         c = compare.build(records, args.methods, metric_names, report.tie_tol_from(args.tie_tol), installed,

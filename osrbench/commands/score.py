@@ -116,6 +116,7 @@ def params_used(recs: list[Any], name: str) -> str:
     for rec in recs:
         info = records.read_posthoc(Path(rec.dir), rec).info.get(name, {})
         text = scoring.describe_params(info)
+        text = "no parameters" if text == "-" else text
         counts[text] = counts.get(text, 0) + 1
     return "; ".join(f"{text} ({n} run{'s' if n != 1 else ''})" for text, n in counts.items())
 
