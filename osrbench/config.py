@@ -6,7 +6,7 @@ must exist in the merged defaults, and its YAML value must match the default's t
 also takes text ``float()`` reads, such as ``1e-3``; numbers must be finite; an empty value or
 null only where the default is None). ``--set`` text is bounded before it is parsed
 (:func:`safe_yaml`: :data:`MAX_SET_CHARS`, no anchors or aliases, :data:`MAX_YAML_DEPTH`), and
-``image_size`` by :data:`MAX_IMAGE_SIZE`.
+``image_size`` by :data:`MAX_IMAGE_SIZE` (:data:`MAX_FILE_IMAGE_SIZE` for a file-backed dataset).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ ENGINE_OPTIONS: dict[str, Option] = {
     "epochs": Option(minimum=1, help="training epochs"),
     "batch_size": Option(minimum=1, help="training batch size"),
     "image_size": Option(minimum=0, help="images are resized to this square size; 0 = the dataset's reference "
-                                         "size; at most 512 (MAX_IMAGE_SIZE: every image is held in memory)"),
+                                         "size; at most 512 where the dataset is held in memory (MAX_IMAGE_SIZE), "
+                                         "4096 for a file-backed one (decoded per batch)"),
     "augment": Option(choices=("dataset", "none", "crop_flip"),
                       help="training augmentation; dataset = the dataset's reference augmentation"),
     "normalize": Option(choices=("none", "cifar"), help="input normalisation (cifar: the MLS-paper recipe)"),
@@ -73,6 +74,9 @@ ENGINE_OPTIONS: dict[str, Option] = {
 #: The largest ``image_size``: a whole dataset is held in memory at that size (digits at 4096 px
 #: would take 30 GB), so larger sizes are refused before any image is resized.
 MAX_IMAGE_SIZE = 512
+#: The largest ``image_size`` of a file-backed dataset (``DatasetSpec.files``: decoded per batch, so
+#: only a batch is held at that size): a bound on one batch's memory, 4096 px = 48 MiB per image.
+MAX_FILE_IMAGE_SIZE = 4096
 
 #: Keys that may differ between a checkpoint and a resumed run (resume can extend a run).
 RESUMABLE_CHANGES = ("epochs",)
@@ -292,7 +296,11 @@ def resolve(
         cfg["image_size"] = dataset.image_size
     if cfg["augment"] == "dataset":
         cfg["augment"] = dataset.augment
-    if isinstance(cfg["image_size"], int) and cfg["image_size"] > MAX_IMAGE_SIZE:
+    if getattr(dataset, "files", False):
+        if isinstance(cfg["image_size"], int) and cfg["image_size"] > MAX_FILE_IMAGE_SIZE:
+            raise ConfigError(f"method {spec.name!r}, config key 'image_size': {cfg['image_size']} is out of range "
+                              f"(at most {MAX_FILE_IMAGE_SIZE} for dataset {dataset.name!r}, decoded per batch)")
+    elif isinstance(cfg["image_size"], int) and cfg["image_size"] > MAX_IMAGE_SIZE:
         raise ConfigError(f"method {spec.name!r}, config key 'image_size': {cfg['image_size']} is out of range "
                           f"(at most {MAX_IMAGE_SIZE}: every image of the dataset is held in memory at that size)")
     if cfg["augment"] not in ("none", "crop_flip") or not isinstance(cfg["image_size"], int) or cfg["image_size"] < 1:

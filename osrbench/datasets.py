@@ -103,6 +103,9 @@ class DatasetSpec:
     :param check: returns a list of problems with the files under a root (empty = ready).
     :param download: fetches the files into a root (where the network allows).
     :param epochs: overrides the recipe's epoch count on this dataset (``--epochs`` wins).
+    :param files: ``load`` returns an :class:`~osrbench.data.imagefiles.OpenSetFiles` (image files,
+        decoded per pass by the file feed) instead of an :class:`OpenSetData`; its image size is
+        then bounded by ``config.MAX_FILE_IMAGE_SIZE``, not ``config.MAX_IMAGE_SIZE``.
     """
 
     name: str
@@ -118,6 +121,7 @@ class DatasetSpec:
     licence: str = ""
     check: Callable[[Path], list[str]] = field(default=lambda root: [])
     download: Callable[[Path], None] | None = None
+    files: bool = False
 
 
 def select(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,10 @@ from osrbench.devices import Precision
 from osrbench.errors import MethodFailed
 from osrbench.method import Method, Prediction
 from osrbench.records import Scores, main_score_name
+
+if TYPE_CHECKING:
+    from osrbench.data.feed import ImageSet
+    from osrbench.data.imagefiles import OpenSetFiles
 
 #: Images per ``predict`` call (and per batch of the fit stage and of post-hoc feature passes).
 BATCH = 500
@@ -105,10 +109,11 @@ def _call(stage: str, fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
-def predict(method: Method, images: torch.Tensor, device: torch.device, normalize: str, num_classes: int,
-            precision: Precision | None = None, batch: int = BATCH,
+def predict(method: Method, images: "torch.Tensor | ImageSet", device: torch.device, normalize: str,
+            num_classes: int, precision: Precision | None = None, batch: int = BATCH,
             call: Callable[..., Any] = _call) -> Outputs:
-    """Logits, score and named scores for every image (uint8 on any device), float64 on the CPU.
+    """Logits, score and named scores for every image (uint8 on any device, or the decoded files of
+    an :class:`~osrbench.data.feed.ImageSet`, read ``batch`` at a time), float64 on the CPU.
 
     ``call(stage, fn, *args)`` makes the calls into the method (the engine's records a failure).
     """
@@ -134,9 +139,13 @@ class Evaluation:
     metrics: dict[str, float]
 
 
-def evaluate(method: Method, data: OpenSetData, device: torch.device, normalize: str, num_classes: int,
-             precision: Precision | None = None, call: Callable[..., Any] = _call) -> Evaluation:
-    """Predict a split's test knowns and unknowns, store the scores, compute every metric."""
+def evaluate(method: Method, data: "OpenSetData | OpenSetFiles", device: torch.device, normalize: str,
+             num_classes: int, precision: Precision | None = None, call: Callable[..., Any] = _call) -> Evaluation:
+    """Predict a split's test knowns and unknowns, store the scores, compute every metric.
+
+    A file-backed split's test images are its files through the release's test transform
+    (``OpenSetFiles.known_x`` / ``unknown_x``), decoded as they are read.
+    """
     known = predict(method, data.known_x, device, normalize, num_classes, precision, call=call)
     unknown = predict(method, data.unknown_x, device, normalize, num_classes, precision, call=call)
     k_scores, u_scores = {"score": known.score, **known.named}, {"score": unknown.score, **unknown.named}

@@ -100,6 +100,7 @@ _DATASET_SCHEMA: dict[str, tuple[type, bool]] = {  # key -> (type, required)
     "epochs": (int, False),
     "source": (str, False),
     "licence": (str, False),
+    "files": (bool, False),  # the loader returns OpenSetFiles (decoded per batch by the file feed)
 }
 
 
@@ -198,6 +199,7 @@ def builtin_datasets(reg: Registry | None = None) -> list[DatasetSpec]:
                 description=e.get("description", ""),
                 source=e.get("source", ""),
                 licence=e.get("licence", ""),
+                files=e.get("files", False),
             )
         )
     return specs

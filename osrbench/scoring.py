@@ -275,9 +275,10 @@ def missing(spec: ScoreSpec, method: Method) -> str | None:
 
 
 # ------------------------------------------------------------------------------- extraction
-def extract(method: Method, images: torch.Tensor, device: torch.device, normalize: str,
+def extract(method: Method, images: Any, device: torch.device, normalize: str,
             precision: Precision, features: bool, labels: torch.Tensor | None = None) -> View:
-    """Logits (and penultimate features) of every image, one unaugmented pass in order, float64 on the CPU."""
+    """Logits (and penultimate features) of every image, one unaugmented pass in order, float64 on the CPU.
+    ``images``: uint8, or a file-backed split's :class:`~osrbench.data.feed.ImageSet` (as evaluation's)."""
     logits, pen = [], []
     with torch.no_grad():
         for chunk in images.split(BATCH):
@@ -315,7 +316,7 @@ def _guard(spec: ScoreSpec, what: str, fn: Callable[..., Any], *args: Any) -> An
 
 
 def apply(spec: ScoreSpec, fitted: Any, params: Mapping[str, Any], view: View,
-          images: torch.Tensor | None, prepare: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+          images: Any, prepare: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
     """One score per image of ``view``; input-gradient scorers run in chunks of their images."""
     if "input_grad" not in spec.needs:
         with torch.no_grad():
@@ -387,7 +388,7 @@ class Tuned:
     report: dict[str, Any] | None  # None: nothing to tune
 
 
-def tune(spec: ScoreSpec, train: View, train_images: torch.Tensor, network: Network,
+def tune(spec: ScoreSpec, train: View, train_images: Any, network: Network,
          prepare: Callable[[torch.Tensor], torch.Tensor], seed: int,
          hand_set: Mapping[str, Any] | None = None) -> Tuned:
     """The best of :meth:`ScoreSpec.candidates` on held-out known training classes (module doc, step 3)."""

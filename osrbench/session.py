@@ -1,7 +1,8 @@
 """One method set up for one run, exactly as the engine trains it: the only place that does it.
 
 :func:`open_session` takes a method spec, a resolved config and loaded data and makes, in this
-order: the seeded global RNGs, the run's ``torch.Generator``, the device-resident training stream,
+order: the seeded global RNGs, the run's ``torch.Generator``, the training feed (the device-resident
+stream, or the file feed of a file-backed dataset: :func:`make_stream`),
 the precision policy, the :class:`Context`, the method (``factory()`` then ``setup(ctx)``). After a
 resume's :meth:`Session.restore`, :meth:`Session.build_step` makes the step callable (eager, or
 replayed from CUDA graphs); :meth:`Session.run_epoch` drives one epoch. The engine, rescore, the
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 
 from osrbench import checkpoints, graphs
+from osrbench.data.feed import FileStream
+from osrbench.data.imagefiles import OpenSetFiles
 from osrbench.data.randaugment import ops_for
 from osrbench.data.stream import TrainStream, derive_seed
 from osrbench.datasets import DataNotFound, DatasetSpec, OpenSetData
@@ -133,8 +136,9 @@ def default_data_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "osrbench"
 
 
-def load_data(dataset: DatasetSpec, split: Any, image_size: int, root: Path | None = None) -> OpenSetData:
-    """The split's uint8 tensors; missing data is a user error."""
+def load_data(dataset: DatasetSpec, split: Any, image_size: int, root: Path | None = None
+              ) -> OpenSetData | OpenSetFiles:
+    """The split's uint8 tensors (or, for a file-backed dataset, its files); missing data is a user error."""
     try:
         from osrbench.protocols import reader_of
 
@@ -183,7 +187,7 @@ class Session:
     config: Mapping[str, Any]
     method: Method
     ctx: Context
-    stream: TrainStream
+    stream: TrainStream | FileStream
     precision: Precision
     generator: torch.Generator
     call: Call = _call
@@ -331,7 +335,19 @@ def resolve_cuda_graphs(setting: Any, method: Method, name: str, device: torch.d
     return True
 
 
-def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData, *, num_classes: int,
+def make_stream(data: OpenSetData | OpenSetFiles, cfg: Mapping[str, Any], seed: int, device: torch.device,
+                dataset: str) -> TrainStream | FileStream:
+    """The run's training feed: the device-resident stream of an in-memory split, the file feed
+    (decoded per pass) of a file-backed one; the same draws from ``(seed, epoch, phase)`` either way."""
+    kw = dict(augment=cfg["augment"], normalize=cfg["normalize"], randaugment=cfg["randaugment"],
+              randaugment_ops=ops_for(dataset), randaugment_n=cfg.get("randaugment_n", 1))  # absent from older records
+    if isinstance(data, OpenSetFiles):
+        return FileStream(data.train.paths, data.train_y, cfg["batch_size"], seed, data.image_size, device,
+                          images=data.train_x, **kw)
+    return TrainStream(data.train_x, data.train_y, cfg["batch_size"], seed, device, **kw)
+
+
+def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData | OpenSetFiles, *, num_classes: int,
                  dataset: str, device: torch.device, seed: int, deterministic: bool | None = False,
                  call: Call = _call, graph_backend: Callable[[], Any] | None = None) -> Session:
     """Seed, build the stream, precision and Context, make the method and call ``setup(ctx)``.
@@ -342,11 +358,7 @@ def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData,
     cfg = dict(config)
     seed_everything(seed, device, deterministic)
     generator = torch.Generator(device=device).manual_seed(derive_seed(seed, 1))
-    stream = TrainStream(
-        data.train_x, data.train_y, cfg["batch_size"], seed, device,
-        augment=cfg["augment"], normalize=cfg["normalize"], randaugment=cfg["randaugment"],
-        randaugment_ops=ops_for(dataset), randaugment_n=cfg.get("randaugment_n", 1),  # absent from older records
-    )
+    stream = make_stream(data, cfg, seed, device, dataset)
     if cfg["compile"]:
         check_compiler(device)
     # The method is made before the precision policy and the Context, which depend on whether its
@@ -361,7 +373,7 @@ def open_session(spec: MethodSpec, config: Mapping[str, Any], data: OpenSetData,
     ctx = Context(
         num_classes=num_classes, image_shape=(3, *data.image_shape[1:]), device=device, config=cfg,
         generator=generator, epochs=cfg["epochs"], dataset=dataset, steps_per_epoch=len(stream),
-        channels_last=precision.bf16, train_size=len(data.train_x),
+        channels_last=precision.bf16, train_size=len(data.train_y),
     )
     call("setup(ctx)", method.setup, ctx)
     if cfg["compile"]:

@@ -223,6 +223,16 @@ def test_two_ops_per_image_apply_in_draw_order():
     assert ra.apply(x[:0], slice(24, 40)).shape == (0, 3, 12, 12)
 
 
+def test_one_image_at_its_own_size_equals_the_batch_of_it():
+    """apply_one (the file feed's, one image of any size) equals apply on the batch of that image."""
+    ra = RandAugmentDraws(40, 21, "all", torch.Generator().manual_seed(5), num_ops=2)
+    assert len(set(ra.op.flatten().tolist())) == 16
+    for i in range(40):
+        x = _batch(n=1, h=9 + i, w=31 - i // 2, seed=i)
+        out = ra.apply_one(x[0], i)
+        assert out.shape == x.shape[1:] and torch.equal(out, ra.apply(x, slice(i, i + 1))[0]), i
+
+
 def test_same_seed_same_output_and_batch_size_independent():
     x = _batch(n=50)
     whole = _draws(50, seed=3).apply(x, slice(0, 50))

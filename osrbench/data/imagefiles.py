@@ -10,11 +10,15 @@ at the image's own size first, as the MLS release does. Their readers return an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from osrbench.datasets import BadData
+
+if TYPE_CHECKING:
+    from osrbench.data.feed import ImageSet
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,27 @@ class OpenSetFiles:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (3, self.image_size, self.image_size)
+
+    # The three image sets as the release's test transform makes them (Resize((S, S)) of the RGB
+    # image), read like OpenSetData's tensors: evaluation, the fit stage and the post-hoc scorers
+    # read a file-backed split through them (osrbench.data.feed.ImageSet); decoded when read.
+    @cached_property
+    def train_x(self) -> "ImageSet":
+        from osrbench.data.feed import ImageSet
+
+        return ImageSet(self.train.paths, self.image_size)
+
+    @cached_property
+    def known_x(self) -> "ImageSet":
+        from osrbench.data.feed import ImageSet
+
+        return ImageSet(self.known.paths, self.image_size)
+
+    @cached_property
+    def unknown_x(self) -> "ImageSet":
+        from osrbench.data.feed import ImageSet
+
+        return ImageSet(self.unknown.paths, self.image_size)
 
 
 def select_files(

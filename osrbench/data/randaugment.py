@@ -155,49 +155,62 @@ def _coord(v: float) -> int:  # PIL's COORD: -1 for negatives, else truncation
     return -1 if v < 0.0 else int(v)
 
 
-def _source_index(a: list[float], w: int, h: int) -> list[int]:
-    """Flat source index (or -1: outside, filled with 0) of each output pixel, as PIL computes it
-    in ImagingTransformAffine with NEAREST resampling (Geometry.c)."""
-    src = [-1] * (w * h)
-    if a[1] == 0 and a[3] == 0:  # ImagingScaleAffine: double accumulation
-        xo = a[2] + a[0] * 0.5
-        xin = []
+def _source_index(a: list[float], w: int, h: int) -> torch.Tensor:
+    """(H·W,) long: flat source index (or -1: outside, filled with 0) of each output pixel, as PIL
+    computes it in ImagingTransformAffine with NEAREST resampling (Geometry.c).
+
+    The per-row and per-column coordinates are PIL's own scalar arithmetic in Python; the H·W grid
+    is integer tensor arithmetic, exact, in int32 as PIL's INT32 fixed point (int64 beyond 16384
+    px), so images of any size (the file feed's) cost no Python loop per pixel.
+    """
+    dt = torch.int32 if max(w, h) < 16384 else torch.int64
+    if a[1] == 0 and a[3] == 0:  # ImagingScaleAffine: double accumulation, one coordinate per row/column
+        xin, xo = [], a[2] + a[0] * 0.5
         for _ in range(w):
             xin.append(_coord(xo))
             xo += a[0]
-        yo = a[5] + a[4] * 0.5
-        for y in range(h):
-            yi = _coord(yo)
-            if 0 <= yi < h:
-                for x in range(w):
-                    if 0 <= xin[x] < w:
-                        src[y * w + x] = yi * w + xin[x]
+        yin, yo = [], a[5] + a[4] * 0.5
+        for _ in range(h):
+            yin.append(_coord(yo))
             yo += a[4]
-        return src
-    fits = all(abs(x * a[0] + y * a[1] + a[2]) < 32768.0 and abs(x * a[3] + y * a[4] + a[5]) < 32768.0
-               for x, y in ((0, 0), (w, h), (0, h), (w, 0)))
-    if not fits:
-        raise ValueError(f"image {w}x{h} too large for PIL's fixed-point affine path")
+        xi = torch.tensor(xin, dtype=torch.int64).clamp(-1, w).to(dt)[None, :]
+        yi = torch.tensor(yin, dtype=torch.int64).clamp(-1, h).to(dt)[:, None]
+    else:
+        fits = all(abs(x * a[0] + y * a[1] + a[2]) < 32768.0 and abs(x * a[3] + y * a[4] + a[5]) < 32768.0
+                   for x, y in ((0, 0), (w, h), (0, h), (w, 0)))
+        if not fits:
+            raise ValueError(f"image {w}x{h} too large for PIL's fixed-point affine path")
 
-    def fix(t: float) -> int:  # FLOOR(t * 65536 + 0.5)
-        return math.floor(t * 65536.0 + 0.5)
+        def fix(t: float) -> int:  # FLOOR(t * 65536 + 0.5)
+            return math.floor(t * 65536.0 + 0.5)
 
-    a0, a1, a3, a4 = fix(a[0]), fix(a[1]), fix(a[3]), fix(a[4])
-    a2 = fix(a[2] + a[0] * 0.5 + a[1] * 0.5)
-    a5 = fix(a[5] + a[3] * 0.5 + a[4] * 0.5)
-    for y in range(h):
-        for x in range(w):
-            xi = (a2 + y * a1 + x * a0) >> 16
-            yi = (a5 + y * a4 + x * a3) >> 16
-            if 0 <= xi < w and 0 <= yi < h:
-                src[y * w + x] = yi * w + xi
-    return src
+        a0, a1, a3, a4 = fix(a[0]), fix(a[1]), fix(a[3]), fix(a[4])
+        a2 = fix(a[2] + a[0] * 0.5 + a[1] * 0.5)
+        a5 = fix(a[5] + a[3] * 0.5 + a[4] * 0.5)
+        ys = torch.arange(h, dtype=dt)[:, None]
+        xs = torch.arange(w, dtype=dt)[None, :]
+        xi = torch.add(xs * a0, ys * a1 + a2).bitwise_right_shift_(16)  # arithmetic shift, as C's >>
+        yi = torch.add(xs * a3, ys * a4 + a5).bitwise_right_shift_(16)
+    inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    return torch.where(inside, yi * w + xi, -1).reshape(-1).long()
+
+
+#: Sampling maps of at most this many pixels are cached (the stream's fixed sizes); a file-backed
+#: dataset's images each have their own size, so theirs are made per image and not kept.
+CACHED_MAP_PIXELS = 128 * 128
+
+
+def _sampling_map(op: str, v: float, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(H·W,) long: source index of each output pixel; H·W points at an appended zero pixel."""
+    if h * w <= CACHED_MAP_PIXELS:
+        return _cached_sampling_map(op, v, h, w, device)
+    src = _source_index(_affine_data(op, v, w, h), w, h)
+    return torch.where(src < 0, h * w, src).to(device)
 
 
 @functools.lru_cache(maxsize=256)
-def _sampling_map(op: str, v: float, h: int, w: int, device: torch.device) -> torch.Tensor:
-    """(H·W,) long: source index of each output pixel; H·W points at an appended zero pixel."""
-    src = torch.tensor(_source_index(_affine_data(op, v, w, h), w, h), dtype=torch.long)
+def _cached_sampling_map(op: str, v: float, h: int, w: int, device: torch.device) -> torch.Tensor:
+    src = _source_index(_affine_data(op, v, w, h), w, h)
     return torch.where(src < 0, h * w, src).to(device)
 
 
@@ -233,10 +246,11 @@ def _autocontrast(x: torch.Tensor) -> torch.Tensor:
 def _histograms(x: torch.Tensor, scatter: bool | None = None) -> torch.Tensor:
     """(b, C, 256) int64 pixel counts per image channel (exact integers on every device)."""
     b, c, h, w = x.shape
-    idx = (x.long() + torch.arange(b * c, device=x.device).view(b, c, 1, 1) * 256).reshape(-1)
-    if not (x.device.type != "cpu" if scatter is None else scatter):
+    if not (x.device.type != "cpu" if scatter is None else scatter):  # int32 bins: 4x less memory traffic
+        idx = (x.int() + torch.arange(b * c, dtype=torch.int32, device=x.device).view(b, c, 1, 1) * 256).reshape(-1)
         hist = torch.bincount(idx, minlength=b * c * 256)
     else:  # index_put_ with accumulate is deterministic under torch.use_deterministic_algorithms
+        idx = (x.long() + torch.arange(b * c, device=x.device).view(b, c, 1, 1) * 256).reshape(-1)
         ones = torch.ones(1, dtype=torch.long, device=x.device).expand(idx.numel())
         hist = torch.zeros(b * c * 256, dtype=torch.long, device=x.device).index_put_((idx,), ones, accumulate=True)
     return hist.view(b, c, 256)
@@ -271,9 +285,9 @@ def _smooth(x: torch.Tensor) -> torch.Tensor:
     s = 4 * xi[:, :, 1:-1, 1:-1]
     for dy in range(3):
         for dx in range(3):
-            s = s + xi[:, :, dy : h - 2 + dy, dx : w - 2 + dx]
+            s.add_(xi[:, :, dy : h - 2 + dy, dx : w - 2 + dx])  # in place: exact int32 sums, no temporaries
     out = x.clone()
-    out[:, :, 1:-1, 1:-1] = ((2 * s + 13) // 26).to(torch.uint8)  # round(s / 13), never a tie
+    out[:, :, 1:-1, 1:-1] = s.mul_(2).add_(13).floor_divide_(26)  # round(s / 13), never a tie
     return out
 
 
@@ -281,7 +295,7 @@ def _blend(degenerate: torch.Tensor, x: torch.Tensor, v: float) -> torch.Tensor:
     """PIL ``Image.blend(degenerate, x, v)``: float32 ``deg + v·(x − deg)``, clipped, truncated."""
     deg = degenerate.float()
     alpha = torch.tensor(v, dtype=torch.float32, device=x.device)
-    y = deg + alpha * (x.float() - deg)
+    y = x.float().sub_(deg).mul_(alpha).add_(deg)  # the same float32 operations, in place
     return y.clamp_(0, 255).to(torch.uint8)
 
 
@@ -399,6 +413,15 @@ class RandAugmentDraws:
         for j in range(self.num_ops):
             x = self._layer(x, op[:, j], flip[:, j], centre[:, j])
         return x
+
+    def apply_one(self, image: torch.Tensor, i: int) -> torch.Tensor:
+        """Augment one uint8 (C, H, W) image, image ``i`` of the pass, at its own size: its ops in
+        turn (equal to :meth:`apply` of a batch of it, without the grouping a batch needs)."""
+        values = self.signed_values(slice(i, i + 1))[0].tolist()
+        x = image[None]
+        for j in range(self.num_ops):
+            x = apply_op(x, self.names[int(self.op[i, j])], values[j], self.centre[i, j][None])
+        return x[0]
 
     def _layer(self, x: torch.Tensor, op: torch.Tensor, flip: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
         key = op * 2 + (flip & self._signed[op]).long()  # group by (op, sign)
