@@ -119,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default runs/)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
-    p.add_argument("--scorer", help="also apply these post-hoc scorers (comma-separated, or all; osrbench list --scorers)")
+    p.add_argument("--scorer", help="also apply these post-hoc scorers (comma-separated, or all; osrbench list --scorers; "
+                   "name:key=value sets a parameter by hand, as in osrbench score)")
     p.add_argument("--force", action="store_true", help="evaluate again even if the record of these weights exists")
     p.set_defaults(func=cmd_evaluate)
