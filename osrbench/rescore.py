@@ -17,6 +17,7 @@ Torch is imported only when a checkpoint is rebuilt, so the command registers wi
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from contextlib import contextmanager
@@ -107,7 +108,8 @@ def check_reproduced(rec: Record, again: Scores, device: Any) -> None:
 
 
 def posthoc_from_checkpoint(rec: Record, specs: Sequence[Any], device: str = "cpu", data_root: Path | None = None,
-                            tune: bool = True) -> Posthoc:
+                            tune: bool | None = None, hand_set: Mapping[str, Mapping[str, Any]] | None = None
+                            ) -> Posthoc:
     """Apply post-hoc scorers (:class:`osrbench.ScoreSpec`) to ``rec``'s run rebuilt from its checkpoint,
     after checking that it reproduces the stored logits (:mod:`osrbench.scoring` says how)."""
     from osrbench import evaluation, plugins, scoring
@@ -125,7 +127,7 @@ def posthoc_from_checkpoint(rec: Record, specs: Sequence[Any], device: str = "cp
         again = evaluation.evaluate(s.method, data, dev, s.config["normalize"], s.ctx.num_classes, s.precision, s.call)
         check_reproduced(rec, again.scores, dev)
         out = scoring.score_run(specs, s.method, data, dev, s.config["normalize"], s.precision, rec.seed, tune,
-                                plugin_of)
+                                plugin_of, hand_set)
     known, unknown, info = {}, {}, {}
     for name, res in out.items():
         if isinstance(res, str):
@@ -136,9 +138,15 @@ def posthoc_from_checkpoint(rec: Record, specs: Sequence[Any], device: str = "cp
 
 
 def ensure_posthoc(rec: Record, specs: Sequence[Any], compute: bool = True, force: bool = False,
-                   device: str = "cpu", data_root: Path | None = None, tune: bool = True) -> Posthoc:
+                   device: str = "cpu", data_root: Path | None = None, tune: bool | None = None,
+                   hand_set: Mapping[str, Mapping[str, Any]] | None = None) -> Posthoc:
     """``rec``'s post-hoc scores with every scorer of ``specs``: the stored ones, the others computed
-    from its checkpoint and stored (``compute``), all of them again with ``force``."""
+    from its checkpoint and stored (``compute``), all of them again with ``force``. ``tune`` and
+    ``hand_set`` are :func:`osrbench.scoring.score_run`'s; a stored score computed otherwise (tuned
+    or not, other hand-set parameters) is computed again."""
+    from osrbench import scoring
+
+    hand_set = hand_set or {}
     folder = Path(rec.dir)
     try:
         have = records.read_posthoc(folder, rec)
@@ -146,14 +154,19 @@ def ensure_posthoc(rec: Record, specs: Sequence[Any], compute: bool = True, forc
         if not (compute and force):
             raise
         have = Posthoc()
-    todo = [sp for sp in specs if force or sp.name not in have.info
-            or (sp.grid and have.info[sp.name].get("tuned", tune) != tune)]  # asked for the other kind
+    def asked_otherwise(sp: Any) -> bool:
+        stored, hand = have.info[sp.name], json.loads(json.dumps(dict(hand_set.get(sp.name, {}))))
+        if "not_applicable" in stored:
+            return False
+        return (stored.get("hand_set") or {}) != hand or bool(stored.get("tuned")) != scoring.will_tune(sp, tune, hand)
+
+    todo = [sp for sp in specs if force or sp.name not in have.info or asked_otherwise(sp)]
     if not todo:
         return have
     if not compute:
         names = ", ".join(sp.name for sp in todo)
         raise UserError(f"{folder}: no post-hoc score {names} stored; compute it with: osrbench score --scorer {names}")
-    merged = have.merged(posthoc_from_checkpoint(rec, todo, device, data_root, tune))
+    merged = have.merged(posthoc_from_checkpoint(rec, todo, device, data_root, tune, hand_set))
     records.write_posthoc(folder, merged, rec)
     return merged
 

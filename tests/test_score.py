@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 
@@ -58,9 +59,54 @@ def test_score_applies_every_scorer_stores_them_and_prints_the_matrix(runs, caps
     for name in softmax.names:
         assert softmax.known[name].shape == stored.known["score"].shape
         assert np.isfinite(softmax.known[name]).all() and np.isfinite(softmax.unknown[name]).all()
-    info = softmax.info["energy"]
-    assert info["tuned"] and info["params"]["temperature"] in (1, 10, 100, 1000)
-    assert [c["params"]["temperature"] for c in info["tuning"]["candidates"]] == [1, 10, 100, 1000]
+    # the default policy: tuned only where README's table says tuning earned it (test_score_params.py)
+    for name in softmax.names:
+        spec = plugins.get().scorer(name)
+        assert softmax.info[name]["tuned"] == scoring.will_tune(spec, None), name
+        if not softmax.info[name]["tuned"]:
+            assert softmax.info[name]["params"] == dict(spec.params)
+    # the chosen values are printed, one row per method and scorer when every split used the same
+    assert "parameters each scorer used" in text
+    assert re.search(r"^softmax\s+energy\s+temperature=1\s+all splits$", text, re.M)
+
+
+def test_tune_tunes_every_grid_and_prints_what_it_chose(runs, capsys):
+    out, recs = runs
+    code, text, err = _score(capsys, "--runs", str(out), "--method", "softmax", "--scorer", "energy", "--tune")
+    assert code == 0, err
+    chosen = []
+    for split in (0, 1):
+        info = records.read_posthoc(recs["softmax", split].dir, recs["softmax", split]).info["energy"]
+        assert info["tuned"] and info["params"]["temperature"] in (1, 10, 100, 1000)
+        assert [c["params"]["temperature"] for c in info["tuning"]["candidates"]] == [1, 10, 100, 1000]
+        chosen.append(scoring.describe_params(info))
+    for text_of_split in chosen:
+        assert text_of_split in text
+    # asked without --tune again: the stored tuned scores are not what the default asks, so recomputed
+    code, text, _ = _score(capsys, "--runs", str(out), "--method", "softmax", "--scorer", "energy")
+    info = records.read_posthoc(recs["softmax", 0].dir, recs["softmax", 0]).info["energy"]
+    assert code == 0 and info["tuned"] == scoring.will_tune(plugins.get().scorer("energy"), None)
+
+
+def test_a_hand_set_parameter_reaches_the_scorer_is_recorded_and_never_tuned(runs, capsys):
+    out, recs = runs
+    code, text, err = _score(capsys, "--runs", str(out), "--method", "softmax", "--scorer",
+                             "energy:temperature=10,gen:m=5", "--tune")
+    assert code == 0, err
+    rec = recs["softmax", 0]
+    ph = records.read_posthoc(rec.dir, rec)
+    info = ph.info["energy"]
+    assert info["params"] == {"temperature": 10} and info["hand_set"] == {"temperature": 10} and not info["tuned"]
+    # independent of the scorer code: 10 * logsumexp(logits / 10) of the stored test logits
+    stored = records.read_scores(rec.dir, rec)
+    want = 10 * torch.logsumexp(torch.as_tensor(stored.unknown_logits, dtype=torch.float64) / 10, dim=1)
+    assert np.allclose(ph.unknown["energy"], want.numpy(), rtol=1e-12, atol=1e-12)
+    # gen: m set by hand, gamma still tuned (--tune) over its grid with m fixed
+    gen = ph.info["gen"]
+    assert gen["hand_set"] == {"m": 5} and gen["tuned"] and gen["params"]["m"] == 5
+    assert {c["params"]["m"] for c in gen["tuning"]["candidates"]} == {5}
+    assert re.search(r"^softmax\s+energy\s+temperature=10 \(hand-set\)\s+all splits$", text, re.M)
+    assert "m=5 (hand-set)" in text
 
 
 def test_scores_are_reused_and_recomputed_identically_with_force(runs, capsys):
@@ -115,6 +161,7 @@ def test_compare_under_one_scorer(runs, capsys):
                      "--out", str(out), "--no-run", "--score", "mahalanobis", "--metrics", "auroc,macro_f1"])
     text = capsys.readouterr().out
     assert code == 0 and "post-hoc scorer 'mahalanobis'" in text
+    assert "note: parameters of 'mahalanobis': no parameters (4 runs)" in text
     ph = records.read_posthoc(recs["arpl", 1].dir, recs["arpl", 1])
     stored = records.read_scores(recs["arpl", 1].dir, recs["arpl", 1])
     value = ph.metrics("mahalanobis", stored)["auroc"]

@@ -130,6 +130,10 @@ def _compare(args: argparse.Namespace, fmt: formats.Format) -> int:
         what = ("post-hoc scorer" if args.score in reg.scorers else "stored score")
         notes.append(f"note: every run scored with {what} {args.score!r}"
                      + (" (no macro-F1: a scorer has no threshold rule)" if args.score in reg.scorers else ""))
+        if args.score in reg.scorers:
+            from osrbench.commands.score import params_used
+
+            notes.append(f"note: parameters of {args.score!r}: {params_used(records, args.score)}")
     if records:
         installed = _installed_plugins(reg, args.methods)
         c = compare.build(records, args.methods, metric_names, report.tie_tol_from(args.tie_tol), installed,

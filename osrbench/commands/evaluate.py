@@ -58,13 +58,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     protocols.check_seed(args.seed)
     external.check_layout(args.layout)
-    specs = []
+    specs, hand_set = [], {}
     if args.scorer:
         from osrbench import plugins
-        from osrbench.commands.score import scorer_names
+        from osrbench.commands.score import parse_scorers
 
         reg = plugins.get()
-        specs = [reg.scorer(n) for n in scorer_names(reg, args.scorer)]
+        names, hand_set = parse_scorers(reg, args.scorer)
+        specs = [reg.scorer(n) for n in names]
     check_device_name(args.device)
     results.check_writable_dir(args.out, "--out")
     resolve_protocol(args)
@@ -89,16 +90,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from osrbench import records, rescore
         from osrbench.commands.score import SCORE_METRICS
 
-        ph = rescore.ensure_posthoc(rec, specs, force=args.force, device=args.device, data_root=args.data_root)
+        from osrbench.scoring import describe_params
+
+        ph = rescore.ensure_posthoc(rec, specs, force=args.force, device=args.device, data_root=args.data_root,
+                                    hand_set=hand_set)
         scores = records.read_scores(rec.dir, rec)
         rows = []
         for sp in specs:
             why = ph.not_applicable(sp.name)
             values = (["n/a"] * len(SCORE_METRICS) if why else
                       [pct(ph.metrics(sp.name, scores)[k]) for k in SCORE_METRICS])
-            rows.append([sp.name, *values, why or ""])
+            rows.append([sp.name, *values, "" if why else describe_params(ph.info[sp.name]), why or ""])
         print(f"post-hoc scorers (stored in {rec.dir}/posthoc.npz), %")
-        print(tabulate(rows, ["scorer", *SCORE_METRICS, "note"]))
+        print(tabulate(rows, ["scorer", *SCORE_METRICS, "parameters", "note"]))
     print(f"record: {rec.dir}/result.json (external weights)")
     return 0
 
@@ -152,6 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default runs/)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
-    p.add_argument("--scorer", help="also apply these post-hoc scorers (comma-separated, or all; osrbench list --scorers)")
+    p.add_argument("--scorer", help="also apply these post-hoc scorers (comma-separated, or all; osrbench list --scorers; "
+                   "name:key=value sets a parameter by hand, as in osrbench score)")
     p.add_argument("--force", action="store_true", help="evaluate again even if the record of these weights exists")
     p.set_defaults(func=cmd_evaluate)

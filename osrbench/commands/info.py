@@ -36,13 +36,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.recipe is not None:
         return _recipe(reg, args.recipe)
     if args.scorers:
+        from osrbench import scoring
+
         rows = []
         for name, sp in reg.scorers.items():
-            params = ", ".join(f"{k}={v}" + (f" (tuned over {list(sp.grid[k])})" if k in sp.grid else "")
+            tuned = "tuned" if scoring.tunes_by_default(sp) else "--tune"
+            params = ", ".join(f"{k}={v}" + (f" ({tuned} over {list(sp.grid[k])})" if k in sp.grid else "")
                                for k, v in sp.params.items()) or "-"
             rows.append([name, reg.plugin_of("scorer", name).name, ", ".join(sorted(sp.needs)), params,
                          sp.description])
-        print("Post-hoc scorers (osrbench score --scorer NAME; compare --score NAME)")
+        print("Post-hoc scorers (osrbench score --scorer NAME or NAME:KEY=VALUE; compare --score NAME)")
         print(tabulate(rows, ["scorer", "plugin", "needs", "parameters (default)", "description"]))
         return 0
     if args.cite:

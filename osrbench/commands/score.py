@@ -20,25 +20,61 @@ OWN = "own"
 
 
 def scorer_names(reg: Any, text: str | None) -> list[str]:
-    """``--scorer a,b`` (default: every registered scorer), each checked (did-you-mean)."""
+    """The scorer names of ``--scorer`` (:func:`parse_scorers`), each checked (did-you-mean)."""
+    return parse_scorers(reg, text)[0]
+
+
+def parse_scorers(reg: Any, text: str | None) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """``--scorer``: comma-separated scorer names (default: every registered scorer), each optionally
+    with parameters set by hand, ``name:key=value``; a further ``key=value`` item sets another
+    parameter of the scorer before it (``gen:gamma=0.5,m=10,energy:temperature=10``). Returns the
+    names and name -> hand-set parameters, each parsed as the scorer declares it
+    (:func:`osrbench.scoring.parse_param`)."""
+    from osrbench.scoring import parse_param
+
     if not text or text == "all":
-        return list(reg.scorers)
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:  # "," would score nothing and exit 0
+        return list(reg.scorers), {}
+    items = [n.strip() for n in text.split(",") if n.strip()]
+    if not items:  # "," would score nothing and exit 0
         raise UsageError(f"--scorer {text!r} names no scorer (valid: all, or {', '.join(reg.scorers)})")
-    for n in names:
-        reg.scorer(n)
-    return list(dict.fromkeys(names))
+    names: list[str] = []
+    hand: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if ":" in item:
+            name, _, setting = item.partition(":")
+            name = name.strip()
+            reg.scorer(name)
+            names.append(name)
+        elif "=" in item:
+            if not names:
+                raise UsageError(f"--scorer: {item!r} sets a parameter before any scorer is named "
+                                 "(write name:key=value, e.g. energy:temperature=10)")
+            name, setting = names[-1], item
+        else:
+            reg.scorer(item)
+            names.append(item)
+            continue
+        key, eq, value = (x.strip() for x in setting.partition("="))
+        if not eq or not key or not value:
+            raise UsageError(f"--scorer: {item!r} is not name:key=value (e.g. energy:temperature=10)")
+        mine = hand.setdefault(name, {})
+        if key in mine:
+            raise UsageError(f"--scorer: parameter {key!r} of scorer {name!r} is set twice")
+        mine[key] = parse_param(reg.scorer(name), key, value)
+    return list(dict.fromkeys(names)), hand
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from osrbench import compare, plugins, records, report, rescore
+    from osrbench import compare, plugins, records, report, rescore, scoring
     from osrbench.devices import check_device_name
     from osrbench.protocols import split_label
 
     reg = plugins.get()
-    names = scorer_names(reg, args.scorer)
+    names, hand_set = parse_scorers(reg, args.scorer)
     specs = [reg.scorer(n) for n in names]
+    if args.tune and args.no_tune:
+        raise UsageError("--tune and --no-tune contradict each other: give one of them (or neither, for the default)")
+    tune = True if args.tune else False if args.no_tune else None
     args.format = check_table_format(args.format)
     check_device_name(args.device)
     metric_names = report.parse_metrics(args.metrics, SCORE_METRICS)
@@ -49,10 +85,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     # scorer -> records whose metrics are that scorer's (OWN: the run's own main score)
     by_scorer: dict[str, list[Any]] = {OWN: list(recs), **{n: [] for n in names}}
     not_applicable: dict[tuple[Any, str], str] = {}
+    # (group, scorer) -> split label -> the parameters the scorer used there
+    used: dict[tuple[Any, str], dict[str, str]] = {}
     for rec in recs:
         t0 = time.perf_counter()
         ph = rescore.ensure_posthoc(rec, specs, compute=True, force=args.force, device=args.device,
-                                    data_root=args.data_root, tune=not args.no_tune)
+                                    data_root=args.data_root, tune=tune, hand_set=hand_set)
         scores = records.read_scores(Path(rec.dir), rec)
         for n in names:
             why = ph.not_applicable(n)
@@ -60,11 +98,44 @@ def cmd_score(args: argparse.Namespace) -> int:
                 not_applicable[(compare.group_key(rec), n)] = why
             else:
                 by_scorer[n].append(rec.replace(metrics=ph.metrics(n, scores)))
+                label = f"{split_label(rec.dataset, rec.protocol, rec.split)}" + (f"/seed {rec.seed}" if rec.seed else "")
+                used.setdefault((compare.group_key(rec), n), {})[label] = scoring.describe_params(ph.info[n])
         log(f"scored {rec.method} {rec.dataset}/{rec.protocol} split {split_label(rec.dataset, rec.protocol, rec.split)} "
             f"seed {rec.seed} "
             f"({time.perf_counter() - t0:.1f} s)")
     emit(render_matrix(recs, by_scorer, names, metric_names, not_applicable, args.format), fit=args.format == "simple")
+    print()
+    emit(render_params(used, args.format), fit=args.format == "simple")
     return 0
+
+
+def params_used(recs: list[Any], name: str) -> str:
+    """The parameters scorer ``name`` used on each of ``recs`` (read from their ``posthoc.npz``), the
+    runs that used each set counted: ``temperature=1 (5 runs)``."""
+    from osrbench import records, scoring
+
+    counts: dict[str, int] = {}
+    for rec in recs:
+        info = records.read_posthoc(Path(rec.dir), rec).info.get(name, {})
+        text = scoring.describe_params(info)
+        text = "no parameters" if text == "-" else text
+        counts[text] = counts.get(text, 0) + 1
+    return "; ".join(f"{text} ({n} run{'s' if n != 1 else ''})" for text, n in counts.items())
+
+
+def render_params(used: dict[tuple[Any, str], dict[str, str]], fmt: str = "simple") -> str:
+    """The parameters each scorer used, per method and the splits that used them (tuned values
+    differ between splits; hand-set and default ones do not)."""
+    rows = []
+    for (key, name), per_split in used.items():
+        by_value: dict[str, list[str]] = {}
+        for split, text in per_split.items():
+            by_value.setdefault(text, []).append(split)
+        for text, splits in by_value.items():
+            where = "all splits" if len(by_value) == 1 else "split " + ", ".join(splits)
+            rows.append([key.method, name, text, where])
+    return ("parameters each scorer used (default: published; tuned: chosen on held-out known training classes; "
+            "hand-set: --scorer name:key=value)\n" + tabulate(rows, ["method", "scorer", "parameters", "where"], fmt))
 
 
 def render_matrix(recs: list[Any], by_scorer: dict[str, list[Any]], names: list[str], metric_names: list[str],
@@ -124,13 +195,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="apply post-hoc scorers (energy, ODIN, KNN, OpenMax, ...) to finished runs",
                        epilog="example: osrbench score --runs runs --scorer energy,odin --dataset cifar10")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="results folder to scan (default runs/)")
-    p.add_argument("--scorer", help="comma-separated scorer names (default: all; osrbench list --scorers)")
+    p.add_argument("--scorer", help="comma-separated scorer names (default: all; osrbench list --scorers), each "
+                   "optionally with parameters set by hand (never tuned): energy:temperature=10,gen:gamma=0.5,m=10")
     p.add_argument("--dataset", help="only this dataset")
     p.add_argument("--protocol", help="only this protocol")
     p.add_argument("--method", action="append", help="only this method (repeatable)")
     p.add_argument("--metrics", help=f"comma-separated metrics (default {','.join(SCORE_METRICS)})")
-    p.add_argument("--no-tune", action="store_true",
-                   help="use each scorer's default parameters (default: tune them on held-out known training classes)")
+    p.add_argument("--tune", action="store_true",
+                   help="tune every scorer's grid on held-out known training classes (default: only the scorers "
+                        "where that beat the published defaults, README 'Tuning post-hoc scorers')")
+    p.add_argument("--no-tune", action="store_true", help="use every scorer's published default parameters")
     p.add_argument("--force", action="store_true", help="score again even where posthoc.npz has the scorer")
     p.add_argument("--device", default="cpu", help="device to score on (default cpu)")
     p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")

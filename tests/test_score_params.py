@@ -1,0 +1,93 @@
+"""Scorer parameters: ``--scorer name:key=value`` parsing, the default tuning policy against the
+README's table, and how chosen values are described (the CLI end to end is in test_score.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from osrbench import plugins, scoring
+from osrbench.commands.score import parse_scorers
+from osrbench.errors import UserError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def reg():
+    return plugins.get()
+
+
+def test_names_and_hand_set_parameters_are_parsed_with_their_declared_types(reg):
+    names, hand = parse_scorers(reg, "energy:temperature=10,gen:gamma=0.5,m=10,msp,energy")
+    assert names == ["energy", "gen", "msp"]
+    assert hand == {"energy": {"temperature": 10}, "gen": {"gamma": 0.5, "m": 10}}
+    assert type(hand["energy"]["temperature"]) is int and type(hand["gen"]["gamma"]) is float
+    assert parse_scorers(reg, "react:percentile=85.0")[1] == {"react": {"percentile": 85}}
+    assert parse_scorers(reg, "openmax:distance=eucos,alpha=2")[1] == {"openmax": {"distance": "eucos", "alpha": 2}}
+    assert parse_scorers(reg, None) == (list(reg.scorers), {})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("energy:T=10", "scorer 'energy' has no parameter 'T' (its parameters: temperature)"),
+    ("msp:x=1", "scorer 'msp' has no parameter 'x' (its parameters: none)"),
+    ("energy:temperature=abc", "takes a finite number, not 'abc'"),
+    ("energy:temperature=inf", "takes a finite number, not 'inf'"),
+    ("gen:m=10.5", "takes an integer"),
+    ("temperature=10", "sets a parameter before any scorer is named"),
+    ("energy:temperature", "is not name:key=value"),
+    ("energy:=3", "is not name:key=value"),
+    ("energy:temperature=", "is not name:key=value"),
+    ("energy:temperature=1,temperature=2", "parameter 'temperature' of scorer 'energy' is set twice"),
+    ("ash:percentile=85", "unknown scorer 'ash'"),
+    (",", "names no scorer"),
+])
+def test_a_bad_scorer_parameter_is_one_user_error(reg, text, message):
+    with pytest.raises(UserError) as exc:
+        parse_scorers(reg, text)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_hand_set_parameters_are_never_tuned_and_the_rest_of_the_grid_is():
+    spec = plugins.get().scorer("gen")
+    assert scoring.will_tune(spec, True, {"gamma": 0.5}) and not scoring.will_tune(spec, True, {"gamma": 0.5, "m": 10})
+    cands = spec.candidates({"gamma": 0.5})
+    assert all(c["gamma"] == 0.5 for c in cands) and [c["m"] for c in cands] == [100, 10, 50, 200, 500, 1000]
+    assert not scoring.will_tune(spec, False) and not scoring.will_tune(plugins.get().scorer("msp"), True)
+
+
+def _readme_policy() -> dict[str, str]:
+    """scorer -> 'on'/'off' from the README's tuning table (its last column, "tuned by default")."""
+    text = README.read_text()
+    section = text[text.index("### Tuning post-hoc scorers"):]
+    rows = {}
+    for line in section.splitlines()[1:]:
+        if line.startswith("#"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0] not in ("scorer", "") and not set(cells[0]) <= set("-:"):
+            rows[cells[0]] = cells[-1].split()[0]
+    return rows
+
+
+def test_the_default_tuning_policy_is_the_readme_table_s():
+    table = _readme_policy()
+    reg = plugins.get()
+    assert set(table) == set(reg.scorers)  # every scorer measured, no other
+    for name, spec in reg.scorers.items():
+        assert table[name] in ("on", "off")
+        assert scoring.tunes_by_default(spec) == (table[name] == "on"), name
+        assert scoring.will_tune(spec, None) == (table[name] == "on" and bool(spec.grid)), name
+
+
+def test_describe_params_marks_hand_set_and_tuned_values():
+    info = {"params": {"temperature": 1000, "noise": 0.0014}, "defaults": {"temperature": 1000, "noise": 0.0014},
+            "hand_set": {"temperature": 1000}, "tuned": True}
+    assert scoring.describe_params(info) == "temperature=1000 (hand-set), noise=0.0014 (tuned: defaults kept)"
+    info = {"params": {"temperature": 100}, "defaults": {"temperature": 1}, "hand_set": {}, "tuned": True}
+    assert scoring.describe_params(info) == "temperature=100 (tuned)"
+    assert scoring.describe_params({"params": {"k": 50}, "defaults": {"k": 50}, "tuned": False}) == "k=50"
+    assert scoring.describe_params({"params": {}, "defaults": {}}) == "-"
+    assert re.fullmatch(r"[-\w=., ()]+", scoring.describe_params(info))
