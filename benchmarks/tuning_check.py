@@ -120,9 +120,12 @@ def main() -> int:
     for rec in recs:
         key = f"{rec.dir}@{rec.scores_sha256}"
         keys.append(key)
-        if key not in cache:
+        # a scorer missing from the cache, or whose grid came or went since, is scored again
+        stale = [sp for sp in specs if sp.name not in cache.get(key, {})
+                 or cache[key][sp.name].get("has_grid", bool(sp.grid)) != bool(sp.grid)]
+        if stale:
             t0 = time.perf_counter()
-            cache[key] = score_one(rec, specs, args.data_root)
+            cache[key] = {**cache.get(key, {}), **score_one(rec, stale, args.data_root)}
             cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
             print(f"scored {rec.method} split {rec.split} seed {rec.seed} ({time.perf_counter() - t0:.0f} s)",
                   file=sys.stderr)
