@@ -7,7 +7,12 @@ stored scores. None of that is a signature: anyone who edits the scores can reco
 and both hashes. What the split fixes (its known and unknown classes, and, for a dataset whose
 test set is fixed here, the number of test images of each class) is checked against the scores
 too, so a forgery that drops test images is refused. Only ``osrbench verify`` proves that the
-numbers came from the run's network: it rebuilds the predictions from the checkpoint.
+numbers came from the run's network: it rebuilds the predictions from the checkpoint, and leaves a
+stamp (:data:`STAMP`) in each run folder it verified: the sha256 of the record, scores and checkpoint
+files it checked, with the osrbench version, device and date. A later edit of any of the three makes
+the stamp stale (:func:`stamped` recomputes the hashes); export and the report page count the runs
+whose stamp holds. The stamp is not a signature either: it says that someone ran ``verify`` on a
+machine that held the checkpoint, and anyone can write one.
 
 A record without a scores hash (``schema: 1``, or the field deleted or nulled) has nothing its
 metrics can be checked against: it is *unverified*, refused by default (one line per record) and
@@ -23,6 +28,8 @@ import hashlib
 import json
 import math
 import os
+import time
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from osrbench.errors import UserError
@@ -33,6 +40,12 @@ Record = Scores = Any
 
 #: Set by ``--allow-unverified`` (an environment variable: a sweep's worker processes inherit it).
 ALLOW_ENV = "OSRBENCH_ALLOW_UNVERIFIED"
+
+#: The stamp ``osrbench verify`` writes in each run folder it verified from the checkpoint.
+STAMP = "verified.json"
+#: The files a stamp covers: its key -> the run folder's file (records.RESULT, records.SCORES and
+#: checkpoints.CHECKPOINT, named here: records imports this module, checkpoints imports torch).
+STAMPED_FILES = {"record_sha256": "result.json", "scores_sha256": "scores.npz", "checkpoint_sha256": "checkpoint.pt"}
 
 #: What a record that fails a check says to do (``compare`` and ``run`` do it themselves).
 AGAIN = "it is not used (osrbench run or compare evaluates it again from its final checkpoint)"
@@ -188,10 +201,67 @@ def count_problem(rec: Record, known: tuple[int, ...], unknown: tuple[int, ...],
     train = official.get("train")
     claims_official = train is None or rec.counts.get("train") == sum(train[c] for c in known)
     if more or (claims_official and (got_k != want_k or got_u != want_u)):
+        why = f"class {more[0]} has fewer in the official files: test images were added" if more else \
+            "test images were removed or added"
         return (f"its scores hold {labels.size} known and {ids.size} unknown test images, but {rec.dataset} split "
-                f"{rec.split} has {sum(want_k)} and {sum(want_u.values())} in the official files"
-                f"{f' (more than there are of class {more[0]})' if more else ''}: test images were removed or added")
+                f"{rec.split} has {sum(want_k)} and {sum(want_u.values())} ({why})")
     return None
+
+
+def file_sha256(path: Path) -> str | None:
+    """The sha256 of a file's bytes (``None``: there is no such file)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _stamped_hashes(folder: Path) -> dict[str, str | None]:
+    return {key: file_sha256(folder / name) for key, name in STAMPED_FILES.items()}
+
+
+def write_stamp(folder: Path, device: str) -> None:
+    """Stamp the run in ``folder`` as verified from its checkpoint on ``device`` (written atomically,
+    with a content hash, as every osrbench JSON file)."""
+    import osrbench
+    from osrbench import results
+
+    doc = {"osrbench_verified": 1, **_stamped_hashes(Path(folder)), "osrbench": osrbench.__version__,
+           "device": device, "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results.write_json(Path(folder) / STAMP, doc)
+
+
+def remove_stamp(folder: Path) -> None:
+    """Drop ``folder``'s stamp (the run just failed ``verify``); nothing when there is none."""
+    try:
+        (Path(folder) / STAMP).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def stamped(rec: Record) -> bool:
+    """Whether ``rec``'s run folder holds a stamp of ``verify`` that still holds: the record, scores
+    and checkpoint files are the ones it verified (their sha256 recomputed now)."""
+    from osrbench import results
+
+    if rec.dir is None or not (Path(rec.dir) / STAMP).exists():
+        return False
+    try:
+        doc = results.read_json(Path(rec.dir) / STAMP)
+    except UserError:
+        return False  # damaged or edited: not a stamp
+    now = _stamped_hashes(Path(rec.dir))
+    return all(now[key] is not None and doc.get(key) == now[key] for key in STAMPED_FILES)
+
+
+def stamp_count(recs: Iterable[Record]) -> str:
+    """``k of n runs``: how many of ``recs`` hold a stamp of ``verify`` that still holds."""
+    recs = list(recs)
+    return f"{sum(stamped(r) for r in recs)} of {len(recs)} runs"
 
 
 def marked(recs: Iterable[Record]) -> list[Record]:

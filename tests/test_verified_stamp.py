@@ -65,8 +65,8 @@ def test_an_mnist_record_with_every_official_test_image_reads(tmp_path):
 
 def test_an_mnist_forgery_with_half_the_test_images_is_refused(tmp_path):
     half = tuple(n // 2 for n in MNIST_TEST)
-    with pytest.raises(records.CorruptRecord, match=r"but mnist split 0 has \d+ and \d+ in the official files: test "
-                                                   r"images were removed or added"):
+    with pytest.raises(records.CorruptRecord, match=r"but mnist split 0 has 5899 and 4101 \(test images "
+                                                   r"were removed or added\)"):
         records.read_record(_mnist_run(tmp_path / "run", half))
 
 
@@ -78,7 +78,7 @@ def test_a_stand_in_s_record_is_checked_against_its_scores_only(tmp_path):
 
 def test_more_test_images_than_the_official_files_hold_is_refused_even_for_a_stand_in(tmp_path):
     more = (981, *MNIST_TEST[1:])
-    with pytest.raises(records.CorruptRecord, match="more than there are of class"):
+    with pytest.raises(records.CorruptRecord, match=r"\(class 0 has fewer in the official files: test images were added\)"):
         records.read_record(_mnist_run(tmp_path / "run", more, train=60))
 
 
@@ -87,3 +87,115 @@ def test_a_registry_count_list_of_the_wrong_length_is_refused(tmp_path):
     doc["datasets"]["mnist"]["test_images_per_class"] = [1000] * 9
     with pytest.raises(registry.RegistryError, match=r"datasets.mnist.test_images_per_class: 9 counts for 10 classes"):
         registry.parse(doc, registry.REGISTRY_PATH.parent)
+
+
+# ------------------------------------------------------------------------- verify's stamp
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("stamp") / "runs"
+    assert cli.main(["run", "--method", "softmax", "--dataset", "digits", "--epochs", "1", "--device", "cpu",
+                     "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def _copy(trained: Path, tmp_path: Path) -> tuple[Path, Path]:
+    runs = tmp_path / "runs"
+    shutil.copytree(trained, runs)
+    return runs, next(runs.rglob(records.RESULT)).parent
+
+
+def _forge(run: Path) -> None:
+    """A consistent forgery: every known score raised above every unknown one, metrics and both
+    hashes recomputed (tests/test_verify.py makes the same one)."""
+    rec = records.read_record(run)
+    arrays = dict(np.load(run / records.SCORES, allow_pickle=False))
+    arrays.pop("identity"), arrays.pop("sha256")
+    for k in [k for k in arrays if k.startswith("known_score")]:
+        arrays[k] = arrays[k] + 1e3
+    scores = records.Scores.from_arrays(arrays)
+    digest = records.write_scores(run, scores, rec.identity)
+    doc = results.read_json(run / records.RESULT)
+    doc["metrics"] = {k: results.json_number(v) for k, v in scores.metrics("score", rec.f1_rule).items()
+                      if k in doc["metrics"]}
+    doc["scores_sha256"] = digest
+    results.write_json(run / records.RESULT, doc)
+
+
+def _export(runs: Path) -> dict:
+    bundle = runs.parent / "bundle.json"
+    assert cli.main(["export", "softmax", "--dataset", "digits", "--splits", "0", "--epochs", "1", "--out", str(runs),
+                     "--output", str(bundle)]) == 0
+    return json.loads(bundle.read_text())
+
+
+def _stamps(doc: dict) -> list:
+    return [r["verified_from_checkpoint"] for r in doc["methods"]["softmax"]["runs"]]
+
+
+def test_verify_stamps_the_run_and_an_edit_of_its_scores_makes_the_stamp_stale(trained, tmp_path, capsys):
+    runs, run = _copy(trained, tmp_path)
+    assert not (run / verify.STAMP).exists() and _stamps(_export(runs)) == [False]
+    assert cli.main(["verify", str(runs)]) == 0
+    stamp = results.read_json(run / verify.STAMP)
+    for key, name in verify.STAMPED_FILES.items():
+        assert stamp[key] == verify.file_sha256(run / name) and len(stamp[key]) == 64
+    assert stamp["device"].startswith("cpu") and stamp["osrbench"] and stamp["verified"].endswith("Z")
+    assert verify.stamped(records.read_record(run)) and _stamps(_export(runs)) == [True]
+
+    _forge(run)  # every hash of the record and scores still agrees; the stamp's do not
+    rec = records.read_record(run)
+    assert rec.metrics["auroc"] == 1.0 and not verify.stamped(rec) and _stamps(_export(runs)) == [False]
+    capsys.readouterr()
+    assert cli.main(["verify", str(runs)]) == 1  # and verify, run again, takes the stale stamp away
+    assert "NOT VERIFIED" in capsys.readouterr().out and not (run / verify.STAMP).exists()
+
+
+def test_a_stamp_edited_by_hand_or_of_another_checkpoint_does_not_hold(trained, tmp_path):
+    runs, run = _copy(trained, tmp_path)
+    assert cli.main(["verify", str(runs)]) == 0
+    (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes() + b"\0")
+    assert not verify.stamped(records.read_record(run))
+    runs2, run2 = _copy(trained, tmp_path / "b")
+    assert cli.main(["verify", str(runs2)]) == 0
+    doc = json.loads((run2 / verify.STAMP).read_text())
+    doc["scores_sha256"] = "0" * 64  # an edit without the content hash redone is not a stamp
+    (run2 / verify.STAMP).write_text(json.dumps(doc))
+    assert not verify.stamped(records.read_record(run2))
+
+
+def test_the_leaderboard_and_the_report_page_count_the_runs_verified_from_their_checkpoints(trained, tmp_path, capsys):
+    runs, run = _copy(trained, tmp_path)
+    _export(runs)
+    site = tmp_path / "site"
+    assert cli.main(["leaderboard", str(runs.parent / "bundle.json"), "--out", str(site)]) == 0
+    page = next(p for p in site.iterdir() if p.name.startswith("digits-auroc-")).read_text()
+    assert "<td>0 of 1 runs</td>" in page and "verified from its checkpoint" in page
+    assert cli.main(["verify", str(runs)]) == 0
+    _export(runs)
+    shutil.rmtree(site)
+    assert cli.main(["leaderboard", str(runs.parent / "bundle.json"), "--out", str(site)]) == 0
+    page = next(p for p in site.iterdir() if p.name.startswith("digits-auroc-")).read_text()
+    assert "<td>1 of 1 runs</td>" in page
+    html = tmp_path / "report.html"
+    assert cli.main(["report", "--runs", str(runs), "--format", "html", "--output", str(html)]) == 0
+    assert "verified from its checkpoint: 1 of 1 runs" in html.read_text()
+
+
+@pytest.mark.parametrize("claim, why", [("yes", "must be true or false, not 'yes'"),
+                                        (True, "verified_from_checkpoint without the record's sha256")])
+def test_export_validate_checks_the_shape_of_a_run_s_stamp_claim(trained, tmp_path, capsys, claim, why):
+    runs, _ = _copy(trained, tmp_path)
+    doc = _export(runs)
+    run = doc["methods"]["softmax"]["runs"][0]
+    run["verified_from_checkpoint"] = claim
+    if claim is True:
+        del run["record_sha256"]
+    doc.pop("sha256")
+    bundle = tmp_path / "edited.json"
+    export.write_export(bundle, doc)  # the content hash redone: only the claim's shape is wrong
+    capsys.readouterr()
+    assert cli.main(["export", "--validate", str(bundle)]) == 2
+    err = capsys.readouterr().err
+    assert why in err and "split 0 seed 0" in err and len(err.strip().splitlines()) == 1

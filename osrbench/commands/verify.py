@@ -5,6 +5,9 @@ from: anyone can edit the scores, recompute the metrics and both hashes. This co
 proves them: each run's network is rebuilt from its final checkpoint, its test predictions are made
 again and must equal the stored scores (bit for bit on the run's device), and the record's metrics
 must be those of the rebuilt predictions. One line per run; exit 1 when any run is not verified.
+Each verified run's folder gets a stamp (verified.json: the sha256 of its record, scores and
+checkpoint, the osrbench version, device and date), which export and report count while those
+files are unchanged; a run that fails loses its stamp. A stamp is not a signature.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ def verify_run(rec: Any, device: str, data_root: Path | None) -> str | None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from osrbench import report
+    from osrbench import report, verify
+    from osrbench.devices import device_name, pick_device
     from osrbench.devices import check_device_name
 
     check_device_name(args.device)
@@ -69,8 +73,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         problem = verify_run(rec, args.device, args.data_root)
         if problem:
             bad += 1
+            verify.remove_stamp(rec.dir)
             print(f"NOT VERIFIED {rec.dir}: {problem}")
         else:
+            verify.write_stamp(rec.dir, device_name(pick_device(args.device)))
             print(f"verified     {rec.dir}: the checkpoint gives its stored scores and metrics")
     print(f"{len(recs) + len(skipped) - bad} of {len(recs) + len(skipped)} run(s) verified from their checkpoints")
     return EXIT_MISMATCH if bad else 0
