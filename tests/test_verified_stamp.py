@@ -199,3 +199,18 @@ def test_export_validate_checks_the_shape_of_a_run_s_stamp_claim(trained, tmp_pa
     assert cli.main(["export", "--validate", str(bundle)]) == 2
     err = capsys.readouterr().err
     assert why in err and "split 0 seed 0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cifar_plus_counts_its_knowns_in_cifar10_and_its_unknowns_in_cifar100_test():
+    """CIFAR+10: 1,000 test images of each CIFAR-10 known class, 100 of each CIFAR-100 unknown class
+    (by fine label, as osrbench.data.cifar numbers them)."""
+    rec = records.Record(method="m", dataset="cifar+10", protocol="osrci", split=0, seed=0, config={"epochs": 1},
+                         config_hash="h", split_hash="", metrics={}, counts={"train": 4 * 5000})
+    known, unknown = verify.registry_split(rec)
+    assert len(known) == 4 and len(unknown) == 10 and max(unknown) >= 10  # CIFAR-100 ids beyond CIFAR-10's
+    labels = np.repeat(np.arange(4), 1000)
+    ids = np.repeat(np.asarray(unknown), 100)
+    assert verify.count_problem(rec, known, unknown, labels, ids) is None
+    assert "has 4000 and 1000 (test images were removed" in verify.count_problem(rec, known, unknown, labels, ids[1:])
+    stand_in = rec.replace(counts={"train": 40})
+    assert verify.count_problem(stand_in, known, unknown, labels[::100], ids[::10]) is None
