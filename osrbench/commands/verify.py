@@ -52,6 +52,15 @@ def verify_run(rec: Any, device: str, data_root: Path | None) -> str | None:
     return None
 
 
+def _stamp_problem(change: Any, *args: Any) -> str | None:
+    """Write or remove a run's stamp; why that failed (a read-only folder: the run is not stamped)."""
+    try:
+        change(*args)
+    except (OSError, UserError) as exc:
+        return f"its stamp could not be changed ({one_line(exc)})"
+    return None
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from osrbench import report, verify
     from osrbench.devices import device_name, pick_device
@@ -73,11 +82,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         problem = verify_run(rec, args.device, args.data_root)
         if problem:
             bad += 1
-            verify.remove_stamp(rec.dir)
             print(f"NOT VERIFIED {rec.dir}: {problem}")
+            stamp = _stamp_problem(verify.remove_stamp, rec.dir)
         else:
-            verify.write_stamp(rec.dir, device_name(pick_device(args.device)))
+            stamp = _stamp_problem(verify.write_stamp, rec.dir, device_name(pick_device(args.device)))
             print(f"verified     {rec.dir}: the checkpoint gives its stored scores and metrics")
+        if stamp:
+            log(f"warning: {rec.dir}: {stamp}")
     print(f"{len(recs) + len(skipped) - bad} of {len(recs) + len(skipped)} run(s) verified from their checkpoints")
     return EXIT_MISMATCH if bad else 0
 
