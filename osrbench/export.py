@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from osrbench import compare, results
+from osrbench import compare, results, verify
 from osrbench.errors import UserError
 
 #: 2: each method and run names the plugin distribution and version that made it. Version-1
@@ -75,6 +75,8 @@ def export_doc(c: compare.Comparison, unique_splits: bool = False, dropped: Mapp
             "runs": [{"split": r.split, "seed": r.seed, "record_sha256": r.sha256,
                       "created": r.created, "device": r.device,
                       "plugin": dict(zip(("distribution", "version"), r.plugin_id)),
+                      # osrbench verify rebuilt it from its checkpoint, and its files are unchanged since
+                      "verified_from_checkpoint": verify.stamped(r),
                       # included by --allow-unverified: no scores hash, its metrics were not checked
                       **({"unverified": True} if r.unverified else {})}
                      for r in recs],
@@ -130,6 +132,23 @@ def _plugin_problems(name: str, m: Mapping[str, Any]) -> list[str]:
         return []
     return [f"method {name!r}: made by plugin {compare.plugin_label(*want)}, but not every run was "
             f"({'; '.join(seen)})"]
+
+
+def _stamp_problems(name: str, m: Mapping[str, Any]) -> list[str]:
+    """A run's ``verified_from_checkpoint`` (absent in bundles before stamps) must be true or false, and
+    a run that claims it must name its record's sha256 (what the stamp covered)."""
+    runs = m.get("runs") if isinstance(m.get("runs"), list) else []
+    problems = []
+    for run in runs:
+        if not isinstance(run, dict) or "verified_from_checkpoint" not in run:
+            continue
+        where = f"method {name!r}, split {run.get('split')} seed {run.get('seed')}"
+        claim = run["verified_from_checkpoint"]
+        if not isinstance(claim, bool):
+            problems.append(f"{where}: verified_from_checkpoint must be true or false, not {claim!r}")
+        elif claim and not (isinstance(run.get("record_sha256"), str) and len(run["record_sha256"]) == 64):
+            problems.append(f"{where}: verified_from_checkpoint without the record's sha256")
+    return problems
 
 
 def validate_export(doc: Any) -> None:
@@ -190,6 +209,7 @@ def _validate(doc: Any) -> None:
                 problems.append(f"method {name!r}: field {key!r} missing")
         if version != 1:
             problems.extend(_plugin_problems(name, m))
+        problems.extend(_stamp_problems(name, m))
         if not isinstance(m.get("config_hash"), str) or not m.get("config_hash"):
             problems.append(f"method {name!r}: config_hash must be a non-empty string")
         hashes = m.get("split_hashes") or {}

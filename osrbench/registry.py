@@ -102,13 +102,34 @@ _DATASET_SCHEMA: dict[str, tuple[type, bool]] = {  # key -> (type, required)
     "source": (str, False),
     "licence": (str, False),
     "files": (bool, False),  # the loader returns OpenSetFiles (decoded per batch by the file feed)
+    # Images per class id in the official files (a list, or one int for every class): what
+    # osrbench.verify checks a record's scores against. Unknown: for an ``unknown_table`` source.
+    "test_images_per_class": ((list, int), False),
+    "train_images_per_class": ((list, int), False),
+    "unknown_test_images_per_class": ((list, int), False),
 }
 
+#: The keys above that count images per class.
+IMAGE_COUNT_KEYS = ("test_images_per_class", "train_images_per_class", "unknown_test_images_per_class")
 
-def _expect(value: Any, kind: type, path: str) -> Any:
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RegistryError(f"{path}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+
+def _expect(value: Any, kind: type | tuple[type, ...], path: str) -> Any:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (int in kinds and isinstance(value, bool)):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise RegistryError(f"{path}: expected {names}, got {type(value).__name__} {value!r}")
     return value
+
+
+def images_per_class(entry: Mapping[str, Any], key: str) -> tuple[int, ...] | None:
+    """A dataset entry's ``key`` (:data:`IMAGE_COUNT_KEYS`) as one count per class id; ``None``: not given.
+    One int stands for every class (``num_classes`` of them, or CIFAR-100's 100 for the unknowns)."""
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return (value,) * (100 if key.startswith("unknown") else int(entry["num_classes"]))
+    return tuple(value)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -155,6 +176,13 @@ def parse(doc: Any, base: Path) -> Registry:
         for key, (_, required) in _DATASET_SCHEMA.items():
             if required and key not in entry:
                 raise RegistryError(f"datasets.{name}.{key}: missing")
+        for key in IMAGE_COUNT_KEYS:
+            counts = entry.get(key)
+            for i, n in enumerate(counts if isinstance(counts, list) else [counts] if counts is not None else []):
+                if _expect(n, int, f"datasets.{name}.{key}[{i}]") < 1:
+                    raise RegistryError(f"datasets.{name}.{key}[{i}]: expected a count of at least 1, got {n}")
+            if isinstance(counts, list) and key != "unknown_test_images_per_class" and len(counts) != entry["num_classes"]:
+                raise RegistryError(f"datasets.{name}.{key}: {len(counts)} counts for {entry['num_classes']} classes")
         if entry["augment"] not in ("none", "crop_flip"):
             raise RegistryError(f"datasets.{name}.augment: must be none or crop_flip, got {entry['augment']!r}")
     recipes = _expect(doc.get("standard_recipes", {}), dict, "standard_recipes")

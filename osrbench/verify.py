@@ -7,7 +7,12 @@ stored scores. None of that is a signature: anyone who edits the scores can reco
 and both hashes. What the split fixes (its known and unknown classes, and, for a dataset whose
 test set is fixed here, the number of test images of each class) is checked against the scores
 too, so a forgery that drops test images is refused. Only ``osrbench verify`` proves that the
-numbers came from the run's network: it rebuilds the predictions from the checkpoint.
+numbers came from the run's network: it rebuilds the predictions from the checkpoint, and leaves a
+stamp (:data:`STAMP`) in each run folder it verified: the sha256 of the record, scores and checkpoint
+files it checked, with the osrbench version, device and date. A later edit of any of the three makes
+the stamp stale (:func:`stamped` recomputes the hashes); export and the report page count the runs
+whose stamp holds. The stamp is not a signature either: it says that someone ran ``verify`` on a
+machine that held the checkpoint, and anyone can write one.
 
 A record without a scores hash (``schema: 1``, or the field deleted or nulled) has nothing its
 metrics can be checked against: it is *unverified*, refused by default (one line per record) and
@@ -23,7 +28,9 @@ import hashlib
 import json
 import math
 import os
-from typing import Any, Iterable, Mapping
+import time
+from pathlib import Path
+from typing import Any, Iterable
 
 from osrbench.errors import UserError
 
@@ -34,11 +41,11 @@ Record = Scores = Any
 #: Set by ``--allow-unverified`` (an environment variable: a sweep's worker processes inherit it).
 ALLOW_ENV = "OSRBENCH_ALLOW_UNVERIFIED"
 
-#: Test images per original class id, for the datasets whose test set osrbench fixes itself.
-#: digits: every third image of each class (osrbench.data.digits), sklearn's class sizes // 3.
-TEST_IMAGES_PER_CLASS: Mapping[str, tuple[int, ...]] = {
-    "digits": (59, 60, 59, 61, 60, 60, 60, 59, 58, 60),
-}
+#: The stamp ``osrbench verify`` writes in each run folder it verified from the checkpoint.
+STAMP = "verified.json"
+#: The files a stamp covers: its key -> the run folder's file (records.RESULT, records.SCORES and
+#: checkpoints.CHECKPOINT, named here: records imports this module, checkpoints imports torch).
+STAMPED_FILES = {"record_sha256": "result.json", "scores_sha256": "scores.npz", "checkpoint_sha256": "checkpoint.pt"}
 
 #: What a record that fails a check says to do (``compare`` and ``run`` do it themselves).
 AGAIN = "it is not used (osrbench run or compare evaluates it again from its final checkpoint)"
@@ -106,6 +113,22 @@ def split_hash(dataset: str, known: tuple[int, ...], unknown: tuple[int, ...]) -
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def official_counts(dataset: str) -> dict[str, tuple[int, ...]]:
+    """The images per class id of ``dataset``'s official files, from its ``registry.yaml`` entry:
+    ``{"test", "train", "unknown_test"}``, each present when the registry gives it (``{}``: none)."""
+    from osrbench import registry
+
+    try:
+        entry = registry.load().datasets.get(dataset)
+    except UserError:
+        return {}
+    if entry is None:
+        return {}
+    found = {key.removesuffix("_images_per_class"): registry.images_per_class(entry, key)
+             for key in registry.IMAGE_COUNT_KEYS}
+    return {k: v for k, v in found.items() if v is not None}
+
+
 def registry_split(rec: Record) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """``(known, unknown)`` class ids of ``rec``'s split in a split table of ``registry.yaml``; ``None``
     for a protocol whose splits come from files or are named (ssb), or a dataset it does not list."""
@@ -132,8 +155,8 @@ def split_problem(rec: Record, scores: Scores) -> str | None:
 
     For a record of a split the registry defines (its ``split_hash`` is the registry's): its classes
     must be the split's, the known labels 0..K-1, the unknown ids the split's unknown classes, and,
-    for a dataset with a fixed test set (:data:`TEST_IMAGES_PER_CLASS`), every class must have all
-    its test images. A record of another split definition (files of the user's, an older registry,
+    for a dataset whose test set the registry counts, its test images those of the official files
+    (:func:`count_problem`). A record of another split definition (files of the user's, an older registry,
     a hand-made record) is checked against its scores only.
     """
     import numpy as np
@@ -149,16 +172,96 @@ def split_problem(rec: Record, scores: Scores) -> str | None:
         return f"its known test labels are not 0..{len(known) - 1} (the split has {len(known)} known classes)"
     if ids.size and not np.isin(ids, unknown).all():
         return "its unknown test images include classes that are not the split's unknown classes"
-    table = TEST_IMAGES_PER_CLASS.get(rec.dataset)
-    if table is None or not all(0 <= c < len(table) for c in (*known, *unknown)):
+    return count_problem(rec, known, unknown, labels, ids)
+
+
+def count_problem(rec: Record, known: tuple[int, ...], unknown: tuple[int, ...], labels: Any, ids: Any) -> str | None:
+    """Why the test images of ``rec``'s scores (known ``labels`` 0..K-1, unknown original ``ids``) are
+    not those of the official files (``None``: they are, or the registry gives no counts).
+
+    No class may hold more test images than the official files have. All of them must be there when
+    the record states the official training set (its ``counts["train"]`` is the known classes'
+    official training images) or the dataset has no training count (digits, embedded in osrbench).
+    Stand-in files (tests, a user's own small copy) state another training count, so a forger who
+    also edits the training count is not caught here: such a record states a training set other
+    than the official one, and only ``osrbench verify`` on the official files names it.
+    """
+    import numpy as np
+
+    official = official_counts(rec.dataset)
+    test = official.get("test")
+    unknown_test = official.get("unknown_test", test)
+    if test is None or not all(0 <= c < len(test) for c in known) or not all(0 <= c < len(unknown_test) for c in unknown):
         return None
-    want_k = [table[c] for c in known]
+    want_k = [test[c] for c in known]
     got_k = np.bincount(labels.astype(np.int64), minlength=len(known)).tolist() if labels.size else [0] * len(known)
-    want_u = sum(table[c] for c in unknown)
-    if got_k != want_k or ids.size != want_u:
+    want_u = {c: unknown_test[c] for c in unknown}
+    got_u = dict(zip(*(a.tolist() for a in np.unique(ids.astype(np.int64), return_counts=True)))) if ids.size else {}
+    more = [c for c, n in zip(known, got_k) if n > test[c]] + [c for c, n in got_u.items() if n > want_u[c]]
+    train = official.get("train")
+    claims_official = train is None or rec.counts.get("train") == sum(train[c] for c in known)
+    if more or (claims_official and (got_k != want_k or got_u != want_u)):
+        why = f"class {more[0]} has fewer in the official files: test images were added" if more else \
+            "test images were removed or added"
         return (f"its scores hold {labels.size} known and {ids.size} unknown test images, but {rec.dataset} split "
-                f"{rec.split} has {sum(want_k)} and {want_u} (test images were removed or added)")
+                f"{rec.split} has {sum(want_k)} and {sum(want_u.values())} ({why})")
     return None
+
+
+def file_sha256(path: Path) -> str | None:
+    """The sha256 of a file's bytes (``None``: there is no such file)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _stamped_hashes(folder: Path) -> dict[str, str | None]:
+    return {key: file_sha256(folder / name) for key, name in STAMPED_FILES.items()}
+
+
+def write_stamp(folder: Path, device: str) -> None:
+    """Stamp the run in ``folder`` as verified from its checkpoint on ``device`` (written atomically,
+    with a content hash, as every osrbench JSON file)."""
+    import osrbench
+    from osrbench import results
+
+    doc = {"osrbench_verified": 1, **_stamped_hashes(Path(folder)), "osrbench": osrbench.__version__,
+           "device": device, "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results.write_json(Path(folder) / STAMP, doc)
+
+
+def remove_stamp(folder: Path) -> None:
+    """Drop ``folder``'s stamp (the run just failed ``verify``); nothing when there is none."""
+    try:
+        (Path(folder) / STAMP).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def stamped(rec: Record) -> bool:
+    """Whether ``rec``'s run folder holds a stamp of ``verify`` that still holds: the record, scores
+    and checkpoint files are the ones it verified (their sha256 recomputed now)."""
+    from osrbench import results
+
+    if rec.dir is None or not (Path(rec.dir) / STAMP).exists():
+        return False
+    try:
+        doc = results.read_json(Path(rec.dir) / STAMP)
+    except UserError:
+        return False  # damaged or edited: not a stamp
+    now = _stamped_hashes(Path(rec.dir))
+    return all(now[key] is not None and doc.get(key) == now[key] for key in STAMPED_FILES)
+
+
+def stamp_count(recs: Iterable[Record]) -> str:
+    """``k of n runs``: how many of ``recs`` hold a stamp of ``verify`` that still holds."""
+    recs = list(recs)
+    return f"{sum(stamped(r) for r in recs)} of {len(recs)} runs"
 
 
 def marked(recs: Iterable[Record]) -> list[Record]:

@@ -5,6 +5,9 @@ from: anyone can edit the scores, recompute the metrics and both hashes. This co
 proves them: each run's network is rebuilt from its final checkpoint, its test predictions are made
 again and must equal the stored scores (bit for bit on the run's device), and the record's metrics
 must be those of the rebuilt predictions. One line per run; exit 1 when any run is not verified.
+Each verified run's folder gets a stamp (verified.json: the sha256 of its record, scores and
+checkpoint, the osrbench version, device and date), which export and report count while those
+files are unchanged; a run that fails loses its stamp. A stamp is not a signature.
 """
 
 from __future__ import annotations
@@ -49,8 +52,18 @@ def verify_run(rec: Any, device: str, data_root: Path | None) -> str | None:
     return None
 
 
+def _stamp_problem(change: Any, *args: Any) -> str | None:
+    """Write or remove a run's stamp; why that failed (a read-only folder: the run is not stamped)."""
+    try:
+        change(*args)
+    except (OSError, UserError) as exc:
+        return f"its stamp could not be changed ({one_line(exc)})"
+    return None
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    from osrbench import report
+    from osrbench import report, verify
+    from osrbench.devices import device_name, pick_device
     from osrbench.devices import check_device_name
 
     check_device_name(args.device)
@@ -70,8 +83,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if problem:
             bad += 1
             print(f"NOT VERIFIED {rec.dir}: {problem}")
+            stamp = _stamp_problem(verify.remove_stamp, rec.dir)
         else:
+            stamp = _stamp_problem(verify.write_stamp, rec.dir, device_name(pick_device(args.device)))
             print(f"verified     {rec.dir}: the checkpoint gives its stored scores and metrics")
+        if stamp:
+            log(f"warning: {rec.dir}: {stamp}")
     print(f"{len(recs) + len(skipped) - bad} of {len(recs) + len(skipped)} run(s) verified from their checkpoints")
     return EXIT_MISMATCH if bad else 0
 

@@ -158,6 +158,15 @@ def _unverified(m: Mapping[str, Any]) -> str:
     return f" (UNVERIFIED: {n} of {len(_runs(m))} runs)" if n else ""
 
 
+def _stamps(m: Mapping[str, Any]) -> str:
+    """``k of n runs`` verified from their checkpoints (``osrbench verify``'s stamp, as the bundle
+    states it); "not recorded" for a bundle exported before stamps."""
+    runs = [r for r in _runs(m) if isinstance(r, dict)]
+    if not any("verified_from_checkpoint" in r for r in runs):
+        return "not recorded"
+    return f"{sum(r.get('verified_from_checkpoint') is True for r in runs)} of {len(runs)} runs"
+
+
 def _value(v: Any) -> Num:
     """A bundle's number (validation checked that it reads as one, not that it is a JSON number)."""
     try:
@@ -217,14 +226,16 @@ def benchmark_page(bench: Benchmark) -> str:
                                {2 + i: lower[metrics.index(x)] for i in range(len(bench.splits))})))
     prov = [[name, b.label, tag("code", b.doc["sha256"][:16]), _exporter(b.doc), b.doc["created"],
              tag("code", m["config_hash"]), _plugin(m), _versions(m), _devices(m),
-             Num(len(_runs(m)), str(len(_runs(m)))), str(b.doc.get("score") or "its own")]
+             Num(len(_runs(m)), str(len(_runs(m)))), _stamps(m), str(b.doc.get("score") or "its own")]
             for name, b, m in entries]
     parts += [tag("h2", "Provenance"),
               tag("p", "Where each entry comes from: its bundle (file and content hash), the osrbench that exported "
-                       "it and when, the method's config hash and plugin, the versions and devices of its runs.",
+                       "it and when, the method's config hash and plugin, the versions and devices of its runs, "
+                       "and how many of its runs osrbench verify rebuilt from their checkpoints (a stamp in the run "
+                       "folder whose record, scores and checkpoint were unchanged at export; not a signature).",
                   class_="note"),
               table(["method", "bundle", "bundle sha256", "exported by osrbench", "created", "config hash", "plugin",
-                     "versions", "devices", "runs", "score"], prov)]
+                     "versions", "devices", "runs", "verified from its checkpoint", "score"], prov)]
     return document(f"osrbench leaderboard: {title}", join(parts))
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import osrbench
-from osrbench import compare, records, stats
+from osrbench import compare, records, stats, verify
 from osrbench.errors import UserError
 from osrbench.records import Record
 from osrbench.site import figures
@@ -268,22 +268,26 @@ def _weights(rec: Record) -> Any:
 
 
 def _provenance(block: Sequence["Cell"]) -> Markup:
-    rows = []
+    rows, stamps = [], []
     for cell in block:
         plugin = dict(cell.records[0].plugin)
+        stamps.append(tag("li", f"{cell.row}: verified from its checkpoint: {verify.stamp_count(cell.records)}"))
         for rec in sorted(cell.records, key=lambda r: (r.split, r.seed)):
             ok, why = verification(rec)
             rows.append([cell.row, rec.method, rec.recipe or "-", Num(rec.split, str(rec.split)),
                          Num(rec.seed, str(rec.seed)), tag("code", records.folder_hash(rec)), tag("code", rec.config_hash),
                          f"{plugin.get('name', '?')} ({compare.plugin_label(*rec.plugin_id)})",
                          _versions(rec), rec.device or "-", tag("span", why, class_="good" if ok else "bad"),
-                         _weights(rec), rec.created or "-"])
+                         "yes" if verify.stamped(rec) else "no", _weights(rec), rec.created or "-"])
     return join([tag("h3", "Provenance"),
                  tag("p", "One line per run. Run folder hash: what the run folder's name ends in, the resume key "
                           "(the config hash without the epochs, so a longer run resumes in the same folder); "
                           "config hash: the record's hash of its whole config, as the other report formats show it. "
                           "Verified: the record's metrics are recomputed from its scores.npz, whose content hash the "
-                          "record holds.", class_="note"),
+                          "record holds. Verified from its checkpoint: osrbench verify rebuilt the run from its "
+                          "checkpoint and stamped its folder, and the record, scores and checkpoint are unchanged "
+                          "since (a stamp is not a signature).", class_="note"),
+                 tag("ul", join(stamps)),
                  table(["row", "method", "recipe", "split", "seed", "run folder hash", "config hash", "plugin",
-                        "versions", "device", "verified against its scores", "external weights", "created"],
-                       rows)])
+                        "versions", "device", "verified against its scores", "verified from its checkpoint",
+                        "external weights", "created"], rows)])
