@@ -181,7 +181,7 @@ def count_problem(rec: Record, known: tuple[int, ...], unknown: tuple[int, ...],
 
     No class may hold more test images than the official files have. All of them must be there when
     the record states the official training set (its ``counts["train"]`` is the known classes'
-    official training images) or the dataset has no training count (digits, embedded in osrbench).
+    official training images) or the dataset has no training count.
     Stand-in files (tests, a user's own small copy) state another training count, so a forger who
     also edits the training count is not caught here: such a record states a training set other
     than the official one, and only ``osrbench verify`` on the official files names it.

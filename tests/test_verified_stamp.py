@@ -55,6 +55,7 @@ def test_the_registry_counts_are_the_official_files():
     assert verify.official_counts("fashion-mnist")["test"] == (1000,) * 10
     sklearn_digits = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)  # sklearn's class sizes, 1,797 in all
     assert verify.official_counts("digits")["test"] == tuple(n // 3 for n in sklearn_digits)
+    assert verify.official_counts("digits")["train"] == tuple(n - n // 3 for n in sklearn_digits)
     assert "test" not in verify.official_counts("imagenet")
 
 
