@@ -116,7 +116,7 @@ def split_hash(dataset: str, known: tuple[int, ...], unknown: tuple[int, ...]) -
 def official_counts(dataset: str) -> dict[str, tuple[int, ...]]:
     """The images per class id of ``dataset``'s official files, from its ``registry.yaml`` entry:
     ``{"test", "train", "unknown_test"}``, each present when the registry gives it (``{}``: none)."""
-    from osrbench import registry
+    import osrbench.registry as registry
 
     try:
         entry = registry.load().datasets.get(dataset)
@@ -132,7 +132,7 @@ def official_counts(dataset: str) -> dict[str, tuple[int, ...]]:
 def registry_split(rec: Record) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """``(known, unknown)`` class ids of ``rec``'s split in a split table of ``registry.yaml``; ``None``
     for a protocol whose splits come from files or are named (ssb), or a dataset it does not list."""
-    from osrbench import registry
+    import osrbench.registry as registry
 
     try:
         reg = registry.load()
@@ -224,13 +224,12 @@ def _stamped_hashes(folder: Path) -> dict[str, str | None]:
     return {key: file_sha256(folder / name) for key, name in STAMPED_FILES.items()}
 
 
-def write_stamp(folder: Path, device: str) -> None:
-    """Stamp the run in ``folder`` as verified from its checkpoint on ``device`` (written atomically,
-    with a content hash, as every osrbench JSON file)."""
-    import osrbench
+def write_stamp(folder: Path, device: str, version: str) -> None:
+    """Stamp the run in ``folder`` as verified from its checkpoint on ``device`` by osrbench ``version``
+    (written atomically, with a content hash, as every osrbench JSON file)."""
     from osrbench import results
 
-    doc = {"osrbench_verified": 1, **_stamped_hashes(Path(folder)), "osrbench": osrbench.__version__,
+    doc = {"osrbench_verified": 1, **_stamped_hashes(Path(folder)), "osrbench": version,
            "device": device, "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results.write_json(Path(folder) / STAMP, doc)
 

@@ -354,10 +354,10 @@ def test_a_file_backed_run_trains_evaluates_from_the_files_and_rescores(standin,
     odin = dataclasses.replace(odin, grid={"noise": [odin.params["noise"], 0.0]})  # a short tuning: two candidates
     specs = [reg.scorer("mahalanobis"), odin]
     with rescore.rebuilt(rec) as (s, files, dev):
-        from_files = scoring.score_run(specs, s.method, files, dev, "cifar", s.precision, rec.seed)
+        from_files = scoring.score_run(specs, s.method, files, dev, "cifar", s.precision, rec.seed, True)
         held = OpenSetData(files.train_x[:], files.train_y, files.known_x[:], files.known_y, files.unknown_x[:],
                            files.unknown_ids)
-        from_tensors = scoring.score_run(specs, s.method, held, dev, "cifar", s.precision, rec.seed)
+        from_tensors = scoring.score_run(specs, s.method, held, dev, "cifar", s.precision, rec.seed, True)
     for name in ("mahalanobis", "odin"):
         a, b = from_files[name], from_tensors[name]
         assert a.known.shape == (len(data.known),) and np.isfinite(a.unknown).all()

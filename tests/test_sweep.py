@@ -146,6 +146,7 @@ class SocketWatch(threading.Thread):
         return {s for s in self.seen if s[1] not in LOOPBACK_IPS}
 
 
+@pytest.mark.ray_cluster
 def test_a_failing_method_on_a_local_ray_is_reported_not_retried_and_ray_listens_on_the_loopback_only(capsys, tmp_path):
     """``--executor ray`` without ``--address`` starts a Ray instance whose every server (GCS,
     raylet, workers, agents: this process's descendants) listens on the loopback only."""
@@ -172,6 +173,7 @@ def test_a_failing_method_on_a_local_ray_is_reported_not_retried_and_ray_listens
     assert watch.beyond_loopback() == set(), watch.seen
 
 
+@pytest.mark.ray_cluster
 def test_ray_sweep_with_a_killed_worker_equals_the_local_executor(tmp_path, local_pool, local_ray):
     import psutil
 
@@ -585,7 +587,10 @@ def test_a_sweep_on_a_two_node_cluster_survives_the_loss_of_its_worker_node(tmp_
                 if on_worker and (d / checkpoints.CHECKPOINT).exists() and not (d / checkpoints.PREVIOUS).exists():
                     node = psutil.Process(raylet)  # the worker node is lost mid-run: its raylet and every
                     for proc in [*node.children(recursive=True), node]:  # process it started (this test's)
-                        proc.kill()
+                        try:
+                            proc.kill()
+                        except psutil.NoSuchProcess:  # a worker that ended between the listing and the kill
+                            pass
                     killed = m.group(1)
             time.sleep(0.05)
         if sweep_proc.poll() is None:

@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import osrbench
 from osrbench.commands._options import log
 from osrbench.errors import UserError, one_line
 
@@ -85,7 +86,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"NOT VERIFIED {rec.dir}: {problem}")
             stamp = _stamp_problem(verify.remove_stamp, rec.dir)
         else:
-            stamp = _stamp_problem(verify.write_stamp, rec.dir, device_name(pick_device(args.device)))
+            stamp = _stamp_problem(verify.write_stamp, rec.dir, device_name(pick_device(args.device)),
+                                   osrbench.__version__)
             print(f"verified     {rec.dir}: the checkpoint gives its stored scores and metrics")
         if stamp:
             log(f"warning: {rec.dir}: {stamp}")
