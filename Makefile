@@ -13,7 +13,7 @@ DEMO_JOBS ?= 2
 # that shadows it (cli.shadow_warning).
 PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip
 
-.PHONY: demo demo-check test test-ray kernels bench install clean
+.PHONY: demo demo-check test test-long kernels bench install clean
 
 $(BIN)/osrbench: pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
@@ -41,12 +41,13 @@ demo-check: demo $(VENV)/.test-extras
 ## (its module fixtures train once), one torch thread per worker (two per process on two cores
 ## contend for them).
 test: $(VENV)/.test-extras
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile -m "not ray_cluster"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile -m "not ray_cluster and not slow"
 
-## The tests that start real Ray instances and a two-node cluster on the loopback (about 3 minutes;
-## CI runs them after make test).
-test-ray: $(VENV)/.test-extras
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests/test_sweep.py -m ray_cluster
+## The long end-to-end tests make test leaves out: real Ray instances and a two-node cluster on the
+## loopback, kill -9 and resume, fresh virtual environments, tracker worker processes (about 5
+## minutes; CI runs them after make test).
+test-long: $(VENV)/.test-extras
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile -m "ray_cluster or slow"
 
 ## Kernel budgets per training batch (counts, not times: CI runs them); see benchmarks/test_kernels.py.
 kernels: $(VENV)/.test-extras
