@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from osrbench.data._files import missing_line
+from osrbench.data._files import missing_line, raise_if
 from osrbench.data.imagefiles import OpenSetFiles, select_files
 from osrbench.datasets import DataNotFound
 
@@ -99,3 +99,20 @@ def select_listed(files: FileList, split: Any, image_size: int) -> OpenSetFiles:
     return select_files(files.train_paths, files.train_y, files.test_paths, files.test_y,
                         known=[int(c) for c in split.known], unknown=[int(c) for c in split.unknown],
                         image_size=image_size)
+
+
+def check_listed(scan: Callable[[Path], FileList], root: Path, listed_in: str, hint: str) -> list[str]:
+    """A reader's ``check``: the lists' one-line problem, else the listed images' (empty = ready)."""
+    try:
+        files = scan(root)
+    except DataNotFound as exc:
+        return str(exc).splitlines()
+    return files_problems(files, listed_in, hint)
+
+
+def load_listed(scan: Callable[[Path], FileList], root: Path, split: Any, image_size: int, listed_in: str,
+                hint: str) -> OpenSetFiles:
+    """A reader's ``load``: the lists, every listed image present, then the split's parts."""
+    files = scan(root)
+    raise_if(missing_images(files.train_paths + files.test_paths, listed_in, hint))
+    return select_listed(files, split, image_size)

@@ -30,8 +30,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from osrbench.data._filelists import FileList, files_problems, malformed, missing_images, read_list, select_listed
-from osrbench.data._files import download_hint, raise_if, run_download
+from osrbench.data._filelists import FileList, check_listed, load_listed, malformed, read_list
+from osrbench.data._files import download_hint, run_download
 from osrbench.data.imagefiles import OpenSetFiles
 from osrbench.datasets import DataNotFound
 
@@ -94,20 +94,14 @@ def scan(root: Path) -> FileList:
 def check(root: Path) -> list[str]:
     """One line per problem (empty = ready): the lists, then every listed image present and starting
     like a JPEG or PNG, and the first one decodable."""
-    try:
-        files = scan(root)
-    except DataNotFound as exc:
-        return str(exc).splitlines()
-    return files_problems(files, f"{Path(root) / FOLDER / LISTS[0]}", _hint(Path(root)))
+    return check_listed(scan, root, f"{Path(root) / FOLDER / LISTS[0]}", _hint(Path(root)))
 
 
 def load(root: Path, split: Any, image_size: int) -> OpenSetFiles:
     """CUB-200-2011: the training images of the known classes, the test images of the known and
     unknown classes, as paths and labels (known label = position in ``split.known``)."""
-    files = scan(root)
-    raise_if(missing_images(files.train_paths + files.test_paths,
-                            f"{Path(root) / FOLDER / LISTS[0]}", _hint(Path(root))))
-    return select_listed(files, split, image_size)
+    return load_listed(scan, root, split, image_size, f"{Path(root) / FOLDER / LISTS[0]}",
+                       _hint(Path(root)))
 
 
 def download(root: Path) -> None:

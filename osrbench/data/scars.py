@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from osrbench.data._filelists import FileList, files_problems, missing_images, select_listed
-from osrbench.data._files import mat_v5_problem, raise_if
+from osrbench.data._filelists import FileList, check_listed, load_listed
+from osrbench.data._files import mat_v5_problem
 from osrbench.data.imagefiles import OpenSetFiles
 from osrbench.datasets import DataNotFound
 
@@ -147,20 +147,14 @@ def check(root: Path) -> list[str]:
         missing = _missing(root)
         if missing:
             return missing
-    try:
-        files = scan(root)
-    except DataNotFound as exc:
-        return str(exc).splitlines()
-    return files_problems(files, f"the annotations of {_base(root) / 'devkit'}", _hint(Path(root)))
+    return check_listed(scan, root, f"the annotations of {_base(root) / 'devkit'}", _hint(Path(root)))
 
 
 def load(root: Path, split: Any, image_size: int) -> OpenSetFiles:
     """Stanford Cars: cars_train images of the known classes, cars_test images of the known and
     unknown classes, as paths and labels (known label = position in ``split.known``)."""
-    files = scan(root)
-    raise_if(missing_images(files.train_paths + files.test_paths,
-                            f"the annotations of {_base(root) / 'devkit'}", _hint(Path(root))))
-    return select_listed(files, split, image_size)
+    return load_listed(scan, root, split, image_size, f"the annotations of {_base(root) / 'devkit'}",
+                       _hint(Path(root)))
 
 
 def download(root: Path) -> None:
