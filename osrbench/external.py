@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,14 +130,10 @@ def check_request(req: EvaluateRequest) -> None:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        return results.file_sha256(path)
     except OSError as exc:
         raise UserError(f"--weights {path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
-    return digest.hexdigest()
 
 
 def is_checkpoint(path: Path) -> bool:

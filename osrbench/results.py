@@ -243,3 +243,12 @@ def mean_std(values: Iterable[float], ddof: int = 1) -> tuple[float, float]:
     if len(v) <= ddof:
         return m, math.nan
     return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - ddof))
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks (an unreadable file raises ``OSError``)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

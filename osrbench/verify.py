@@ -210,14 +210,12 @@ def count_problem(rec: Record, known: tuple[int, ...], unknown: tuple[int, ...],
 
 def file_sha256(path: Path) -> str | None:
     """The sha256 of a file's bytes (``None``: there is no such file)."""
-    digest = hashlib.sha256()
+    from osrbench.results import file_sha256 as sha256
+
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        return sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def _stamped_hashes(folder: Path) -> dict[str, str | None]:

@@ -47,7 +47,6 @@ runs with different weights never share a record.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -58,6 +57,7 @@ from torch import nn
 from osrbench.errors import UserError
 from osrbench.layouts import LayoutError, check_strict, flatten, read_file, shown
 from osrbench.method import Option
+from osrbench.results import file_sha256
 
 __all__ = [
     "BACKBONES",
@@ -418,14 +418,10 @@ def load_classifier(net: BackboneNet, weights: Mapping[str, torch.Tensor], what:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except OSError as exc:
         raise LayoutError(f"backbone_weights {path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
-    return digest.hexdigest()
 
 
 def pin_weights_file(cfg: Mapping[str, Any]) -> dict[str, Any]:
