@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from osrbench.data.stream import NORMALIZE_CHOICES, NORMALIZE_STATS, PAD, derive_seed, to_input
+from osrbench.data.stream import NORMALIZE_CHOICES, NORMALIZE_STATS, PAD, check_stream_args, derive_seed, to_input
 from osrbench.datasets import DataNotFound
 from osrbench.errors import UserError
 
@@ -353,10 +353,7 @@ class FileStream:
         workers: int | None = None,
         images: ImageSet | None = None,
     ) -> None:
-        if augment not in ("none", "crop_flip"):
-            raise ValueError(f"augment must be none or crop_flip, got {augment!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        check_stream_args(augment, batch_size)
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} files but {len(labels)} labels")
         self.paths = tuple(paths)

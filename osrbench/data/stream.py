@@ -85,6 +85,14 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) 
     return out.permute(0, 3, 1, 2)
 
 
+def check_stream_args(augment: str, batch_size: int) -> None:
+    """What both feeds (this stream and the file feed) refuse of their arguments."""
+    if augment not in ("none", "crop_flip"):
+        raise ValueError(f"augment must be none or crop_flip, got {augment!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+
+
 class TrainStream:
     """Shuffled training batches of one split, identical for every method given the seed.
 
@@ -112,10 +120,7 @@ class TrainStream:
         randaugment_n: int = 1,
         on_host: bool | None = None,
     ) -> None:
-        if augment not in ("none", "crop_flip"):
-            raise ValueError(f"augment must be none or crop_flip, got {augment!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        check_stream_args(augment, batch_size)
         self.device = torch.device(device)
         if on_host is None:
             on_host = self.device.type == "cuda" and images.nbytes > 0.5 * torch.cuda.mem_get_info(self.device)[0]
