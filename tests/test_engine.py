@@ -1,6 +1,5 @@
 """The engine: identical batches across methods, exact resume, records, failure handling."""
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -11,32 +10,13 @@ import torch
 from osrbench import checkpoints, engine, plugins, records, results
 from osrbench.errors import MethodFailed, NonFiniteLoss
 from osrbench.method import MethodSpec
+from osrbench.testing.standins import recording_method
 
 
 def _req(tmp_path, method="softmax", **kw):
     kw.setdefault("epochs", 2)
     return engine.RunRequest(method=method, dataset="digits", out=tmp_path, device="cpu", progress=False,
                              checkpoint_every=1, **kw)
-
-
-def _recording(reg, name, inner, log):
-    """A copy of method `inner` that logs a digest of every batch it is given."""
-    spec = reg.method(inner)
-
-    def factory():
-        method = spec.factory()
-        step = method.train_step
-
-        def train_step(phase, x, y):
-            log.append((phase, hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()))
-            return step(phase, x, y)
-
-        method.train_step = train_step
-        return method
-
-    reg.methods[name] = MethodSpec(name=name, factory=factory, defaults=spec.defaults, recipes=spec.recipes,
-                                   default_recipe=spec.default_recipe)
-    reg.origin[f"method:{name}"] = "osrbench"
 
 
 def test_different_methods_receive_bit_identical_batches(tmp_path):
@@ -46,7 +26,7 @@ def test_different_methods_receive_bit_identical_batches(tmp_path):
         pytest.skip("only the softmax plugin is installed")
     logs = {"softmax": [], available[0]: []}
     for name, log in logs.items():
-        _recording(reg, f"rec-{name}", name, log)
+        recording_method(reg, f"rec-{name}", name, log)
         engine.run(_req(tmp_path, f"rec-{name}", epochs=2, overrides={"augment": "crop_flip"}), registry=reg)
     first_phase = reg.method(available[0]).factory().phases[0]
     soft = [digest for _, digest in logs["softmax"]]

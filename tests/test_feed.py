@@ -8,7 +8,6 @@ one and a PNG among them), cut into a split with ``select_files`` as the SSB rea
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,7 @@ from osrbench.data.randaugment import RandAugmentDraws
 from osrbench.data.stream import CIFAR_MEAN, CIFAR_STD, PAD, derive_seed
 from osrbench.datasets import DataNotFound, DatasetSpec, OpenSetData
 from osrbench.errors import UserError
-from osrbench.method import MethodSpec
-from osrbench.testing.standins import picture, write_cub
+from osrbench.testing.standins import picture, recording_method, write_cub
 
 S = 32
 NAME = "standin-files"
@@ -304,26 +302,6 @@ def standin(image_files, monkeypatch):
     return reg, decoded
 
 
-def _recording(reg, name, inner, log):
-    """A copy of method ``inner`` that logs a digest of every batch it is given."""
-    spec = reg.method(inner)
-
-    def factory():
-        method = spec.factory()
-        step = method.train_step
-
-        def train_step(phase, x, y):
-            log.append((phase, hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()))
-            return step(phase, x, y)
-
-        method.train_step = train_step
-        return method
-
-    reg.methods[name] = MethodSpec(name=name, factory=factory, defaults=spec.defaults, recipes=spec.recipes,
-                                   default_recipe=spec.default_recipe)
-    reg.origin[f"method:{name}"] = "osrbench"
-
-
 SET = {"batch_size": 4, "randaugment": 9, "normalize": "cifar"}
 
 
@@ -369,13 +347,13 @@ def test_every_method_and_a_resumed_run_see_the_same_file_batches(standin, tmp_p
     reg, _ = standin
     others = [m for m in ("arpl", "gcpl", "openmax") if m in reg.methods]
     logs = {"softmax": [], "straight": [], "resumed": []}
-    _recording(reg, "rec-softmax", "softmax", logs["softmax"])
+    recording_method(reg, "rec-softmax", "softmax", logs["softmax"])
     engine.run(_req(tmp_path / "a", "rec-softmax", epochs=2), registry=reg)
     if others:
-        _recording(reg, "rec-other", others[0], logs["straight"])
+        recording_method(reg, "rec-other", others[0], logs["straight"])
         engine.run(_req(tmp_path / "b", "rec-other", epochs=2), registry=reg)
         assert [d for _, d in logs["straight"]] == [d for _, d in logs["softmax"]]
-    _recording(reg, "rec-resumed", "softmax", logs["resumed"])
+    recording_method(reg, "rec-resumed", "softmax", logs["resumed"])
     engine.run(_req(tmp_path / "c", "rec-resumed", epochs=1), registry=reg)
     out = engine.run(_req(tmp_path / "c", "rec-resumed", epochs=2, resume="yes"), registry=reg)
     assert out.resumed_from == 1

@@ -1,9 +1,12 @@
-"""Stand-ins for datasets that cannot be downloaded in a test: a few small images written in the
-official archive's exact layout, so a reader, the file feed and a whole run can be exercised."""
+"""Stand-ins for tests: datasets that cannot be downloaded (a few small images written in the official
+archive's exact layout, so a reader, the file feed and a whole run can be exercised) and a method that
+records the batches it is given."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,3 +36,26 @@ def write_cub(root: Path) -> Path:
     (base / "train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, _, t in rows))
     (base / "classes.txt").write_text("".join(f"{c} {c:03d}.Bird_{c}\n" for c in range(1, 201)))
     return base
+
+
+def recording_method(reg: Any, name: str, inner: str, log: list) -> None:
+    """Register in ``reg`` a copy ``name`` of method ``inner`` that appends ``(phase, digest)`` of every
+    batch it is given to ``log`` (the batches methods see, compared without keeping them)."""
+    from osrbench.method import MethodSpec
+
+    spec = reg.method(inner)
+
+    def factory():
+        method = spec.factory()
+        step = method.train_step
+
+        def train_step(phase, x, y):
+            log.append((phase, hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()))
+            return step(phase, x, y)
+
+        method.train_step = train_step
+        return method
+
+    reg.methods[name] = MethodSpec(name=name, factory=factory, defaults=spec.defaults, recipes=spec.recipes,
+                                   default_recipe=spec.default_recipe)
+    reg.origin[f"method:{name}"] = "osrbench"
