@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from osrbench import compare, evaluation, metrics, plugins, report, rescore, scoring  # noqa: E402
+from osrbench import compare, evaluation, metrics, plugins, report, rescore, results, scoring  # noqa: E402
 
 METHODS = ("softmax", "arpl", "arpl-cs", "dias", "cac")
 #: Tuning earns its default where it wins on average and the Wilcoxon p is below this.
@@ -56,7 +56,12 @@ def score_one(rec, specs, data_root) -> dict[str, dict]:
         rescore.check_reproduced(rec, again.scores, dev)
         run = (lambda sps, tune: scoring.score_run(sps, s.method, data, dev, s.config["normalize"], s.precision,
                                                    rec.seed, tune))
-        default, tuned = run(specs, False), run(grid, True)
+        # Tuned first; where tuning kept the defaults its test scores are the defaults' (the same fit and
+        # apply with the same values), so only the scorers whose values changed are scored again untuned.
+        tuned = run(specs, True)
+        changed = [sp for sp in grid if not isinstance(tuned[sp.name], str)
+                   and tuned[sp.name].info["params"] != dict(sp.params)]
+        default = {**tuned, **run(changed, False)}
     out = {}
     for sp in specs:
         d = default[sp.name]
@@ -70,6 +75,14 @@ def score_one(rec, specs, data_root) -> dict[str, dict]:
         out[sp.name] = {"default": metrics.auroc(d.known, d.unknown), "tuned": metrics.auroc(t.known, t.unknown),
                         "params": t.info["params"], "defaults": d.info["params"], "has_grid": bool(sp.grid)}
     return out
+
+
+def save(cache_path: Path, key: str, entry: dict) -> None:
+    """Add one run's entry to the cache file as it is now: two checks scoring other methods of the
+    same runs folder at once (one process each, to use both cores) keep each other's entries."""
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    cache[key] = entry
+    results.atomic_write(cache_path, lambda fh: fh.write(json.dumps(cache, indent=1, sort_keys=True).encode()))
 
 
 def table(cache: dict, names: list[str], keys: list[str]) -> list[list[str]]:
@@ -126,7 +139,7 @@ def main() -> int:
         if stale:
             t0 = time.perf_counter()
             cache[key] = {**cache.get(key, {}), **score_one(rec, stale, args.data_root)}
-            cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+            save(cache_path, key, cache[key])
             print(f"scored {rec.method} split {rec.split} seed {rec.seed} ({time.perf_counter() - t0:.0f} s)",
                   file=sys.stderr)
     methods = sorted({r.method for r in recs})
