@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,8 +45,10 @@ def test_score_applies_every_scorer_stores_them_and_prints_the_matrix(runs, caps
     code, text, err = _score(capsys, "--runs", str(out))
     assert code == 0, err
     assert "AUROC (higher is better)" in text and "FPR95 (lower is better)" in text
-    header = next(line for line in text.splitlines() if line.startswith("method (recipe, config)"))
+    header = next(line for line in text.splitlines() if line.startswith("method (recipe, run folder hash)"))
     assert header.split()[-11:] == ["own", *SCORERS]
+    # the hash shown is the one in the run folders' names, which a user can search for
+    assert f"softmax (arpl-release, {Path(recs['softmax', 0].dir).name.rsplit('-', 1)[-1]})" in text
     softmax = records.read_posthoc(recs["softmax", 0].dir, recs["softmax", 0])
     arpl = records.read_posthoc(recs["arpl", 0].dir, recs["arpl", 0])
     assert set(softmax.info) == set(SCORERS) and set(softmax.names) <= set(SCORERS)

@@ -12,7 +12,7 @@ from osrbench.formats import format_help, format_metavar
 from osrbench.commands._options import emit, log, tabulate
 from osrbench.compare import GroupKey
 from osrbench.errors import UserError
-from osrbench.records import Record
+from osrbench.records import Record, folder_hash
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
@@ -55,7 +55,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     for key, items in groups.items():
         old = [r for r, _ in items]
         new = [r.replace(metrics=res["metrics"]) for r, res in items]
-        row = [f"{key.method} ({key.recipe or 'no recipe'}, {key.short_hash})", f"{key.dataset}/{key.protocol}",
+        row = [f"{key.method} ({key.recipe or 'no recipe'}, {folder_hash(old[0])})", f"{key.dataset}/{key.protocol}",
                len({r.split for r in old})]
         for m in metric_names:
             a = compare.summarize(old, m).get(key.method)
@@ -68,7 +68,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         rows.append(row)
     print()
     print("mean over splits, main score -> " + repr(name) + " (paired mean difference)")
-    emit(tabulate(rows, ["method (recipe, config)", "dataset/protocol", "splits",
+    emit(tabulate(rows, ["method (recipe, run folder hash)", "dataset/protocol", "splits",
                          *(compare.SHORT.get(m, m) for m in metric_names)], args.format), fit=args.format == "simple")
     if args.write:
         print(f"wrote metrics_{name}.json beside {len(done)} record(s)")

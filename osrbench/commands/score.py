@@ -12,6 +12,7 @@ from osrbench.commands._checks import TABLE_FORMATS, check_table_format
 from osrbench.formats import format_help, format_metavar
 from osrbench.commands._options import emit, log, tabulate
 from osrbench.errors import UsageError, UserError
+from osrbench.records import folder_hash
 
 #: The metrics of the matrix (a scorer has no macro-F1 rule).
 SCORE_METRICS = ("auroc", "oscr", "fpr95_known")
@@ -157,7 +158,7 @@ def render_matrix(recs: list[Any], by_scorer: dict[str, list[Any]], names: list[
         rows = []
         for key, members in groups.items():
             external = ", external weights" if members[0].external_weights else ""
-            row = [f"{key.method} ({key.recipe or 'no recipe'}, {key.short_hash}{external})",
+            row = [f"{key.method} ({key.recipe or 'no recipe'}, {folder_hash(members[0])}{external})",
                    f"{key.dataset}/{key.protocol}"]
             for col in cols:
                 sm = summary.get((key, col, m))
@@ -167,7 +168,7 @@ def render_matrix(recs: list[Any], by_scorer: dict[str, list[Any]], names: list[
         arrow = "lower is better" if m in compare.LOWER_IS_BETTER else "higher is better"
         out.append(f"{compare.SHORT.get(m, m)} ({arrow}), %, mean +- sample std over splits; "
                    f"'{OWN}' = the run's own score")
-        out.append(tabulate(rows, ["method (recipe, config)", "dataset/protocol", *cols], fmt))
+        out.append(tabulate(rows, ["method (recipe, run folder hash)", "dataset/protocol", *cols], fmt))
         out.append("")
     rows = []
     for key in groups:
