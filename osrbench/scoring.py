@@ -36,7 +36,7 @@ from osrbench.data.stream import CIFAR_STD, derive_seed
 from osrbench.devices import Precision
 from osrbench.errors import MethodFailed, UserError
 from osrbench.evaluation import BATCH, model_inputs
-from osrbench.method import Method, implements
+from osrbench.method import Method, Option, implements
 
 #: What a scorer may need: ``logits`` (always available), ``features`` (penultimate features,
 #: :meth:`Method.features`), ``head`` (:meth:`Method.head`, the features-to-logits map) and
@@ -167,6 +167,9 @@ class ScoreSpec:
     :param description: one line shown by ``osrbench list --scorers``.
     :param citation: the paper (and the implementation it follows).
     :param adaptation: what differs from that reference, recorded with every score it makes.
+    :param options: the values a parameter allows (:class:`~osrbench.method.Option`: a range or
+        choices), checked when it is set by hand (``--scorer energy:temperature=10``), so that a
+        value the scorer cannot use is one usage error before anything is computed.
     """
 
     name: str
@@ -178,15 +181,21 @@ class ScoreSpec:
     description: str = ""
     citation: str = ""
     adaptation: str = ""
+    options: Mapping[str, Option] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "needs", frozenset(self.needs))
         unknown = sorted(self.needs - set(NEEDS))
         if unknown:
             raise ValueError(f"scorer {self.name!r}: unknown needs {unknown} (valid: {', '.join(NEEDS)})")
-        extra = sorted(set(self.grid) - set(self.params))
-        if extra:
-            raise ValueError(f"scorer {self.name!r}: grid names {extra}, which are not in params")
+        for what, names in (("grid", self.grid), ("options", self.options)):
+            extra = sorted(set(names) - set(self.params))
+            if extra:
+                raise ValueError(f"scorer {self.name!r}: {what} names {extra}, which are not in params")
+        for key, option in self.options.items():
+            bad = [v for v in (self.params[key], *self.grid.get(key, ())) if option.violation(v)]
+            if bad:
+                raise ValueError(f"scorer {self.name!r}: {key} = {bad[0]!r} (default or grid) is not {option.allowed()}")
 
     def candidates(self, hand_set: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """The parameter sets tuning tries, the defaults first, each once; the parameters in
@@ -227,11 +236,12 @@ def parse_param(spec: ScoreSpec, key: str, text: str) -> Any:
     declared = [spec.params[key], *spec.grid.get(key, ())]
     kinds = {_kind(v) for v in declared}
     want = f"scorer {spec.name!r} parameter {key!r}"
+    value: Any
     if kinds == {bool}:
         if text.lower() not in ("true", "false"):
             raise UserError(f"{want} takes true or false, not {text!r}")
-        return text.lower() == "true"
-    if kinds <= {int, float}:
+        value = text.lower() == "true"
+    elif kinds <= {int, float}:
         try:
             value = float(text)
         except ValueError:
@@ -242,13 +252,18 @@ def parse_param(spec: ScoreSpec, key: str, text: str) -> Any:
             if value != int(value):
                 raise UserError(f"{want} takes an integer (declared as {declared[0]}"
                                 + (f", tuned over {list(spec.grid[key])}" if key in spec.grid else "") + f"), not {text!r}")
-            return int(value)
-        return value
-    if kinds == {str}:
+            value = int(value)
+    elif kinds == {str}:
         if key in spec.grid and text not in spec.grid[key]:
             raise UserError(f"{want} takes one of {', '.join(map(str, spec.grid[key]))}, not {text!r}")
-        return text
-    raise UserError(f"{want} has a value of type {type(spec.params[key]).__name__}, which cannot be set by hand")
+        value = text
+    else:
+        raise UserError(f"{want} has a value of type {type(spec.params[key]).__name__}, which cannot be set by hand")
+    option = spec.options.get(key)
+    if option is not None and option.violation(value):
+        raise UserError(f"{want} must be {'one of ' if option.choices is not None else ''}{option.allowed()}, "
+                        f"not {text!r}")
+    return value
 
 
 def describe_params(info: Mapping[str, Any]) -> str:

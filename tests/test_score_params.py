@@ -43,6 +43,18 @@ def test_names_and_hand_set_parameters_are_parsed_with_their_declared_types(reg)
     ("energy:temperature=1,temperature=2", "parameter 'temperature' of scorer 'energy' is set twice"),
     ("ash:percentile=85", "unknown scorer 'ash'"),
     (",", "names no scorer"),
+    # values the scorer cannot use: refused before anything is computed, with the range it allows
+    ("energy:temperature=0", "parameter 'temperature' must be > 0, not '0'"),
+    ("energy:temperature=-1", "must be > 0, not '-1'"),
+    ("odin:noise=-0.1", "parameter 'noise' must be >= 0, not '-0.1'"),
+    ("knn:k=0", "parameter 'k' must be >= 1, not '0'"),
+    ("gen:gamma=0", "must be > 0"),
+    ("gen:m=0", "must be >= 1"),
+    ("react:percentile=101", "parameter 'percentile' must be in [0, 100], not '101'"),
+    ("vim:dim_fraction=1", "must be in (0, 1), not '1'"),
+    ("openmax:alpha=0", "must be >= 1"),
+    ("openmax:tail_size=0", "must be >= 1"),
+    ("openmax:distance=foo", "parameter 'distance' must be one of euclidean, eucos, cosine, not 'foo'"),
 ])
 def test_a_bad_scorer_parameter_is_one_user_error(reg, text, message):
     with pytest.raises(UserError) as exc:
@@ -91,3 +103,24 @@ def test_describe_params_marks_hand_set_and_tuned_values():
     assert scoring.describe_params({"params": {"k": 50}, "defaults": {"k": 50}, "tuned": False}) == "k=50"
     assert scoring.describe_params({"params": {}, "defaults": {}}) == "-"
     assert re.fullmatch(r"[-\w=., ()]+", scoring.describe_params(info))
+
+
+def test_a_scorer_s_declared_values_must_fit_its_options():
+    from osrbench.method import Option
+    from osrbench.scoring import ScoreSpec
+
+    with pytest.raises(ValueError, match="temperature = 0 .default or grid. is not > 0"):
+        ScoreSpec("mine", lambda v, f, p: v.logits[:, 0], params={"temperature": 1}, grid={"temperature": [0, 1]},
+                  options={"temperature": Option(exclusive_minimum=0)})
+    with pytest.raises(ValueError, match="options names .'t'., which are not in params"):
+        ScoreSpec("mine", lambda v, f, p: v.logits[:, 0], options={"t": Option(minimum=0)})
+
+
+def test_list_scorers_shows_each_parameter_s_default_allowed_values_and_grid(capsys):
+    from osrbench.cli import main
+
+    assert main(["list", "--scorers"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "temperature=1 (> 0; --tune over [1, 10, 100, 1000])" in rows["energy"]
+    assert "distance=euclidean (euclidean, eucos, cosine)" in rows["openmax"]
+    assert re.search(r"^msp\s+osrbench\s+logits\s+-\s", rows["msp"])

@@ -436,8 +436,10 @@ def test_the_builtin_specs_call_these_functions_as_they_are_defined():
 @pytest.mark.parametrize("name", list(READS))
 def test_each_scorer_has_its_params_grid_and_provenance(name):
     conf = posthoc.OPENOOD[name]
-    assert set(conf) == {"params", "grid", "description", "citation", "adaptation"}
+    assert set(conf) <= {"params", "grid", "description", "citation", "adaptation", "options"}
     assert set(conf["params"]) == READS[name]
+    # every parameter declares the values it allows (checked when set by hand)
+    assert set(conf.get("options", {})) == READS[name]
     for key, values in conf["grid"].items():
         assert conf["params"][key] in values, f"{name}: the default {key} is not in its grid"
     assert conf["description"] and "\n" not in conf["description"] + conf["adaptation"]

@@ -41,7 +41,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows = []
         for name, sp in reg.scorers.items():
             tuned = "tuned" if scoring.tunes_by_default(sp) else "--tune"
-            params = ", ".join(f"{k}={v}" + (f" ({tuned} over {list(sp.grid[k])})" if k in sp.grid else "")
+            params = ", ".join(f"{k}={v}" + _notes(sp.options[k].allowed() if k in sp.options else "",
+                                                   f"{tuned} over {list(sp.grid[k])}" if k in sp.grid else "")
                                for k, v in sp.params.items()) or "-"
             rows.append([name, reg.plugin_of("scorer", name).name, ", ".join(sorted(sp.needs)), params,
                          sp.description])
@@ -259,3 +260,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", nargs="?", help="only this dataset (default: every dataset)")
     p.add_argument("--data-root", type=Path, help="data folder (default $OSRBENCH_DATA or ~/.cache/osrbench)")
     p.set_defaults(func=cmd_data)
+
+
+def _notes(*notes: str) -> str:
+    """`` (a; b)`` of the notes that are not empty; ``""`` without any."""
+    kept = [n for n in notes if n]
+    return f" ({'; '.join(kept)})" if kept else ""

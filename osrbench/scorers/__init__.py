@@ -30,7 +30,8 @@ def _spec(name: str, score, needs=("logits",), fit=None, conf: Mapping[str, Any]
     conf = posthoc.OPENOOD.get(name, {}) if conf is None else conf
     return ScoreSpec(name=name, score=score, needs=frozenset(needs), fit=fit, params=dict(conf.get("params", {})),
                      grid=dict(conf.get("grid", {})), description=conf.get("description", ""),
-                     citation=conf.get("citation", ""), adaptation=conf.get("adaptation", ""))
+                     citation=conf.get("citation", ""), adaptation=conf.get("adaptation", ""),
+                     options=dict(conf.get("options", {})))
 
 
 BUILTIN_SCORERS: tuple[ScoreSpec, ...] = (

@@ -25,6 +25,7 @@ import torch
 from scipy import optimize
 from scipy.stats import weibull_min
 
+from osrbench.method import Option
 from osrbench.scoring import NotApplicable
 
 #: The distances OpenOOD's ``calc_distance`` knows.
@@ -40,6 +41,8 @@ TRANSLATE_AMOUNT = 1.0
 OPENOOD_OPENMAX = {
     "params": {"tail_size": 20, "alpha": 3, "distance": "euclidean", "eu_weight": 0.5},
     "grid": {},
+    "options": {"tail_size": Option(minimum=1), "alpha": Option(minimum=1), "distance": Option(choices=DISTANCES),
+                "eu_weight": Option(minimum=0)},
     "description": "OpenMax: logits recalibrated by per-class Weibull fits of distances to the class means; "
                    "score -P(unknown)",
     "citation": "Bendale & Boult, Towards Open Set Deep Networks, CVPR 2016; as in OpenOOD v1.5 "

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from osrbench.method import Option
 from osrbench.scoring import NotApplicable
 
 #: Entries (queries x bank) of one block of KNN's distance matrix: 2**24 float64 is 128 MiB,
@@ -217,6 +218,7 @@ OPENOOD: dict[str, dict] = {
     },
     "energy": {  # ebo.yml: temperature 1, temperature_list [1, 10, 100, 1000]
         "params": {"temperature": 1}, "grid": {"temperature": [1, 10, 100, 1000]},
+        "options": {"temperature": Option(exclusive_minimum=0)},
         "description": "negative free energy T logsumexp(z / T) of the logits",
         "citation": "Liu et al., Energy-based Out-of-distribution Detection (NeurIPS 2020); "
                     "OpenOOD v1.5 ebo postprocessor",
@@ -225,6 +227,7 @@ OPENOOD: dict[str, dict] = {
     "gen": {  # gen.yml: gamma 0.1, M 100, gamma_list [0.01 .. 10], M_list [10 .. 1000]
         "params": {"gamma": 0.1, "m": 100},
         "grid": {"gamma": [0.01, 0.1, 0.5, 1, 2, 5, 10], "m": [10, 50, 100, 200, 500, 1000]},
+        "options": {"gamma": Option(exclusive_minimum=0), "m": Option(minimum=1)},
         "description": "negative generalized entropy of the top-M softmax probabilities",
         "citation": "Liu, Lochman & Zach, GEN: Pushing the Limits of Softmax-Based Out-of-Distribution "
                     "Detection (CVPR 2023); OpenOOD v1.5 gen postprocessor",
@@ -233,6 +236,7 @@ OPENOOD: dict[str, dict] = {
     "odin": {  # odin.yml: temperature 1000, noise 0.0014, sweep [1, 10, 100, 1000] x [0.0014, 0.0028]
         "params": {"temperature": 1000, "noise": 0.0014},
         "grid": {"temperature": [1, 10, 100, 1000], "noise": [0.0014, 0.0028]},
+        "options": {"temperature": Option(exclusive_minimum=0), "noise": Option(minimum=0)},
         "description": "temperature-scaled softmax confidence after a gradient-sign input perturbation",
         "citation": "Liang, Li & Srikant, Enhancing The Reliability of Out-of-distribution Image Detection "
                     "in Neural Networks (ICLR 2018); OpenOOD v1.5 odin postprocessor",
@@ -250,6 +254,7 @@ OPENOOD: dict[str, dict] = {
     # osrbench where it tunes (a K above the fit set is n/a for that candidate only); 50 otherwise.
     "knn": {
         "params": {"k": 50}, "grid": {"k": [50, 100, 200, 500, 1000]},
+        "options": {"k": Option(minimum=1)},
         "description": "minus the squared distance to the k-th nearest normalised training feature",
         "citation": "Sun et al., Out-of-Distribution Detection with Deep Nearest Neighbors (ICML 2022); "
                     "OpenOOD v1.5 knn postprocessor",
@@ -257,6 +262,7 @@ OPENOOD: dict[str, dict] = {
     },
     "vim": {  # vim.yml: dim 256, dim_list [256, 1000] (of ResNet-18's 512 / ResNet-50's 2048 features)
         "params": {"dim_fraction": 0.5}, "grid": {"dim_fraction": [0.25, 0.5, 0.75]},
+        "options": {"dim_fraction": Option(exclusive_minimum=0, exclusive_maximum=1)},
         "description": "energy minus the scaled residual norm outside the features' principal subspace",
         "citation": "Wang et al., ViM: Out-Of-Distribution with Virtual-logit Matching (CVPR 2022); "
                     "OpenOOD v1.5 vim postprocessor",
@@ -265,6 +271,7 @@ OPENOOD: dict[str, dict] = {
     },
     "react": {  # react.yml: percentile 90, percentile_list [85, 90, 95, 99]
         "params": {"percentile": 90}, "grid": {"percentile": [85, 90, 95, 99]},
+        "options": {"percentile": Option(minimum=0, maximum=100)},
         "description": "energy of the logits after clipping features at a percentile of the activations",
         "citation": "Sun, Guo & Li, ReAct: Out-of-distribution Detection With Rectified Activations "
                     "(NeurIPS 2021); OpenOOD v1.5 react postprocessor",
