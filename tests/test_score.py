@@ -158,6 +158,16 @@ def test_an_unknown_scorer_is_one_line_with_a_hint(runs, capsys):
     assert code == 2 and "unknown scorer 'enrgy'" in err and "did you mean 'energy'?" in err
 
 
+@pytest.mark.parametrize("scorer", ["knn:k=0", "react:percentile=101", "energy:temperature=-1", "openmax:distance=foo"])
+def test_a_value_the_scorer_cannot_use_is_refused_before_anything_is_scored(runs, capsys, tmp_path, scorer):
+    copy = tmp_path / "runs"
+    shutil.copytree(runs[0], copy)
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    code, _, err = _score(capsys, "--runs", str(copy), "--scorer", scorer)
+    assert code == 2 and "must be" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before  # nothing written
+
+
 def test_compare_under_one_scorer(runs, capsys):
     out, recs = runs
     code = cli.main(["compare", "softmax", "arpl", "--dataset", "digits", "--splits", "0-1", "--epochs", "1",
