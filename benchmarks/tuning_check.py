@@ -7,14 +7,15 @@ grid tuned on held-out known training classes (``osrbench.scoring.tune``, what `
 difference (tuned - default), wins/ties/losses of tuning and the exact Wilcoxon signed-rank p
 (two-sided). The last column is the default policy ``osrbench score`` has today
 (``osrbench.scoring.TUNED_BY_DEFAULT``); tests/test_score_params.py checks that it equals the
-README's table.
+README's tables.
 
     python benchmarks/tuning_check.py --runs runs/tuning-check                    # digits, 15 epochs
-    python benchmarks/tuning_check.py --dataset fashion-mnist --methods softmax --epochs 5 --splits 0-4
+    python benchmarks/tuning_check.py --runs runs/tuning-fmnist --dataset fashion-mnist --epochs 2 --methods softmax arpl
 
 Missing runs are trained first with ``osrbench compare`` (finished ones are reused; ``--no-train``
 only scores what exists). Each run's AUROCs are cached in ``RUNS/tuning_check.json`` so that a
-rerun scores only new runs. Torch runs on one thread (the numbers do not depend on it).
+rerun scores only new runs; two checks may score other methods of one folder at once (one core
+each). Torch runs on one thread (the numbers do not depend on it).
 """
 
 from __future__ import annotations
