@@ -14,8 +14,8 @@ README's tables.
 
 Missing runs are trained first with ``osrbench compare`` (finished ones are reused; ``--no-train``
 only scores what exists). Each run's AUROCs are cached in ``RUNS/tuning_check.json`` so that a
-rerun scores only new runs; two checks may score other methods of one folder at once (one core
-each). Torch runs on one thread (the numbers do not depend on it).
+rerun scores only new runs; two checks may score other methods or splits of one folder at once
+(one core each). Torch runs on one thread (the numbers do not depend on it).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from osrbench import compare, evaluation, metrics, plugins, report, rescore, results, scoring  # noqa: E402
+from osrbench import compare, evaluation, metrics, plugins, protocols, report, rescore, results, scoring  # noqa: E402
 
 METHODS = ("softmax", "arpl", "arpl-cs", "dias", "cac")
 #: Tuning earns its default where it wins on average and the Wilcoxon p is below this.
@@ -112,7 +112,7 @@ def main() -> int:
     ap.add_argument("--runs", type=Path, default=Path("runs/tuning-check"))
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
-    ap.add_argument("--splits", default="0-4")
+    ap.add_argument("--splits", default="0-4", help="the splits trained and scored (default 0-4)")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--data-root", type=Path)
     ap.add_argument("--no-train", action="store_true", help="only score the finished runs under --runs")
@@ -125,8 +125,9 @@ def main() -> int:
 
     reg = plugins.get()
     specs = [reg.scorer(n) for n in reg.scorers]
+    splits = set(protocols.parse_indices(args.splits, 10**6))
     recs = [r for r in report.select(report.read_runs(args.runs), args.dataset, None, args.methods)
-            if r.config.get("epochs") == args.epochs]
+            if r.config.get("epochs") == args.epochs and r.split in splits]
     recs.sort(key=lambda r: (r.method, r.split, r.seed))
     cache_path = args.runs / "tuning_check.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
