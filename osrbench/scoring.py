@@ -52,7 +52,7 @@ TUNE_MARGIN = 0.01
 #: The scorers whose grid is tuned on held-out known classes unless ``--tune``/``--no-tune`` says
 #: otherwise; every other scorer keeps its published defaults. Tuning is on only where it beat the
 #: defaults in benchmarks/tuning_check.py (paired over methods x splits, README "Tuning post-hoc
-#: scorers"): on digits (25 runs, 2 and 15 epochs) and Fashion-MNIST (8 runs) no scorer gained
+#: scorers"): on digits (25 runs, 2 and 15 epochs) and Fashion-MNIST (10 runs) no scorer gained
 #: significantly and energy lost 2.77 points on 2-epoch digits runs, so the set is empty.
 TUNED_BY_DEFAULT: frozenset[str] = frozenset()
 
